@@ -1,0 +1,327 @@
+//! Typed settings from the environment variables listed in API.md.
+//!
+//! Everything is parsed and validated once, at start-up: a variable that is set but
+//! malformed stops the process with a message naming it. A missing integration is not an
+//! error; the module reports "not configured" and the flows that need it answer 503.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use secrecy::SecretString;
+use url::Url;
+
+/// Where the journal and every read model live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// `postgres://…` or `postgresql://…`: the production and scale-out store.
+    Postgres(String),
+    /// `sqlite://PATH` (or `sqlite::memory:`): the embedded default.
+    Sqlite(String),
+}
+
+impl DatabaseUrl {
+    pub fn as_str(&self) -> &str {
+        match self {
+            DatabaseUrl::Postgres(url) | DatabaseUrl::Sqlite(url) => url,
+        }
+    }
+}
+
+impl FromStr for DatabaseUrl {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        if value.starts_with("postgres://") || value.starts_with("postgresql://") {
+            Url::parse(value).map_err(|error| format!("not a valid URL: {error}"))?;
+            Ok(DatabaseUrl::Postgres(value.to_string()))
+        } else if value.starts_with("sqlite:") {
+            Ok(DatabaseUrl::Sqlite(value.to_string()))
+        } else {
+            Err("expected postgres://USER@HOST:PORT/DB or sqlite://PATH".to_string())
+        }
+    }
+}
+
+/// Log output format, from `LATCHKEY_LOG_FORMAT`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Stripe account settings (all optional: Stripe may be configured later in Settings).
+#[derive(Clone, Debug, Default)]
+pub struct StripeSettings {
+    pub secret_key: Option<SecretString>,
+    pub publishable_key: Option<String>,
+    /// Several during rotation; a delivery is accepted if any of them signed it.
+    pub webhook_secrets: Vec<SecretString>,
+    pub api_base: Option<Url>,
+}
+
+/// TTLock Open API account settings.
+#[derive(Clone, Debug, Default)]
+pub struct TtlockSettings {
+    pub client_id: Option<String>,
+    pub client_secret: Option<SecretString>,
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+    pub api_base: Option<Url>,
+}
+
+/// Shelly Cloud settings.
+#[derive(Clone, Debug, Default)]
+pub struct ShellySettings {
+    pub auth_key: Option<SecretString>,
+    pub server: Option<Url>,
+}
+
+/// All settings of one Latchkey process.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub database_url: DatabaseUrl,
+    /// Address to serve on; port 0 picks a free port (tests).
+    pub listen: SocketAddr,
+    /// Base of every link given to guests and to Stripe.
+    pub public_url: Url,
+    /// Bootstrap bearer token with the admin role.
+    pub api_token: Option<SecretString>,
+    /// 32-byte key that encrypts stored secrets.
+    pub master_key: Option<SecretString>,
+    pub stripe: StripeSettings,
+    pub ttlock: TtlockSettings,
+    pub shelly: ShellySettings,
+    pub log_format: LogFormat,
+}
+
+/// A variable that is set but cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{variable} is set to an unusable value: {reason}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub reason: String,
+}
+
+impl Settings {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(&std::env::vars().collect())
+    }
+
+    /// Reads settings from a map of variables, so tests need not touch the process
+    /// environment (which is shared by every test thread).
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
+        Ok(Settings {
+            database_url: parse_or(get("DATABASE_URL"), "DATABASE_URL", "sqlite://latchkey.db")?,
+            listen: parse_or(get("LATCHKEY_LISTEN"), "LATCHKEY_LISTEN", "127.0.0.1:3000")?,
+            public_url: parse_or(
+                get("LATCHKEY_PUBLIC_URL"),
+                "LATCHKEY_PUBLIC_URL",
+                "http://localhost:3000",
+            )?,
+            api_token: get("LATCHKEY_API_TOKEN").map(secret),
+            master_key: get("LATCHKEY_MASTER_KEY")
+                .map(|key| validate_master_key(key).map(|()| secret(key)))
+                .transpose()?,
+            stripe: StripeSettings {
+                secret_key: get("STRIPE_SECRET_KEY")
+                    .map(|key| require_prefix(key, "STRIPE_SECRET_KEY", &["sk_", "rk_"]))
+                    .transpose()?
+                    .map(secret),
+                publishable_key: get("STRIPE_PUBLISHABLE_KEY")
+                    .map(|key| require_prefix(key, "STRIPE_PUBLISHABLE_KEY", &["pk_"]))
+                    .transpose()?
+                    .map(str::to_string),
+                webhook_secrets: get("STRIPE_WEBHOOK_SECRET")
+                    .map(parse_webhook_secrets)
+                    .transpose()?
+                    .unwrap_or_default(),
+                api_base: parse_optional(get("STRIPE_API_BASE"), "STRIPE_API_BASE")?,
+            },
+            ttlock: TtlockSettings {
+                client_id: get("TTLOCK_CLIENT_ID").map(str::to_string),
+                client_secret: get("TTLOCK_CLIENT_SECRET").map(secret),
+                username: get("TTLOCK_USERNAME").map(str::to_string),
+                password: get("TTLOCK_PASSWORD").map(secret),
+                api_base: parse_optional(get("TTLOCK_API_BASE"), "TTLOCK_API_BASE")?,
+            },
+            shelly: ShellySettings {
+                auth_key: get("SHELLY_AUTH_KEY").map(secret),
+                server: parse_optional(get("SHELLY_SERVER"), "SHELLY_SERVER")?,
+            },
+            log_format: match get("LATCHKEY_LOG_FORMAT") {
+                None | Some("text") => LogFormat::Text,
+                Some("json") => LogFormat::Json,
+                Some(other) => {
+                    return Err(ConfigError {
+                        variable: "LATCHKEY_LOG_FORMAT",
+                        reason: format!("{other:?} is neither \"text\" nor \"json\""),
+                    })
+                }
+            },
+        })
+    }
+}
+
+fn secret(value: &str) -> SecretString {
+    SecretString::from(value.to_string())
+}
+
+fn parse_or<T>(value: Option<&str>, variable: &'static str, default: &str) -> Result<T, ConfigError>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    let raw = value.unwrap_or(default);
+    raw.parse().map_err(|error: T::Err| ConfigError {
+        variable,
+        reason: format!("{raw:?}: {error}"),
+    })
+}
+
+fn parse_optional<T>(value: Option<&str>, variable: &'static str) -> Result<Option<T>, ConfigError>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    value
+        .map(|raw| {
+            raw.parse().map_err(|error: T::Err| ConfigError {
+                variable,
+                reason: format!("{raw:?}: {error}"),
+            })
+        })
+        .transpose()
+}
+
+fn require_prefix<'a>(
+    value: &'a str,
+    variable: &'static str,
+    prefixes: &[&str],
+) -> Result<&'a str, ConfigError> {
+    if prefixes.iter().any(|prefix| value.starts_with(prefix)) {
+        Ok(value)
+    } else {
+        Err(ConfigError {
+            variable,
+            reason: format!("expected a key starting with {}", prefixes.join(" or ")),
+        })
+    }
+}
+
+fn parse_webhook_secrets(value: &str) -> Result<Vec<SecretString>, ConfigError> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .map(|part| require_prefix(part, "STRIPE_WEBHOOK_SECRET", &["whsec_"]).map(secret))
+        .collect()
+}
+
+/// The master key is 32 bytes, written as standard base64 (44 characters with padding).
+fn validate_master_key(value: &str) -> Result<(), ConfigError> {
+    let bytes = decode_base64(value).ok_or_else(|| ConfigError {
+        variable: "LATCHKEY_MASTER_KEY",
+        reason: "not valid base64 (generate one with `openssl rand -base64 32`)".to_string(),
+    })?;
+    if bytes.len() != 32 {
+        return Err(ConfigError {
+            variable: "LATCHKEY_MASTER_KEY",
+            reason: format!("decodes to {} bytes; 32 are required", bytes.len()),
+        });
+    }
+    Ok(())
+}
+
+/// Minimal standard-alphabet base64 decoder; enough for one key and no extra dependency.
+fn decode_base64(value: &str) -> Option<Vec<u8>> {
+    let digits: Vec<u8> = value.trim_end_matches('=').bytes().collect();
+    let mut out = Vec::with_capacity(digits.len() * 3 / 4);
+    let mut buffer: u32 = 0;
+    let mut bits = 0;
+    for digit in digits {
+        let sextet = match digit {
+            b'A'..=b'Z' => digit - b'A',
+            b'a'..=b'z' => digit - b'a' + 26,
+            b'0'..=b'9' => digit - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        buffer = (buffer << 6) | u32::from(sextet);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buffer >> bits) as u8);
+            buffer &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let settings = Settings::from_vars(&vars(&[])).unwrap();
+        assert_eq!(
+            settings.database_url,
+            DatabaseUrl::Sqlite("sqlite://latchkey.db".into())
+        );
+        assert_eq!(settings.listen.to_string(), "127.0.0.1:3000");
+        assert_eq!(settings.public_url.as_str(), "http://localhost:3000/");
+        assert!(settings.stripe.secret_key.is_none());
+    }
+
+    #[test]
+    fn a_malformed_listen_address_names_the_variable() {
+        let error = Settings::from_vars(&vars(&[("LATCHKEY_LISTEN", "port 80")])).unwrap_err();
+        assert_eq!(error.variable, "LATCHKEY_LISTEN");
+        assert!(error.to_string().contains("LATCHKEY_LISTEN"));
+    }
+
+    #[test]
+    fn an_unknown_database_scheme_is_refused() {
+        let error = Settings::from_vars(&vars(&[("DATABASE_URL", "mysql://x")])).unwrap_err();
+        assert_eq!(error.variable, "DATABASE_URL");
+    }
+
+    #[test]
+    fn webhook_secrets_split_on_commas_and_must_look_like_secrets() {
+        let settings =
+            Settings::from_vars(&vars(&[("STRIPE_WEBHOOK_SECRET", "whsec_a, whsec_b")])).unwrap();
+        assert_eq!(settings.stripe.webhook_secrets.len(), 2);
+        let error =
+            Settings::from_vars(&vars(&[("STRIPE_WEBHOOK_SECRET", "whsec_a,oops")])).unwrap_err();
+        assert_eq!(error.variable, "STRIPE_WEBHOOK_SECRET");
+    }
+
+    #[test]
+    fn the_master_key_must_be_32_bytes_of_base64() {
+        let good = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+        assert!(Settings::from_vars(&vars(&[("LATCHKEY_MASTER_KEY", good)])).is_ok());
+        let short = Settings::from_vars(&vars(&[("LATCHKEY_MASTER_KEY", "AAEC")])).unwrap_err();
+        assert_eq!(short.variable, "LATCHKEY_MASTER_KEY");
+        let garbage = Settings::from_vars(&vars(&[("LATCHKEY_MASTER_KEY", "***")])).unwrap_err();
+        assert!(garbage.reason.contains("base64"));
+    }
+
+    #[test]
+    fn a_live_key_in_the_wrong_variable_is_refused() {
+        let error =
+            Settings::from_vars(&vars(&[("STRIPE_SECRET_KEY", "pk_test_123")])).unwrap_err();
+        assert_eq!(error.variable, "STRIPE_SECRET_KEY");
+    }
+}

@@ -1,0 +1,117 @@
+//! One command bus per aggregate: cqrs-es over the journal, plus bounded retries of
+//! optimistic-concurrency conflicts.
+//!
+//! Two commands racing on one aggregate both load version N and both try to append N+1;
+//! the journal's primary key lets one win. The loser is not lost: it reloads the aggregate
+//! (now at N+1), re-runs `handle` against the new state, and appends N+2. Only after
+//! [`CONFLICT_ATTEMPTS_MAX`] consecutive conflicts does the caller see a conflict error.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::{Aggregate, AggregateError, CqrsFramework};
+use rand::Rng;
+use tracing::debug;
+
+use crate::store::repository::{AppendSignal, JournalRepository};
+use crate::store::Database;
+
+/// How many times a command is tried when it keeps losing races. Each retry re-reads the
+/// aggregate, so contention has to be extreme for all of them to fail.
+pub const CONFLICT_ATTEMPTS_MAX: u32 = 8;
+
+/// Upper bound of the random pause before a retry, so racing writers spread out.
+const CONFLICT_JITTER_MAX_MS: u64 = 25;
+
+pub type EventStore<A> = PersistedEventStore<JournalRepository, A>;
+
+/// Who asked for a command and through which door; stored beside each event it produced.
+#[derive(Clone, Debug, Default)]
+pub struct CommandMetadata {
+    /// `guest`, `stripe`, `system`, `operator:<id>`, …
+    pub actor: String,
+    /// `api`, `webhook`, `reconciler`, `workflow`, `cli`, …
+    pub source: String,
+    pub request_id: Option<String>,
+    /// Extra context (e.g. the Stripe event id that caused the command).
+    pub extra: Vec<(String, String)>,
+}
+
+impl CommandMetadata {
+    pub fn new(actor: impl Into<String>, source: impl Into<String>) -> Self {
+        CommandMetadata {
+            actor: actor.into(),
+            source: source.into(),
+            ..Default::default()
+        }
+    }
+
+    pub fn with(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.extra.push((key.into(), value.into()));
+        self
+    }
+
+    fn into_map(self) -> HashMap<String, String> {
+        let mut map = HashMap::from([
+            ("actor".to_string(), self.actor),
+            ("source".to_string(), self.source),
+        ]);
+        if let Some(request_id) = self.request_id {
+            map.insert("request_id".to_string(), request_id);
+        }
+        map.extend(self.extra);
+        map
+    }
+}
+
+/// Executes commands against one aggregate type.
+pub struct CommandBus<A: Aggregate> {
+    framework: CqrsFramework<A, EventStore<A>>,
+}
+
+impl<A> CommandBus<A>
+where
+    A: Aggregate,
+    A::Command: Clone,
+{
+    pub fn new(database: Database, appended: AppendSignal, services: A::Services) -> Self {
+        let store =
+            PersistedEventStore::new_event_store(JournalRepository::new(database, appended));
+        CommandBus {
+            framework: CqrsFramework::new(store, Vec::new(), services),
+        }
+    }
+
+    /// Executes `command` on aggregate `id`, retrying lost races (see the module docs).
+    pub async fn execute(
+        &self,
+        id: &str,
+        command: A::Command,
+        metadata: CommandMetadata,
+    ) -> Result<(), AggregateError<A::Error>> {
+        let metadata = metadata.into_map();
+        let mut attempt = 1;
+        loop {
+            match self
+                .framework
+                .execute_with_metadata(id, command.clone(), metadata.clone())
+                .await
+            {
+                Err(AggregateError::AggregateConflict) if attempt < CONFLICT_ATTEMPTS_MAX => {
+                    debug!(
+                        aggregate_type = A::TYPE,
+                        aggregate_id = id,
+                        attempt,
+                        "conflict; retrying"
+                    );
+                    let pause = rand::thread_rng()
+                        .gen_range(0..=CONFLICT_JITTER_MAX_MS * u64::from(attempt));
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+}

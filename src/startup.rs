@@ -1,0 +1,154 @@
+//! Building and running one Latchkey process: pool, migrations, background tasks, router.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::config::Settings;
+use crate::http::{self, AppState};
+use crate::metrics::Metrics;
+use crate::store::journal::Journal;
+use crate::store::repository::AppendSignal;
+use crate::store::subscription::{self, Subscriber, SubscriptionOptions, SubscriptionRuntime};
+use crate::store::{Database, PoolSize};
+
+/// Knobs that tests and the demo turn; production uses the defaults.
+#[derive(Clone, Default)]
+pub struct BuildOptions {
+    pub pool_size: PoolSize,
+    pub subscriptions: SubscriptionOptions,
+    /// Extra journal subscribers to run beside the built-in ones.
+    pub subscribers: Vec<Arc<dyn Subscriber>>,
+}
+
+/// A built, listening application that has not started serving yet.
+pub struct Application {
+    listener: TcpListener,
+    port: u16,
+    state: AppState,
+    subscriptions: SubscriptionRuntime,
+    appended: AppendSignal,
+    shutdown: CancellationToken,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with(settings, BuildOptions::default()).await
+    }
+
+    /// Connects, migrates, binds the listener and starts the background tasks.
+    pub async fn build_with(settings: Settings, options: BuildOptions) -> anyhow::Result<Self> {
+        let database = Database::connect(&settings.database_url, options.pool_size).await?;
+        database.migrate().await?;
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("could not listen on LATCHKEY_LISTEN={}", settings.listen))?;
+        let port = listener.local_addr()?.port();
+        let metrics = Arc::new(Metrics::default());
+        let journal = Journal::new(database.clone());
+        let appended = AppendSignal::default();
+        let shutdown = CancellationToken::new();
+        let subscriptions = SubscriptionRuntime::new(
+            journal.clone(),
+            appended.clone(),
+            options.subscriptions.clone(),
+            metrics.clone(),
+        );
+        let mut background = Vec::new();
+        if let Database::Postgres(pool) = &database {
+            background.push(subscription::listen_for_appends(
+                pool.clone(),
+                appended.clone(),
+                shutdown.clone(),
+            ));
+        }
+        for subscriber in options.subscribers {
+            background.push(subscriptions.spawn(subscriber, shutdown.child_token()));
+        }
+        let state = AppState {
+            settings: Arc::new(settings),
+            database,
+            journal,
+            metrics,
+        };
+        Ok(Application {
+            listener,
+            port,
+            state,
+            subscriptions,
+            appended,
+            shutdown,
+            background,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    pub fn subscriptions(&self) -> &SubscriptionRuntime {
+        &self.subscriptions
+    }
+
+    /// The signal every append of this process raises; command buses must share it.
+    pub fn append_signal(&self) -> &AppendSignal {
+        &self.appended
+    }
+
+    /// Cancelling this token stops the server gracefully and every background task.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serves until the shutdown token is cancelled, then drains in-flight requests and
+    /// waits for the background tasks to stop.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let router = http::router(self.state.clone());
+        self.state.metrics.set_gauge("latchkey_up", &[], 1.0);
+        info!(port = self.port, "serving");
+        let shutdown = self.shutdown.clone();
+        let served = axum::serve(self.listener, router)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        self.shutdown.cancel();
+        for task in self.background {
+            let _ = task.await;
+        }
+        self.state.database.close().await;
+        info!("stopped");
+        served.context("the HTTP server failed")
+    }
+}
+
+/// Resolves when the process receives SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

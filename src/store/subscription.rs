@@ -1,0 +1,369 @@
+//! Named subscribers over the journal, each with a durable checkpoint.
+//!
+//! A subscriber handles events in global order. For each batch the runtime opens one
+//! transaction, lets the subscriber write its effects through it, moves the checkpoint in
+//! the same transaction, and commits: effects and checkpoint land together or not at all,
+//! so a crash at any point neither loses nor repeats an event. The checkpoint moves with a
+//! compare-and-set, so two instances that raced on the same batch cannot both commit it.
+//!
+//! Wake-ups: an append in this process signals at once ([`AppendSignal`]); appends by other
+//! processes arrive through PostgreSQL's NOTIFY ([`listen_for_appends`]). A slow poll is
+//! kept only as a safety net. A failing batch is retried with exponential backoff and
+//! never skipped: a projection that silently dropped an event would be wrong forever.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::PgListener;
+use sqlx::Postgres;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::journal::{self, CheckpointError, Cursor, Journal, JournalEvent};
+use super::repository::AppendSignal;
+use super::{Database, Tx};
+use crate::metrics::Metrics;
+
+/// The NOTIFY channel the journal's trigger signals on.
+pub const JOURNAL_CHANNEL: &str = "latchkey_journal";
+
+/// A journal consumer: a projection, a workflow, a test probe.
+#[async_trait]
+pub trait Subscriber: Send + Sync + 'static {
+    /// Unique, stable name; it keys the checkpoint and the singleton lock.
+    fn name(&self) -> &str;
+
+    /// Applies one event. Everything written through `tx` commits together with the
+    /// checkpoint; an error rolls the whole batch back and it is retried.
+    async fn apply(&self, tx: &mut Tx, event: &JournalEvent) -> anyhow::Result<()>;
+
+    /// Deletes the subscriber's own data before a rebuild from position 0.
+    async fn reset(&self, _tx: &mut Tx) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// Tuning for the runtime; the defaults suit production.
+#[derive(Clone, Debug)]
+pub struct SubscriptionOptions {
+    /// Events per transaction: larger batches are faster to rebuild, smaller ones keep
+    /// SQLite's single write lock free for appends.
+    pub batch_size: i64,
+    /// Safety-net poll when no wake-up arrives (e.g. events held back behind a slow
+    /// transaction that committed nothing of ours).
+    pub idle_poll: Duration,
+    /// First retry delay after a failed batch; doubles up to `retry_delay_max`.
+    pub retry_delay: Duration,
+    pub retry_delay_max: Duration,
+    /// How often an instance that does not hold a subscriber's lock tries to take it over.
+    pub takeover_interval: Duration,
+}
+
+impl Default for SubscriptionOptions {
+    fn default() -> Self {
+        SubscriptionOptions {
+            batch_size: 200,
+            idle_poll: Duration::from_millis(500),
+            retry_delay: Duration::from_millis(200),
+            retry_delay_max: Duration::from_secs(30),
+            takeover_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Runs subscribers; one per process, shared by all of them.
+#[derive(Clone)]
+pub struct SubscriptionRuntime {
+    journal: Journal,
+    appended: AppendSignal,
+    options: SubscriptionOptions,
+    metrics: Arc<Metrics>,
+}
+
+/// What one batch did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BatchOutcome {
+    /// Nothing new to handle.
+    Idle,
+    /// This many events were handled and the checkpoint moved.
+    Handled(usize),
+    /// Another instance moved the checkpoint first; nothing was committed.
+    Lost,
+}
+
+impl SubscriptionRuntime {
+    pub fn new(
+        journal: Journal,
+        appended: AppendSignal,
+        options: SubscriptionOptions,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        SubscriptionRuntime {
+            journal,
+            appended,
+            options,
+            metrics,
+        }
+    }
+
+    fn database(&self) -> &Database {
+        self.journal.database()
+    }
+
+    /// Handles the next batch after the subscriber's checkpoint.
+    pub async fn run_batch(&self, subscriber: &dyn Subscriber) -> anyhow::Result<BatchOutcome> {
+        let name = subscriber.name();
+        journal::ensure_checkpoint(self.database(), name).await?;
+        let mut tx = self.database().begin_subscriber().await?;
+        let from = journal::load_checkpoint(&mut tx, name)
+            .await?
+            .unwrap_or(Cursor::START);
+        let events = journal::read_after_in(&mut tx, from, self.options.batch_size).await?;
+        let Some(last) = events.last().map(JournalEvent::cursor) else {
+            tx.rollback().await?;
+            return Ok(BatchOutcome::Idle);
+        };
+        for event in &events {
+            if let Err(error) = subscriber.apply(&mut tx, event).await {
+                tx.rollback().await?;
+                return Err(error.context(format!(
+                    "subscriber {name} failed on {} {} sequence {} (position {})",
+                    event.aggregate_type, event.aggregate_id, event.sequence, event.position
+                )));
+            }
+        }
+        let handled = i64::try_from(events.len())?;
+        match journal::advance_checkpoint(&mut tx, name, from, last, handled).await {
+            Ok(()) => {}
+            Err(CheckpointError::Moved) => {
+                tx.rollback().await?;
+                return Ok(BatchOutcome::Lost);
+            }
+            Err(CheckpointError::Database(error)) => return Err(error.into()),
+        }
+        tx.commit().await?;
+        self.metrics.set_gauge(
+            "latchkey_subscription_position",
+            &[("subscriber", name)],
+            last.position as f64,
+        );
+        Ok(BatchOutcome::Handled(events.len()))
+    }
+
+    /// Handles batches until the subscriber has caught up with the journal; returns how
+    /// many events it handled.
+    pub async fn catch_up(&self, subscriber: &dyn Subscriber) -> anyhow::Result<u64> {
+        let mut total = 0_u64;
+        loop {
+            match self.run_batch(subscriber).await? {
+                BatchOutcome::Idle => return Ok(total),
+                BatchOutcome::Handled(count) => total += count as u64,
+                BatchOutcome::Lost => {}
+            }
+        }
+    }
+
+    /// Deletes the subscriber's data and puts its checkpoint back to the start, in one
+    /// transaction; the next batches rebuild it from position 0.
+    pub async fn reset(&self, subscriber: &dyn Subscriber) -> anyhow::Result<()> {
+        journal::ensure_checkpoint(self.database(), subscriber.name()).await?;
+        let mut tx = self.database().begin().await?;
+        subscriber.reset(&mut tx).await?;
+        journal::reset_checkpoint(&mut tx, subscriber.name()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Runs the subscriber in the background until `shutdown` is cancelled. On PostgreSQL
+    /// only one instance runs each subscriber at a time (an advisory lock); the others
+    /// wait and take over within `takeover_interval` if the holder dies.
+    pub fn spawn(
+        &self,
+        subscriber: Arc<dyn Subscriber>,
+        shutdown: CancellationToken,
+    ) -> JoinHandle<()> {
+        let runtime = self.clone();
+        tokio::spawn(async move {
+            let name = subscriber.name().to_string();
+            let _lock = match runtime.acquire_singleton(&name, &shutdown).await {
+                Some(lock) => lock,
+                None => return,
+            };
+            info!(subscriber = %name, "subscriber running");
+            runtime.run_loop(subscriber.as_ref(), &shutdown).await;
+            info!(subscriber = %name, "subscriber stopped");
+        })
+    }
+
+    async fn run_loop(&self, subscriber: &dyn Subscriber, shutdown: &CancellationToken) {
+        let mut wake = self.appended.subscribe();
+        let mut delay = self.options.retry_delay;
+        while !shutdown.is_cancelled() {
+            match self.run_batch(subscriber).await {
+                Ok(BatchOutcome::Handled(count)) => {
+                    debug!(subscriber = subscriber.name(), count, "batch handled");
+                    delay = self.options.retry_delay;
+                }
+                Ok(BatchOutcome::Lost) => {
+                    warn!(
+                        subscriber = subscriber.name(),
+                        "another instance handled this batch"
+                    );
+                }
+                Ok(BatchOutcome::Idle) => {
+                    delay = self.options.retry_delay;
+                    tokio::select! {
+                        _ = wake.changed() => {}
+                        _ = tokio::time::sleep(self.options.idle_poll) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                }
+                Err(error) => {
+                    self.metrics.increment(
+                        "latchkey_subscription_failures_total",
+                        &[("subscriber", subscriber.name())],
+                    );
+                    error!(
+                        subscriber = subscriber.name(),
+                        error.message = %error,
+                        error.cause_chain = ?error,
+                        retry_in_ms = delay.as_millis() as u64,
+                        "subscriber batch failed; it will be retried"
+                    );
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                    delay = (delay * 2).min(self.options.retry_delay_max);
+                }
+            }
+        }
+    }
+
+    /// Waits until this instance holds the subscriber's singleton lock. SQLite is a single
+    /// process database: there is nothing to coordinate.
+    async fn acquire_singleton(
+        &self,
+        name: &str,
+        shutdown: &CancellationToken,
+    ) -> Option<SingletonLock> {
+        let Database::Postgres(pool) = self.database() else {
+            return Some(SingletonLock(None));
+        };
+        loop {
+            match try_advisory_lock(pool, name).await {
+                Ok(Some(connection)) => return Some(SingletonLock(Some(connection))),
+                Ok(None) => debug!(subscriber = name, "another instance holds this subscriber"),
+                Err(error) => {
+                    warn!(subscriber = name, error = %error, "could not try the singleton lock")
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.options.takeover_interval) => {}
+                _ = shutdown.cancelled() => return None,
+            }
+        }
+    }
+}
+
+/// Holds a PostgreSQL session-level advisory lock for as long as it lives: the lock is tied
+/// to the connection, so it is released when the process dies or the value is dropped
+/// (the connection is closed rather than returned to the pool).
+pub struct SingletonLock(Option<PoolConnection<Postgres>>);
+
+impl Drop for SingletonLock {
+    fn drop(&mut self) {
+        if let Some(connection) = self.0.take() {
+            // Closing the session releases its advisory locks; returning it to the pool
+            // would keep the lock held by an idle connection.
+            drop(connection.detach());
+        }
+    }
+}
+
+/// The advisory-lock key of a named singleton: a stable 64-bit hash of its name.
+pub fn singleton_key(name: &str) -> i64 {
+    // FNV-1a: stable across processes and Rust versions, unlike `DefaultHasher`.
+    let mut hasher = Fnv1a::default();
+    format!("latchkey:{name}").hash(&mut hasher);
+    hasher.finish() as i64
+}
+
+#[derive(Default)]
+struct Fnv1a(u64);
+
+impl Hasher for Fnv1a {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        if self.0 == 0 {
+            self.0 = 0xcbf2_9ce4_8422_2325;
+        }
+        for byte in bytes {
+            self.0 ^= u64::from(*byte);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+/// Tries to take the named singleton lock on a dedicated connection.
+pub async fn try_advisory_lock(
+    pool: &sqlx::PgPool,
+    name: &str,
+) -> Result<Option<PoolConnection<Postgres>>, sqlx::Error> {
+    let mut connection = pool.acquire().await?;
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(singleton_key(name))
+        .fetch_one(&mut *connection)
+        .await?;
+    Ok(locked.then_some(connection))
+}
+
+/// Forwards PostgreSQL NOTIFYs about appends (from any instance) to this process's
+/// subscribers. Reconnects on its own after a lost connection.
+pub fn listen_for_appends(
+    pool: sqlx::PgPool,
+    appended: AppendSignal,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let mut listener = match PgListener::connect_with(&pool).await {
+                Ok(listener) => listener,
+                Err(error) => {
+                    warn!(error = %error, "journal LISTEN connection failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        _ = shutdown.cancelled() => return,
+                    }
+                }
+            };
+            if let Err(error) = listener.listen(JOURNAL_CHANNEL).await {
+                warn!(error = %error, "LISTEN failed; retrying");
+                continue;
+            }
+            loop {
+                tokio::select! {
+                    notification = listener.try_recv() => match notification {
+                        Ok(Some(_)) => appended.notify(),
+                        // The connection dropped and notifications may have been missed:
+                        // wake everyone so they re-read, then reconnect.
+                        Ok(None) => appended.notify(),
+                        Err(error) => {
+                            warn!(error = %error, "journal LISTEN lost; reconnecting");
+                            appended.notify();
+                            break;
+                        }
+                    },
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        }
+    })
+}
