@@ -109,6 +109,21 @@ impl Journal {
         Ok(events)
     }
 
+    /// Whether any committed event lies after `cursor`, settled or not. On PostgreSQL an
+    /// event stays unsettled while any older transaction in the cluster is still running;
+    /// this tells "caught up" apart from "held back".
+    pub async fn has_events_after(&self, cursor: Cursor) -> Result<bool, sqlx::Error> {
+        let sql =
+            "SELECT EXISTS (SELECT 1 FROM events WHERE (transaction_id, position) > ($1, $2))";
+        on_pool!(&self.database, pool => {
+            sqlx::query_scalar(sql)
+                .bind(cursor.transaction_id)
+                .bind(cursor.position)
+                .fetch_one(pool)
+                .await
+        })
+    }
+
     /// Every event of one aggregate, in sequence order, recorded at or before `at` if given.
     pub async fn aggregate_events(
         &self,
@@ -220,6 +235,21 @@ pub async fn read_after_in(
             rows.iter().map(JournalEvent::from_row).collect()
         }
     }
+}
+
+/// Reads a subscriber's checkpoint outside any transaction.
+pub async fn current_checkpoint(
+    database: &Database,
+    name: &str,
+) -> Result<Option<Cursor>, sqlx::Error> {
+    let sql = "SELECT transaction_id, position FROM subscription_checkpoints WHERE name = $1";
+    let row: Option<(i64, i64)> = on_pool!(database, pool => {
+        sqlx::query_as(sql).bind(name).fetch_optional(pool).await?
+    });
+    Ok(row.map(|(transaction_id, position)| Cursor {
+        transaction_id,
+        position,
+    }))
 }
 
 /// Reads a subscriber's checkpoint inside its transaction.

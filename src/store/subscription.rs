@@ -47,6 +47,10 @@ pub trait Subscriber: Send + Sync + 'static {
     }
 }
 
+/// How long [`SubscriptionRuntime::catch_up`] waits for events held back behind another
+/// transaction before it reports the blockage.
+pub const CATCH_UP_WAIT_MAX: Duration = Duration::from_secs(60);
+
 /// Tuning for the runtime; the defaults suit production.
 #[derive(Clone, Debug)]
 pub struct SubscriptionOptions {
@@ -154,15 +158,32 @@ impl SubscriptionRuntime {
         Ok(BatchOutcome::Handled(events.len()))
     }
 
-    /// Handles batches until the subscriber has caught up with the journal; returns how
-    /// many events it handled.
+    /// Handles batches until the subscriber has handled every event committed before the
+    /// call; returns how many events it handled. Events held back behind an older
+    /// transaction that is still running are waited for, up to [`CATCH_UP_WAIT_MAX`].
     pub async fn catch_up(&self, subscriber: &dyn Subscriber) -> anyhow::Result<u64> {
         let mut total = 0_u64;
+        let started = tokio::time::Instant::now();
         loop {
             match self.run_batch(subscriber).await? {
-                BatchOutcome::Idle => return Ok(total),
                 BatchOutcome::Handled(count) => total += count as u64,
                 BatchOutcome::Lost => {}
+                BatchOutcome::Idle => {
+                    let cursor = journal::current_checkpoint(self.database(), subscriber.name())
+                        .await?
+                        .unwrap_or(Cursor::START);
+                    if !self.journal.has_events_after(cursor).await? {
+                        return Ok(total);
+                    }
+                    if started.elapsed() > CATCH_UP_WAIT_MAX {
+                        anyhow::bail!(
+                            "subscriber {} is held back by a long-running transaction; \
+                             look for idle-in-transaction sessions in pg_stat_activity",
+                            subscriber.name()
+                        );
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
             }
         }
     }

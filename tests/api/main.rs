@@ -1,0 +1,8 @@
+//! The single integration-test binary: real HTTP, real databases (SQLite and PostgreSQL).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod helpers;
+mod journal;
+mod operations;
+mod subscriptions;
+mod support;
