@@ -96,6 +96,15 @@ impl TestDatabase {
         }
     }
 
+    /// Another handle on the same database, for a second app instance. The first handle
+    /// keeps a SQLite file's folder alive.
+    pub fn another_handle(&self) -> TestDatabase {
+        TestDatabase {
+            url: self.url.clone(),
+            _dir: None,
+        }
+    }
+
     /// A separate, migrated pool on this database (a second "instance").
     pub async fn connect(&self) -> Database {
         let database = Database::connect(

@@ -271,3 +271,58 @@ async fn postgres_concurrent_writers_with_slow_commits_lose_no_event() {
     assert_in_sequence_order(&recorded_in_order(&app.database, "gapless").await);
     app.stop().await;
 }
+
+/// On PostgreSQL a subscriber runs in one instance at a time; when that instance stops,
+/// another takes over within seconds and carries on where the first left off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_one_instance_runs_a_subscriber_and_another_takes_over() {
+    let test_database = TestDatabase::create(Backend::Postgres).await;
+    let database = test_database.connect().await;
+    create_recorder_table(&database).await;
+    let first_recorder = Arc::new(Recorder::new("singleton"));
+    let second_recorder = Arc::new(Recorder::new("singleton"));
+    let first = spawn_app_with(
+        test_database,
+        BuildOptions {
+            subscribers: vec![first_recorder.clone()],
+            ..Default::default()
+        },
+    )
+    .await;
+    // Give the first instance time to take the lock before the second starts.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second_database = first.test_database.another_handle();
+    let second = spawn_app_with(
+        second_database,
+        BuildOptions {
+            subscribers: vec![second_recorder.clone()],
+            ..Default::default()
+        },
+    )
+    .await;
+
+    append_counters(&second.database, &second.appended, 20).await;
+    assert!(
+        eventually(200, Duration::from_millis(20), || async {
+            recorded_counts(&database, "singleton").await == (20, 20)
+        })
+        .await
+    );
+    assert_eq!(first_recorder.applied.load(Ordering::SeqCst), 20);
+    assert_eq!(
+        second_recorder.applied.load(Ordering::SeqCst),
+        0,
+        "the second instance waits"
+    );
+
+    first.stop().await;
+    append_counters(&second.database, &second.appended, 10).await;
+    assert!(
+        eventually(250, Duration::from_millis(20), || async {
+            recorded_counts(&database, "singleton").await == (30, 30)
+        })
+        .await
+    );
+    assert_eq!(second_recorder.applied.load(Ordering::SeqCst), 10);
+    second.stop().await;
+}

@@ -97,6 +97,8 @@ pub struct Recorder {
     pub name: String,
     pub fail_once_at: AtomicI64,
     pub delay_ms: u64,
+    /// How many events this instance applied (committed or not).
+    pub applied: AtomicI64,
     order: AtomicI64,
 }
 
@@ -106,6 +108,7 @@ impl Recorder {
             name: name.to_string(),
             fail_once_at: AtomicI64::new(-1),
             delay_ms: 0,
+            applied: AtomicI64::new(0),
             order: AtomicI64::new(0),
         }
     }
@@ -125,6 +128,7 @@ impl Subscriber for Recorder {
             "INSERT INTO recorded (subscriber, position, aggregate_id, sequence, applied_order) \
                    VALUES ($1, $2, $3, $4, $5)";
         let order = self.order.fetch_add(1, Ordering::SeqCst);
+        self.applied.fetch_add(1, Ordering::SeqCst);
         on_backend!(tx, conn => sqlx::query(sql)
             .bind(&self.name)
             .bind(event.position)
