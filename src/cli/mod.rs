@@ -1,5 +1,6 @@
 //! The `latchkey` command line: one subcommand per operator or auditor task.
 
+mod export;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +28,8 @@ pub enum Command {
     Migrate,
     /// Recompute every aggregate's hash chain; exit non-zero naming the first broken link.
     Verify,
+    /// Write the journal (or a range of it) to stdout as NDJSON, in position order.
+    Export(export::ExportArgs),
 }
 
 /// Runs a parsed command; the error, if any, is printed by `main` and the exit status is 1.
@@ -52,5 +55,6 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Verify => verify::run(&settings).await,
+        Command::Export(args) => export::run(&settings, args).await,
     }
 }

@@ -78,6 +78,17 @@ impl JournalEvent {
     }
 }
 
+/// Which events a [`Journal::page`] returns.
+#[derive(Clone, Debug, Default)]
+pub struct EventFilter {
+    /// Only events with a greater position.
+    pub after: i64,
+    /// Only events with this position or a smaller one.
+    pub until: Option<i64>,
+    pub aggregate_type: Option<String>,
+    pub aggregate_id: Option<String>,
+}
+
 const COLUMNS: &str = "position, transaction_id, aggregate_type, aggregate_id, sequence, \
                        event_type, event_version, payload, metadata, recorded_at";
 
@@ -107,6 +118,37 @@ impl Journal {
         let events = read_after_in(&mut tx, cursor, limit).await?;
         tx.commit().await?;
         Ok(events)
+    }
+
+    /// A page of committed events in position order, for auditors and exports: events with
+    /// a position above `after`, optionally only up to `until` and of one aggregate.
+    ///
+    /// Unlike [`Journal::read_after`] this does not hold back events behind running
+    /// transactions, so paging the live tail by position can, on PostgreSQL, pass an event
+    /// that commits late; subscribers therefore use `read_after`, and an export of a
+    /// range that is already settled is exact.
+    pub async fn page(
+        &self,
+        filter: &EventFilter,
+        limit: i64,
+    ) -> Result<Vec<JournalEvent>, sqlx::Error> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM events \
+             WHERE position > $1 AND ($2 IS NULL OR position <= $2) \
+               AND ($3 IS NULL OR aggregate_type = $3) AND ($4 IS NULL OR aggregate_id = $4) \
+             ORDER BY position LIMIT $5"
+        );
+        on_pool!(&self.database, pool => {
+            let rows = sqlx::query(&sql)
+                .bind(filter.after)
+                .bind(filter.until)
+                .bind(filter.aggregate_type.as_deref())
+                .bind(filter.aggregate_id.as_deref())
+                .bind(limit)
+                .fetch_all(pool)
+                .await?;
+            rows.iter().map(JournalEvent::from_row).collect()
+        })
     }
 
     /// Whether any committed event lies after `cursor`, settled or not. On PostgreSQL an
