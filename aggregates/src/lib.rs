@@ -1,1 +1,14 @@
-//! Placeholder; see issue 3.
+//! WIP
+pub mod actor;
+#[cfg(any(test, feature = "testing"))]
+mod fake;
+pub mod money;
+pub mod payment;
+
+pub use actor::Actor;
+pub use money::{Currency, Money};
+
+/// The version every event has today.
+pub const EVENT_VERSION: &str = "1";
+#[cfg(test)]
+mod test_support;
