@@ -1,5 +1,6 @@
 //! WIP
 pub mod actor;
+pub mod door;
 #[cfg(any(test, feature = "testing"))]
 mod fake;
 pub mod money;
