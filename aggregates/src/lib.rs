@@ -1,10 +1,12 @@
 //! WIP
 pub mod actor;
+pub mod device;
 pub mod door;
 #[cfg(any(test, feature = "testing"))]
 mod fake;
 pub mod money;
 pub mod payment;
+pub mod session;
 
 pub use actor::Actor;
 pub use money::{Currency, Money};
