@@ -942,6 +942,11 @@ fn settle(price: i64, facts: Vec<PaymentCommand>) -> Payment {
                 !events.is_empty(),
                 "every Stripe fact leaves a trace: {fact:?}"
             );
+            // At every step, never more refunded than received (or than the price, before
+            // the success is known).
+            let limit = payment.amount_received().unwrap_or(eur(price));
+            let refunded = payment.amount_refunded().unwrap();
+            assert!(refunded.amount_minor <= limit.amount_minor);
         }
         payment
     })
@@ -978,5 +983,78 @@ proptest! {
         prop_assert_eq!(shuffled.amount_refunded(), Some(eur(refunded)));
         prop_assert_eq!(shuffled.amount_received(), Some(eur(history.received)));
         prop_assert_eq!(shuffled.amount_refunded(), canonical.amount_refunded());
+    }
+}
+
+/// Facts of a payment that never collected money: which of them Stripe reported.
+fn unpaid_facts(
+    with_failure: bool,
+    with_authorization: bool,
+    with_cancellation: bool,
+    with_expiry: bool,
+) -> Vec<PaymentCommand> {
+    let mut facts = Vec::new();
+    if with_failure {
+        facts.push(failure("evt_fail", 1));
+    }
+    if with_authorization {
+        facts.push(PaymentCommand::RecordAuthorization {
+            payment_intent_id: PI.to_owned(),
+            amount_capturable: eur(1000),
+            stripe_event: stripe("evt_auth", 2),
+            actor: Actor::Stripe,
+            at: at(2),
+        });
+    }
+    if with_cancellation {
+        facts.push(PaymentCommand::RecordCancellation {
+            payment_intent_id: PI.to_owned(),
+            cancellation_reason: Some("abandoned".to_owned()),
+            stripe_event: stripe("evt_cancel", 3),
+            actor: Actor::Stripe,
+            at: at(3),
+        });
+    }
+    if with_expiry {
+        facts.push(PaymentCommand::RecordCheckoutExpired {
+            checkout_session_id: "cs_1".to_owned(),
+            stripe_event: stripe("evt_expired", 4),
+            actor: Actor::Stripe,
+            at: at(4),
+        });
+    }
+    facts
+}
+
+proptest! {
+    #[test]
+    fn an_unpaid_payment_reaches_the_same_status_in_any_order(
+        (flags, shuffled) in (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>())
+            .prop_flat_map(|flags| {
+                let facts = unpaid_facts(flags.0, flags.1, flags.2, flags.3);
+                (Just(flags), prop::collection::vec(any::<prop::sample::Index>(), 0..3))
+                    .prop_flat_map(move |(flags, duplicated)| {
+                        let all = if facts.is_empty() {
+                            facts.clone()
+                        } else {
+                            with_duplicates(facts.clone(), &duplicated)
+                        };
+                        (Just(flags), Just(all).prop_shuffle())
+                    })
+            })
+    ) {
+        let (with_failure, with_authorization, with_cancellation, with_expiry) = flags;
+        let expected = if with_expiry {
+            PaymentStatus::Expired
+        } else if with_cancellation {
+            PaymentStatus::Cancelled
+        } else if with_authorization {
+            PaymentStatus::Authorized
+        } else if with_failure {
+            PaymentStatus::Failed
+        } else {
+            PaymentStatus::Pending
+        };
+        prop_assert_eq!(settle(1000, shuffled).status(), expected);
     }
 }

@@ -247,10 +247,14 @@ impl DeviceSession {
         at: DateTime<Utc>,
     ) -> Result<Vec<SessionEvent>, SessionError> {
         if let Some(state) = self.state {
-            if state == SessionState::Opened && self.terms.as_ref() == Some(&terms) {
-                return Ok(vec![]);
-            }
-            return Err(SessionError::AlreadyCreated { state });
+            let same_terms = self.terms.as_ref() == Some(&terms);
+            // A workflow may answer every `DeviceReserved` with `OpenSession`, whether the
+            // session was queued first or not: for a queued session it is the promotion.
+            return match state {
+                SessionState::Queued if same_terms => self.open_queued(at),
+                SessionState::Opened if same_terms => Ok(vec![]),
+                _ => Err(SessionError::AlreadyCreated { state }),
+            };
         }
         validate_terms(&terms)?;
         let grace_ends_at = at + Duration::seconds(i64::from(terms.grace_seconds));

@@ -9,6 +9,8 @@ use crate::Actor;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum SessionCommand {
     /// Creates the session holding the device (the Device answered `DeviceReserved`).
+    /// For a session already queued with the same terms, this is its promotion, exactly
+    /// like `OpenQueuedSession`; sent again for an opened session, it changes nothing.
     OpenSession {
         terms: SessionTerms,
         actor: Actor,

@@ -213,6 +213,26 @@ async fn a_queued_session_opens_when_promoted_with_its_grace_counted_from_then()
 }
 
 #[tokio::test]
+async fn opening_a_queued_session_with_the_same_terms_promotes_it() {
+    given(vec![queued(0)])
+        .when_async(SessionCommand::OpenSession {
+            terms: terms(),
+            actor: Actor::System,
+            at: at(40),
+        })
+        .await
+        .then_expect_events(vec![opened(40)]);
+    given(vec![queued(0), opened(40)])
+        .when_async(SessionCommand::OpenSession {
+            terms: terms(),
+            actor: Actor::System,
+            at: at(41),
+        })
+        .await
+        .then_expect_events(vec![]);
+}
+
+#[tokio::test]
 async fn a_queued_session_never_switches_the_relay_on() {
     let (relay, services) = fake();
     SessionTest::with(services)
