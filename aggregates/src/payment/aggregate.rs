@@ -22,7 +22,9 @@ use uuid::Uuid;
 
 use super::commands::PaymentCommand;
 use super::error::PaymentError;
-use super::events::{PaymentEvent, PaymentStatus, PaymentTarget, StripeEventRef, StripeReport};
+use super::events::{
+    PaymentEvent, PaymentKind, PaymentStatus, PaymentTarget, StripeEventRef, StripeReport,
+};
 use super::services::{CancelAuthorizationRequest, CaptureRequest, PaymentServices, RefundRequest};
 use crate::{Currency, Money};
 
@@ -268,6 +270,10 @@ impl Payment {
 
     pub fn target(&self) -> Option<&PaymentTarget> {
         self.checkout.as_ref().map(|checkout| &checkout.target)
+    }
+
+    pub fn kind(&self) -> Option<PaymentKind> {
+        self.target().map(PaymentTarget::kind)
     }
 
     /// The price locked at checkout (API.md's `amount`).
