@@ -1,0 +1,64 @@
+//! What the application asks of a door. `at` comes from the caller's clock.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::events::DoorStatus;
+use crate::{Actor, Money};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum DoorCommand {
+    /// Adds a door. `door_uid` is the id in URLs (today the lock id as text);
+    /// `lock_id` is TTLock's numeric `lockId`.
+    RegisterDoor {
+        door_uid: String,
+        lock_id: i64,
+        name: String,
+        location: String,
+        /// IANA name such as `Europe/Paris`, used by reports; validated by the caller.
+        time_zone: String,
+        price: Money,
+        access_minutes: u32,
+        actor: Actor,
+        at: DateTime<Utc>,
+    },
+    /// Changes any of the given fields; `None` keeps the current value.
+    UpdateDoor {
+        name: Option<String>,
+        location: Option<String>,
+        time_zone: Option<String>,
+        price: Option<Money>,
+        access_minutes: Option<u32>,
+        actor: Actor,
+        at: DateTime<Utc>,
+    },
+    SetDoorStatus {
+        status: DoorStatus,
+        reason: String,
+        actor: Actor,
+        at: DateTime<Utc>,
+    },
+    RecordPassageMode {
+        enabled: bool,
+        actor: Actor,
+        at: DateTime<Utc>,
+    },
+    /// Issues the payment's code, valid from `at` for the door's access duration, or
+    /// retries a failed attempt. A payment with a live code gets no second one.
+    IssueAccessCode {
+        payment_id: Uuid,
+        actor: Actor,
+        at: DateTime<Utc>,
+    },
+    /// Deletes the payment's code from the lock (after a refund, or by an operator). For a
+    /// payment with no code yet, records the revocation so none is ever issued.
+    RevokeAccessCode {
+        payment_id: Uuid,
+        reason: String,
+        actor: Actor,
+        at: DateTime<Utc>,
+    },
+    /// Housekeeping: marks every code whose window ended by `at` as expired.
+    ExpireAccessCodes { actor: Actor, at: DateTime<Utc> },
+}

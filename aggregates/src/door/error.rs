@@ -1,0 +1,27 @@
+//! Why a door command was refused.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DoorError {
+    #[error("this door is not registered; register it first")]
+    NotRegistered,
+    #[error("door {door_uid} is already registered; update it instead")]
+    AlreadyRegistered { door_uid: String },
+    #[error("the door is invalid: {reason}")]
+    InvalidDoor { reason: String },
+    #[error(
+        "door {door_uid} is in maintenance; no access code can be issued until it is active again"
+    )]
+    InMaintenance { door_uid: String },
+    #[error("the access code for payment {payment_id} was revoked; no new code is issued for it")]
+    AccessCodeRevoked { payment_id: Uuid },
+    #[error("the access code for payment {payment_id} expired at {valid_to}; no new code is issued for it")]
+    AccessCodeExpired {
+        payment_id: Uuid,
+        valid_to: DateTime<Utc>,
+    },
+    #[error("issuing a code for payment {payment_id} failed {attempts} times; check the lock in TTLock and refund the payment")]
+    IssueAttemptsExhausted { payment_id: Uuid, attempts: u32 },
+}

@@ -1,0 +1,1119 @@
+//! The Payment aggregate: one guest payment from checkout to its final refund.
+//!
+//! Stripe delivers webhooks at least once and in no particular order, so every Stripe fact
+//! is handled so that the final state does not depend on the order of arrival:
+//!
+//! - the status is a function of a few monotonic facts (money received, cumulative refunds,
+//!   closed, authorized, failed), see [`StatusFacts`];
+//! - money facts are never dropped: a success after a failure, cancellation or expiry still
+//!   succeeds, and refunds reported before the success are kept and counted once it arrives;
+//! - a fact that would move a payment backwards (an older refund total, a failure after the
+//!   success, an authorization after the cancellation) is recorded as
+//!   `StripeReportIgnored` with the reason, so the audit log shows every report;
+//! - a Stripe event id is recorded once: the same event delivered again is ignored.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::commands::PaymentCommand;
+use super::error::PaymentError;
+use super::events::{
+    PaymentEvent, PaymentKind, PaymentStatus, PaymentTarget, StripeEventRef, StripeReport,
+};
+use super::services::{CancelAuthorizationRequest, CaptureRequest, PaymentServices, RefundRequest};
+use crate::{Currency, Money};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Payment {
+    checkout: Option<Checkout>,
+    status: PaymentStatus,
+    checkout_session_id: Option<String>,
+    payment_intent_id: Option<String>,
+    charge_id: Option<String>,
+    authorized: bool,
+    amount_capturable_minor: i64,
+    capture_requested_minor: Option<i64>,
+    cancellation_requested: bool,
+    /// Set once Stripe reports the success; `None` means no money was collected yet.
+    amount_received_minor: Option<i64>,
+    /// Stripe's cumulative refunded total for the charge; only ever rises.
+    amount_refunded_minor: i64,
+    /// The cumulative total expected once every refund we requested lands.
+    expected_refunded_minor: i64,
+    refund_request_ids: BTreeSet<Uuid>,
+    /// `Cancelled` or `Expired` once Stripe closed the payment unpaid.
+    closed: Option<PaymentStatus>,
+    failed_attempts: u32,
+    last_failure_reason: Option<String>,
+    succeeded_at: Option<DateTime<Utc>>,
+    dispute_ids: BTreeSet<String>,
+    /// Every Stripe event already handled, so a redelivery is recognised.
+    stripe_event_ids: BTreeSet<String>,
+}
+
+/// What the guest agreed to at checkout. Nothing here changes after `CheckoutStarted`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Checkout {
+    payment_id: Uuid,
+    target: PaymentTarget,
+    price: Money,
+    guest_email: String,
+    started_at: DateTime<Utc>,
+}
+
+/// The facts the status is derived from. Each only ever moves one way, which is why the
+/// same set of Stripe reports gives the same status in any order.
+#[derive(Debug, Clone, Copy)]
+struct StatusFacts {
+    received_minor: Option<i64>,
+    refunded_minor: i64,
+    closed: Option<PaymentStatus>,
+    authorized: bool,
+    failed: bool,
+}
+
+impl StatusFacts {
+    /// Money received outranks everything; an unpaid payment closed by Stripe stays closed;
+    /// an authorization outranks a failed attempt (the guest retried with another card).
+    fn status(self) -> PaymentStatus {
+        if let Some(received_minor) = self.received_minor {
+            return match self.refunded_minor {
+                0 => PaymentStatus::Succeeded,
+                refunded if refunded < received_minor => PaymentStatus::PartiallyRefunded,
+                _ => PaymentStatus::Refunded,
+            };
+        }
+        if let Some(closed) = self.closed {
+            return closed;
+        }
+        if self.authorized {
+            return PaymentStatus::Authorized;
+        }
+        if self.failed {
+            return PaymentStatus::Failed;
+        }
+        PaymentStatus::Pending
+    }
+}
+
+impl Aggregate for Payment {
+    const TYPE: &'static str = "Payment";
+    type Command = PaymentCommand;
+    type Event = PaymentEvent;
+    type Error = PaymentError;
+    type Services = PaymentServices;
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        let events = self.decide(command, services).await?;
+        for event in events {
+            sink.write(event, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            PaymentEvent::CheckoutStarted {
+                payment_id,
+                target,
+                price,
+                guest_email,
+                at,
+            } => {
+                self.checkout = Some(Checkout {
+                    payment_id,
+                    target,
+                    price,
+                    guest_email,
+                    started_at: at,
+                });
+                self.status = PaymentStatus::Pending;
+            }
+            PaymentEvent::CheckoutSessionCreated {
+                checkout_session_id,
+                payment_intent_id,
+                ..
+            } => {
+                self.checkout_session_id = Some(checkout_session_id);
+                if payment_intent_id.is_some() {
+                    self.payment_intent_id = payment_intent_id;
+                }
+            }
+            PaymentEvent::PaymentAuthorized {
+                payment_intent_id,
+                amount_capturable,
+                status,
+                stripe_event,
+                ..
+            } => {
+                self.payment_intent_id = Some(payment_intent_id);
+                self.authorized = true;
+                self.amount_capturable_minor = amount_capturable.amount_minor;
+                self.record_stripe_fact(status, stripe_event);
+            }
+            PaymentEvent::PaymentFailed {
+                payment_intent_id,
+                reason,
+                attempt,
+                status,
+                stripe_event,
+                ..
+            } => {
+                self.payment_intent_id = Some(payment_intent_id);
+                self.failed_attempts = attempt;
+                self.last_failure_reason = Some(reason);
+                self.record_stripe_fact(status, stripe_event);
+            }
+            PaymentEvent::PaymentSucceeded {
+                payment_intent_id,
+                charge_id,
+                amount_received,
+                status,
+                stripe_event,
+                ..
+            } => {
+                self.payment_intent_id = Some(payment_intent_id);
+                if charge_id.is_some() {
+                    self.charge_id = charge_id;
+                }
+                self.amount_received_minor = Some(amount_received.amount_minor);
+                self.succeeded_at = Some(stripe_event.created);
+                self.record_stripe_fact(status, stripe_event);
+            }
+            PaymentEvent::DuplicateConfirmationIgnored { stripe_event, .. }
+            | PaymentEvent::StripeReportIgnored { stripe_event, .. } => {
+                self.stripe_event_ids.insert(stripe_event.id);
+            }
+            PaymentEvent::RefundRecorded {
+                charge_id,
+                amount_refunded,
+                status,
+                stripe_event,
+                ..
+            } => {
+                debug_assert!(amount_refunded.amount_minor > self.amount_refunded_minor);
+                self.charge_id = Some(charge_id);
+                self.amount_refunded_minor = amount_refunded.amount_minor;
+                self.record_stripe_fact(status, stripe_event);
+            }
+            PaymentEvent::PaymentCaptureRequested {
+                amount_to_capture, ..
+            } => {
+                self.capture_requested_minor = Some(amount_to_capture.amount_minor);
+            }
+            PaymentEvent::PaymentCancellationRequested { .. } => {
+                self.cancellation_requested = true;
+            }
+            PaymentEvent::PaymentCancelled {
+                payment_intent_id,
+                status,
+                stripe_event,
+                ..
+            } => {
+                self.payment_intent_id = Some(payment_intent_id);
+                self.closed = Some(PaymentStatus::Cancelled);
+                self.record_stripe_fact(status, stripe_event);
+            }
+            PaymentEvent::CheckoutExpired {
+                checkout_session_id,
+                status,
+                stripe_event,
+                ..
+            } => {
+                self.checkout_session_id = Some(checkout_session_id);
+                self.closed = Some(PaymentStatus::Expired);
+                self.record_stripe_fact(status, stripe_event);
+            }
+            PaymentEvent::RefundRequested {
+                refund_request_id,
+                expected_amount_refunded,
+                ..
+            } => {
+                self.refund_request_ids.insert(refund_request_id);
+                self.expected_refunded_minor = expected_amount_refunded.amount_minor;
+            }
+            PaymentEvent::PaymentDisputed {
+                dispute_id,
+                stripe_event,
+                ..
+            } => {
+                self.dispute_ids.insert(dispute_id);
+                self.stripe_event_ids.insert(stripe_event.id);
+            }
+        }
+    }
+}
+
+/// Read accessors for the application. Tests speak in commands and events instead.
+impl Payment {
+    pub fn status(&self) -> PaymentStatus {
+        self.status
+    }
+
+    pub fn is_started(&self) -> bool {
+        self.checkout.is_some()
+    }
+
+    pub fn payment_id(&self) -> Option<Uuid> {
+        self.checkout.as_ref().map(|checkout| checkout.payment_id)
+    }
+
+    pub fn target(&self) -> Option<&PaymentTarget> {
+        self.checkout.as_ref().map(|checkout| &checkout.target)
+    }
+
+    pub fn kind(&self) -> Option<PaymentKind> {
+        self.target().map(PaymentTarget::kind)
+    }
+
+    /// The price locked at checkout (API.md's `amount`).
+    pub fn price(&self) -> Option<&Money> {
+        self.checkout.as_ref().map(|checkout| &checkout.price)
+    }
+
+    pub fn currency(&self) -> Option<&Currency> {
+        self.price().map(|price| &price.currency)
+    }
+
+    pub fn guest_email(&self) -> Option<&str> {
+        self.checkout
+            .as_ref()
+            .map(|checkout| checkout.guest_email.as_str())
+    }
+
+    pub fn started_at(&self) -> Option<DateTime<Utc>> {
+        self.checkout.as_ref().map(|checkout| checkout.started_at)
+    }
+
+    pub fn checkout_session_id(&self) -> Option<&str> {
+        self.checkout_session_id.as_deref()
+    }
+
+    pub fn payment_intent_id(&self) -> Option<&str> {
+        self.payment_intent_id.as_deref()
+    }
+
+    pub fn charge_id(&self) -> Option<&str> {
+        self.charge_id.as_deref()
+    }
+
+    pub fn amount_capturable(&self) -> Option<Money> {
+        self.money(self.amount_capturable_minor)
+    }
+
+    /// What Stripe collected; `None` until the success is reported.
+    pub fn amount_received(&self) -> Option<Money> {
+        self.amount_received_minor
+            .and_then(|received| self.money(received))
+    }
+
+    /// Stripe's cumulative refunded total.
+    pub fn amount_refunded(&self) -> Option<Money> {
+        self.money(self.amount_refunded_minor)
+    }
+
+    /// What a new refund request may still ask for.
+    pub fn refundable(&self) -> Option<Money> {
+        self.money(self.refundable_minor())
+    }
+
+    pub fn succeeded_at(&self) -> Option<DateTime<Utc>> {
+        self.succeeded_at
+    }
+
+    pub fn is_disputed(&self) -> bool {
+        !self.dispute_ids.is_empty()
+    }
+
+    pub fn failed_attempts(&self) -> u32 {
+        self.failed_attempts
+    }
+
+    pub fn last_failure_reason(&self) -> Option<&str> {
+        self.last_failure_reason.as_deref()
+    }
+
+    fn money(&self, amount_minor: i64) -> Option<Money> {
+        self.price().map(|price| price.with_amount(amount_minor))
+    }
+
+    fn refundable_minor(&self) -> i64 {
+        let received = self.amount_received_minor.unwrap_or(0);
+        let committed = self.amount_refunded_minor.max(self.expected_refunded_minor);
+        (received - committed).max(0)
+    }
+
+    fn record_stripe_fact(&mut self, status: PaymentStatus, stripe_event: StripeEventRef) {
+        self.status = status;
+        self.stripe_event_ids.insert(stripe_event.id);
+    }
+
+    fn status_facts(&self) -> StatusFacts {
+        StatusFacts {
+            received_minor: self.amount_received_minor,
+            refunded_minor: self.amount_refunded_minor,
+            closed: self.closed,
+            authorized: self.authorized,
+            failed: self.failed_attempts > 0,
+        }
+    }
+}
+
+/// Deciding: every rule lives here; `apply` above only records what was decided.
+impl Payment {
+    async fn decide(
+        &self,
+        command: PaymentCommand,
+        services: &PaymentServices,
+    ) -> Result<Vec<PaymentEvent>, PaymentError> {
+        match command {
+            PaymentCommand::StartCheckout {
+                payment_id,
+                target,
+                price,
+                guest_email,
+                at,
+                ..
+            } => self.start_checkout(Checkout {
+                payment_id,
+                target,
+                price,
+                guest_email,
+                started_at: at,
+            }),
+            PaymentCommand::RecordCheckoutSession {
+                checkout_session_id,
+                payment_intent_id,
+                expires_at,
+                at,
+                ..
+            } => {
+                self.record_checkout_session(checkout_session_id, payment_intent_id, expires_at, at)
+            }
+            PaymentCommand::RecordAuthorization {
+                payment_intent_id,
+                amount_capturable,
+                stripe_event,
+                at,
+                ..
+            } => self.record_authorization(payment_intent_id, amount_capturable, stripe_event, at),
+            PaymentCommand::RecordFailure {
+                payment_intent_id,
+                reason,
+                stripe_event,
+                at,
+                ..
+            } => self.record_failure(payment_intent_id, reason, stripe_event, at),
+            PaymentCommand::ConfirmPayment {
+                payment_intent_id,
+                charge_id,
+                amount_received,
+                stripe_event,
+                at,
+                ..
+            } => self.confirm(
+                payment_intent_id,
+                charge_id,
+                amount_received,
+                stripe_event,
+                at,
+            ),
+            PaymentCommand::RecordRefund {
+                payment_intent_id,
+                charge_id,
+                amount_refunded,
+                stripe_event,
+                at,
+                ..
+            } => self.record_refund(
+                payment_intent_id,
+                charge_id,
+                amount_refunded,
+                stripe_event,
+                at,
+            ),
+            PaymentCommand::RecordCancellation {
+                payment_intent_id,
+                cancellation_reason,
+                stripe_event,
+                at,
+                ..
+            } => self.record_cancellation(payment_intent_id, cancellation_reason, stripe_event, at),
+            PaymentCommand::RecordCheckoutExpired {
+                checkout_session_id,
+                stripe_event,
+                at,
+                ..
+            } => self.record_checkout_expired(checkout_session_id, stripe_event, at),
+            PaymentCommand::RecordDispute {
+                dispute_id,
+                amount,
+                reason,
+                stripe_event,
+                at,
+                ..
+            } => self.record_dispute(dispute_id, amount, reason, stripe_event, at),
+            PaymentCommand::CapturePayment {
+                amount_to_capture,
+                at,
+                ..
+            } => self.capture(amount_to_capture, at, services).await,
+            PaymentCommand::CancelAuthorization { reason, at, .. } => {
+                self.cancel_authorization(reason, at, services).await
+            }
+            PaymentCommand::RequestRefund {
+                refund_request_id,
+                amount,
+                reason,
+                actor,
+                at,
+            } => {
+                let request = RefundDecision {
+                    refund_request_id,
+                    amount,
+                    reason,
+                    actor,
+                    at,
+                };
+                self.request_refund(request, services).await
+            }
+        }
+    }
+
+    fn start_checkout(&self, requested: Checkout) -> Result<Vec<PaymentEvent>, PaymentError> {
+        if let Some(existing) = &self.checkout {
+            // The same request sent twice (a retried POST) changes nothing; anything else
+            // would alter a locked price, so it is refused.
+            let same = existing.payment_id == requested.payment_id
+                && existing.target == requested.target
+                && existing.price == requested.price
+                && existing.guest_email == requested.guest_email;
+            if same {
+                return Ok(vec![]);
+            }
+            return Err(PaymentError::AlreadyStarted {
+                price: existing.price.clone(),
+                target: existing.target.to_string(),
+            });
+        }
+        validate_checkout(&requested)?;
+        Ok(vec![PaymentEvent::CheckoutStarted {
+            payment_id: requested.payment_id,
+            target: requested.target,
+            price: requested.price,
+            guest_email: requested.guest_email,
+            at: requested.started_at,
+        }])
+    }
+
+    fn record_checkout_session(
+        &self,
+        checkout_session_id: String,
+        payment_intent_id: Option<String>,
+        expires_at: Option<DateTime<Utc>>,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<PaymentEvent>, PaymentError> {
+        self.started()?;
+        self.check_checkout_session(&checkout_session_id)?;
+        if let Some(reported) = &payment_intent_id {
+            self.check_payment_intent(reported)?;
+        }
+        let nothing_new = self.checkout_session_id.is_some()
+            && (payment_intent_id.is_none() || self.payment_intent_id.is_some());
+        if nothing_new {
+            return Ok(vec![]);
+        }
+        Ok(vec![PaymentEvent::CheckoutSessionCreated {
+            checkout_session_id,
+            payment_intent_id,
+            expires_at,
+            at,
+        }])
+    }
+
+    fn record_authorization(
+        &self,
+        payment_intent_id: String,
+        amount_capturable: Money,
+        stripe_event: StripeEventRef,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<PaymentEvent>, PaymentError> {
+        let checkout = self.started()?;
+        self.check_payment_intent(&payment_intent_id)?;
+        check_amount_within_price(&checkout.price, &amount_capturable)?;
+        let report = StripeReport::Authorization;
+        if let Some(ignored) = self.already_recorded(report, &stripe_event, at) {
+            return Ok(ignored);
+        }
+        let stale_reason = if self.amount_received_minor.is_some() {
+            Some(format!("payment is already {}", self.status))
+        } else if let Some(closed) = self.closed {
+            Some(format!(
+                "payment is already {closed}; an authorization never reopens it"
+            ))
+        } else if self.authorized {
+            Some("payment is already authorized".to_owned())
+        } else {
+            None
+        };
+        if let Some(reason) = stale_reason {
+            return Ok(ignore(report, reason, stripe_event, at));
+        }
+        let status = StatusFacts {
+            authorized: true,
+            ..self.status_facts()
+        }
+        .status();
+        Ok(vec![PaymentEvent::PaymentAuthorized {
+            payment_intent_id,
+            amount_capturable,
+            status,
+            stripe_event,
+            at,
+        }])
+    }
+
+    fn record_failure(
+        &self,
+        payment_intent_id: String,
+        reason: String,
+        stripe_event: StripeEventRef,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<PaymentEvent>, PaymentError> {
+        self.started()?;
+        self.check_payment_intent(&payment_intent_id)?;
+        let report = StripeReport::Failure;
+        if let Some(ignored) = self.already_recorded(report, &stripe_event, at) {
+            return Ok(ignored);
+        }
+        if let Some(succeeded_at) = self.succeeded_at {
+            // A PaymentIntent that succeeded can no longer fail, so a failure is either an
+            // earlier attempt delivered late or a contradiction; neither undoes money received.
+            let reason = if stripe_event.created <= succeeded_at {
+                format!("failure created at {} precedes the success at {succeeded_at}; a succeeded payment is never downgraded", stripe_event.created)
+            } else {
+                format!("failure created at {} after the success at {succeeded_at}; a succeeded payment is never downgraded", stripe_event.created)
+            };
+            return Ok(ignore(report, reason, stripe_event, at));
+        }
+        let stale_reason = if let Some(closed) = self.closed {
+            Some(format!("payment is already {closed}"))
+        } else if self.authorized {
+            Some(
+                "payment is already authorized; an earlier failed attempt does not undo it"
+                    .to_owned(),
+            )
+        } else {
+            None
+        };
+        if let Some(ignore_reason) = stale_reason {
+            return Ok(ignore(report, ignore_reason, stripe_event, at));
+        }
+        let status = StatusFacts {
+            failed: true,
+            ..self.status_facts()
+        }
+        .status();
+        Ok(vec![PaymentEvent::PaymentFailed {
+            payment_intent_id,
+            reason,
+            attempt: self.failed_attempts + 1,
+            status,
+            stripe_event,
+            at,
+        }])
+    }
+
+    fn confirm(
+        &self,
+        payment_intent_id: String,
+        charge_id: Option<String>,
+        amount_received: Money,
+        stripe_event: StripeEventRef,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<PaymentEvent>, PaymentError> {
+        let checkout = self.started()?;
+        check_currency(&checkout.price, &amount_received)?;
+        self.check_payment_intent(&payment_intent_id)?;
+        if let Some(reported) = &charge_id {
+            self.check_charge(reported)?;
+        }
+        if let Some(received_minor) = self.amount_received_minor {
+            if received_minor != amount_received.amount_minor {
+                return Err(PaymentError::ConfirmationAmountMismatch {
+                    recorded: checkout.price.with_amount(received_minor),
+                    reported: amount_received,
+                });
+            }
+            return Ok(vec![PaymentEvent::DuplicateConfirmationIgnored {
+                payment_intent_id,
+                stripe_event,
+                at,
+            }]);
+        }
+        check_amount_within_price(&checkout.price, &amount_received)?;
+        if amount_received.amount_minor < self.amount_refunded_minor {
+            return Err(PaymentError::ReceivedBelowRefunded {
+                refunded: checkout.price.with_amount(self.amount_refunded_minor),
+                received: amount_received,
+            });
+        }
+        let status = StatusFacts {
+            received_minor: Some(amount_received.amount_minor),
+            ..self.status_facts()
+        }
+        .status();
+        Ok(vec![PaymentEvent::PaymentSucceeded {
+            payment_intent_id,
+            charge_id,
+            amount_received,
+            status,
+            stripe_event,
+            at,
+        }])
+    }
+
+    fn record_refund(
+        &self,
+        payment_intent_id: Option<String>,
+        charge_id: String,
+        amount_refunded: Money,
+        stripe_event: StripeEventRef,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<PaymentEvent>, PaymentError> {
+        let checkout = self.started()?;
+        check_currency(&checkout.price, &amount_refunded)?;
+        if let Some(reported) = &payment_intent_id {
+            self.check_payment_intent(reported)?;
+        }
+        self.check_charge(&charge_id)?;
+        let report = StripeReport::Refund;
+        if let Some(ignored) = self.already_recorded(report, &stripe_event, at) {
+            return Ok(ignored);
+        }
+        // Before the success is known, the locked price is the most that can come back.
+        let limit_minor = self
+            .amount_received_minor
+            .unwrap_or(checkout.price.amount_minor);
+        if amount_refunded.amount_minor > limit_minor {
+            return Err(PaymentError::RefundExceedsAmountReceived {
+                limit: checkout.price.with_amount(limit_minor),
+                reported: amount_refunded,
+            });
+        }
+        if amount_refunded.amount_minor <= self.amount_refunded_minor {
+            let reason = format!(
+                "Stripe reported {amount_refunded} refunded in total, not above the {} already recorded; an older report never lowers the total",
+                checkout.price.with_amount(self.amount_refunded_minor)
+            );
+            return Ok(ignore(report, reason, stripe_event, at));
+        }
+        let status = StatusFacts {
+            refunded_minor: amount_refunded.amount_minor,
+            ..self.status_facts()
+        }
+        .status();
+        let increase = amount_refunded.amount_minor - self.amount_refunded_minor;
+        Ok(vec![PaymentEvent::RefundRecorded {
+            charge_id,
+            refunded_increase: checkout.price.with_amount(increase),
+            amount_refunded,
+            status,
+            stripe_event,
+            at,
+        }])
+    }
+
+    fn record_cancellation(
+        &self,
+        payment_intent_id: String,
+        cancellation_reason: Option<String>,
+        stripe_event: StripeEventRef,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<PaymentEvent>, PaymentError> {
+        self.started()?;
+        self.check_payment_intent(&payment_intent_id)?;
+        let report = StripeReport::Cancellation;
+        if let Some(ignored) = self.already_recorded(report, &stripe_event, at) {
+            return Ok(ignored);
+        }
+        if let Some(reason) = self.closing_refused_because() {
+            return Ok(ignore(report, reason, stripe_event, at));
+        }
+        let status = StatusFacts {
+            closed: Some(PaymentStatus::Cancelled),
+            ..self.status_facts()
+        }
+        .status();
+        Ok(vec![PaymentEvent::PaymentCancelled {
+            payment_intent_id,
+            cancellation_reason,
+            status,
+            stripe_event,
+            at,
+        }])
+    }
+
+    fn record_checkout_expired(
+        &self,
+        checkout_session_id: String,
+        stripe_event: StripeEventRef,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<PaymentEvent>, PaymentError> {
+        self.started()?;
+        self.check_checkout_session(&checkout_session_id)?;
+        let report = StripeReport::CheckoutExpiry;
+        if let Some(ignored) = self.already_recorded(report, &stripe_event, at) {
+            return Ok(ignored);
+        }
+        // Expiry outranks cancellation: Stripe cancels the PaymentIntent of an abandoned
+        // checkout too, and "expired" is the better explanation whichever arrives first.
+        let refusal = match self.closed {
+            Some(PaymentStatus::Cancelled) if self.amount_received_minor.is_none() => None,
+            _ => self.closing_refused_because(),
+        };
+        if let Some(reason) = refusal {
+            return Ok(ignore(report, reason, stripe_event, at));
+        }
+        let status = StatusFacts {
+            closed: Some(PaymentStatus::Expired),
+            ..self.status_facts()
+        }
+        .status();
+        Ok(vec![PaymentEvent::CheckoutExpired {
+            checkout_session_id,
+            status,
+            stripe_event,
+            at,
+        }])
+    }
+
+    fn record_dispute(
+        &self,
+        dispute_id: String,
+        amount: Money,
+        reason: String,
+        stripe_event: StripeEventRef,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<PaymentEvent>, PaymentError> {
+        let checkout = self.started()?;
+        check_currency(&checkout.price, &amount)?;
+        let report = StripeReport::Dispute;
+        if let Some(ignored) = self.already_recorded(report, &stripe_event, at) {
+            return Ok(ignored);
+        }
+        if self.dispute_ids.contains(&dispute_id) {
+            let reason = format!("dispute {dispute_id} is already recorded");
+            return Ok(ignore(report, reason, stripe_event, at));
+        }
+        Ok(vec![PaymentEvent::PaymentDisputed {
+            dispute_id,
+            amount,
+            reason,
+            stripe_event,
+            at,
+        }])
+    }
+
+    async fn capture(
+        &self,
+        amount_to_capture: Option<Money>,
+        at: DateTime<Utc>,
+        services: &PaymentServices,
+    ) -> Result<Vec<PaymentEvent>, PaymentError> {
+        let checkout = self.started()?;
+        let (PaymentStatus::Authorized, Some(payment_intent_id)) =
+            (self.status, self.payment_intent_id.clone())
+        else {
+            return Err(PaymentError::NotCapturable {
+                status: self.status,
+            });
+        };
+        let capturable = checkout.price.with_amount(self.amount_capturable_minor);
+        let amount = amount_to_capture.unwrap_or_else(|| capturable.clone());
+        if let Some(requested_minor) = self.capture_requested_minor {
+            if requested_minor == amount.amount_minor {
+                return Ok(vec![]);
+            }
+            return Err(PaymentError::CaptureAlreadyRequested {
+                requested: checkout.price.with_amount(requested_minor),
+            });
+        }
+        check_currency(&checkout.price, &amount)?;
+        if !amount.is_positive() {
+            return Err(PaymentError::NonPositiveAmount { amount });
+        }
+        if amount.amount_minor > capturable.amount_minor {
+            return Err(PaymentError::CaptureExceedsAuthorization {
+                requested: amount,
+                capturable,
+            });
+        }
+        let request = CaptureRequest {
+            payment_intent_id: payment_intent_id.clone(),
+            amount_to_capture: amount.clone(),
+            idempotency_key: format!("latchkey-capture-{}", checkout.payment_id),
+        };
+        services
+            .gateway
+            .capture(request)
+            .await
+            .map_err(|error| gateway_error(format!("capture {payment_intent_id}"), error))?;
+        Ok(vec![PaymentEvent::PaymentCaptureRequested {
+            payment_intent_id,
+            amount_to_capture: amount,
+            at,
+        }])
+    }
+
+    async fn cancel_authorization(
+        &self,
+        reason: String,
+        at: DateTime<Utc>,
+        services: &PaymentServices,
+    ) -> Result<Vec<PaymentEvent>, PaymentError> {
+        let checkout = self.started()?;
+        let (PaymentStatus::Authorized, Some(payment_intent_id)) =
+            (self.status, self.payment_intent_id.clone())
+        else {
+            return Err(PaymentError::NotCancellable {
+                status: self.status,
+            });
+        };
+        if self.cancellation_requested {
+            return Ok(vec![]);
+        }
+        if let Some(requested_minor) = self.capture_requested_minor {
+            return Err(PaymentError::CaptureAlreadyRequested {
+                requested: checkout.price.with_amount(requested_minor),
+            });
+        }
+        let request = CancelAuthorizationRequest {
+            payment_intent_id: payment_intent_id.clone(),
+            reason: reason.clone(),
+            idempotency_key: format!("latchkey-cancel-{}", checkout.payment_id),
+        };
+        services
+            .gateway
+            .cancel_authorization(request)
+            .await
+            .map_err(|error| gateway_error(format!("cancel {payment_intent_id}"), error))?;
+        Ok(vec![PaymentEvent::PaymentCancellationRequested {
+            payment_intent_id,
+            reason,
+            at,
+        }])
+    }
+
+    async fn request_refund(
+        &self,
+        request: RefundDecision,
+        services: &PaymentServices,
+    ) -> Result<Vec<PaymentEvent>, PaymentError> {
+        let checkout = self.started()?;
+        let refundable_status = matches!(
+            self.status,
+            PaymentStatus::Succeeded | PaymentStatus::PartiallyRefunded
+        );
+        let (true, Some(payment_intent_id)) = (refundable_status, self.payment_intent_id.clone())
+        else {
+            return Err(PaymentError::NotRefundable {
+                status: self.status,
+            });
+        };
+        if self.refund_request_ids.contains(&request.refund_request_id) {
+            return Ok(vec![]);
+        }
+        // Refunds requested but not yet reported by Stripe count as spent, so two quick
+        // requests can never together refund more than was received.
+        let refundable = checkout.price.with_amount(self.refundable_minor());
+        let amount = request.amount.unwrap_or_else(|| refundable.clone());
+        check_currency(&checkout.price, &amount)?;
+        if !amount.is_positive() {
+            return Err(PaymentError::NonPositiveAmount { amount });
+        }
+        if amount.amount_minor > refundable.amount_minor {
+            return Err(PaymentError::RefundExceedsRefundable {
+                requested: amount,
+                refundable,
+            });
+        }
+        let gateway_request = RefundRequest {
+            payment_intent_id: payment_intent_id.clone(),
+            amount: amount.clone(),
+            reason: request.reason.clone(),
+            idempotency_key: format!("latchkey-refund-{}", request.refund_request_id),
+        };
+        let receipt = services
+            .gateway
+            .refund(gateway_request)
+            .await
+            .map_err(|error| gateway_error(format!("refund {payment_intent_id}"), error))?;
+        let committed_minor = self.amount_refunded_minor.max(self.expected_refunded_minor);
+        Ok(vec![PaymentEvent::RefundRequested {
+            refund_request_id: request.refund_request_id,
+            expected_amount_refunded: checkout
+                .price
+                .with_amount(committed_minor + amount.amount_minor),
+            amount,
+            reason: request.reason,
+            actor: request.actor,
+            stripe_refund_id: receipt.refund_id,
+            at: request.at,
+        }])
+    }
+
+    fn started(&self) -> Result<&Checkout, PaymentError> {
+        self.checkout.as_ref().ok_or(PaymentError::NotStarted)
+    }
+
+    /// The first Stripe fact that names a PaymentIntent binds the payment to it.
+    fn check_payment_intent(&self, reported: &str) -> Result<(), PaymentError> {
+        match &self.payment_intent_id {
+            Some(expected) if expected != reported => Err(PaymentError::PaymentIntentMismatch {
+                expected: expected.clone(),
+                reported: reported.to_owned(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn check_charge(&self, reported: &str) -> Result<(), PaymentError> {
+        match &self.charge_id {
+            Some(expected) if expected != reported => Err(PaymentError::ChargeMismatch {
+                expected: expected.clone(),
+                reported: reported.to_owned(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn check_checkout_session(&self, reported: &str) -> Result<(), PaymentError> {
+        match &self.checkout_session_id {
+            Some(expected) if expected != reported => Err(PaymentError::CheckoutSessionMismatch {
+                expected: expected.clone(),
+                reported: reported.to_owned(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn already_recorded(
+        &self,
+        report: StripeReport,
+        stripe_event: &StripeEventRef,
+        at: DateTime<Utc>,
+    ) -> Option<Vec<PaymentEvent>> {
+        if !self.stripe_event_ids.contains(&stripe_event.id) {
+            return None;
+        }
+        let reason = format!("Stripe event {} was already recorded", stripe_event.id);
+        Some(ignore(report, reason, stripe_event.clone(), at))
+    }
+
+    /// Why Stripe closing the payment unpaid cannot apply, if it cannot.
+    fn closing_refused_because(&self) -> Option<String> {
+        if self.amount_received_minor.is_some() {
+            return Some(format!(
+                "payment is already {}; money received is never undone by a cancellation or expiry",
+                self.status
+            ));
+        }
+        self.closed
+            .map(|closed| format!("payment is already {closed}"))
+    }
+}
+
+/// A refund request's parameters, grouped so `request_refund` stays readable.
+struct RefundDecision {
+    refund_request_id: Uuid,
+    amount: Option<Money>,
+    reason: String,
+    actor: crate::Actor,
+    at: DateTime<Utc>,
+}
+
+fn ignore(
+    report: StripeReport,
+    reason: String,
+    stripe_event: StripeEventRef,
+    at: DateTime<Utc>,
+) -> Vec<PaymentEvent> {
+    vec![PaymentEvent::StripeReportIgnored {
+        report,
+        reason,
+        stripe_event,
+        at,
+    }]
+}
+
+fn gateway_error(operation: String, error: super::services::GatewayError) -> PaymentError {
+    PaymentError::Gateway {
+        operation,
+        message: error.message,
+    }
+}
+
+fn validate_checkout(checkout: &Checkout) -> Result<(), PaymentError> {
+    let invalid = |reason: &str| {
+        Err(PaymentError::InvalidCheckout {
+            reason: reason.to_owned(),
+        })
+    };
+    if !checkout.price.is_positive() {
+        return invalid("the price must be positive");
+    }
+    let email = checkout.guest_email.trim();
+    if email.is_empty() || !email.contains('@') {
+        return invalid("the guest email must be an email address");
+    }
+    let target_named = match &checkout.target {
+        PaymentTarget::Door { door_uid } => !door_uid.is_empty(),
+        PaymentTarget::Device {
+            device_uid,
+            plan_id,
+        } => !device_uid.is_empty() && !plan_id.is_empty(),
+    };
+    if !target_named {
+        return invalid("the door or device (and plan) must be named");
+    }
+    Ok(())
+}
+
+fn check_currency(price: &Money, reported: &Money) -> Result<(), PaymentError> {
+    if price.currency != reported.currency {
+        return Err(PaymentError::CurrencyMismatch {
+            expected: price.currency.clone(),
+            reported: reported.currency.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// A Stripe amount must be in the locked currency, positive, and at most the locked price;
+/// less is allowed because a manual capture may be partial.
+fn check_amount_within_price(price: &Money, reported: &Money) -> Result<(), PaymentError> {
+    check_currency(price, reported)?;
+    if !reported.is_positive() {
+        return Err(PaymentError::NonPositiveAmount {
+            amount: reported.clone(),
+        });
+    }
+    if reported.amount_minor > price.amount_minor {
+        return Err(PaymentError::AmountExceedsPrice {
+            price: price.clone(),
+            reported: reported.clone(),
+        });
+    }
+    Ok(())
+}

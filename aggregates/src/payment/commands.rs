@@ -1,0 +1,119 @@
+//! What the application asks of a payment.
+//!
+//! Three families: the guest's checkout (`StartCheckout`, `RecordCheckoutSession`), facts
+//! reported by Stripe webhooks (`Record*`, `ConfirmPayment`), and decisions that move money
+//! through the [`PaymentGateway`](super::services::PaymentGateway) (`CapturePayment`,
+//! `CancelAuthorization`, `RequestRefund`). Every command says who asked (`actor`) and
+//! when (`at`, from the caller's clock: the aggregate never reads the time itself).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::events::{PaymentTarget, StripeEventRef};
+use crate::{Actor, Money};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum PaymentCommand {
+    /// Opens the payment and locks its price. Sending the identical command again is a
+    /// no-op; a different price, target or email is refused.
+    StartCheckout {
+        payment_id: Uuid,
+        target: PaymentTarget,
+        price: Money,
+        guest_email: String,
+        actor: Actor,
+        at: DateTime<Utc>,
+    },
+    /// Records the Checkout Session the application created at Stripe.
+    RecordCheckoutSession {
+        checkout_session_id: String,
+        payment_intent_id: Option<String>,
+        expires_at: Option<DateTime<Utc>>,
+        actor: Actor,
+        at: DateTime<Utc>,
+    },
+    /// `payment_intent.amount_capturable_updated`: funds are held for manual capture.
+    RecordAuthorization {
+        payment_intent_id: String,
+        amount_capturable: Money,
+        stripe_event: StripeEventRef,
+        actor: Actor,
+        at: DateTime<Utc>,
+    },
+    /// `payment_intent.payment_failed`: one attempt failed; `reason` is Stripe's
+    /// `last_payment_error` in words (code and message).
+    RecordFailure {
+        payment_intent_id: String,
+        reason: String,
+        stripe_event: StripeEventRef,
+        actor: Actor,
+        at: DateTime<Utc>,
+    },
+    /// `payment_intent.succeeded`: Stripe collected `amount_received`.
+    ConfirmPayment {
+        payment_intent_id: String,
+        charge_id: Option<String>,
+        amount_received: Money,
+        stripe_event: StripeEventRef,
+        actor: Actor,
+        at: DateTime<Utc>,
+    },
+    /// `charge.refunded` (also for partial refunds): `amount_refunded` is the charge's
+    /// cumulative refunded total, not the amount of this one refund.
+    RecordRefund {
+        payment_intent_id: Option<String>,
+        charge_id: String,
+        amount_refunded: Money,
+        stripe_event: StripeEventRef,
+        actor: Actor,
+        at: DateTime<Utc>,
+    },
+    /// `payment_intent.canceled`.
+    RecordCancellation {
+        payment_intent_id: String,
+        cancellation_reason: Option<String>,
+        stripe_event: StripeEventRef,
+        actor: Actor,
+        at: DateTime<Utc>,
+    },
+    /// `checkout.session.expired`.
+    RecordCheckoutExpired {
+        checkout_session_id: String,
+        stripe_event: StripeEventRef,
+        actor: Actor,
+        at: DateTime<Utc>,
+    },
+    /// `charge.dispute.created`.
+    RecordDispute {
+        dispute_id: String,
+        amount: Money,
+        reason: String,
+        stripe_event: StripeEventRef,
+        actor: Actor,
+        at: DateTime<Utc>,
+    },
+    /// Captures an authorized payment; `None` captures everything authorized, a smaller
+    /// amount is a partial capture (Stripe releases the rest).
+    CapturePayment {
+        amount_to_capture: Option<Money>,
+        actor: Actor,
+        at: DateTime<Utc>,
+    },
+    /// Releases an authorization, e.g. when the device never started.
+    CancelAuthorization {
+        reason: String,
+        actor: Actor,
+        at: DateTime<Utc>,
+    },
+    /// Asks Stripe to refund `amount` (`None`: all that is still refundable).
+    /// `refund_request_id` names this request: sending it again is a no-op, and it is the
+    /// root of the Stripe idempotency key.
+    RequestRefund {
+        refund_request_id: Uuid,
+        amount: Option<Money>,
+        reason: String,
+        actor: Actor,
+        at: DateTime<Utc>,
+    },
+}

@@ -1,0 +1,265 @@
+//! What happened to a payment, and the vocabulary those facts are written in.
+//!
+//! Every event that can change the status carries `status`, the status *after* it, so a
+//! projection never has to re-derive it. Facts reported by Stripe carry the Stripe event
+//! (`id` and `created`), which is what lets the audit log tie each change to a webhook.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use cqrs_es::DomainEvent;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{Actor, Money};
+
+/// What a payment buys: time at a door, or a plan on a device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PaymentTarget {
+    Door { door_uid: String },
+    Device { device_uid: String, plan_id: String },
+}
+
+impl PaymentTarget {
+    pub fn kind(&self) -> PaymentKind {
+        match self {
+            Self::Door { .. } => PaymentKind::Door,
+            Self::Device { .. } => PaymentKind::Device,
+        }
+    }
+}
+
+impl fmt::Display for PaymentTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Door { door_uid } => write!(f, "door {door_uid}"),
+            Self::Device {
+                device_uid,
+                plan_id,
+            } => write!(f, "device {device_uid} (plan {plan_id})"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentKind {
+    Door,
+    Device,
+}
+
+/// The payment statuses of API.md, spelled the same way in JSON.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentStatus {
+    #[default]
+    Pending,
+    Authorized,
+    Succeeded,
+    PartiallyRefunded,
+    Refunded,
+    Failed,
+    Cancelled,
+    Expired,
+}
+
+impl PaymentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Authorized => "authorized",
+            Self::Succeeded => "succeeded",
+            Self::PartiallyRefunded => "partially_refunded",
+            Self::Refunded => "refunded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+impl fmt::Display for PaymentStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The Stripe event a fact came from. `created` is Stripe's clock, not ours: it is what
+/// tells an old report from a new one, since Stripe delivers in no particular order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StripeEventRef {
+    /// `evt_…`, unique per Stripe event.
+    pub id: String,
+    pub created: DateTime<Utc>,
+}
+
+/// Which kind of Stripe report was ignored, for [`PaymentEvent::StripeReportIgnored`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StripeReport {
+    Authorization,
+    Failure,
+    Refund,
+    Cancellation,
+    CheckoutExpiry,
+    Dispute,
+}
+
+impl fmt::Display for StripeReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match self {
+            Self::Authorization => "authorization",
+            Self::Failure => "payment failure",
+            Self::Refund => "refund",
+            Self::Cancellation => "cancellation",
+            Self::CheckoutExpiry => "checkout expiry",
+            Self::Dispute => "dispute",
+        };
+        f.write_str(text)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum PaymentEvent {
+    /// A guest started checkout; the price is locked here for the life of the payment.
+    CheckoutStarted {
+        payment_id: Uuid,
+        target: PaymentTarget,
+        price: Money,
+        guest_email: String,
+        at: DateTime<Utc>,
+    },
+    /// We created the Stripe Checkout Session (and maybe already know its PaymentIntent).
+    CheckoutSessionCreated {
+        checkout_session_id: String,
+        payment_intent_id: Option<String>,
+        expires_at: Option<DateTime<Utc>>,
+        at: DateTime<Utc>,
+    },
+    /// Stripe holds the funds (manual capture); not revenue yet.
+    PaymentAuthorized {
+        payment_intent_id: String,
+        amount_capturable: Money,
+        status: PaymentStatus,
+        stripe_event: StripeEventRef,
+        at: DateTime<Utc>,
+    },
+    /// An attempt failed (`payment_intent.payment_failed`); the guest may still retry.
+    PaymentFailed {
+        payment_intent_id: String,
+        reason: String,
+        attempt: u32,
+        status: PaymentStatus,
+        stripe_event: StripeEventRef,
+        at: DateTime<Utc>,
+    },
+    /// Stripe collected `amount_received` (less than the price after a partial capture).
+    PaymentSucceeded {
+        payment_intent_id: String,
+        charge_id: Option<String>,
+        amount_received: Money,
+        status: PaymentStatus,
+        stripe_event: StripeEventRef,
+        at: DateTime<Utc>,
+    },
+    /// The same success was reported again; nothing changed (audit: `duplicate_payment_ignored`).
+    DuplicateConfirmationIgnored {
+        payment_intent_id: String,
+        stripe_event: StripeEventRef,
+        at: DateTime<Utc>,
+    },
+    /// Stripe reported a higher cumulative refunded total for the charge.
+    RefundRecorded {
+        charge_id: String,
+        /// Cumulative, as Stripe reports it: never lowered by a late, older report.
+        amount_refunded: Money,
+        /// How much this report added to the total; what revenue reports subtract.
+        refunded_increase: Money,
+        status: PaymentStatus,
+        stripe_event: StripeEventRef,
+        at: DateTime<Utc>,
+    },
+    /// A Stripe report that is stale, repeated or contradicted by a stronger fact.
+    StripeReportIgnored {
+        report: StripeReport,
+        reason: String,
+        stripe_event: StripeEventRef,
+        at: DateTime<Utc>,
+    },
+    /// We asked Stripe to capture an authorization; the money is a fact only once
+    /// Stripe reports `PaymentSucceeded`.
+    PaymentCaptureRequested {
+        payment_intent_id: String,
+        amount_to_capture: Money,
+        at: DateTime<Utc>,
+    },
+    /// We asked Stripe to release an authorization.
+    PaymentCancellationRequested {
+        payment_intent_id: String,
+        reason: String,
+        at: DateTime<Utc>,
+    },
+    /// Stripe cancelled the PaymentIntent (`payment_intent.canceled`).
+    PaymentCancelled {
+        payment_intent_id: String,
+        cancellation_reason: Option<String>,
+        status: PaymentStatus,
+        stripe_event: StripeEventRef,
+        at: DateTime<Utc>,
+    },
+    /// The Checkout Session expired unpaid (`checkout.session.expired`).
+    CheckoutExpired {
+        checkout_session_id: String,
+        status: PaymentStatus,
+        stripe_event: StripeEventRef,
+        at: DateTime<Utc>,
+    },
+    /// Someone decided to refund; Stripe accepted the request as `stripe_refund_id`.
+    RefundRequested {
+        refund_request_id: Uuid,
+        amount: Money,
+        reason: String,
+        actor: Actor,
+        stripe_refund_id: String,
+        /// The cumulative refunded total Stripe should report once this refund lands;
+        /// further requests may only refund what lies above it.
+        expected_amount_refunded: Money,
+        at: DateTime<Utc>,
+    },
+    /// The guest's bank opened a dispute (`charge.dispute.created`).
+    PaymentDisputed {
+        dispute_id: String,
+        amount: Money,
+        reason: String,
+        stripe_event: StripeEventRef,
+        at: DateTime<Utc>,
+    },
+}
+
+impl DomainEvent for PaymentEvent {
+    fn event_type(&self) -> String {
+        let name = match self {
+            Self::CheckoutStarted { .. } => "CheckoutStarted",
+            Self::CheckoutSessionCreated { .. } => "CheckoutSessionCreated",
+            Self::PaymentAuthorized { .. } => "PaymentAuthorized",
+            Self::PaymentFailed { .. } => "PaymentFailed",
+            Self::PaymentSucceeded { .. } => "PaymentSucceeded",
+            Self::DuplicateConfirmationIgnored { .. } => "DuplicateConfirmationIgnored",
+            Self::RefundRecorded { .. } => "RefundRecorded",
+            Self::StripeReportIgnored { .. } => "StripeReportIgnored",
+            Self::PaymentCaptureRequested { .. } => "PaymentCaptureRequested",
+            Self::PaymentCancellationRequested { .. } => "PaymentCancellationRequested",
+            Self::PaymentCancelled { .. } => "PaymentCancelled",
+            Self::CheckoutExpired { .. } => "CheckoutExpired",
+            Self::RefundRequested { .. } => "RefundRequested",
+            Self::PaymentDisputed { .. } => "PaymentDisputed",
+        };
+        name.to_owned()
+    }
+
+    fn event_version(&self) -> String {
+        crate::EVENT_VERSION.to_owned()
+    }
+}

@@ -1,0 +1,24 @@
+//! **Payment** (`TYPE = "Payment"`, id = our payment UUID): one guest payment for a door or
+//! a device plan, from checkout to its last refund.
+//!
+//! Statuses: `pending → authorized → succeeded → partially_refunded → refunded`, or
+//! `failed`, `cancelled`, `expired`. The price is locked by `CheckoutStarted`. Stripe's
+//! facts may arrive in any order, any number of times; the aggregate converges to the same
+//! status and totals whatever the order (see `aggregate.rs` for how).
+
+mod aggregate;
+pub mod commands;
+pub mod error;
+pub mod events;
+pub mod services;
+
+#[cfg(test)]
+mod tests;
+
+pub use aggregate::Payment;
+pub use commands::PaymentCommand;
+pub use error::PaymentError;
+pub use events::{
+    PaymentEvent, PaymentKind, PaymentStatus, PaymentTarget, StripeEventRef, StripeReport,
+};
+pub use services::{PaymentGateway, PaymentServices};
