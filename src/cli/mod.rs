@@ -1,6 +1,7 @@
 //! The `latchkey` command line: one subcommand per operator or auditor task.
 
 mod export;
+mod token;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +31,9 @@ pub enum Command {
     Verify,
     /// Write the journal (or a range of it) to stdout as NDJSON, in position order.
     Export(export::ExportArgs),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 /// Runs a parsed command; the error, if any, is printed by `main` and the exit status is 1.
@@ -56,5 +60,6 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         }
         Command::Verify => verify::run(&settings).await,
         Command::Export(args) => export::run(&settings, args).await,
+        Command::Token(command) => token::run(&settings, command).await,
     }
 }

@@ -1,5 +1,6 @@
 //! The HTTP surface: one router per audience, all sharing [`AppState`].
 
+pub mod auth;
 pub mod error;
 pub mod operations;
 

@@ -1,0 +1,212 @@
+//! Who is calling the operator/auditor API, and what they may do.
+//!
+//! A request authenticates with `Authorization: Bearer <token>`: either the bootstrap
+//! `LATCHKEY_API_TOKEN` (role admin) or a token from the `api_tokens` table (stored as a
+//! SHA-256; compared by hash lookup, the bootstrap token in constant time). User accounts
+//! and dashboard sessions plug in later as more ways to produce a [`Principal`].
+//!
+//! Roles: auditors read everything and change nothing; operators also act on doors,
+//! devices and sessions; admins also refund and change settings.
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use secrecy::ExposeSecret;
+use sha2::{Digest, Sha256};
+
+use super::{ApiError, AppState};
+use crate::on_pool;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Auditor,
+    Operator,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Auditor => "auditor",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Role> {
+        match value {
+            "auditor" => Some(Role::Auditor),
+            "operator" => Some(Role::Operator),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// What a request wants to do; each route asks for one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Permission {
+    /// Read any list, report, journal or health page.
+    Read,
+    /// Act on doors, devices and sessions (maintenance, relay, force end, sync).
+    Operate,
+    /// Move money (refunds).
+    Refund,
+    /// Change settings, users and tokens.
+    Administer,
+}
+
+impl Role {
+    pub fn allows(self, permission: Permission) -> bool {
+        match permission {
+            Permission::Read => true,
+            Permission::Operate => matches!(self, Role::Operator | Role::Admin),
+            Permission::Refund | Permission::Administer => self == Role::Admin,
+        }
+    }
+}
+
+/// An authenticated caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    /// Stable id for the audit log, e.g. `token:ops-laptop` or `bootstrap`.
+    pub actor_id: String,
+    pub role: Role,
+}
+
+impl Principal {
+    /// 403 unless the caller's role allows `permission`.
+    pub fn require(&self, permission: Permission) -> Result<(), ApiError> {
+        if self.role.allows(permission) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "the {} role may not do this; ask an {} to",
+                self.role.as_str(),
+                match permission {
+                    Permission::Read | Permission::Operate => "operator or admin",
+                    Permission::Refund | Permission::Administer => "admin",
+                }
+            )))
+        }
+    }
+
+    /// The actor written into commands' metadata and human-decision events.
+    pub fn actor(&self) -> latchkey_aggregates::Actor {
+        latchkey_aggregates::Actor::Operator {
+            id: self.actor_id.clone(),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+            ApiError::Unauthenticated("send Authorization: Bearer <API token>".into())
+        })?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|token| !token.is_empty())
+            .ok_or_else(|| {
+                ApiError::Unauthenticated(
+                    "the Authorization header must be `Bearer <API token>`".into(),
+                )
+            })?;
+        if let Some(bootstrap) = &state.settings.api_token {
+            if constant_time_eq(token.as_bytes(), bootstrap.expose_secret().as_bytes()) {
+                return Ok(Principal {
+                    actor_id: "bootstrap".to_string(),
+                    role: Role::Admin,
+                });
+            }
+        }
+        match lookup_token(state, token).await? {
+            Some(principal) => Ok(principal),
+            None => Err(ApiError::Unauthenticated(
+                "unknown or revoked API token".into(),
+            )),
+        }
+    }
+}
+
+/// SHA-256 of a token, hex: what `api_tokens` stores.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+async fn lookup_token(state: &AppState, token: &str) -> Result<Option<Principal>, ApiError> {
+    let sql = "SELECT role, label FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL";
+    let hash = token_hash(token);
+    let row: Option<(String, String)> = on_pool!(&state.database, pool => {
+        sqlx::query_as(sql).bind(&hash).fetch_optional(pool).await
+    })
+    .map_err(|error| ApiError::Internal(error.into()))?;
+    Ok(row.and_then(|(role, label)| {
+        Role::parse(&role).map(|role| Principal {
+            actor_id: format!("token:{label}"),
+            role,
+        })
+    }))
+}
+
+/// Issues a new random API token with `role`; returns the token (shown once).
+pub async fn create_token(
+    database: &crate::store::Database,
+    role: Role,
+    label: &str,
+) -> anyhow::Result<String> {
+    use rand::RngCore;
+    let mut bytes = [0_u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    let token = format!("lk_{}", hex::encode(bytes));
+    let sql = "INSERT INTO api_tokens (token_hash, role, label) VALUES ($1, $2, $3)";
+    on_pool!(database, pool => {
+        sqlx::query(sql)
+            .bind(token_hash(&token))
+            .bind(role.as_str())
+            .bind(label)
+            .execute(pool)
+            .await
+            .map(|_| ())
+    })?;
+    Ok(token)
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0_u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_allow_what_the_design_says() {
+        assert!(Role::Auditor.allows(Permission::Read));
+        assert!(!Role::Auditor.allows(Permission::Operate));
+        assert!(Role::Operator.allows(Permission::Operate));
+        assert!(!Role::Operator.allows(Permission::Refund));
+        assert!(Role::Admin.allows(Permission::Refund));
+        assert!(Role::Admin.allows(Permission::Administer));
+    }
+
+    #[test]
+    fn constant_time_eq_compares_bytes() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+}
