@@ -10,10 +10,16 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use cqrs_es::persist::PersistedEventStore;
-use cqrs_es::{Aggregate, AggregateError, CqrsFramework};
+use cqrs_es::{Aggregate, AggregateError, CqrsFramework, EventStore as _};
 use rand::Rng;
 use tracing::debug;
 
+use latchkey_aggregates::device::{Device, DeviceServices};
+use latchkey_aggregates::door::{Door, DoorServices};
+use latchkey_aggregates::payment::{Payment, PaymentServices};
+use latchkey_aggregates::session::{DeviceSession, SessionServices};
+
+use crate::gateways::Gateways;
 use crate::store::repository::{AppendSignal, JournalRepository};
 use crate::store::Database;
 
@@ -65,9 +71,11 @@ impl CommandMetadata {
     }
 }
 
-/// Executes commands against one aggregate type.
+/// Executes commands against one aggregate type, and loads its current state.
 pub struct CommandBus<A: Aggregate> {
     framework: CqrsFramework<A, EventStore<A>>,
+    /// A second store over the same journal, for reads: cqrs-es keeps its own private.
+    reader: EventStore<A>,
 }
 
 impl<A> CommandBus<A>
@@ -112,6 +120,41 @@ where
                 }
                 result => return result,
             }
+        }
+    }
+}
+
+/// The command bus of every aggregate, sharing one journal.
+pub struct Buses {
+    pub payments: CommandBus<Payment>,
+    pub doors: CommandBus<Door>,
+    pub devices: CommandBus<Device>,
+    pub sessions: CommandBus<DeviceSession>,
+}
+
+impl Buses {
+    pub fn new(database: &Database, appended: &AppendSignal, gateways: &Gateways) -> Self {
+        Buses {
+            payments: CommandBus::new(
+                database.clone(),
+                appended.clone(),
+                PaymentServices::new(gateways.payments.clone()),
+            ),
+            doors: CommandBus::new(
+                database.clone(),
+                appended.clone(),
+                DoorServices::new(gateways.locks.clone()),
+            ),
+            devices: CommandBus::new(
+                database.clone(),
+                appended.clone(),
+                DeviceServices::new(gateways.relays.clone()),
+            ),
+            sessions: CommandBus::new(
+                database.clone(),
+                appended.clone(),
+                SessionServices::new(gateways.relays.clone()),
+            ),
         }
     }
 }

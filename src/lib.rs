@@ -8,6 +8,8 @@ pub mod cli;
 pub mod config;
 /// One command bus per aggregate, with conflict retries.
 pub mod cqrs;
+/// The domain's ports wired to the configured clients.
+pub mod gateways;
 /// Routers, state and the edge error type.
 pub mod http;
 /// Prometheus metrics registry.
@@ -16,5 +18,7 @@ pub mod metrics;
 pub mod startup;
 /// The journal, its hash chain, subscriptions and the database pools.
 pub mod store;
+/// Stripe events translated into Payment commands.
+pub mod stripe_events;
 /// Tracing subscriber set-up.
 pub mod telemetry;

@@ -9,6 +9,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::config::Settings;
+use crate::cqrs::Buses;
+use crate::gateways::Gateways;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::store::journal::Journal;
@@ -23,6 +25,9 @@ pub struct BuildOptions {
     pub subscriptions: SubscriptionOptions,
     /// Extra journal subscribers to run beside the built-in ones.
     pub subscribers: Vec<Arc<dyn Subscriber>>,
+    /// Replaces the gateways built from the settings (tests inject fakes or clients of
+    /// simulators here).
+    pub gateways: Option<Gateways>,
 }
 
 /// A built, listening application that has not started serving yet.
@@ -70,11 +75,14 @@ impl Application {
         for subscriber in options.subscribers {
             background.push(subscriptions.spawn(subscriber, shutdown.child_token()));
         }
+        let gateways = options.gateways.unwrap_or_else(Gateways::unconfigured);
+        let buses = Arc::new(Buses::new(&database, &appended, &gateways));
         let state = AppState {
             settings: Arc::new(settings),
             database,
             journal,
             metrics,
+            buses,
         };
         Ok(Application {
             listener,

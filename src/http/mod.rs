@@ -15,6 +15,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Settings;
+use crate::cqrs::Buses;
 use crate::metrics::Metrics;
 use crate::store::journal::Journal;
 use crate::store::Database;
@@ -32,6 +33,8 @@ pub struct AppState {
     pub database: Database,
     pub journal: Journal,
     pub metrics: Arc<Metrics>,
+    /// Every aggregate's command bus.
+    pub buses: Arc<Buses>,
 }
 
 /// The whole application router.
