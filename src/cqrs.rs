@@ -84,11 +84,22 @@ where
     A::Command: Clone,
 {
     pub fn new(database: Database, appended: AppendSignal, services: A::Services) -> Self {
-        let store =
+        let store = PersistedEventStore::new_event_store(JournalRepository::new(
+            database.clone(),
+            appended.clone(),
+        ));
+        let reader =
             PersistedEventStore::new_event_store(JournalRepository::new(database, appended));
         CommandBus {
             framework: CqrsFramework::new(store, Vec::new(), services),
+            reader,
         }
+    }
+
+    /// The aggregate's current state and version (0 when it has no events yet).
+    pub async fn load(&self, id: &str) -> Result<(A, usize), AggregateError<A::Error>> {
+        let context = self.reader.load_aggregate(id).await?;
+        Ok((context.aggregate, context.current_sequence))
     }
 
     /// Executes `command` on aggregate `id`, retrying lost races (see the module docs).
