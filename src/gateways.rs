@@ -17,12 +17,16 @@ use latchkey_aggregates::session::services::{
     RelayCommand, RelayError, RelayGateway, RelayOutcome, RelayTarget,
 };
 
-/// One implementation of each port.
+/// One implementation of each port, and which of them are real.
 #[derive(Clone)]
 pub struct Gateways {
     pub payments: Arc<dyn PaymentGateway>,
     pub locks: Arc<dyn LockGateway>,
     pub relays: Arc<dyn RelayGateway>,
+    /// `None` where the port is real; the refusal otherwise, for a 503 up front.
+    pub stripe_missing: Option<NotConfigured>,
+    pub ttlock_missing: Option<NotConfigured>,
+    pub shelly_missing: Option<NotConfigured>,
 }
 
 impl Gateways {
@@ -32,6 +36,25 @@ impl Gateways {
             payments: Arc::new(NotConfigured::STRIPE),
             locks: Arc::new(NotConfigured::TTLOCK),
             relays: Arc::new(NotConfigured::SHELLY),
+            stripe_missing: Some(NotConfigured::STRIPE),
+            ttlock_missing: Some(NotConfigured::TTLOCK),
+            shelly_missing: Some(NotConfigured::SHELLY),
+        }
+    }
+
+    /// Real (or fake, in tests) implementations of every port.
+    pub fn with(
+        payments: Arc<dyn PaymentGateway>,
+        locks: Arc<dyn LockGateway>,
+        relays: Arc<dyn RelayGateway>,
+    ) -> Self {
+        Gateways {
+            payments,
+            locks,
+            relays,
+            stripe_missing: None,
+            ttlock_missing: None,
+            shelly_missing: None,
         }
     }
 }

@@ -83,6 +83,7 @@ impl Application {
             journal,
             metrics,
             buses,
+            gateways,
         };
         Ok(Application {
             listener,

@@ -1,7 +1,11 @@
 //! The HTTP surface: one router per audience, all sharing [`AppState`].
 
 pub mod auth;
+pub mod devices;
+pub mod domain_errors;
+pub mod doors;
 pub mod error;
+pub mod extract;
 pub mod operations;
 
 use std::sync::Arc;
@@ -16,6 +20,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::Settings;
 use crate::cqrs::Buses;
+use crate::gateways::Gateways;
 use crate::metrics::Metrics;
 use crate::store::journal::Journal;
 use crate::store::Database;
@@ -35,12 +40,41 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Every aggregate's command bus.
     pub buses: Arc<Buses>,
+    pub gateways: Gateways,
+}
+
+impl AppState {
+    /// 503 naming the variables to set when Shelly is not configured.
+    pub fn require_shelly(&self) -> Result<(), ApiError> {
+        match &self.gateways.shelly_missing {
+            Some(missing) => Err(ApiError::NotConfigured(missing.message())),
+            None => Ok(()),
+        }
+    }
+
+    /// 503 naming the variables to set when Stripe is not configured.
+    pub fn require_stripe(&self) -> Result<(), ApiError> {
+        match &self.gateways.stripe_missing {
+            Some(missing) => Err(ApiError::NotConfigured(missing.message())),
+            None => Ok(()),
+        }
+    }
+
+    /// 503 naming the variables to set when TTLock is not configured.
+    pub fn require_ttlock(&self) -> Result<(), ApiError> {
+        match &self.gateways.ttlock_missing {
+            Some(missing) => Err(ApiError::NotConfigured(missing.message())),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The whole application router.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(operations::router())
+        .merge(doors::router())
+        .merge(devices::router())
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,

@@ -142,9 +142,14 @@ impl TestDatabase {
     }
 }
 
-/// Settings for a test instance: port 0, the given database, nothing else configured.
+/// The bootstrap admin token every test app accepts.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// Settings for a test instance: port 0, the given database, the admin token, no
+/// integrations.
 pub fn test_settings(url: &DatabaseUrl) -> Settings {
-    let mut settings = Settings::from_vars(&HashMap::new()).expect("default settings");
+    let vars = HashMap::from([("LATCHKEY_API_TOKEN".to_string(), ADMIN_TOKEN.to_string())]);
+    let mut settings = Settings::from_vars(&vars).expect("default settings");
     settings.database_url = url.clone();
     settings.listen = "127.0.0.1:0".parse().unwrap();
     settings
@@ -216,6 +221,50 @@ impl TestApp {
             .send()
             .await
             .expect("request sent")
+    }
+
+    pub async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.address))
+            .json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    pub async fn post_json(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
+        self.send_json(reqwest::Method::POST, path, token, body)
+            .await
+    }
+
+    pub async fn patch_json(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
+        self.send_json(reqwest::Method::PATCH, path, token, body)
+            .await
+    }
+
+    /// A fresh API token with `role`.
+    pub async fn token(&self, role: latchkey::http::auth::Role) -> String {
+        latchkey::http::auth::create_token(&self.database, role, "test")
+            .await
+            .unwrap()
     }
 
     /// Stops the server and its background tasks, and waits for them.

@@ -1,6 +1,7 @@
 //! The single integration-test binary: real HTTP, real databases (SQLite and PostgreSQL).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod catalogue_writes;
 mod helpers;
 mod journal;
 mod operations;
