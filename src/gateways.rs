@@ -6,6 +6,8 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+
+use crate::payments::checkout::{CheckoutCreated, CheckoutError, CheckoutGateway, CheckoutRequest};
 use latchkey_aggregates::door::services::{
     IssuedPasscode, LockError, LockGateway, PasscodeRequest,
 };
@@ -23,6 +25,7 @@ pub struct Gateways {
     pub payments: Arc<dyn PaymentGateway>,
     pub locks: Arc<dyn LockGateway>,
     pub relays: Arc<dyn RelayGateway>,
+    pub checkout: Arc<dyn CheckoutGateway>,
     /// `None` where the port is real; the refusal otherwise, for a 503 up front.
     pub stripe_missing: Option<NotConfigured>,
     pub ttlock_missing: Option<NotConfigured>,
@@ -36,6 +39,7 @@ impl Gateways {
             payments: Arc::new(NotConfigured::STRIPE),
             locks: Arc::new(NotConfigured::TTLOCK),
             relays: Arc::new(NotConfigured::SHELLY),
+            checkout: Arc::new(NotConfigured::STRIPE),
             stripe_missing: Some(NotConfigured::STRIPE),
             ttlock_missing: Some(NotConfigured::TTLOCK),
             shelly_missing: Some(NotConfigured::SHELLY),
@@ -47,11 +51,13 @@ impl Gateways {
         payments: Arc<dyn PaymentGateway>,
         locks: Arc<dyn LockGateway>,
         relays: Arc<dyn RelayGateway>,
+        checkout: Arc<dyn CheckoutGateway>,
     ) -> Self {
         Gateways {
             payments,
             locks,
             relays,
+            checkout,
             stripe_missing: None,
             ttlock_missing: None,
             shelly_missing: None,
@@ -122,5 +128,14 @@ impl RelayGateway for NotConfigured {
 
     async fn status(&self, _: RelayTarget) -> Result<RelayOutcome, RelayError> {
         Err(RelayError::permanent(self.message()))
+    }
+}
+
+#[async_trait]
+impl CheckoutGateway for NotConfigured {
+    async fn create_checkout(&self, _: CheckoutRequest) -> Result<CheckoutCreated, CheckoutError> {
+        Err(CheckoutError {
+            message: self.message(),
+        })
     }
 }

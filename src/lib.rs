@@ -14,6 +14,8 @@ pub mod gateways;
 pub mod http;
 /// Prometheus metrics registry.
 pub mod metrics;
+/// Starting checkouts, guest tokens, Stripe id lookups.
+pub mod payments;
 /// Application::build / run_until_stopped.
 pub mod startup;
 /// The journal, its hash chain, subscriptions and the database pools.

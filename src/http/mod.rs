@@ -1,6 +1,7 @@
 //! The HTTP surface: one router per audience, all sharing [`AppState`].
 
 pub mod auth;
+pub mod checkout;
 pub mod devices;
 pub mod domain_errors;
 pub mod doors;
@@ -73,6 +74,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(operations::router())
+        .merge(checkout::router())
         .merge(doors::router())
         .merge(devices::router())
         .layer(middleware::from_fn_with_state(
