@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod catalogue_writes;
+mod checkout;
 mod helpers;
 mod journal;
 mod operations;

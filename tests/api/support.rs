@@ -169,3 +169,46 @@ pub async fn events_handled(database: &Database, subscriber: &str) -> i64 {
     let sql = "SELECT events_handled FROM subscription_checkpoints WHERE name = $1";
     latchkey::on_pool!(database, pool => sqlx::query_scalar(sql).bind(subscriber).fetch_one(pool).await).unwrap()
 }
+
+/// A checkout provider that records requests and answers with made-up ids, or fails.
+#[derive(Default)]
+pub struct FakeCheckout {
+    pub requests: std::sync::Mutex<Vec<latchkey::payments::checkout::CheckoutRequest>>,
+    pub fail_with: std::sync::Mutex<Option<String>>,
+}
+
+#[async_trait]
+impl latchkey::payments::checkout::CheckoutGateway for FakeCheckout {
+    async fn create_checkout(
+        &self,
+        request: latchkey::payments::checkout::CheckoutRequest,
+    ) -> Result<
+        latchkey::payments::checkout::CheckoutCreated,
+        latchkey::payments::checkout::CheckoutError,
+    > {
+        if let Some(message) = self.fail_with.lock().unwrap().clone() {
+            return Err(latchkey::payments::checkout::CheckoutError { message });
+        }
+        let id = request.payment_id.simple().to_string();
+        self.requests.lock().unwrap().push(request);
+        Ok(latchkey::payments::checkout::CheckoutCreated {
+            checkout_session_id: format!("cs_test_{id}"),
+            url: format!("https://checkout.example/{id}"),
+            payment_intent_id: Some(format!("pi_test_{id}")),
+            expires_at: None,
+        })
+    }
+}
+
+/// Gateways made of the domain's fakes plus a [`FakeCheckout`].
+pub fn fake_gateways(checkout: std::sync::Arc<FakeCheckout>) -> latchkey::gateways::Gateways {
+    use latchkey_aggregates::door::services::testing::FakeLockGateway;
+    use latchkey_aggregates::payment::services::testing::FakePaymentGateway;
+    use latchkey_aggregates::session::services::testing::FakeRelayGateway;
+    latchkey::gateways::Gateways::with(
+        std::sync::Arc::new(FakePaymentGateway::new()),
+        std::sync::Arc::new(FakeLockGateway::new()),
+        std::sync::Arc::new(FakeRelayGateway::new()),
+        checkout,
+    )
+}
