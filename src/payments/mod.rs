@@ -3,4 +3,5 @@
 
 pub mod checkout;
 pub mod refs;
+pub mod stripe_facts;
 pub mod tokens;

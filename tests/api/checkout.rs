@@ -10,7 +10,7 @@ use crate::helpers::{spawn_app, spawn_app_with, Backend, TestApp, TestDatabase, 
 use crate::on_both_backends;
 use crate::support::{fake_gateways, FakeCheckout};
 
-async fn app_with_fake_stripe(backend: Backend) -> (TestApp, Arc<FakeCheckout>) {
+pub async fn app_with_fake_stripe(backend: Backend) -> (TestApp, Arc<FakeCheckout>) {
     let checkout = Arc::new(FakeCheckout::default());
     let options = BuildOptions {
         gateways: Some(fake_gateways(checkout.clone())),

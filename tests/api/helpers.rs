@@ -170,6 +170,7 @@ pub fn fast_subscriptions() -> SubscriptionOptions {
 pub struct TestApp {
     pub address: String,
     pub database: Database,
+    pub state: latchkey::http::AppState,
     pub subscriptions: latchkey::store::subscription::SubscriptionRuntime,
     pub appended: latchkey::store::repository::AppendSignal,
     pub client: reqwest::Client,
@@ -193,7 +194,8 @@ pub async fn spawn_app_with(test_database: TestDatabase, mut options: BuildOptio
         .await
         .expect("the application builds");
     let port = application.port();
-    let database = application.state().database.clone();
+    let state = application.state().clone();
+    let database = state.database.clone();
     let subscriptions = application.subscriptions().clone();
     let appended = application.append_signal().clone();
     let shutdown = application.shutdown_token();
@@ -201,6 +203,7 @@ pub async fn spawn_app_with(test_database: TestDatabase, mut options: BuildOptio
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
         database,
+        state,
         subscriptions,
         appended,
         client: reqwest::Client::builder()

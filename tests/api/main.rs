@@ -6,5 +6,6 @@ mod checkout;
 mod helpers;
 mod journal;
 mod operations;
+mod stripe_facts;
 mod subscriptions;
 mod support;
