@@ -212,3 +212,48 @@ pub fn fake_gateways(checkout: std::sync::Arc<FakeCheckout>) -> latchkey::gatewa
         checkout,
     )
 }
+
+/// Reacts (outside any transaction) by recording positions in memory; fails once at a
+/// given position.
+pub struct Reactor {
+    pub name: String,
+    pub reacted: std::sync::Mutex<Vec<i64>>,
+    pub fail_once_at: AtomicI64,
+}
+
+impl Reactor {
+    pub fn new(name: &str) -> Self {
+        Reactor {
+            name: name.to_string(),
+            reacted: Default::default(),
+            fail_once_at: AtomicI64::new(-1),
+        }
+    }
+}
+
+#[async_trait]
+impl Subscriber for Reactor {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn apply(&self, _tx: &mut Tx, _event: &JournalEvent) -> anyhow::Result<()> {
+        anyhow::bail!("a reactor is never given a transaction")
+    }
+
+    fn delivery(&self) -> latchkey::store::subscription::Delivery {
+        latchkey::store::subscription::Delivery::Effects
+    }
+
+    async fn react(&self, event: &JournalEvent) -> anyhow::Result<()> {
+        if self
+            .fail_once_at
+            .compare_exchange(event.position, -1, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            anyhow::bail!("injected failure at position {}", event.position);
+        }
+        self.reacted.lock().unwrap().push(event.position);
+        Ok(())
+    }
+}
