@@ -1,0 +1,2 @@
+pub mod integrations;
+pub mod sim;
