@@ -96,9 +96,17 @@ impl CloudApi {
         if let Some(seconds) = toggle_after_s {
             body["toggle_after"] = json!(seconds);
         }
-        self.exchange("v2/devices/api/set/switch", device_id, &body)
+        match self
+            .exchange("v2/devices/api/set/switch", device_id, &body)
             .await
-            .map(|_| ())
+        {
+            Ok(_) => Ok(()),
+            // The error body does not say which channel; we know it.
+            Err(ShellyError::InvalidChannel { device, .. }) => {
+                Err(ShellyError::InvalidChannel { device, channel })
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// Reads up to [`GET_IDS_MAX`] devices' status in one request.
@@ -290,10 +298,7 @@ fn v2_error(code: &str, body: &Value, device: &str) -> ShellyError {
     match code {
         "DEVICE_OFFLINE" => ShellyError::DeviceOffline { device },
         "DEVICE_NOT_FOUND" => ShellyError::DeviceNotFound { device },
-        "DEVICE_INVALID_CHANNEL" => ShellyError::InvalidChannel {
-            device,
-            channel: channel_from(body),
-        },
+        "DEVICE_INVALID_CHANNEL" => ShellyError::InvalidChannel { device, channel: 0 },
         "DEVICE_FAILED_COMMAND" => ShellyError::CommandFailed { device, message },
         // A server-side instance problem, not a wrong id: worth retrying.
         "INSTANCE_NOT_FOUND" | "UNEXPECTED_SUBSERVICE_ERROR" => {
@@ -301,13 +306,6 @@ fn v2_error(code: &str, body: &Value, device: &str) -> ShellyError {
         }
         _ => ShellyError::BadRequest { device, message },
     }
-}
-
-fn channel_from(body: &Value) -> u32 {
-    body.pointer("/data/channel")
-        .and_then(Value::as_u64)
-        .and_then(|channel| u32::try_from(channel).ok())
-        .unwrap_or(0)
 }
 
 fn parse_device(entry: &Value) -> Option<CloudDevice> {
