@@ -566,3 +566,41 @@ async fn local_rpc_serves_all_three_http_flavours() {
         "toggle_after fired"
     );
 }
+
+#[tokio::test]
+async fn the_device_auto_off_config_also_covers_ons_we_did_not_send() {
+    let env = shelly_env().await;
+    env.client
+        .configure_auto_off(&env.local(PLUG), 0, Duration::from_secs(90))
+        .await
+        .unwrap();
+    // A button press: no toggle_after, only the device's config can turn it off.
+    env.sim.switch_external(PLUG, 0, true).unwrap();
+    env.sim.advance_clock(Duration::from_secs(119));
+    assert!(env.sim.relay(PLUG, 0).unwrap().output);
+    env.sim.advance_clock(Duration::from_secs(2));
+    let relay = env.sim.relay(PLUG, 0).unwrap();
+    assert!(!relay.output, "90 s + 30 s margin elapsed");
+    assert_eq!(relay.log.last().unwrap().source, RelaySource::AutoOff);
+
+    let cloud = env
+        .client
+        .configure_auto_off(&env.cloud(PLUG), 0, Duration::from_secs(90))
+        .await
+        .unwrap_err();
+    assert!(matches!(cloud, ShellyError::InvalidCommand(_)));
+}
+
+#[tokio::test]
+async fn demo_configs_from_the_handle_work_and_never_print_the_key() {
+    let env = shelly_env().await;
+    let config = env.sim.cloud_config();
+    let printed = format!("{config:?}");
+    assert!(!printed.contains(test_shelly_sim_config().auth_key.expose_secret()));
+    let client = latchkey::integrations::shelly::ShellyClient::new(
+        ShellyConfig::new(Some(config)),
+        latchkey::integrations::health::ModuleHealth::new("shelly"),
+    )
+    .unwrap();
+    client.status(&env.cloud(PLUG), 0).await.unwrap();
+}

@@ -764,3 +764,14 @@ async fn wire_passage_mode() {
     assert!([1, 2].contains(&int(body, "autoUnlock")));
     assert!(body["cyclicConfig"].is_array());
 }
+
+#[tokio::test]
+async fn the_handle_hands_out_a_working_client_config() {
+    let env = ttlock_env().await;
+    let client = latchkey::integrations::ttlock::TtlockClient::new(
+        env.sim.client_config(),
+        latchkey::integrations::health::ModuleHealth::new("ttlock"),
+    )
+    .unwrap();
+    assert_eq!(client.list_locks().await.unwrap().len(), 2);
+}

@@ -92,7 +92,7 @@ impl ShellyClient {
 
     /// Switches one relay channel. ON arms the device's auto-off; see the module header
     /// for how lost answers are settled.
-    #[instrument(skip_all, fields(device = %target.label(), channel, command = ?command))]
+    #[instrument(skip_all, fields(device = %target.label(), channel = channel, command = ?command))]
     pub async fn switch(
         &self,
         target: &ShellyTarget,
@@ -105,7 +105,7 @@ impl ShellyClient {
     }
 
     /// Reads one relay channel.
-    #[instrument(skip_all, fields(device = %target.label(), channel))]
+    #[instrument(skip_all, fields(device = %target.label(), channel = channel))]
     pub async fn status(
         &self,
         target: &ShellyTarget,
@@ -114,6 +114,35 @@ impl ShellyClient {
         let status = self.read(target, channel).await;
         self.record(&status);
         status
+    }
+
+    /// Sets the device's own `auto_off` (Gen2 `Switch.SetConfig`): the second safety net
+    /// of reference §7, covering ONs that carried no timer (a button, the app, a command
+    /// whose timer was lost). Use the longest sellable session plus the margin.
+    /// Only for LAN devices: the Cloud v2 API documents no configuration call.
+    #[instrument(skip_all, fields(device = %target.label(), channel = channel))]
+    pub async fn configure_auto_off(
+        &self,
+        target: &ShellyTarget,
+        channel: u32,
+        longest_session: Duration,
+    ) -> Result<(), ShellyError> {
+        let result = match target {
+            ShellyTarget::Local { base_url } => {
+                let delay_s = longest_session
+                    .as_secs()
+                    .saturating_add(self.inner.auto_off_margin_s);
+                self.inner
+                    .local
+                    .set_auto_off(base_url, channel, delay_s)
+                    .await
+            }
+            ShellyTarget::Cloud { device_id } => Err(ShellyError::InvalidCommand(format!(
+                "device {device_id}: the auto-off config cannot be set through Shelly Cloud; set it in the Shelly app (Timers → Auto off)"
+            ))),
+        };
+        self.record(&result);
+        result
     }
 
     /// Reads up to 10 cloud devices in one (rate-limited) request. Unknown ids are

@@ -57,6 +57,24 @@ impl LocalRpc {
         Ok(result.get("was_on").and_then(Value::as_bool))
     }
 
+    /// `Switch.SetConfig` with the device-side auto-off: after any ON (ours, a button,
+    /// the app) the device turns the output off after `delay_s`.
+    pub(crate) async fn set_auto_off(
+        &self,
+        base_url: &Url,
+        channel: u32,
+        delay_s: u64,
+    ) -> Result<(), ShellyError> {
+        let config = json!({ "auto_off": true, "auto_off_delay": delay_s });
+        self.call(
+            base_url,
+            "Switch.SetConfig",
+            json!({ "id": channel, "config": config }),
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// `Switch.GetStatus`.
     pub(crate) async fn switch_status(
         &self,

@@ -346,7 +346,7 @@ impl TtlockClient {
     /// ([`DeleteOutcome::AlreadyAbsent`]). A retryable error from
     /// [`DeleteMode::ViaGateway`] means the lock still accepts the code: record the
     /// revocation as pending and retry.
-    #[instrument(skip_all, fields(lock_id, keyboard_pwd_id, mode = ?mode))]
+    #[instrument(skip_all, fields(lock_id = lock_id, keyboard_pwd_id = keyboard_pwd_id, mode = ?mode))]
     pub async fn delete_passcode(
         &self,
         lock_id: i64,
@@ -374,7 +374,7 @@ impl TtlockClient {
     }
 
     /// The lock's passcodes, optionally filtered by TTLock's `searchStr` (name or code).
-    #[instrument(skip_all, fields(lock_id))]
+    #[instrument(skip_all, fields(lock_id = lock_id))]
     pub async fn list_passcodes(
         &self,
         lock_id: i64,
@@ -406,7 +406,7 @@ impl TtlockClient {
     }
 
     /// Reads the lock's passage-mode configuration.
-    #[instrument(skip_all, fields(lock_id))]
+    #[instrument(skip_all, fields(lock_id = lock_id))]
     pub async fn passage_mode(&self, lock_id: i64) -> Result<PassageMode, TtlockError> {
         let params: Params = vec![("lockId", lock_id.to_string())];
         let body = self

@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use super::error::TtlockError;
 use super::transport::{Method, Params, Transport};
-use super::wire::{decode, TokenResponse};
+use super::wire::TokenResponse;
 
 /// Refresh this long before expiry at most. TTLock tokens live 90 days; a day of margin
 /// leaves room for TTLock being down when the refresh is due.
@@ -156,7 +156,11 @@ impl TokenCache {
         params: &Params,
     ) -> Result<Token, TtlockError> {
         let body = transport.send(Method::Post, "oauth2/token", params).await?;
-        let answer: TokenResponse = decode(body)?;
+        // Not `decode`: its error text can quote field values, and these are tokens.
+        let answer: TokenResponse =
+            serde_json::from_value(body).map_err(|_| TtlockError::UnexpectedResponse {
+                message: "the token answer lacks access_token or expires_in".into(),
+            })?;
         let lifetime =
             Duration::from_secs(u64::try_from(answer.expires_in).unwrap_or(0)).max(LIFETIME_MIN);
         let margin = (lifetime / 10).min(REFRESH_MARGIN_MAX);

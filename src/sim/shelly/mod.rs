@@ -192,6 +192,13 @@ impl ShellySimHandle {
         url
     }
 
+    /// A cloud configuration with the key this simulator accepts, pointed at it, with the
+    /// production pacing (for `latchkey demo` and tests).
+    pub fn cloud_config(&self) -> crate::integrations::shelly::ShellyCloudConfig {
+        let auth_key = self.sim.world().config.auth_key.clone();
+        crate::integrations::shelly::ShellyCloudConfig::new(self.base_url().clone(), auth_key)
+    }
+
     pub fn sim(&self) -> &ShellySim {
         &self.sim
     }

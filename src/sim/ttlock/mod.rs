@@ -166,6 +166,19 @@ impl TtlockSimHandle {
         self.server.base_url()
     }
 
+    /// A client configuration with the credentials this simulator accepts, pointed at it
+    /// (for `latchkey demo` and tests).
+    pub fn client_config(&self) -> crate::integrations::ttlock::TtlockConfig {
+        let world = self.sim.world();
+        crate::integrations::ttlock::TtlockConfig::new(
+            self.base_url().clone(),
+            world.config.client_id.clone(),
+            world.config.client_secret.clone(),
+            world.config.username.clone(),
+            world.config.password.clone(),
+        )
+    }
+
     /// The simulator's state and control methods.
     pub fn sim(&self) -> &TtlockSim {
         &self.sim
