@@ -775,3 +775,50 @@ async fn the_handle_hands_out_a_working_client_config() {
     .unwrap();
     assert_eq!(client.list_locks().await.unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn the_simulator_accepts_legacy_spellings_and_split_parameters() {
+    use md5::Digest;
+    let env = ttlock_env().await;
+    let config = TtlockSimConfig::default();
+    let http = reqwest::Client::new();
+    let base = env.sim.base_url();
+    // Older clients: snake_case ids, grant_type and redirect_uri (ignored).
+    let token: Value = http
+        .post(base.join("oauth2/token").unwrap())
+        .form(&[
+            ("client_id", config.client_id.as_str()),
+            ("client_secret", "latchkey-demo-secret"),
+            ("grant_type", "password"),
+            ("redirect_uri", "http://localhost"),
+            ("username", config.username.as_str()),
+            (
+                "password",
+                &hex::encode(md5::Md5::digest(b"latchkey-demo-password")),
+            ),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access_token = string(&token, "access_token").to_owned();
+    // hass-ttlock: common parameters in the query, the rest in the form body.
+    let now = Utc::now().timestamp_millis().to_string();
+    let mut url = base.join("v3/lock/getPassageModeConfiguration").unwrap();
+    url.query_pairs_mut()
+        .append_pair("clientId", &config.client_id)
+        .append_pair("accessToken", &access_token)
+        .append_pair("date", &now);
+    let answer: Value = http
+        .post(url)
+        .form(&[("lockId", GATEWAY_LOCK.to_string())])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(int(&answer, "passageMode"), 2, "{answer}");
+}

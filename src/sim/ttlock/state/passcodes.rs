@@ -91,7 +91,7 @@ impl World {
         if !(4..=9).contains(&code.len()) {
             return Err(ApiError::new(-3006, "The passcode should be 4 - 9 digits."));
         }
-        if crate::integrations::ttlock::passcode::is_too_simple(&code) {
+        if too_simple(&code) {
             return Err(ApiError::new(-2032, "The passcode is too simple."));
         }
         let start = params.req_i64("startDate")?;
@@ -258,4 +258,22 @@ fn passcode_item(lock_id: i64, passcode: &SimPasscode, sender: &str) -> Value {
         "status": 1,
         "senderUsername": sender,
     })
+}
+
+/// TTLock's -2032 rule as the simulator models it: one repeated digit, or one ascending
+/// or descending run. Kept apart from the client's own check on purpose, so the client
+/// is tested against an independent rule.
+fn too_simple(code: &str) -> bool {
+    let digits: Vec<i16> = code
+        .bytes()
+        .map(|b| i16::from(b) - i16::from(b'0'))
+        .collect();
+    let first_step = match digits.as_slice() {
+        [a, b, ..] => b - a,
+        _ => return false,
+    };
+    (-1..=1).contains(&first_step)
+        && digits
+            .windows(2)
+            .all(|pair| pair[1] - pair[0] == first_step)
 }
