@@ -25,7 +25,7 @@ use crate::store::Database;
 
 /// How many times a command is tried when it keeps losing races. Each retry re-reads the
 /// aggregate, so contention has to be extreme for all of them to fail.
-pub const CONFLICT_ATTEMPTS_MAX: u32 = 8;
+pub const CONFLICT_ATTEMPTS_MAX: u32 = 12;
 
 /// Upper bound of the random pause before a retry, so racing writers spread out.
 const CONFLICT_JITTER_MAX_MS: u64 = 25;

@@ -1,6 +1,7 @@
 //! Latchkey: an event-sourced payments and access ledger.
 //!
-//! Modules in reading order:
+//! Start with `store` (the journal and subscriptions), then `cqrs` (commands), `http`
+//! (the routes), `payments` and `integrations` (the outside world).
 
 /// The `latchkey` command line.
 pub mod cli;
@@ -12,10 +13,14 @@ pub mod cqrs;
 pub mod gateways;
 /// Routers, state and the edge error type.
 pub mod http;
+/// Clients of Stripe, TTLock and Shelly, and their health.
+pub mod integrations;
 /// Prometheus metrics registry.
 pub mod metrics;
 /// Starting checkouts, guest tokens, Stripe id lookups.
 pub mod payments;
+/// Wire-faithful simulators of Stripe, TTLock and Shelly.
+pub mod sim;
 /// Application::build / run_until_stopped.
 pub mod startup;
 /// The journal, its hash chain, subscriptions and the database pools.

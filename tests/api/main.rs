@@ -1,4 +1,5 @@
-//! The single integration-test binary: real HTTP, real databases (SQLite and PostgreSQL).
+//! The single integration-test binary: real HTTP, real databases (SQLite and PostgreSQL),
+//! and the simulators of Stripe, TTLock and Shelly on 127.0.0.1. `TEST_LOG=1` prints logs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod catalogue_writes;
@@ -6,6 +7,9 @@ mod checkout;
 mod helpers;
 mod journal;
 mod operations;
+mod shelly;
+mod sim_helpers;
 mod stripe_facts;
 mod subscriptions;
 mod support;
+mod ttlock;
