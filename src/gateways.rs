@@ -7,6 +7,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::config::Settings;
+use crate::integrations::health::ModuleHealth;
+use crate::integrations::shelly::gateway::ShellyRelayGateway;
+use crate::integrations::shelly::{ShellyClient, ShellyCloudConfig, ShellyConfig};
+use crate::integrations::ttlock::gateway::TtlockLockGateway;
+use crate::integrations::ttlock::{TtlockClient, TtlockConfig};
 use crate::payments::checkout::{CheckoutCreated, CheckoutError, CheckoutGateway, CheckoutRequest};
 use latchkey_aggregates::door::services::{
     IssuedPasscode, LockError, LockGateway, PasscodeRequest,
@@ -30,6 +36,9 @@ pub struct Gateways {
     pub stripe_missing: Option<NotConfigured>,
     pub ttlock_missing: Option<NotConfigured>,
     pub shelly_missing: Option<NotConfigured>,
+    /// Each integration's health record (Stripe, TTLock, Shelly), for
+    /// `/api/health/modules` and the metrics.
+    pub health: Vec<ModuleHealth>,
 }
 
 impl Gateways {
@@ -43,7 +52,45 @@ impl Gateways {
             stripe_missing: Some(NotConfigured::STRIPE),
             ttlock_missing: Some(NotConfigured::TTLOCK),
             shelly_missing: Some(NotConfigured::SHELLY),
+            health: vec![
+                ModuleHealth::not_configured("stripe"),
+                ModuleHealth::not_configured("ttlock"),
+                ModuleHealth::not_configured("shelly"),
+            ],
         }
+    }
+
+    /// The gateways the settings configure: real clients where credentials are set, the
+    /// refusing adapter elsewhere.
+    pub fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
+        let mut gateways = Gateways::unconfigured();
+        if let Some(config) = ttlock_config(settings) {
+            let health = ModuleHealth::new("ttlock");
+            let client = TtlockClient::new(config, health.clone())
+                .map_err(|error| anyhow::anyhow!("TTLock client: {error}"))?;
+            gateways.locks = Arc::new(TtlockLockGateway::new(client));
+            gateways.ttlock_missing = None;
+            gateways.health[1] = health;
+        }
+        let cloud = match (&settings.shelly.server, &settings.shelly.auth_key) {
+            (Some(server), Some(key)) => Some(ShellyCloudConfig::new(server.clone(), key.clone())),
+            _ => None,
+        };
+        let health = if cloud.is_some() {
+            gateways.shelly_missing = None;
+            ModuleHealth::new("shelly")
+        } else {
+            ModuleHealth::not_configured("shelly")
+        };
+        // Built even without Cloud credentials: devices on the LAN need none.
+        let mut config = ShellyConfig::new(cloud);
+        // The domain already adds its margin to the session's remaining time.
+        config.auto_off_margin_s = 0;
+        let client = ShellyClient::new(config, health.clone())
+            .map_err(|error| anyhow::anyhow!("Shelly client: {error}"))?;
+        gateways.relays = Arc::new(ShellyRelayGateway::new(client));
+        gateways.health[2] = health;
+        Ok(gateways)
     }
 
     /// Real (or fake, in tests) implementations of every port.
@@ -58,6 +105,11 @@ impl Gateways {
             locks,
             relays,
             checkout,
+            health: vec![
+                ModuleHealth::new("stripe"),
+                ModuleHealth::new("ttlock"),
+                ModuleHealth::new("shelly"),
+            ],
             stripe_missing: None,
             ttlock_missing: None,
             shelly_missing: None,
@@ -137,5 +189,30 @@ impl CheckoutGateway for NotConfigured {
         Err(CheckoutError {
             message: self.message(),
         })
+    }
+}
+
+/// The TTLock account, when all four credentials are set.
+fn ttlock_config(settings: &Settings) -> Option<TtlockConfig> {
+    let ttlock = &settings.ttlock;
+    let api_base = ttlock.api_base.clone().or_else(|| {
+        crate::integrations::ttlock::config::DEFAULT_API_BASE
+            .parse()
+            .ok()
+    })?;
+    match (
+        &ttlock.client_id,
+        &ttlock.client_secret,
+        &ttlock.username,
+        &ttlock.password,
+    ) {
+        (Some(id), Some(secret), Some(username), Some(password)) => Some(TtlockConfig::new(
+            api_base,
+            id.clone(),
+            secret.clone(),
+            username.clone(),
+            password.clone(),
+        )),
+        _ => None,
     }
 }

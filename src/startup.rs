@@ -75,7 +75,10 @@ impl Application {
         for subscriber in options.subscribers {
             background.push(subscriptions.spawn(subscriber, shutdown.child_token()));
         }
-        let gateways = options.gateways.unwrap_or_else(Gateways::unconfigured);
+        let gateways = match options.gateways {
+            Some(gateways) => gateways,
+            None => Gateways::from_settings(&settings)?,
+        };
         let buses = Arc::new(Buses::new(&database, &appended, &gateways));
         let state = AppState {
             settings: Arc::new(settings),

@@ -7,6 +7,7 @@ pub mod domain_errors;
 pub mod doors;
 pub mod error;
 pub mod extract;
+pub mod health_modules;
 pub mod operations;
 
 use std::sync::Arc;
@@ -77,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .merge(checkout::router())
         .merge(doors::router())
         .merge(devices::router())
+        .merge(health_modules::router())
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,

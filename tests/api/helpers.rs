@@ -183,13 +183,24 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
     spawn_app_with(TestDatabase::create(backend).await, BuildOptions::default()).await
 }
 
-pub async fn spawn_app_with(test_database: TestDatabase, mut options: BuildOptions) -> TestApp {
+pub async fn spawn_app_with(test_database: TestDatabase, options: BuildOptions) -> TestApp {
+    spawn_app_with_settings(test_database, options, |_| {}).await
+}
+
+/// Like [`spawn_app_with`], with the settings changed by `adjust` first (e.g. pointing
+/// the integrations at simulators).
+pub async fn spawn_app_with_settings(
+    test_database: TestDatabase,
+    mut options: BuildOptions,
+    adjust: impl FnOnce(&mut Settings),
+) -> TestApp {
     LazyLock::force(&TRACING);
     options.subscriptions = fast_subscriptions();
     options.pool_size = PoolSize {
         max_connections: 10,
     };
-    let settings = test_settings(&test_database.url);
+    let mut settings = test_settings(&test_database.url);
+    adjust(&mut settings);
     let application = Application::build_with(settings, options)
         .await
         .expect("the application builds");

@@ -5,6 +5,7 @@
 mod catalogue_writes;
 mod checkout;
 mod helpers;
+mod integrations_wiring;
 mod journal;
 mod operations;
 mod shelly;

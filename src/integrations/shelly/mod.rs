@@ -11,6 +11,7 @@ pub mod client;
 mod cloud;
 pub mod config;
 pub mod error;
+pub mod gateway;
 mod local;
 pub mod rate_limit;
 pub mod types;

@@ -12,6 +12,7 @@
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod gateway;
 pub mod passcode;
 mod token;
 mod transport;
