@@ -10,6 +10,8 @@ pub mod config;
 pub mod cqrs;
 /// Routers, state and the edge error type.
 pub mod http;
+/// Clients of the outside services (Stripe, …).
+pub mod integrations;
 /// Prometheus metrics registry.
 pub mod metrics;
 /// Application::build / run_until_stopped.

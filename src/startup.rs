@@ -10,6 +10,7 @@ use tracing::info;
 
 use crate::config::Settings;
 use crate::http::{self, AppState};
+use crate::integrations::stripe::{StripeOptions, StripeRuntime};
 use crate::metrics::Metrics;
 use crate::store::journal::Journal;
 use crate::store::repository::AppendSignal;
@@ -23,6 +24,8 @@ pub struct BuildOptions {
     pub subscriptions: SubscriptionOptions,
     /// Extra journal subscribers to run beside the built-in ones.
     pub subscribers: Vec<Arc<dyn Subscriber>>,
+    /// Stripe webhook processing, retry worker and catch-up.
+    pub stripe: StripeOptions,
 }
 
 /// A built, listening application that has not started serving yet.
@@ -70,11 +73,14 @@ impl Application {
         for subscriber in options.subscribers {
             background.push(subscriptions.spawn(subscriber, shutdown.child_token()));
         }
+        let stripe = StripeRuntime::new(&settings, database.clone(), options.stripe)?;
+        background.extend(stripe.spawn_background(metrics.clone(), shutdown.child_token()));
         let state = AppState {
             settings: Arc::new(settings),
             database,
             journal,
             metrics,
+            stripe,
         };
         Ok(Application {
             listener,

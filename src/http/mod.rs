@@ -1,7 +1,9 @@
 //! The HTTP surface: one router per audience, all sharing [`AppState`].
 
+pub mod auth;
 pub mod error;
 pub mod operations;
+pub mod stripe_webhook;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +16,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Settings;
+use crate::integrations::stripe::StripeRuntime;
 use crate::metrics::Metrics;
 use crate::store::journal::Journal;
 use crate::store::Database;
@@ -31,12 +34,14 @@ pub struct AppState {
     pub database: Database,
     pub journal: Journal,
     pub metrics: Arc<Metrics>,
+    pub stripe: StripeRuntime,
 }
 
 /// The whole application router.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(operations::router())
+        .merge(stripe_webhook::router())
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,
