@@ -14,6 +14,8 @@ pub mod http;
 pub mod integrations;
 /// Prometheus metrics registry.
 pub mod metrics;
+/// Wire-faithful simulators of the outside services, for tests and the demo.
+pub mod sim;
 /// Application::build / run_until_stopped.
 pub mod startup;
 /// The journal, its hash chain, subscriptions and the database pools.

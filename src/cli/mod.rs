@@ -1,5 +1,6 @@
 //! The `latchkey` command line: one subcommand per operator or auditor task.
 
+mod bench;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +28,29 @@ pub enum Command {
     Migrate,
     /// Recompute every aggregate's hash chain; exit non-zero naming the first broken link.
     Verify,
+    /// Run one simulator of an outside service on its own.
+    Sim {
+        #[command(subcommand)]
+        service: SimService,
+    },
+    /// Measure throughput against a running server.
+    Bench {
+        #[command(subcommand)]
+        target: bench::BenchTarget,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SimService {
+    /// Stripe: accepts STRIPE_SECRET_KEY, signs webhooks with STRIPE_WEBHOOK_SECRET.
+    Stripe {
+        /// Address to serve on.
+        #[arg(long, default_value = "127.0.0.1:12111")]
+        listen: std::net::SocketAddr,
+        /// Where to deliver webhooks, e.g. http://127.0.0.1:3000/api/stripe/webhook.
+        #[arg(long, env = "STRIPE_SIM_WEBHOOK_URL")]
+        webhook_url: Option<String>,
+    },
 }
 
 /// Runs a parsed command; the error, if any, is printed by `main` and the exit status is 1.
@@ -52,5 +76,50 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Verify => verify::run(&settings).await,
+        Command::Sim {
+            service:
+                SimService::Stripe {
+                    listen,
+                    webhook_url,
+                },
+        } => run_stripe_sim(&settings, listen, webhook_url).await,
+        Command::Bench { target } => bench::run(target, &settings).await,
     }
+}
+
+async fn run_stripe_sim(
+    settings: &Settings,
+    listen: std::net::SocketAddr,
+    webhook_url: Option<String>,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use secrecy::ExposeSecret;
+    let secret_key = settings
+        .stripe
+        .secret_key
+        .as_ref()
+        .map(|key| key.expose_secret().to_string())
+        .context("set STRIPE_SECRET_KEY (sk_test_…): the simulator accepts only that key")?;
+    let webhook_secrets = settings
+        .stripe
+        .webhook_secrets
+        .iter()
+        .map(|secret| secret.expose_secret().to_string())
+        .collect();
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("could not listen on {listen}"))?;
+    let handle = crate::sim::stripe::spawn(
+        listener,
+        crate::sim::stripe::StripeSimConfig {
+            secret_key,
+            webhook_secrets,
+            webhook_url,
+            public_base: None,
+        },
+    )?;
+    println!("Stripe simulator on {} (STRIPE_API_BASE={})", handle.addr, handle.url());
+    startup::shutdown_signal().await;
+    handle.stop().await;
+    Ok(())
 }
