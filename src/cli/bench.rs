@@ -120,7 +120,9 @@ async fn webhooks(
         percentile(&latencies, 0.50),
         percentile(&latencies, 0.99)
     );
-    println!("baseline single-row INSERT+COMMIT/s (same database, same concurrency): {baseline:.0}");
+    println!(
+        "baseline single-row INSERT+COMMIT/s (same database, same concurrency): {baseline:.0}"
+    );
     println!("ratio deliveries/s ÷ baseline: {:.2}", rate / baseline);
     Ok(())
 }

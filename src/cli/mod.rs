@@ -118,7 +118,11 @@ async fn run_stripe_sim(
             public_base: None,
         },
     )?;
-    println!("Stripe simulator on {} (STRIPE_API_BASE={})", handle.addr, handle.url());
+    println!(
+        "Stripe simulator on {} (STRIPE_API_BASE={})",
+        handle.addr,
+        handle.url()
+    );
     startup::shutdown_signal().await;
     handle.stop().await;
     Ok(())

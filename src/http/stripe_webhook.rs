@@ -67,10 +67,18 @@ async fn receive(
             "latchkey_webhook_signature_failures_total",
             &[("reason", error.reason())],
         );
-        warn!(reason = error.reason(), body_length = body.len(), "stripe webhook signature refused");
+        warn!(
+            reason = error.reason(),
+            body_length = body.len(),
+            "stripe webhook signature refused"
+        );
         if let Err(db_error) = stripe
             .inbox
-            .record_signature_failure(error.reason(), &body, stripe.options.signature_failures_kept)
+            .record_signature_failure(
+                error.reason(),
+                &body,
+                stripe.options.signature_failures_kept,
+            )
             .await
         {
             warn!(error = %db_error, "could not record a webhook signature failure");
@@ -111,7 +119,9 @@ async fn receive(
         .map_err(|error| anyhow::Error::new(error).context("storing a stripe delivery"))?;
     match inserted {
         Inserted::New => {
-            state.metrics.increment("latchkey_stripe_webhooks_total", &[("outcome", "stored")]);
+            state
+                .metrics
+                .increment("latchkey_stripe_webhooks_total", &[("outcome", "stored")]);
             info!(event_id = %envelope.id, event_type = %envelope.event_type, "stripe event stored");
             if inline {
                 let stripe = stripe.clone();
@@ -125,7 +135,10 @@ async fn receive(
             ))
         }
         Inserted::Duplicate { status } => {
-            state.metrics.increment("latchkey_stripe_webhooks_total", &[("outcome", "duplicate")]);
+            state.metrics.increment(
+                "latchkey_stripe_webhooks_total",
+                &[("outcome", "duplicate")],
+            );
             info!(event_id = %envelope.id, status = %status, "stripe event already stored");
             Ok((
                 StatusCode::OK,
@@ -222,11 +235,15 @@ async fn run_catch_up(
             "Stripe is not configured: set STRIPE_SECRET_KEY".to_string(),
         ));
     }
-    let report = state.stripe.catch_up_now().await.map_err(|error| match error {
-        crate::integrations::stripe::catch_up::CatchUpError::Stripe(error) => {
-            ApiError::Upstream(error.to_string())
-        }
-        other => ApiError::Internal(anyhow::Error::new(other)),
-    })?;
+    let report = state
+        .stripe
+        .catch_up_now()
+        .await
+        .map_err(|error| match error {
+            crate::integrations::stripe::catch_up::CatchUpError::Stripe(error) => {
+                ApiError::Upstream(error.to_string())
+            }
+            other => ApiError::Internal(anyhow::Error::new(other)),
+        })?;
     Ok(Json(report))
 }

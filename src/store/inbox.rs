@@ -297,7 +297,7 @@ impl Inbox {
                 .bind(limit)
                 .fetch_all(pool)
                 .await?;
-            rows.iter().map(|row| delivery_from(row)).collect()
+            rows.iter().map(delivery_from).collect()
         })
     }
 
@@ -305,7 +305,7 @@ impl Inbox {
         let sql = format!("SELECT {DELIVERY_COLUMNS} FROM stripe_inbox WHERE event_id = $1");
         on_pool!(&self.database, pool => {
             let row = sqlx::query(&sql).bind(event_id).fetch_optional(pool).await?;
-            row.as_ref().map(|row| delivery_from(row)).transpose()
+            row.as_ref().map(delivery_from).transpose()
         })
     }
 
@@ -313,7 +313,7 @@ impl Inbox {
         let sql = format!("SELECT {ROW_COLUMNS} FROM stripe_inbox WHERE event_id = $1");
         on_pool!(&self.database, pool => {
             let row = sqlx::query(&sql).bind(event_id).fetch_optional(pool).await?;
-            row.as_ref().map(|row| row_from(row)).transpose()
+            row.as_ref().map(row_from).transpose()
         })
     }
 
@@ -380,7 +380,7 @@ impl Inbox {
                 .bind(limit)
                 .fetch_all(pool)
                 .await?;
-            rows.iter().map(|row| row_from(row)).collect()
+            rows.iter().map(row_from).collect()
         })
     }
 
@@ -435,8 +435,8 @@ impl Inbox {
         body: &[u8],
         keep: i64,
     ) -> Result<(), sqlx::Error> {
-        let prefix = (!body.is_empty())
-            .then(|| hex::encode(&body[..body.len().min(FAILURE_PREFIX_BYTES)]));
+        let prefix =
+            (!body.is_empty()).then(|| hex::encode(&body[..body.len().min(FAILURE_PREFIX_BYTES)]));
         let length = i64::try_from(body.len()).unwrap_or(i64::MAX);
         on_pool!(&self.database, pool => {
             sqlx::query(
@@ -461,7 +461,10 @@ impl Inbox {
     }
 
     /// The newest refused deliveries.
-    pub async fn signature_failures(&self, limit: i64) -> Result<Vec<SignatureFailure>, sqlx::Error> {
+    pub async fn signature_failures(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<SignatureFailure>, sqlx::Error> {
         let rows: Vec<(DateTime<Utc>, String, i64, Option<String>)> = on_pool!(&self.database, pool => {
             sqlx::query_as(
                 "SELECT failed_at, reason, body_length, body_prefix_hex \
@@ -473,12 +476,14 @@ impl Inbox {
         })?;
         Ok(rows
             .into_iter()
-            .map(|(failed_at, reason, body_length, body_prefix_hex)| SignatureFailure {
-                failed_at,
-                reason,
-                body_length,
-                body_prefix_hex,
-            })
+            .map(
+                |(failed_at, reason, body_length, body_prefix_hex)| SignatureFailure {
+                    failed_at,
+                    reason,
+                    body_length,
+                    body_prefix_hex,
+                },
+            )
             .collect())
     }
 }

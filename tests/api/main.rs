@@ -4,5 +4,9 @@
 mod helpers;
 mod journal;
 mod operations;
+mod stripe_processing;
+mod stripe_sim;
+mod stripe_support;
+mod stripe_webhook;
 mod subscriptions;
 mod support;

@@ -121,8 +121,9 @@ async fn list_and_insert(
                 source: Source::CatchUp,
             };
             // Due at once: the worker (or the caller) processes what we add.
-            if let crate::store::inbox::Inserted::New =
-                inbox.insert(&delivery, crate::store::inbox::now_ms()).await?
+            if let crate::store::inbox::Inserted::New = inbox
+                .insert(&delivery, crate::store::inbox::now_ms())
+                .await?
             {
                 info!(event_id = %event.id, event_type = %event.event_type, "catch-up found a missing stripe event");
                 report.inserted += 1;
@@ -155,7 +156,11 @@ pub fn spawn(
             let record = CatchUpStatus::from_result(&result);
             match &result {
                 Ok(report) if report.inserted > 0 => {
-                    info!(listed = report.listed, inserted = report.inserted, "stripe catch-up run")
+                    info!(
+                        listed = report.listed,
+                        inserted = report.inserted,
+                        "stripe catch-up run"
+                    )
                 }
                 Ok(_) => {}
                 Err(error) => warn!(error = %error, "stripe catch-up failed; next run retries"),

@@ -242,7 +242,11 @@ impl StripeClient {
     ) -> Result<Self, StripeApiError> {
         let mut builder = stripe::ClientBuilder::new(secret_key.expose_secret())
             .timeout(ATTEMPT_TIMEOUT)
-            .app_info("latchkey", Some(env!("CARGO_PKG_VERSION").to_string()), None);
+            .app_info(
+                "latchkey",
+                Some(env!("CARGO_PKG_VERSION").to_string()),
+                None,
+            );
         if let Some(base) = api_base {
             // async-stripe appends `v1/...` to the base as text: it needs the trailing
             // slash, which `Url` gives a bare host but not a path.
@@ -307,7 +311,8 @@ impl StripeClient {
         // and charge.* events are matched through this copy.
         intent.metadata = Some(metadata.clone());
         if manual_capture {
-            intent.capture_method = Some(CreateCheckoutSessionPaymentIntentDataCaptureMethod::Manual);
+            intent.capture_method =
+                Some(CreateCheckoutSessionPaymentIntentDataCaptureMethod::Manual);
         }
         let mut create = CreateCheckoutSession::new()
             .mode(CheckoutSessionMode::Payment)
@@ -411,8 +416,9 @@ impl StripeClient {
             .unwrap_or_default();
         let mut events = Vec::with_capacity(data.len());
         for value in data {
-            let fields: EventFields = serde_json::from_value(value.clone())
-                .map_err(|error| StripeApiError::Decode(format!("an event in the list: {error}")))?;
+            let fields: EventFields = serde_json::from_value(value.clone()).map_err(|error| {
+                StripeApiError::Decode(format!("an event in the list: {error}"))
+            })?;
             events.push(ListedEvent {
                 id: fields.id,
                 event_type: fields.event_type,
@@ -436,7 +442,9 @@ impl StripeClient {
         self.public_url
             .join(path)
             .map(|url| url.to_string())
-            .map_err(|error| StripeApiError::Config(format!("LATCHKEY_PUBLIC_URL + {path:?}: {error}")))
+            .map_err(|error| {
+                StripeApiError::Config(format!("LATCHKEY_PUBLIC_URL + {path:?}: {error}"))
+            })
     }
 
     async fn post<T: serde::de::DeserializeOwned>(

@@ -111,15 +111,14 @@ pub async fn process_one(
     metrics: &Metrics,
     delivery: &InboxDelivery,
 ) -> Result<(), sqlx::Error> {
-    let result = match tokio::time::timeout(options.attempt_timeout, processor.process(delivery))
-        .await
-    {
-        Ok(result) => result,
-        Err(_) => Err(ProcessError::retryable(format!(
-            "processing did not finish within {:?}",
-            options.attempt_timeout
-        ))),
-    };
+    let result =
+        match tokio::time::timeout(options.attempt_timeout, processor.process(delivery)).await {
+            Ok(result) => result,
+            Err(_) => Err(ProcessError::retryable(format!(
+                "processing did not finish within {:?}",
+                options.attempt_timeout
+            ))),
+        };
     let event_id = delivery.event_id.as_str();
     let label = match &result {
         Ok(ProcessOutcome::Processed { payment_id }) => {

@@ -126,13 +126,9 @@ pub fn verify(
     // taken says nothing about which pair came close.
     let mut matched = subtle::Choice::from(0);
     for secret in secrets {
-        let expected = mac(
-            secret.expose_secret().as_bytes(),
-            parsed.timestamp,
-            payload,
-        )
-        .finalize()
-        .into_bytes();
+        let expected = mac(secret.expose_secret().as_bytes(), parsed.timestamp, payload)
+            .finalize()
+            .into_bytes();
         for candidate in &parsed.v1 {
             matched |= expected.as_slice().ct_eq(candidate.as_slice());
         }
@@ -151,7 +147,11 @@ pub fn verify(
 
 /// The hex `v1` signature of `payload` at `timestamp` with `secret`.
 pub fn sign(payload: &[u8], secret: &str, timestamp: i64) -> String {
-    hex::encode(mac(secret.as_bytes(), timestamp, payload).finalize().into_bytes())
+    hex::encode(
+        mac(secret.as_bytes(), timestamp, payload)
+            .finalize()
+            .into_bytes(),
+    )
 }
 
 /// A complete header as Stripe sends it: one `v1` per active secret.
@@ -184,7 +184,10 @@ mod tests {
     #[test]
     fn the_stripe_dotnet_public_vector_verifies() {
         assert_eq!(DOTNET_PAYLOAD.len(), 484);
-        assert_eq!(sign(DOTNET_PAYLOAD, "webhook_secret", DOTNET_TIME), DOTNET_V1);
+        assert_eq!(
+            sign(DOTNET_PAYLOAD, "webhook_secret", DOTNET_TIME),
+            DOTNET_V1
+        );
         let header = format!("t={DOTNET_TIME},v1={DOTNET_V1}");
         let verified = verify(
             DOTNET_PAYLOAD,
@@ -225,7 +228,12 @@ mod tests {
     fn a_tampered_body_fails() {
         let header = header(b"{\"amount\":100}", &["whsec_x"], 1000);
         assert_eq!(
-            verify(b"{\"amount\":999}", Some(&header), &secrets(&["whsec_x"]), 1000),
+            verify(
+                b"{\"amount\":999}",
+                Some(&header),
+                &secrets(&["whsec_x"]),
+                1000
+            ),
             Err(SignatureError::Mismatch)
         );
     }

@@ -151,7 +151,10 @@ fn execute_post(shared: &Shared, path: &str, body: &str, key: Option<&str>) -> (
         ["v1", "payment_intents", id, "capture"] => state.capture(id, &params, &origin),
         ["v1", "payment_intents", id, "cancel"] => state.cancel(id, &params, &origin),
         ["v1", "refunds"] => state.refund(&params, &origin),
-        _ => Err(SimError::invalid(format!("Unrecognized request URL (POST: {path})."), None)),
+        _ => Err(SimError::invalid(
+            format!("Unrecognized request URL (POST: {path})."),
+            None,
+        )),
     };
     let (status, value, events) = match result {
         Ok((value, events)) => (200, value, events),
@@ -216,7 +219,10 @@ async fn stripe_get(
             .find(|event| event["id"] == *id)
             .cloned()
             .ok_or_else(|| SimError::missing("event", id)),
-        _ => Err(SimError::invalid(format!("Unrecognized request URL (GET: {path})."), None)),
+        _ => Err(SimError::invalid(
+            format!("Unrecognized request URL (GET: {path})."),
+            None,
+        )),
     };
     match result {
         Ok(value) => Json(value).into_response(),
@@ -227,7 +233,11 @@ async fn stripe_get(
 async fn checkout_page(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
     let state = shared.lock_state();
     let Some(session) = state.sessions.get(&id) else {
-        return (StatusCode::NOT_FOUND, Html("<h1>Checkout session not found</h1>".to_string())).into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            Html("<h1>Checkout session not found</h1>".to_string()),
+        )
+            .into_response();
     };
     let amount = session["amount_total"].as_i64().unwrap_or(0);
     let currency = session["currency"].as_str().unwrap_or("").to_uppercase();
@@ -265,9 +275,16 @@ async fn pay(
     let result = {
         let mut state = shared.lock_state();
         state
-            .pay(&id, &form.card, form.email.as_deref().filter(|e| !e.is_empty()))
+            .pay(
+                &id,
+                &form.card,
+                form.email.as_deref().filter(|e| !e.is_empty()),
+            )
             .map(|(intent, events)| {
-                let success_url = state.sessions.get(&id).and_then(|s| s["success_url"].as_str().map(str::to_string));
+                let success_url = state
+                    .sessions
+                    .get(&id)
+                    .and_then(|s| s["success_url"].as_str().map(str::to_string));
                 (intent, events, success_url)
             })
     };
@@ -299,11 +316,26 @@ async fn pay(
 }
 
 async fn get_delivery(State(shared): State<Arc<Shared>>) -> Response {
-    Json(shared.deliverer.mode.lock().unwrap_or_else(|p| p.into_inner()).clone()).into_response()
+    Json(
+        shared
+            .deliverer
+            .mode
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone(),
+    )
+    .into_response()
 }
 
-async fn set_delivery(State(shared): State<Arc<Shared>>, Json(mode): Json<DeliveryMode>) -> Response {
-    *shared.deliverer.mode.lock().unwrap_or_else(|p| p.into_inner()) = mode.clone();
+async fn set_delivery(
+    State(shared): State<Arc<Shared>>,
+    Json(mode): Json<DeliveryMode>,
+) -> Response {
+    *shared
+        .deliverer
+        .mode
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = mode.clone();
     Json(mode).into_response()
 }
 
@@ -312,11 +344,24 @@ async fn requests(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn deliveries(State(shared): State<Arc<Shared>>) -> Response {
-    Json(shared.deliverer.log.lock().unwrap_or_else(|p| p.into_inner()).clone()).into_response()
+    Json(
+        shared
+            .deliverer
+            .log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone(),
+    )
+    .into_response()
 }
 
 async fn redeliver(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
-    let event = shared.lock_state().events.iter().find(|e| e["id"] == id.as_str()).cloned();
+    let event = shared
+        .lock_state()
+        .events
+        .iter()
+        .find(|e| e["id"] == id.as_str())
+        .cloned();
     match event {
         Some(event) => {
             shared.deliverer.deliver(&event).await;

@@ -71,7 +71,10 @@ impl SimError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CardOutcome {
     Succeeds,
-    Declined { decline_code: &'static str, message: &'static str },
+    Declined {
+        decline_code: &'static str,
+        message: &'static str,
+    },
     RequiresAuthentication,
 }
 
@@ -229,16 +232,26 @@ impl SimState {
                 Some("mode"),
             ));
         }
-        let success_url = params
-            .get("success_url")
-            .ok_or_else(|| SimError::invalid("Missing required param: success_url.", Some("success_url")))?;
+        let success_url = params.get("success_url").ok_or_else(|| {
+            SimError::invalid("Missing required param: success_url.", Some("success_url"))
+        })?;
         let currency = params
             .get("line_items[0][price_data][currency]")
-            .ok_or_else(|| SimError::invalid("Missing required param: line_items[0][price_data][currency].", Some("line_items")))?
+            .ok_or_else(|| {
+                SimError::invalid(
+                    "Missing required param: line_items[0][price_data][currency].",
+                    Some("line_items"),
+                )
+            })?
             .to_string();
         let unit = params
             .int("line_items[0][price_data][unit_amount]")?
-            .ok_or_else(|| SimError::invalid("Missing required param: line_items[0][price_data][unit_amount].", Some("line_items")))?;
+            .ok_or_else(|| {
+                SimError::invalid(
+                    "Missing required param: line_items[0][price_data][unit_amount].",
+                    Some("line_items"),
+                )
+            })?;
         let quantity = params.int("line_items[0][quantity]")?.unwrap_or(1);
         let amount = unit * quantity;
         let capture_method = params
@@ -326,7 +339,10 @@ impl SimState {
             message: "Your card number is incorrect.".to_string(),
             param: Some("number".to_string()),
         })?;
-        let intent_id = session["payment_intent"].as_str().unwrap_or_default().to_string();
+        let intent_id = session["payment_intent"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let mut intent = self
             .intents
             .get(&intent_id)
@@ -540,7 +556,10 @@ impl SimState {
             .intents
             .get(intent_id)
             .ok_or_else(|| SimError::missing("payment_intent", intent_id))?;
-        let charge_id = intent["latest_charge"].as_str().unwrap_or_default().to_string();
+        let charge_id = intent["latest_charge"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let charge = self
             .charges
             .get_mut(&charge_id)
@@ -664,10 +683,16 @@ mod tests {
 
     #[test]
     fn test_cards_map_to_outcomes() {
-        assert_eq!(card_outcome("4242 4242 4242 4242"), Some(CardOutcome::Succeeds));
+        assert_eq!(
+            card_outcome("4242 4242 4242 4242"),
+            Some(CardOutcome::Succeeds)
+        );
         assert!(matches!(
             card_outcome("4000000000009995"),
-            Some(CardOutcome::Declined { decline_code: "insufficient_funds", .. })
+            Some(CardOutcome::Declined {
+                decline_code: "insufficient_funds",
+                ..
+            })
         ));
         assert_eq!(card_outcome("1234"), None);
     }

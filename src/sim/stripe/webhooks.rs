@@ -104,21 +104,23 @@ impl Deliverer {
         for attempt in 1..=ATTEMPTS {
             let secrets = lock(&self.secrets).clone();
             let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
-            let header = signature::header(
-                body.as_bytes(),
-                &refs,
-                chrono::Utc::now().timestamp(),
-            );
+            let header = signature::header(body.as_bytes(), &refs, chrono::Utc::now().timestamp());
             let sent = self
                 .http
                 .post(&url)
                 .header("content-type", "application/json; charset=utf-8")
                 .header("stripe-signature", header)
-                .header("user-agent", "Stripe/1.0 (+https://stripe.com/docs/webhooks)")
+                .header(
+                    "user-agent",
+                    "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
+                )
                 .body(body.clone())
                 .send()
                 .await;
-            let status = sent.as_ref().ok().map(|response| response.status().as_u16());
+            let status = sent
+                .as_ref()
+                .ok()
+                .map(|response| response.status().as_u16());
             lock(&self.log).push(DeliveryRecord {
                 event_id: event_id.clone(),
                 event_type: event_type.clone(),
