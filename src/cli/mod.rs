@@ -112,10 +112,8 @@ async fn run_stripe_sim(
     let handle = crate::sim::stripe::spawn(
         listener,
         crate::sim::stripe::StripeSimConfig {
-            secret_key,
-            webhook_secrets,
             webhook_url,
-            public_base: None,
+            ..crate::sim::stripe::StripeSimConfig::new(secret_key, webhook_secrets)
         },
     )?;
     println!(

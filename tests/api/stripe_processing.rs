@@ -109,3 +109,44 @@ on_both_backends!(
     a_delivery_out_of_attempts_stays_failed_and_visible,
     an_event_the_processor_ignores_is_marked_with_the_reason,
 );
+
+/// Two instances on one PostgreSQL, workers only (no inline processing): every claim is
+/// exclusive (`FOR UPDATE SKIP LOCKED`), so each event is processed exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_workers_on_one_postgres_never_process_an_event_twice() {
+    let database = TestDatabase::create(Backend::Postgres).await;
+    let processor = CountingProcessor::failing_first(0);
+    let setup = Setup {
+        processor: Some(processor.clone()),
+        process_inline: false,
+        ..Setup::default()
+    };
+    let first = spawn_stripe_app(&database, setup.clone()).await;
+    let second = spawn_stripe_app(&database, setup).await;
+    let ids: Vec<String> = (0..40).map(|_| unique_event_id()).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let target = if i % 2 == 0 { &first } else { &second };
+        assert_eq!(
+            target
+                .post_signed(&event(id, "payment_intent.succeeded"))
+                .await
+                .status(),
+            200
+        );
+    }
+    wait_for("all processed", || async {
+        first
+            .deliveries()
+            .await
+            .iter()
+            .filter(|d| d["status"] == "processed")
+            .count()
+            == ids.len()
+    })
+    .await;
+    for id in &ids {
+        assert_eq!(processor.calls_for(id), 1, "{id}");
+    }
+    second.stop().await;
+    first.stop().await;
+}

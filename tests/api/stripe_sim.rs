@@ -385,7 +385,45 @@ async fn duplicated_and_reordered_simulator_deliveries_converge_in_the_inbox(bac
     app.stop().await;
 }
 
+/// The background job (start-up, then every interval) recovers undelivered events and
+/// the worker processes them, with no operator action.
+async fn the_catch_up_job_runs_by_itself(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let sim = spawn_sim().await;
+    sim.set_delivery(DeliveryMode::Off);
+    let processor = CountingProcessor::failing_first(0);
+    let setup = Setup {
+        api_base: Some(sim.url()),
+        processor: Some(processor.clone()),
+        catch_up_interval: Some(std::time::Duration::from_millis(200)),
+        ..Setup::default()
+    };
+    let app = spawn_stripe_app(&database, setup).await;
+    let client = app.stripe.client.clone().unwrap();
+    let created = client
+        .create_door_checkout(&door_checkout(&uuid::Uuid::new_v4().to_string()))
+        .await
+        .unwrap();
+    pay(&app, &sim, &created.session_id, "4242424242424242").await;
+    wait_for("three caught-up events processed", || async {
+        let items = app.deliveries().await;
+        items.len() == 3 && items.iter().all(|i| i["status"] == "processed")
+    })
+    .await;
+    let diagnostics: Value = app
+        .get_authorized("/api/stripe/diagnostics")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(diagnostics["catch_up"]["at"].is_string(), "{diagnostics}");
+    assert_eq!(diagnostics["inbox"]["by_status"]["processed"], 3);
+    sim.stop().await;
+    app.stop().await;
+}
+
 on_both_backends!(
+    the_catch_up_job_runs_by_itself,
     a_paid_checkout_delivers_signed_events_into_the_inbox,
     a_declined_card_delivers_payment_failed_with_the_reason,
     catch_up_recovers_events_that_were_never_delivered,

@@ -43,6 +43,8 @@ pub struct Setup {
     pub api_token: Option<&'static str>,
     pub processor: Option<Arc<dyn DeliveryProcessor>>,
     pub worker: WorkerOptions,
+    pub process_inline: bool,
+    pub catch_up_interval: Option<Duration>,
 }
 
 impl Default for Setup {
@@ -53,6 +55,9 @@ impl Default for Setup {
             api_token: Some(TOKEN),
             processor: None,
             worker: fast_worker(),
+            process_inline: true,
+            // Tests run the job on demand (POST /api/stripe/catch-up) unless they ask.
+            catch_up_interval: None,
         }
     }
 }
@@ -99,9 +104,9 @@ pub async fn spawn_stripe_app(database: &TestDatabase, setup: Setup) -> StripeAp
         stripe: StripeOptions {
             processor: setup.processor.clone(),
             worker: setup.worker.clone(),
+            process_inline: setup.process_inline,
             catch_up: latchkey::integrations::stripe::CatchUpOptions {
-                // Tests run the job on demand (POST /api/stripe/catch-up).
-                interval: None,
+                interval: setup.catch_up_interval,
                 ..Default::default()
             },
             ..StripeOptions::default()
@@ -274,12 +279,7 @@ pub async fn spawn_sim() -> StripeSimHandle {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     latchkey::sim::stripe::spawn(
         listener,
-        StripeSimConfig {
-            secret_key: API_KEY.to_string(),
-            webhook_secrets: vec![SECRET.to_string()],
-            webhook_url: None,
-            public_base: None,
-        },
+        StripeSimConfig::new(API_KEY, vec![SECRET.to_string()]),
     )
     .unwrap()
 }

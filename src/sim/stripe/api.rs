@@ -279,6 +279,7 @@ async fn pay(
                 &id,
                 &form.card,
                 form.email.as_deref().filter(|e| !e.is_empty()),
+                &shared.config.manual_capture_payment_status,
             )
             .map(|(intent, events)| {
                 let success_url = state

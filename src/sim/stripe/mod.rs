@@ -38,6 +38,23 @@ pub struct StripeSimConfig {
     pub webhook_url: Option<String>,
     /// Base of checkout page links; defaults to `http://{listen address}`.
     pub public_base: Option<String>,
+    /// `payment_status` of a completed manual-capture Checkout Session. Stripe's
+    /// documentation found does not say (reference: unconfirmed); `unpaid` is the
+    /// stricter assumption for the ledger, `paid` the other possibility.
+    pub manual_capture_payment_status: String,
+}
+
+impl StripeSimConfig {
+    /// Accepts `secret_key`, signs with `webhook_secrets`, delivers nowhere yet.
+    pub fn new(secret_key: impl Into<String>, webhook_secrets: Vec<String>) -> Self {
+        StripeSimConfig {
+            secret_key: secret_key.into(),
+            webhook_secrets,
+            webhook_url: None,
+            public_base: None,
+            manual_capture_payment_status: "unpaid".to_string(),
+        }
+    }
 }
 
 pub(crate) struct Shared {
@@ -133,7 +150,12 @@ impl StripeSimHandle {
 
     /// Pays a Checkout Session with a test card, as the checkout page would.
     pub fn pay(&self, session_id: &str, card: &str) -> Result<Value, SimError> {
-        let (intent, events) = self.shared.lock_state().pay(session_id, card, None)?;
+        let (intent, events) = self.shared.lock_state().pay(
+            session_id,
+            card,
+            None,
+            &self.shared.config.manual_capture_payment_status,
+        )?;
         self.shared.deliverer.dispatch(events);
         Ok(intent)
     }

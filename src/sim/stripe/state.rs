@@ -319,6 +319,7 @@ impl SimState {
         session_id: &str,
         card: &str,
         email: Option<&str>,
+        manual_capture_payment_status: &str,
     ) -> Result<(Value, Vec<Value>), SimError> {
         let session = self
             .sessions
@@ -391,9 +392,13 @@ impl SimState {
                 }
                 let mut completed = session.clone();
                 completed["status"] = json!("complete");
-                // [unconfirmed] Checkout reports a manual-capture session as unpaid
-                // until the capture; the ledger must not treat it as revenue either way.
-                completed["payment_status"] = json!(if manual { "unpaid" } else { "paid" });
+                // An authorisation is not revenue; what Checkout reports for it is
+                // configurable (see `StripeSimConfig`).
+                completed["payment_status"] = json!(if manual {
+                    manual_capture_payment_status
+                } else {
+                    "paid"
+                });
                 completed["url"] = Value::Null;
                 completed["customer_details"] = json!({ "email": email });
                 events.push(event("charge.succeeded", &charge, &origin));
