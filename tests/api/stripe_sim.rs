@@ -203,6 +203,16 @@ async fn catch_up_recovers_events_that_were_never_delivered(backend: Backend) {
     expected.sort();
     assert_eq!(ids, expected);
     assert!(items.iter().all(|i| i["source"] == "catch_up"));
+    let listed = sim
+        .requests()
+        .into_iter()
+        .find(|r| r.path == "/v1/events")
+        .unwrap();
+    let query = listed.query.unwrap_or_default();
+    assert!(
+        query.contains("created%5Bgt%5D=") || query.contains("created[gt]="),
+        "{query}"
+    );
 
     // A second run finds nothing new; a late webhook of a caught-up event is a duplicate.
     let again: Value = app

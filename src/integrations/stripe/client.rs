@@ -187,7 +187,7 @@ pub struct ListedEvent {
     pub raw: String,
 }
 
-/// One page of events, oldest first.
+/// One page of events, newest first (Stripe's order).
 #[derive(Clone, Debug, Default)]
 pub struct EventPage {
     pub events: Vec<ListedEvent>,
@@ -391,8 +391,8 @@ impl StripeClient {
     }
 
     /// Events created after `created_after` (unix seconds), one page at a time: pass the
-    /// previous page's last id as `starting_after`. Stripe lists newest first; the page
-    /// is returned oldest first so a caller can process in roughly creation order.
+    /// previous page's last id as `starting_after`. The page is in Stripe's order, newest
+    /// first, so its last event is the cursor for the next (older) page.
     pub async fn list_events_since(
         &self,
         created_after: i64,
