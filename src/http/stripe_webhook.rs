@@ -150,6 +150,13 @@ async fn receive(
     }
 }
 
+/// Stripe failed us: 502 with Stripe's own message, which names what to fix.
+impl From<crate::integrations::stripe::StripeApiError> for ApiError {
+    fn from(error: crate::integrations::stripe::StripeApiError) -> Self {
+        ApiError::Upstream(error.to_string())
+    }
+}
+
 #[derive(Deserialize)]
 struct ListQuery {
     limit: Option<i64>,
@@ -240,9 +247,7 @@ async fn run_catch_up(
         .catch_up_now()
         .await
         .map_err(|error| match error {
-            crate::integrations::stripe::catch_up::CatchUpError::Stripe(error) => {
-                ApiError::Upstream(error.to_string())
-            }
+            crate::integrations::stripe::catch_up::CatchUpError::Stripe(error) => error.into(),
             other => ApiError::Internal(anyhow::Error::new(other)),
         })?;
     Ok(Json(report))

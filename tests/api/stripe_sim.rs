@@ -432,7 +432,51 @@ async fn the_catch_up_job_runs_by_itself(backend: Backend) {
     app.stop().await;
 }
 
+/// 500s and 429s are retried with the same idempotency key; a longer outage surfaces as
+/// a typed error carrying Stripe's message.
+async fn transient_stripe_failures_are_retried_with_the_same_key(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let (app, sim) = app_and_sim(&database).await;
+    let client = app.stripe.client.clone().unwrap();
+    let payment_id = uuid::Uuid::new_v4().to_string();
+    sim.fail_next(2, 500);
+    let created = client
+        .create_door_checkout(&door_checkout(&payment_id))
+        .await
+        .unwrap();
+    let posts: Vec<_> = sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .collect();
+    assert_eq!(posts.len(), 3);
+    assert_eq!(posts[0].status, 500);
+    assert_eq!(posts[2].status, 200);
+    let key = idempotency_key(&payment_id, "checkout");
+    assert!(posts
+        .iter()
+        .all(|p| p.idempotency_key.as_deref() == Some(key.as_str())));
+    assert!(created.session_id.starts_with("cs_test_"));
+
+    sim.fail_next(3, 429);
+    match client
+        .create_door_checkout(&door_checkout(&uuid::Uuid::new_v4().to_string()))
+        .await
+    {
+        Err(StripeApiError::Stripe {
+            status, message, ..
+        }) => {
+            assert_eq!(status, 429);
+            assert!(message.contains("Simulated"));
+        }
+        other => panic!("expected a 429 after three attempts, got {other:?}"),
+    }
+    sim.stop().await;
+    app.stop().await;
+}
+
 on_both_backends!(
+    transient_stripe_failures_are_retried_with_the_same_key,
     the_catch_up_job_runs_by_itself,
     a_paid_checkout_delivers_signed_events_into_the_inbox,
     a_declined_card_delivers_payment_failed_with_the_reason,

@@ -28,6 +28,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/checkout/{id}", get(checkout_page))
         .route("/_sim/checkout/{id}/pay", post(pay))
         .route("/_sim/delivery", get(get_delivery).post(set_delivery))
+        .route("/_sim/fail_next", post(fail_next))
         .route("/_sim/requests", get(requests))
         .route("/_sim/deliveries", get(deliveries))
         .route("/_sim/events/{id}/deliver", post(redeliver))
@@ -91,7 +92,10 @@ async fn stripe_post(
     };
     let (status, value, replayed) = match authenticate(&shared, &headers) {
         Err(error) => (error.status, error.body(), false),
-        Ok(()) => execute_post(&shared, &path, &body, key.as_deref()),
+        Ok(()) => match shared.injected_failure() {
+            Some(error) => (error.status, error.body(), false),
+            None => execute_post(&shared, &path, &body, key.as_deref()),
+        },
     };
     record.status = status;
     record.replayed = replayed;
@@ -370,4 +374,20 @@ async fn redeliver(State(shared): State<Arc<Shared>>, Path(id): Path<String>) ->
         }
         None => stripe_error(&SimError::missing("event", &id)),
     }
+}
+
+#[derive(Deserialize)]
+struct FailNext {
+    count: u32,
+    #[serde(default = "default_failure_status")]
+    status: u16,
+}
+
+fn default_failure_status() -> u16 {
+    500
+}
+
+async fn fail_next(State(shared): State<Arc<Shared>>, Json(failure): Json<FailNext>) -> Response {
+    *shared.failures.lock().unwrap_or_else(|p| p.into_inner()) = (failure.count, failure.status);
+    StatusCode::NO_CONTENT.into_response()
 }

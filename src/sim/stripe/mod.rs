@@ -62,9 +62,29 @@ pub(crate) struct Shared {
     checkout_base: String,
     state: Mutex<SimState>,
     deliverer: Deliverer,
+    /// (requests left to fail, status): makes the next API requests fail before they
+    /// execute, as a Stripe outage does, to exercise the client's retries.
+    failures: Mutex<(u32, u16)>,
 }
 
 impl Shared {
+    /// Consumes one injected failure, if any is left.
+    fn injected_failure(&self) -> Option<SimError> {
+        let mut failures = lock(&self.failures);
+        if failures.0 == 0 {
+            return None;
+        }
+        failures.0 -= 1;
+        Some(SimError {
+            status: failures.1,
+            kind: "api_error",
+            code: None,
+            decline_code: None,
+            message: "Simulated Stripe failure; retry with the same idempotency key.".to_string(),
+            param: None,
+        })
+    }
+
     fn lock_state(&self) -> MutexGuard<'_, SimState> {
         // The state is plain data mutated under the lock; a panic cannot leave it torn
         // in a way later requests would trip on.
@@ -106,6 +126,7 @@ pub fn spawn(listener: TcpListener, config: StripeSimConfig) -> std::io::Result<
         checkout_base,
         state: Mutex::new(SimState::default()),
         deliverer,
+        failures: Mutex::new((0, 500)),
     });
     let shutdown = CancellationToken::new();
     let router = api::router(shared.clone());
@@ -142,6 +163,11 @@ impl StripeSimHandle {
 
     pub fn set_webhook_secrets(&self, secrets: Vec<String>) {
         *lock(&self.shared.deliverer.secrets) = secrets;
+    }
+
+    /// The next `count` API requests fail with `status` before doing anything.
+    pub fn fail_next(&self, count: u32, status: u16) {
+        *lock(&self.shared.failures) = (count, status);
     }
 
     pub fn set_delivery(&self, mode: DeliveryMode) {
