@@ -475,7 +475,51 @@ async fn transient_stripe_failures_are_retried_with_the_same_key(backend: Backen
     app.stop().await;
 }
 
+/// The hosted page a guest sees: a form whose card decides, then the redirect back to us.
+async fn the_checkout_page_pays_and_redirects_to_the_success_url(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let (app, sim) = app_and_sim(&database).await;
+    let client = app.stripe.client.clone().unwrap();
+    let created = client
+        .create_door_checkout(&door_checkout(&uuid::Uuid::new_v4().to_string()))
+        .await
+        .unwrap();
+    let page = app
+        .client
+        .get(&created.url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(&format!("/_sim/checkout/{}/pay", created.session_id)));
+    assert!(page.contains("5.00 EUR"));
+    let response = app
+        .client
+        .post(format!(
+            "{}/_sim/checkout/{}/pay",
+            sim.url(),
+            created.session_id
+        ))
+        .form(&[
+            ("card", "4242 4242 4242 4242"),
+            ("email", "guest@example.com"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    assert_eq!(
+        response.headers()["location"],
+        "http://localhost:3000/access/token-1"
+    );
+    sim.stop().await;
+    app.stop().await;
+}
+
 on_both_backends!(
+    the_checkout_page_pays_and_redirects_to_the_success_url,
     transient_stripe_failures_are_retried_with_the_same_key,
     the_catch_up_job_runs_by_itself,
     a_paid_checkout_delivers_signed_events_into_the_inbox,

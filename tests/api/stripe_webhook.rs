@@ -249,3 +249,21 @@ on_both_backends!(
     the_same_event_ten_times_is_stored_and_processed_once,
     operator_routes_need_the_token,
 );
+
+/// Never 2xx without durable storage: with the database gone the delivery fails, so
+/// Stripe keeps it and retries.
+async fn no_2xx_when_the_delivery_cannot_be_stored(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let app = spawn_stripe_app(&database, Setup::default()).await;
+    match backend {
+        Backend::Postgres => database.drop_postgres().await,
+        Backend::Sqlite => app.stripe.inbox.database().close().await,
+    }
+    let response = app
+        .post_signed(&event(&unique_event_id(), "payment_intent.succeeded"))
+        .await;
+    assert!(response.status().is_server_error(), "{}", response.status());
+    app.stop().await;
+}
+
+on_both_backends!(no_2xx_when_the_delivery_cannot_be_stored);
