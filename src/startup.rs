@@ -12,6 +12,8 @@ use crate::config::Settings;
 use crate::cqrs::Buses;
 use crate::gateways::Gateways;
 use crate::http::{self, AppState};
+use crate::integrations::stripe::gateway::PaymentProcessor;
+use crate::integrations::stripe::{StripeOptions, StripeRuntime};
 use crate::metrics::Metrics;
 use crate::store::journal::Journal;
 use crate::store::repository::AppendSignal;
@@ -28,6 +30,8 @@ pub struct BuildOptions {
     /// Replaces the gateways built from the settings (tests inject fakes or clients of
     /// simulators here).
     pub gateways: Option<Gateways>,
+    /// Stripe webhook processing, retry worker and catch-up.
+    pub stripe: StripeOptions,
 }
 
 /// A built, listening application that has not started serving yet.
@@ -75,11 +79,17 @@ impl Application {
         for subscriber in options.subscribers {
             background.push(subscriptions.spawn(subscriber, shutdown.child_token()));
         }
+        let mut stripe = StripeRuntime::new(&settings, database.clone(), options.stripe)?;
         let gateways = match options.gateways {
             Some(gateways) => gateways,
-            None => Gateways::from_settings(&settings)?,
+            None => Gateways::from_settings(&settings, stripe.client.as_ref())?,
         };
         let buses = Arc::new(Buses::new(&database, &appended, &gateways));
+        if stripe.options.processor.is_none() {
+            // Stripe events become Payment facts unless a test supplies its own processor.
+            stripe.options.processor = Some(Arc::new(PaymentProcessor::new(buses.clone(), database.clone())));
+        }
+        background.extend(stripe.spawn_background(metrics.clone(), shutdown.child_token()));
         let state = AppState {
             settings: Arc::new(settings),
             database,
@@ -87,6 +97,7 @@ impl Application {
             metrics,
             buses,
             gateways,
+            stripe,
         };
         Ok(Application {
             listener,

@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod health_modules;
 pub mod operations;
+pub mod stripe_webhook;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +24,7 @@ use tower_http::trace::TraceLayer;
 use crate::config::Settings;
 use crate::cqrs::Buses;
 use crate::gateways::Gateways;
+use crate::integrations::stripe::StripeRuntime;
 use crate::metrics::Metrics;
 use crate::store::journal::Journal;
 use crate::store::Database;
@@ -43,6 +45,8 @@ pub struct AppState {
     /// Every aggregate's command bus.
     pub buses: Arc<Buses>,
     pub gateways: Gateways,
+    /// The webhook inbox, the Stripe client and their background jobs.
+    pub stripe: StripeRuntime,
 }
 
 impl AppState {
@@ -79,6 +83,7 @@ pub fn router(state: AppState) -> Router {
         .merge(doors::router())
         .merge(devices::router())
         .merge(health_modules::router())
+        .merge(stripe_webhook::router())
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,

@@ -2,6 +2,8 @@
 //!
 //! - [`ttlock`]: TTLock Cloud Open API v3 (OAuth, locks, passcodes, passage mode).
 //! - [`shelly`]: Shelly Cloud Control API v2 and local Gen2 JSON-RPC (relays).
+//! - [`stripe`]: Stripe (checkout, capture/cancel/refund, events), the webhook inbox's
+//!   processing and catch-up.
 //! - [`health`]: the shared per-module health record every client updates.
 //!
 //! The clients speak the wire protocols only; the domain's gateway traits are implemented
@@ -10,4 +12,5 @@
 
 pub mod health;
 pub mod shelly;
+pub mod stripe;
 pub mod ttlock;

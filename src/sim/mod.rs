@@ -2,6 +2,8 @@
 //!
 //! - [`ttlock`]: TTLock Open API v3 (OAuth, locks, passcodes) plus a keypad you can
 //!   "type" a code into at any instant to learn whether the door would open.
+//! - [`stripe`]: the subset of Stripe's API Latchkey calls, a hosted checkout page where
+//!   test cards decide the outcome, and signed webhook delivery.
 //! - [`shelly`]: Shelly Cloud v2 and local Gen2 RPC over one relay model with device-side
 //!   auto-off timers, the cloud's rate limit and a relay log.
 //!
@@ -12,6 +14,7 @@
 //! request log and the server plumbing.
 
 pub mod shelly;
+pub mod stripe;
 pub mod ttlock;
 
 use std::collections::{BTreeMap, VecDeque};
