@@ -100,16 +100,14 @@ fn parse_header(header: &str) -> Result<ParsedHeader, SignatureError> {
     Ok(ParsedHeader { timestamp, v1 })
 }
 
-fn mac(secret: &[u8], timestamp: i64, payload: &[u8]) -> HmacSha256 {
-    // HMAC accepts keys of any length, so this cannot fail.
-    let mut mac = match HmacSha256::new_from_slice(secret) {
-        Ok(mac) => mac,
-        Err(_) => unreachable!("HMAC-SHA256 takes keys of any length"),
-    };
+/// HMAC accepts keys of any length, so this is `None` only in theory; callers treat
+/// `None` as "no match" rather than panicking.
+fn mac(secret: &[u8], timestamp: i64, payload: &[u8]) -> Option<HmacSha256> {
+    let mut mac = HmacSha256::new_from_slice(secret).ok()?;
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(payload);
-    mac
+    Some(mac)
 }
 
 /// Verifies `header` over the raw `payload` against every secret, at `now` (unix
@@ -126,9 +124,10 @@ pub fn verify(
     // taken says nothing about which pair came close.
     let mut matched = subtle::Choice::from(0);
     for secret in secrets {
-        let expected = mac(secret.expose_secret().as_bytes(), parsed.timestamp, payload)
-            .finalize()
-            .into_bytes();
+        let Some(mac) = mac(secret.expose_secret().as_bytes(), parsed.timestamp, payload) else {
+            continue;
+        };
+        let expected = mac.finalize().into_bytes();
         for candidate in &parsed.v1 {
             matched |= expected.as_slice().ct_eq(candidate.as_slice());
         }
@@ -147,11 +146,9 @@ pub fn verify(
 
 /// The hex `v1` signature of `payload` at `timestamp` with `secret`.
 pub fn sign(payload: &[u8], secret: &str, timestamp: i64) -> String {
-    hex::encode(
-        mac(secret.as_bytes(), timestamp, payload)
-            .finalize()
-            .into_bytes(),
-    )
+    mac(secret.as_bytes(), timestamp, payload)
+        .map(|mac| hex::encode(mac.finalize().into_bytes()))
+        .unwrap_or_default()
 }
 
 /// A complete header as Stripe sends it: one `v1` per active secret.
