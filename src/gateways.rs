@@ -10,9 +10,9 @@ use async_trait::async_trait;
 use crate::config::Settings;
 use crate::integrations::health::ModuleHealth;
 use crate::integrations::shelly::gateway::ShellyRelayGateway;
+use crate::integrations::shelly::{ShellyClient, ShellyCloudConfig, ShellyConfig};
 use crate::integrations::stripe::gateway::{StripeCheckoutGateway, StripePaymentGateway};
 use crate::integrations::stripe::StripeClient;
-use crate::integrations::shelly::{ShellyClient, ShellyCloudConfig, ShellyConfig};
 use crate::integrations::ttlock::gateway::TtlockLockGateway;
 use crate::integrations::ttlock::{TtlockClient, TtlockConfig};
 use crate::payments::checkout::{CheckoutCreated, CheckoutError, CheckoutGateway, CheckoutRequest};
@@ -64,7 +64,10 @@ impl Gateways {
 
     /// The gateways the settings configure: real clients where credentials are set, the
     /// refusing adapter elsewhere.
-    pub fn from_settings(settings: &Settings, stripe: Option<&StripeClient>) -> anyhow::Result<Self> {
+    pub fn from_settings(
+        settings: &Settings,
+        stripe: Option<&StripeClient>,
+    ) -> anyhow::Result<Self> {
         let mut gateways = Gateways::unconfigured();
         if let Some(client) = stripe {
             gateways.payments = Arc::new(StripePaymentGateway::new(client.clone()));

@@ -87,7 +87,10 @@ impl Application {
         let buses = Arc::new(Buses::new(&database, &appended, &gateways));
         if stripe.options.processor.is_none() {
             // Stripe events become Payment facts unless a test supplies its own processor.
-            stripe.options.processor = Some(Arc::new(PaymentProcessor::new(buses.clone(), database.clone())));
+            stripe.options.processor = Some(Arc::new(PaymentProcessor::new(
+                buses.clone(),
+                database.clone(),
+            )));
         }
         background.extend(stripe.spawn_background(metrics.clone(), shutdown.child_token()));
         let state = AppState {

@@ -109,14 +109,26 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         } => {
             let listener = bind(listen).await?;
             println!("TTLock simulator on http://{listen} (TTLOCK_API_BASE)");
-            Ok(crate::sim::ttlock::serve(listener, crate::sim::ttlock::TtlockSimConfig::from_env()).await?)
+            Ok(
+                crate::sim::ttlock::serve(
+                    listener,
+                    crate::sim::ttlock::TtlockSimConfig::from_env(),
+                )
+                .await?,
+            )
         }
         Command::Sim {
             service: SimService::Shelly { listen },
         } => {
             let listener = bind(listen).await?;
             println!("Shelly simulator on http://{listen} (SHELLY_SERVER)");
-            Ok(crate::sim::shelly::serve(listener, crate::sim::shelly::ShellySimConfig::from_env()).await?)
+            Ok(
+                crate::sim::shelly::serve(
+                    listener,
+                    crate::sim::shelly::ShellySimConfig::from_env(),
+                )
+                .await?,
+            )
         }
         Command::Bench { target } => bench::run(target, &settings).await,
     }

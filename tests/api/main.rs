@@ -10,6 +10,7 @@ mod journal;
 mod operations;
 mod shelly;
 mod sim_helpers;
+mod stripe_end_to_end;
 mod stripe_facts;
 mod stripe_processing;
 mod stripe_sim;

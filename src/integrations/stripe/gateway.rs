@@ -5,11 +5,14 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use latchkey_aggregates::payment::services::{
-    CancelAuthorizationRequest, CaptureRequest, GatewayError, PaymentGateway, RefundReceipt, RefundRequest,
+    CancelAuthorizationRequest, CaptureRequest, GatewayError, PaymentGateway, RefundReceipt,
+    RefundRequest,
 };
 use latchkey_aggregates::payment::PaymentTarget;
 
-use super::client::{CheckoutRequest as StripeCheckoutRequest, CheckoutTarget, StripeApiError, StripeClient};
+use super::client::{
+    CheckoutRequest as StripeCheckoutRequest, CheckoutTarget, StripeApiError, StripeClient,
+};
 use super::processing::{DeliveryProcessor, ProcessError, ProcessOutcome};
 use crate::cqrs::Buses;
 use crate::payments::checkout::{CheckoutCreated, CheckoutError, CheckoutGateway, CheckoutRequest};
@@ -50,7 +53,10 @@ impl PaymentGateway for StripePaymentGateway {
             .map_err(gateway_error)
     }
 
-    async fn cancel_authorization(&self, request: CancelAuthorizationRequest) -> Result<(), GatewayError> {
+    async fn cancel_authorization(
+        &self,
+        request: CancelAuthorizationRequest,
+    ) -> Result<(), GatewayError> {
         self.client
             .cancel(&request.payment_intent_id, &request.idempotency_key)
             .await
@@ -68,7 +74,9 @@ impl PaymentGateway for StripePaymentGateway {
             )
             .await
             .map_err(gateway_error)?;
-        Ok(RefundReceipt { refund_id: refund.id })
+        Ok(RefundReceipt {
+            refund_id: refund.id,
+        })
     }
 }
 
@@ -97,12 +105,18 @@ fn path_of(url: &str) -> String {
 
 #[async_trait]
 impl CheckoutGateway for StripeCheckoutGateway {
-    async fn create_checkout(&self, request: CheckoutRequest) -> Result<CheckoutCreated, CheckoutError> {
+    async fn create_checkout(
+        &self,
+        request: CheckoutRequest,
+    ) -> Result<CheckoutCreated, CheckoutError> {
         let target = match &request.target {
             PaymentTarget::Door { door_uid } => CheckoutTarget::Door {
                 door_uid: door_uid.clone(),
             },
-            PaymentTarget::Device { device_uid, plan_id } => CheckoutTarget::Device {
+            PaymentTarget::Device {
+                device_uid,
+                plan_id,
+            } => CheckoutTarget::Device {
                 device_uid: device_uid.clone(),
                 plan_id: plan_id.clone(),
             },
@@ -149,9 +163,9 @@ impl PaymentProcessor {
 #[async_trait]
 impl DeliveryProcessor for PaymentProcessor {
     async fn process(&self, delivery: &InboxDelivery) -> Result<ProcessOutcome, ProcessError> {
-        let event = delivery
-            .json()
-            .map_err(|error| ProcessError::retryable(format!("stored payload is not JSON: {error}")))?;
+        let event = delivery.json().map_err(|error| {
+            ProcessError::retryable(format!("stored payload is not JSON: {error}"))
+        })?;
         match stripe_facts::apply(&self.buses, &self.database, &event).await {
             Ok(StripeOutcome::Applied { payment_id }) => Ok(ProcessOutcome::Processed {
                 payment_id: Some(payment_id.to_string()),
