@@ -29,3 +29,5 @@ pub mod store;
 pub mod stripe_events;
 /// Tracing subscriber set-up.
 pub mod telemetry;
+/// Process managers turning facts into commands (door codes, …).
+pub mod workflows;

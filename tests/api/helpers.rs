@@ -199,6 +199,10 @@ pub async fn spawn_app_with_settings(
     options.pool_size = PoolSize {
         max_connections: 10,
     };
+    options.workflows.retry_base = Duration::from_millis(100);
+    options.workflows.retry_max = Duration::from_millis(400);
+    options.workflows.schedule.poll_interval = Duration::from_millis(50);
+    options.workflows.schedule.retry_base = Duration::from_millis(100);
     let mut settings = test_settings(&test_database.url);
     adjust(&mut settings);
     let application = Application::build_with(settings, options)

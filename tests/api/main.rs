@@ -4,6 +4,7 @@
 
 mod catalogue_writes;
 mod checkout;
+mod door_access;
 mod helpers;
 mod integrations_wiring;
 mod journal;

@@ -102,6 +102,7 @@ pub async fn spawn_stripe_app(database: &TestDatabase, setup: Setup) -> StripeAp
         subscriptions: fast_subscriptions(),
         subscribers: Vec::new(),
         gateways: None,
+        workflows: Default::default(),
         stripe: StripeOptions {
             processor: setup.processor.clone(),
             worker: setup.worker.clone(),
