@@ -26,9 +26,12 @@ async fn a_signed_delivery_is_stored_and_listed(backend: Backend) {
     let item = &page["items"][0];
     assert_eq!(item["event_id"], id.as_str());
     assert_eq!(item["type"], "payment_intent.succeeded");
-    // No processor configured: stored and waiting.
-    assert_eq!(item["status"], "received");
-    assert_eq!(item["attempts"], 0);
+    // Stored, then (maybe already) looked at by the payments processor, which finds no
+    // payment of ours behind this made-up event and ignores it.
+    assert!(
+        matches!(item["status"].as_str(), Some("received" | "ignored")),
+        "{item}"
+    );
     assert!(item["last_error"].is_null());
     assert!(item["received_at"].is_string());
     app.stop().await;

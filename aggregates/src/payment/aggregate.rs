@@ -921,6 +921,13 @@ impl Payment {
         services: &PaymentServices,
     ) -> Result<Vec<PaymentEvent>, PaymentError> {
         let checkout = self.started()?;
+        // "Refund the rest" of a payment that is already refunded in full is satisfied.
+        // It also happens when our own request raced its webhook: Stripe refunded, its
+        // `charge.refunded` was recorded first, and cqrs-es re-ran this command after the
+        // conflict; failing here would report an error for a refund that happened.
+        if self.status == PaymentStatus::Refunded && request.amount.is_none() {
+            return Ok(vec![]);
+        }
         let refundable_status = matches!(
             self.status,
             PaymentStatus::Succeeded | PaymentStatus::PartiallyRefunded

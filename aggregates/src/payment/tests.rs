@@ -1058,3 +1058,34 @@ proptest! {
         prop_assert_eq!(settle(1000, shuffled).status(), expected);
     }
 }
+
+#[tokio::test]
+async fn refunding_the_rest_of_a_fully_refunded_payment_is_already_done() {
+    // Our own refund raced its webhook: Stripe's report landed first, then the command
+    // was re-run. Nothing is left to refund, so nothing is asked of Stripe.
+    let (gateway, services) = fake();
+    TestFramework::<Payment>::with(services)
+        .given(vec![
+            checkout_started(eur(1000)),
+            succeeded(eur(1000), PaymentStatus::Succeeded),
+            refund_recorded(1000, 1000, PaymentStatus::Refunded, "evt_refund", 15),
+        ])
+        .when_async(request_refund(7, None))
+        .await
+        .then_expect_events(vec![]);
+    assert!(gateway.calls().is_empty());
+}
+
+#[tokio::test]
+async fn a_partial_refund_of_a_fully_refunded_payment_is_refused() {
+    given(vec![
+        checkout_started(eur(1000)),
+        succeeded(eur(1000), PaymentStatus::Succeeded),
+        refund_recorded(1000, 1000, PaymentStatus::Refunded, "evt_refund", 15),
+    ])
+    .when_async(request_refund(8, Some(eur(100))))
+    .await
+    .then_expect_error(PaymentError::NotRefundable {
+        status: PaymentStatus::Refunded,
+    });
+}
