@@ -12,6 +12,8 @@ pub mod cqrs;
 pub mod http;
 /// Prometheus metrics registry.
 pub mod metrics;
+/// The read models (crate `latchkey-projections`) run as journal subscribers; lag.
+pub mod projections_runtime;
 /// Application::build / run_until_stopped.
 pub mod startup;
 /// The journal, its hash chain, subscriptions and the database pools.

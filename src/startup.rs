@@ -11,6 +11,7 @@ use tracing::info;
 use crate::config::Settings;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
+use crate::projections_runtime;
 use crate::store::journal::Journal;
 use crate::store::repository::AppendSignal;
 use crate::store::subscription::{self, Subscriber, SubscriptionOptions, SubscriptionRuntime};
@@ -23,6 +24,8 @@ pub struct BuildOptions {
     pub subscriptions: SubscriptionOptions,
     /// Extra journal subscribers to run beside the built-in ones.
     pub subscribers: Vec<Arc<dyn Subscriber>>,
+    /// Do not run the read models (`projections_runtime`); for tests of the journal alone.
+    pub without_projections: bool,
 }
 
 /// A built, listening application that has not started serving yet.
@@ -69,6 +72,17 @@ impl Application {
         }
         for subscriber in options.subscribers {
             background.push(subscriptions.spawn(subscriber, shutdown.child_token()));
+        }
+        if !options.without_projections {
+            projections_runtime::ensure_checkpoints(&database).await?;
+            let task = projections_runtime::ProjectionTask {
+                runtime: subscriptions.clone(),
+                database: database.clone(),
+                appended: appended.clone(),
+                options: options.subscriptions.clone(),
+                metrics: metrics.clone(),
+            };
+            background.push(task.spawn(shutdown.child_token()));
         }
         let state = AppState {
             settings: Arc::new(settings),

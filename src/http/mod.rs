@@ -1,8 +1,16 @@
 //! The HTTP surface: one router per audience, all sharing [`AppState`].
 
+pub mod audit;
 pub mod auth;
+pub mod catalogue;
 pub mod error;
+pub mod journal_api;
+pub mod openapi;
 pub mod operations;
+pub mod payments;
+pub mod read_params;
+pub mod reports;
+pub mod sessions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +46,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(operations::router())
+        .merge(read_router())
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,
@@ -57,6 +66,18 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .with_state(state)
+}
+
+/// The read side of the operator and auditor API (issue 8), all `GET`.
+fn read_router() -> Router<AppState> {
+    Router::new()
+        .merge(payments::router())
+        .merge(sessions::router())
+        .merge(catalogue::router())
+        .merge(audit::router())
+        .merge(reports::router())
+        .merge(journal_api::router())
+        .merge(openapi::router())
 }
 
 /// Counts requests by route template (never the raw path: tokens live in paths) and status.
