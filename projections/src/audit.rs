@@ -464,6 +464,13 @@ pub async fn list(
     rows.iter().map(AuditEntry::from_row).collect()
 }
 
+/// Every entry in position order; for tests and diffs.
+pub async fn all(conn: &mut Conn<'_>) -> Result<Vec<AuditEntry>, ProjectionError> {
+    let sql = format!("SELECT {COLUMNS} FROM audit_log ORDER BY position");
+    let rows = conn.fetch_all(&sql, &[]).await?;
+    rows.iter().map(AuditEntry::from_row).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

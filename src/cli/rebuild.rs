@@ -32,6 +32,9 @@ use crate::store::{Database, PoolSize, Tx};
 /// is an operator's deliberate, one-off job.
 const REBUILD_BATCH_SIZE: i64 = 2_000;
 
+/// Consecutive failed batches a rebuild retries before it gives up.
+const REBUILD_RETRIES_MAX: u64 = 20;
+
 /// Events read per query during a check.
 const CHECK_PAGE_SIZE: i64 = 2_000;
 
@@ -108,8 +111,25 @@ pub async fn rebuild(
         let started = Instant::now();
         let mut progress = Progress::new(name, total);
         let mut handled = 0_u64;
+        let mut failures = 0;
         loop {
-            match runtime.run_batch(projection.as_ref()).await? {
+            // A running server replays the same projection from 0 too; the checkpoint's
+            // compare-and-set lets one of each racing pair commit, and on PostgreSQL the
+            // loser may fail with a serialization error instead: retry it, bounded.
+            let outcome = match runtime.run_batch(projection.as_ref()).await {
+                Ok(outcome) => {
+                    failures = 0;
+                    outcome
+                }
+                Err(error) if failures < REBUILD_RETRIES_MAX => {
+                    failures += 1;
+                    tracing::debug!(error = %error, failures, "rebuild batch failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(50 * failures)).await;
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+            match outcome {
                 BatchOutcome::Handled(count) => {
                     handled += count as u64;
                     progress.show(handled);

@@ -2,7 +2,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod helpers;
+mod history;
 mod journal;
 mod operations;
+mod projections;
 mod subscriptions;
 mod support;
