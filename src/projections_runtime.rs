@@ -222,6 +222,7 @@ impl ProjectionTask {
         let mut wake = self.appended.subscribe();
         let mut delay = self.options.retry_delay;
         let mut lag_refreshed: Option<Instant> = None;
+        let mut was_busy = false;
         while !shutdown.is_cancelled() {
             let mut busy = false;
             let mut failed = false;
@@ -250,7 +251,11 @@ impl ProjectionTask {
                     }
                 }
             }
-            if lag_refreshed.is_none_or(|at| at.elapsed() >= LAG_REFRESH) {
+            // Refresh when due, and at once when the projections have just caught up, so
+            // the gauges show 0 as soon as they are.
+            let caught_up = was_busy && !busy;
+            was_busy = busy;
+            if caught_up || lag_refreshed.is_none_or(|at| at.elapsed() >= LAG_REFRESH) {
                 match status(&self.database).await {
                     Ok(statuses) => record_metrics(&self.metrics, &statuses),
                     Err(error) => warn!(error = %error, "could not measure projection lag"),

@@ -6,5 +6,6 @@ mod history;
 mod journal;
 mod operations;
 mod projections;
+mod read_api;
 mod subscriptions;
 mod support;
