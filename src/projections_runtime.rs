@@ -66,8 +66,8 @@ pub fn checkpoint_name(projection: &str) -> String {
 /// Lends the connection of a transaction to the projections crate.
 pub fn conn(tx: &mut Tx) -> Conn<'_> {
     match tx {
-        Tx::Postgres(tx) => Conn::Postgres(&mut **tx),
-        Tx::Sqlite(tx) => Conn::Sqlite(&mut **tx),
+        Tx::Postgres(tx) => Conn::Postgres(tx),
+        Tx::Sqlite(tx) => Conn::Sqlite(tx),
     }
 }
 
@@ -131,8 +131,8 @@ impl PooledConn {
 
     pub fn conn(&mut self) -> Conn<'_> {
         match self {
-            PooledConn::Postgres(conn) => Conn::Postgres(&mut **conn),
-            PooledConn::Sqlite(conn) => Conn::Sqlite(&mut **conn),
+            PooledConn::Postgres(conn) => Conn::Postgres(conn),
+            PooledConn::Sqlite(conn) => Conn::Sqlite(conn),
         }
     }
 }

@@ -406,23 +406,23 @@ fn check_audit(events: &[JournalEvent], entries: Vec<audit::AuditEntry>) {
     }
 }
 
+/// (slot start, local day, target kind, target uid, location, zone, currency).
+type RevenueKey = (
+    DateTime<Utc>,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+);
+
 /// Revenue folded by hand: gross on Stripe's success time, refunds by their increase on
 /// theirs, in the target's zone as it was at that point of the journal.
 fn check_revenue(events: &[JournalEvent], rows: Vec<revenue::RevenueRow>) {
     let mut zones: HashMap<(String, String), (String, String)> = HashMap::new();
     let mut targets: HashMap<String, (String, String)> = HashMap::new();
-    let mut expected: BTreeMap<
-        (
-            DateTime<Utc>,
-            String,
-            String,
-            String,
-            String,
-            String,
-            String,
-        ),
-        (i64, i64, i64),
-    > = BTreeMap::new();
+    let mut expected: BTreeMap<RevenueKey, (i64, i64, i64)> = BTreeMap::new();
     for event in events {
         let id = event.aggregate_id.clone();
         match event.aggregate_type.as_str() {
