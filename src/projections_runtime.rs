@@ -5,8 +5,8 @@
 //! One task and one singleton lock for the five read models, rather than five: on
 //! PostgreSQL every singleton holds a pooled connection for as long as it runs, and the
 //! read models have no reason to run on different instances. Each projection still
-//! commits its own batches and checkpoint, so one failing projection is retried alone
-//! and never holds the others back.
+//! commits its own batches and checkpoint: a failing projection is retried (the round
+//! backs off) while the others keep handling a batch each round.
 //!
 //! Lag (events committed after a projection's checkpoint) is exported as
 //! `latchkey_projection_lag_events{projection}` and returned by [`status`], which

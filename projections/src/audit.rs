@@ -10,13 +10,15 @@
 //! `type` tag; secrets (a door's access `code`) are masked, since auditors read
 //! everything but need no passcodes.
 
+use std::sync::LazyLock;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use latchkey_aggregates::Actor;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::db::{Conn, Filters, Row};
+use crate::db::{Conn, Filters, Param, Row};
 use crate::{event_time, EventRecord, Projection, ProjectionError, Table};
 
 pub struct AuditProjection;
@@ -343,9 +345,50 @@ pub fn details_of(payload: &Value) -> Value {
     details
 }
 
-const INSERT: &str = "INSERT INTO audit_log (position, at, recorded_at, action, aggregate_type, \
-     aggregate_id, sequence, event_type, actor, details) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (position) DO NOTHING";
+const INSERT_INTO: &str = "INSERT INTO audit_log (position, at, recorded_at, action, \
+     aggregate_type, aggregate_id, sequence, event_type, actor, details) VALUES ";
+
+/// Parameters per row of `audit_log`.
+const COLUMN_COUNT: usize = 10;
+
+/// Rows per multi-row `INSERT` in [`Projection::apply_batch`]: 1,000 parameters, far
+/// below both backends' limits (65,535 and 32,766).
+const ROWS_PER_INSERT: usize = 100;
+
+/// The parameters of one entry.
+fn entry_params(event: &EventRecord<'_>) -> [Param; COLUMN_COUNT] {
+    let actor = actor_of(event);
+    let action = action_for(event.aggregate_type, event.event_type, actor.as_deref());
+    let at = event_time(event.payload).unwrap_or(event.recorded_at);
+    [
+        event.position.into(),
+        at.into(),
+        event.recorded_at.into(),
+        action.into(),
+        event.aggregate_type.into(),
+        event.aggregate_id.into(),
+        event.sequence.into(),
+        event.event_type.into(),
+        actor.into(),
+        details_of(event.payload).to_string().into(),
+    ]
+}
+
+/// `INSERT … VALUES ($1, …, $10), ($11, …), …` for `rows` entries.
+fn insert_sql(rows: usize) -> String {
+    let tuples: Vec<String> = (0..rows)
+        .map(|row| {
+            let placeholders: Vec<String> = (1..=COLUMN_COUNT)
+                .map(|column| format!("${}", row * COLUMN_COUNT + column))
+                .collect();
+            format!("({})", placeholders.join(", "))
+        })
+        .collect();
+    format!(
+        "{INSERT_INTO}{} ON CONFLICT (position) DO NOTHING",
+        tuples.join(", ")
+    )
+}
 
 #[async_trait]
 impl Projection for AuditProjection {
@@ -362,22 +405,20 @@ impl Projection for AuditProjection {
         conn: &mut Conn<'_>,
         event: &EventRecord<'_>,
     ) -> Result<(), ProjectionError> {
-        let actor = actor_of(event);
-        let action = action_for(event.aggregate_type, event.event_type, actor.as_deref());
-        let at = event_time(event.payload).unwrap_or(event.recorded_at);
-        let params = [
-            event.position.into(),
-            at.into(),
-            event.recorded_at.into(),
-            action.into(),
-            event.aggregate_type.into(),
-            event.aggregate_id.into(),
-            event.sequence.into(),
-            event.event_type.into(),
-            actor.into(),
-            details_of(event.payload).to_string().into(),
-        ];
-        conn.execute(INSERT, &params).await?;
+        static INSERT_ONE: LazyLock<String> = LazyLock::new(|| insert_sql(1));
+        conn.execute(&INSERT_ONE, &entry_params(event)).await?;
+        Ok(())
+    }
+
+    async fn apply_batch(
+        &self,
+        conn: &mut Conn<'_>,
+        events: &[EventRecord<'_>],
+    ) -> Result<(), ProjectionError> {
+        for chunk in events.chunks(ROWS_PER_INSERT) {
+            let params: Vec<Param> = chunk.iter().flat_map(entry_params).collect();
+            conn.execute(&insert_sql(chunk.len()), &params).await?;
+        }
         Ok(())
     }
 }

@@ -107,6 +107,20 @@ pub trait Projection: Send + Sync + 'static {
         event: &EventRecord<'_>,
     ) -> Result<(), ProjectionError>;
 
+    /// Folds consecutive events in order; the same result as [`Projection::apply`] on each,
+    /// which is what it does unless a projection can write a batch in fewer statements
+    /// (the audit log inserts many rows per statement). Rebuilds use it.
+    async fn apply_batch(
+        &self,
+        conn: &mut Conn<'_>,
+        events: &[EventRecord<'_>],
+    ) -> Result<(), ProjectionError> {
+        for event in events {
+            self.apply(conn, event).await?;
+        }
+        Ok(())
+    }
+
     /// Empties the projection's tables before a rebuild from position 0.
     async fn reset(&self, conn: &mut Conn<'_>) -> Result<(), ProjectionError> {
         for table in self.tables() {

@@ -94,14 +94,10 @@ pub async fn rebuild(
     selected: &[Arc<ProjectionSubscriber>],
 ) -> anyhow::Result<()> {
     let journal = Journal::new(database.clone());
-    let options = SubscriptionOptions {
-        batch_size: REBUILD_BATCH_SIZE,
-        ..SubscriptionOptions::default()
-    };
     let runtime = SubscriptionRuntime::new(
         journal.clone(),
         AppendSignal::default(),
-        options,
+        SubscriptionOptions::default(),
         Arc::new(Metrics::default()),
     );
     let total = journal.count().await?.max(0) as u64;
@@ -116,7 +112,7 @@ pub async fn rebuild(
             // A running server replays the same projection from 0 too; the checkpoint's
             // compare-and-set lets one of each racing pair commit, and on PostgreSQL the
             // loser may fail with a serialization error instead: retry it, bounded.
-            let outcome = match runtime.run_batch(projection.as_ref()).await {
+            let outcome = match rebuild_batch(database, projection).await {
                 Ok(outcome) => {
                     failures = 0;
                     outcome
@@ -149,6 +145,41 @@ pub async fn rebuild(
         progress.finish(handled, started.elapsed());
     }
     Ok(())
+}
+
+/// One batch of a rebuild: like the subscription runtime's, but the whole batch goes to
+/// the projection at once ([`latchkey_projections::Projection::apply_batch`]), which lets
+/// the audit log insert many rows per statement.
+async fn rebuild_batch(
+    database: &Database,
+    projection: &ProjectionSubscriber,
+) -> anyhow::Result<BatchOutcome> {
+    let name = projection.name();
+    let mut tx = database.begin_subscriber().await?;
+    let from = journal::load_checkpoint(&mut tx, name)
+        .await?
+        .unwrap_or(Cursor::START);
+    let events = journal::read_after_in(&mut tx, from, REBUILD_BATCH_SIZE).await?;
+    let Some(last) = events.last().map(|event| event.cursor()) else {
+        tx.rollback().await?;
+        return Ok(BatchOutcome::Idle);
+    };
+    let records: Vec<_> = events.iter().map(record).collect();
+    projection
+        .projection()
+        .apply_batch(&mut conn(&mut tx), &records)
+        .await?;
+    let handled = i64::try_from(events.len())?;
+    match journal::advance_checkpoint(&mut tx, name, from, last, handled).await {
+        Ok(()) => {}
+        Err(journal::CheckpointError::Moved) => {
+            tx.rollback().await?;
+            return Ok(BatchOutcome::Lost);
+        }
+        Err(journal::CheckpointError::Database(error)) => return Err(error.into()),
+    }
+    tx.commit().await?;
+    Ok(BatchOutcome::Handled(events.len()))
 }
 
 /// A one-line progress bar on stderr.
@@ -326,15 +357,14 @@ async fn replay_into_scratch(
         let Some(page_end) = events.last().map(|event| event.cursor()) else {
             break;
         };
-        for event in &events {
-            for (projection, checkpoint) in selected.iter().zip(checkpoints) {
-                if event.cursor() <= *checkpoint {
-                    projection
-                        .projection()
-                        .apply(&mut conn(tx), &record(event))
-                        .await?;
-                }
-            }
+        let records: Vec<_> = events.iter().map(record).collect();
+        for (projection, checkpoint) in selected.iter().zip(checkpoints) {
+            // Pages are in global order, so the events up to the checkpoint are a prefix.
+            let upto = events.partition_point(|event| event.cursor() <= *checkpoint);
+            projection
+                .projection()
+                .apply_batch(&mut conn(tx), &records[..upto])
+                .await?;
         }
         cursor = page_end;
     }
