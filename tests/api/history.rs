@@ -255,8 +255,8 @@ impl History {
             .unwrap_or_else(|error| panic!("session {id}: {command:?} failed: {error}"));
     }
 
-    /// Generates payments (and what follows them) until the journal holds `events_min`
-    /// events, as counted by `count`.
+    /// Generates `payments` payments and everything that follows them (codes, sessions,
+    /// refunds, catalogue changes now and then), then expires the access codes.
     pub async fn generate(&mut self, payments: usize) {
         for index in 0..payments {
             self.clock += Duration::minutes(self.rng.gen_range(17..97));
