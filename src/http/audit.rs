@@ -1,7 +1,7 @@
 //! `GET /api/audit`: the audit log projection, newest first, keyset-paginated on the
 //! journal position.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
@@ -11,7 +11,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{Permission, Principal};
-use super::read_params::{self, internal};
+use super::read_params::{self, internal, ReadQuery};
 use super::{ApiError, AppState};
 use crate::projections_runtime::PooledConn;
 
@@ -93,7 +93,7 @@ pub struct AuditQuery {
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
-    Query(query): Query<AuditQuery>,
+    ReadQuery(query): ReadQuery<AuditQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
     principal.require(Permission::Read)?;
     let actions = audit::known_actions();

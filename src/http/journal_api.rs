@@ -2,7 +2,7 @@
 //! `GET /api/aggregates/{type}/{id}?at=` (state at a time, by replay) and
 //! `GET /api/verify` (the hash chains).
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
@@ -11,7 +11,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{Permission, Principal};
-use super::read_params::{self, internal};
+use super::read_params::{self, internal, ReadQuery};
 use super::{ApiError, AppState};
 use crate::cli::replay::{self, ReplayError, ReplayedState};
 use crate::cli::verify::verify_journal;
@@ -88,7 +88,7 @@ pub struct EventQuery {
 pub async fn events(
     State(state): State<AppState>,
     principal: Principal,
-    Query(query): Query<EventQuery>,
+    ReadQuery(query): ReadQuery<EventQuery>,
 ) -> Result<Json<EventPage>, ApiError> {
     principal.require(Permission::Read)?;
     let after = match query.after.as_deref() {
@@ -173,7 +173,7 @@ pub async fn aggregate_state(
     State(state): State<AppState>,
     principal: Principal,
     Path((aggregate_type, id)): Path<(String, String)>,
-    Query(query): Query<AtQuery>,
+    ReadQuery(query): ReadQuery<AtQuery>,
 ) -> Result<Json<AggregateStateView>, ApiError> {
     principal.require(Permission::Read)?;
     let at = read_params::time("at", query.at.as_deref())?;

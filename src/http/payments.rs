@@ -1,7 +1,7 @@
 //! `GET /api/payments` and `GET /api/payments/{id}`: the payments projection, and one
 //! payment with its full history from the journal.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{Permission, Principal};
 use super::journal_api::JournalEventView;
-use super::read_params::{self, internal};
+use super::read_params::{self, internal, ReadQuery};
 use super::{ApiError, AppState};
 use crate::projections_runtime::PooledConn;
 
@@ -143,7 +143,7 @@ pub struct PaymentQuery {
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
-    Query(query): Query<PaymentQuery>,
+    ReadQuery(query): ReadQuery<PaymentQuery>,
 ) -> Result<Json<PaymentPage>, ApiError> {
     principal.require(Permission::Read)?;
     let filter = PaymentFilter {

@@ -1,8 +1,11 @@
 //! Parsing the query parameters of the read API: every bad value is a 422 that names the
 //! parameter, never a bare 400 from the extractor (handlers take each parameter as text).
 
+use axum::extract::{FromRequestParts, Query};
+use axum::http::request::Parts;
 use chrono::{DateTime, NaiveDate, Utc};
 use latchkey_projections::ProjectionError;
+use serde::de::DeserializeOwned;
 
 use super::ApiError;
 
@@ -11,6 +14,29 @@ pub const DEFAULT_LIMIT: i64 = 50;
 
 /// The largest page: bounds the work of one request and the size of its answer.
 pub const MAX_LIMIT: i64 = 200;
+
+/// The query string as `T`, or a JSON 400 (axum's own rejection is plain text). With
+/// every field an `Option<String>`, only a malformed query string (a repeated parameter,
+/// bad percent-encoding) gets here; values are checked by the functions below.
+pub struct ReadQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ReadQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(ReadQuery(value)),
+            Err(rejection) => Err(ApiError::BadRequest(format!(
+                "the query string is malformed: {}",
+                rejection.body_text()
+            ))),
+        }
+    }
+}
 
 /// `limit`: 1 to [`MAX_LIMIT`], default [`DEFAULT_LIMIT`].
 pub fn limit(value: Option<&str>) -> Result<i64, ApiError> {

@@ -1,7 +1,7 @@
 //! `GET /api/reports/revenue`: gross, refunds, net and count per bucket and currency, as
 //! JSON or CSV. Days are local: each door's or device's own zone, or `tz` for all.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{Permission, Principal};
-use super::read_params::{self, internal};
+use super::read_params::{self, internal, ReadQuery};
 use super::{ApiError, AppState};
 use crate::projections_runtime::PooledConn;
 
@@ -85,7 +85,7 @@ pub struct RevenueQuery {
 pub async fn revenue_report(
     State(state): State<AppState>,
     principal: Principal,
-    Query(query): Query<RevenueQuery>,
+    ReadQuery(query): ReadQuery<RevenueQuery>,
 ) -> Result<Response, ApiError> {
     principal.require(Permission::Read)?;
     let required = |name: &str, value: &Option<String>| {

@@ -1,7 +1,7 @@
 //! `GET /api/sessions`: device sessions from the sessions projection, with the seconds
 //! of paid time left computed at the moment of the request.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{Permission, Principal};
-use super::read_params::{self, internal};
+use super::read_params::{self, internal, ReadQuery};
 use super::{ApiError, AppState};
 use crate::projections_runtime::PooledConn;
 
@@ -109,7 +109,7 @@ pub struct SessionQuery {
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
-    Query(query): Query<SessionQuery>,
+    ReadQuery(query): ReadQuery<SessionQuery>,
 ) -> Result<Json<SessionList>, ApiError> {
     principal.require(Permission::Read)?;
     let filter = SessionFilter {

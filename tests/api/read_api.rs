@@ -235,6 +235,10 @@ async fn bad_filter_values_are_422_naming_the_parameter(backend: Backend) {
         let message = body["error"]["message"].as_str().unwrap();
         assert!(message.contains(parameter), "GET {path}: {message}");
     }
+    let response = get_with(&app, &token, "/api/payments?status=pending&status=failed").await;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "bad_request");
     app.stop().await;
 }
 
