@@ -10,16 +10,22 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use cqrs_es::persist::PersistedEventStore;
-use cqrs_es::{Aggregate, AggregateError, CqrsFramework};
+use cqrs_es::{Aggregate, AggregateError, CqrsFramework, EventStore as _};
 use rand::Rng;
 use tracing::debug;
 
+use latchkey_aggregates::device::{Device, DeviceServices};
+use latchkey_aggregates::door::{Door, DoorServices};
+use latchkey_aggregates::payment::{Payment, PaymentServices};
+use latchkey_aggregates::session::{DeviceSession, SessionServices};
+
+use crate::gateways::Gateways;
 use crate::store::repository::{AppendSignal, JournalRepository};
 use crate::store::Database;
 
 /// How many times a command is tried when it keeps losing races. Each retry re-reads the
 /// aggregate, so contention has to be extreme for all of them to fail.
-pub const CONFLICT_ATTEMPTS_MAX: u32 = 8;
+pub const CONFLICT_ATTEMPTS_MAX: u32 = 12;
 
 /// Upper bound of the random pause before a retry, so racing writers spread out.
 const CONFLICT_JITTER_MAX_MS: u64 = 25;
@@ -65,9 +71,11 @@ impl CommandMetadata {
     }
 }
 
-/// Executes commands against one aggregate type.
+/// Executes commands against one aggregate type, and loads its current state.
 pub struct CommandBus<A: Aggregate> {
     framework: CqrsFramework<A, EventStore<A>>,
+    /// A second store over the same journal, for reads: cqrs-es keeps its own private.
+    reader: EventStore<A>,
 }
 
 impl<A> CommandBus<A>
@@ -76,11 +84,22 @@ where
     A::Command: Clone,
 {
     pub fn new(database: Database, appended: AppendSignal, services: A::Services) -> Self {
-        let store =
+        let store = PersistedEventStore::new_event_store(JournalRepository::new(
+            database.clone(),
+            appended.clone(),
+        ));
+        let reader =
             PersistedEventStore::new_event_store(JournalRepository::new(database, appended));
         CommandBus {
             framework: CqrsFramework::new(store, Vec::new(), services),
+            reader,
         }
+    }
+
+    /// The aggregate's current state and version (0 when it has no events yet).
+    pub async fn load(&self, id: &str) -> Result<(A, usize), AggregateError<A::Error>> {
+        let context = self.reader.load_aggregate(id).await?;
+        Ok((context.aggregate, context.current_sequence))
     }
 
     /// Executes `command` on aggregate `id`, retrying lost races (see the module docs).
@@ -112,6 +131,41 @@ where
                 }
                 result => return result,
             }
+        }
+    }
+}
+
+/// The command bus of every aggregate, sharing one journal.
+pub struct Buses {
+    pub payments: CommandBus<Payment>,
+    pub doors: CommandBus<Door>,
+    pub devices: CommandBus<Device>,
+    pub sessions: CommandBus<DeviceSession>,
+}
+
+impl Buses {
+    pub fn new(database: &Database, appended: &AppendSignal, gateways: &Gateways) -> Self {
+        Buses {
+            payments: CommandBus::new(
+                database.clone(),
+                appended.clone(),
+                PaymentServices::new(gateways.payments.clone()),
+            ),
+            doors: CommandBus::new(
+                database.clone(),
+                appended.clone(),
+                DoorServices::new(gateways.locks.clone()),
+            ),
+            devices: CommandBus::new(
+                database.clone(),
+                appended.clone(),
+                DeviceServices::new(gateways.relays.clone()),
+            ),
+            sessions: CommandBus::new(
+                database.clone(),
+                appended.clone(),
+                SessionServices::new(gateways.relays.clone()),
+            ),
         }
     }
 }

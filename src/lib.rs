@@ -1,6 +1,7 @@
 //! Latchkey: an event-sourced payments and access ledger.
 //!
-//! Modules in reading order:
+//! Start with `store` (the journal and subscriptions), then `cqrs` (commands), `http`
+//! (the routes), `payments` and `integrations` (the outside world).
 
 /// The `latchkey` command line.
 pub mod cli;
@@ -8,15 +9,27 @@ pub mod cli;
 pub mod config;
 /// One command bus per aggregate, with conflict retries.
 pub mod cqrs;
+/// The domain's ports wired to the configured clients.
+pub mod gateways;
 /// Routers, state and the edge error type.
 pub mod http;
+/// Clients of Stripe, TTLock and Shelly, and their health.
+pub mod integrations;
 /// Prometheus metrics registry.
 pub mod metrics;
+/// Starting checkouts, guest tokens, Stripe id lookups.
+pub mod payments;
 /// The read models (crate `latchkey-projections`) run as journal subscribers; lag.
 pub mod projections_runtime;
+/// Wire-faithful simulators of Stripe, TTLock and Shelly.
+pub mod sim;
 /// Application::build / run_until_stopped.
 pub mod startup;
 /// The journal, its hash chain, subscriptions and the database pools.
 pub mod store;
+/// Stripe events translated into Payment commands.
+pub mod stripe_events;
 /// Tracing subscriber set-up.
 pub mod telemetry;
+/// Process managers turning facts into commands (door codes, …).
+pub mod workflows;

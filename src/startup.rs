@@ -1,6 +1,7 @@
 //! Building and running one Latchkey process: pool, migrations, background tasks, router.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -9,13 +10,19 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::config::Settings;
+use crate::cqrs::Buses;
+use crate::gateways::Gateways;
 use crate::http::{self, AppState};
+use crate::integrations::stripe::gateway::PaymentProcessor;
+use crate::integrations::stripe::{StripeOptions, StripeRuntime};
 use crate::metrics::Metrics;
 use crate::projections_runtime;
 use crate::store::journal::Journal;
 use crate::store::repository::AppendSignal;
 use crate::store::subscription::{self, Subscriber, SubscriptionOptions, SubscriptionRuntime};
 use crate::store::{Database, PoolSize};
+use crate::workflows::door_access::DoorAccessWorkflow;
+use crate::workflows::schedule::{self, ScheduleOptions};
 
 /// Knobs that tests and the demo turn; production uses the defaults.
 #[derive(Clone, Default)]
@@ -26,6 +33,35 @@ pub struct BuildOptions {
     pub subscribers: Vec<Arc<dyn Subscriber>>,
     /// Do not run the read models (`projections_runtime`); for tests of the journal alone.
     pub without_projections: bool,
+    /// Replaces the gateways built from the settings (tests inject fakes or clients of
+    /// simulators here).
+    pub gateways: Option<Gateways>,
+    /// Stripe webhook processing, retry worker and catch-up.
+    pub stripe: StripeOptions,
+    /// The workflows and their scheduled jobs.
+    pub workflows: WorkflowOptions,
+}
+
+/// Workflow tuning; `enabled: false` leaves the journal without process managers (tests
+/// of other parts that drive aggregates by hand).
+#[derive(Clone, Debug)]
+pub struct WorkflowOptions {
+    pub enabled: bool,
+    /// First retry delay of a failed TTLock call, doubled per attempt up to `retry_max`.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    pub schedule: ScheduleOptions,
+}
+
+impl Default for WorkflowOptions {
+    fn default() -> Self {
+        WorkflowOptions {
+            enabled: true,
+            retry_base: Duration::from_secs(5),
+            retry_max: Duration::from_secs(600),
+            schedule: ScheduleOptions::default(),
+        }
+    }
 }
 
 /// A built, listening application that has not started serving yet.
@@ -84,11 +120,43 @@ impl Application {
             };
             background.push(task.spawn(shutdown.child_token()));
         }
+        let mut stripe = StripeRuntime::new(&settings, database.clone(), options.stripe)?;
+        let gateways = match options.gateways {
+            Some(gateways) => gateways,
+            None => Gateways::from_settings(&settings, stripe.client.as_ref())?,
+        };
+        let buses = Arc::new(Buses::new(&database, &appended, &gateways));
+        if stripe.options.processor.is_none() {
+            // Stripe events become Payment facts unless a test supplies its own processor.
+            stripe.options.processor = Some(Arc::new(PaymentProcessor::new(
+                buses.clone(),
+                database.clone(),
+            )));
+        }
+        background.extend(stripe.spawn_background(metrics.clone(), shutdown.child_token()));
+        if options.workflows.enabled {
+            let door_access = DoorAccessWorkflow::new(
+                buses.clone(),
+                database.clone(),
+                options.workflows.retry_base,
+                options.workflows.retry_max,
+            );
+            background.push(subscriptions.spawn(Arc::new(door_access), shutdown.child_token()));
+            background.push(schedule::spawn_worker(
+                database.clone(),
+                buses.clone(),
+                options.workflows.schedule.clone(),
+                shutdown.child_token(),
+            ));
+        }
         let state = AppState {
             settings: Arc::new(settings),
             database,
             journal,
             metrics,
+            buses,
+            gateways,
+            stripe,
         };
         Ok(Application {
             listener,

@@ -1,5 +1,6 @@
 //! The `latchkey` command line: one subcommand per operator or auditor task.
 
+mod bench;
 mod export;
 pub mod rebuild;
 pub mod replay;
@@ -41,6 +42,41 @@ pub enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Run one simulator of an outside service on its own.
+    Sim {
+        #[command(subcommand)]
+        service: SimService,
+    },
+    /// Measure throughput against a running server.
+    Bench {
+        #[command(subcommand)]
+        target: bench::BenchTarget,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SimService {
+    /// TTLock: accepts TTLOCK_CLIENT_ID/…SECRET/…USERNAME/…PASSWORD (demo values if unset).
+    Ttlock {
+        /// Address to serve on.
+        #[arg(long, default_value = "127.0.0.1:12112")]
+        listen: std::net::SocketAddr,
+    },
+    /// Shelly Cloud and local RPC: accepts SHELLY_AUTH_KEY (a demo key if unset).
+    Shelly {
+        /// Address to serve on.
+        #[arg(long, default_value = "127.0.0.1:12113")]
+        listen: std::net::SocketAddr,
+    },
+    /// Stripe: accepts STRIPE_SECRET_KEY, signs webhooks with STRIPE_WEBHOOK_SECRET.
+    Stripe {
+        /// Address to serve on.
+        #[arg(long, default_value = "127.0.0.1:12111")]
+        listen: std::net::SocketAddr,
+        /// Where to deliver webhooks, e.g. http://127.0.0.1:3000/api/stripe/webhook.
+        #[arg(long, env = "STRIPE_SIM_WEBHOOK_URL")]
+        webhook_url: Option<String>,
+    },
 }
 
 /// Runs a parsed command; the error, if any, is printed by `main` and the exit status is 1.
@@ -70,5 +106,85 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         Command::Replay(args) => replay::run(&settings, args).await,
         Command::Rebuild(args) => rebuild::run(&settings, args).await,
         Command::Token(command) => token::run(&settings, command).await,
+        Command::Sim {
+            service:
+                SimService::Stripe {
+                    listen,
+                    webhook_url,
+                },
+        } => run_stripe_sim(&settings, listen, webhook_url).await,
+        Command::Sim {
+            service: SimService::Ttlock { listen },
+        } => {
+            let listener = bind(listen).await?;
+            println!("TTLock simulator on http://{listen} (TTLOCK_API_BASE)");
+            Ok(
+                crate::sim::ttlock::serve(
+                    listener,
+                    crate::sim::ttlock::TtlockSimConfig::from_env(),
+                )
+                .await?,
+            )
+        }
+        Command::Sim {
+            service: SimService::Shelly { listen },
+        } => {
+            let listener = bind(listen).await?;
+            println!("Shelly simulator on http://{listen} (SHELLY_SERVER)");
+            Ok(
+                crate::sim::shelly::serve(
+                    listener,
+                    crate::sim::shelly::ShellySimConfig::from_env(),
+                )
+                .await?,
+            )
+        }
+        Command::Bench { target } => bench::run(target, &settings).await,
     }
+}
+
+async fn run_stripe_sim(
+    settings: &Settings,
+    listen: std::net::SocketAddr,
+    webhook_url: Option<String>,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use secrecy::ExposeSecret;
+    let secret_key = settings
+        .stripe
+        .secret_key
+        .as_ref()
+        .map(|key| key.expose_secret().to_string())
+        .context("set STRIPE_SECRET_KEY (sk_test_…): the simulator accepts only that key")?;
+    let webhook_secrets = settings
+        .stripe
+        .webhook_secrets
+        .iter()
+        .map(|secret| secret.expose_secret().to_string())
+        .collect();
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("could not listen on {listen}"))?;
+    let handle = crate::sim::stripe::spawn(
+        listener,
+        crate::sim::stripe::StripeSimConfig {
+            webhook_url,
+            ..crate::sim::stripe::StripeSimConfig::new(secret_key, webhook_secrets)
+        },
+    )?;
+    println!(
+        "Stripe simulator on {} (STRIPE_API_BASE={})",
+        handle.addr,
+        handle.url()
+    );
+    startup::shutdown_signal().await;
+    handle.stop().await;
+    Ok(())
+}
+
+async fn bind(listen: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    use anyhow::Context;
+    tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("could not listen on {listen}"))
 }

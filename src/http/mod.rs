@@ -3,7 +3,13 @@
 pub mod audit;
 pub mod auth;
 pub mod catalogue;
+pub mod checkout;
+pub mod devices;
+pub mod domain_errors;
+pub mod doors;
 pub mod error;
+pub mod extract;
+pub mod health_modules;
 pub mod journal_api;
 pub mod openapi;
 pub mod operations;
@@ -11,6 +17,7 @@ pub mod payments;
 pub mod read_params;
 pub mod reports;
 pub mod sessions;
+pub mod stripe_webhook;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +30,9 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Settings;
+use crate::cqrs::Buses;
+use crate::gateways::Gateways;
+use crate::integrations::stripe::StripeRuntime;
 use crate::metrics::Metrics;
 use crate::store::journal::Journal;
 use crate::store::Database;
@@ -40,6 +50,37 @@ pub struct AppState {
     pub database: Database,
     pub journal: Journal,
     pub metrics: Arc<Metrics>,
+    /// Every aggregate's command bus.
+    pub buses: Arc<Buses>,
+    pub gateways: Gateways,
+    /// The webhook inbox, the Stripe client and their background jobs.
+    pub stripe: StripeRuntime,
+}
+
+impl AppState {
+    /// 503 naming the variables to set when Shelly is not configured.
+    pub fn require_shelly(&self) -> Result<(), ApiError> {
+        match &self.gateways.shelly_missing {
+            Some(missing) => Err(ApiError::NotConfigured(missing.message())),
+            None => Ok(()),
+        }
+    }
+
+    /// 503 naming the variables to set when Stripe is not configured.
+    pub fn require_stripe(&self) -> Result<(), ApiError> {
+        match &self.gateways.stripe_missing {
+            Some(missing) => Err(ApiError::NotConfigured(missing.message())),
+            None => Ok(()),
+        }
+    }
+
+    /// 503 naming the variables to set when TTLock is not configured.
+    pub fn require_ttlock(&self) -> Result<(), ApiError> {
+        match &self.gateways.ttlock_missing {
+            Some(missing) => Err(ApiError::NotConfigured(missing.message())),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The whole application router.
@@ -47,6 +88,11 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(operations::router())
         .merge(read_router())
+        .merge(checkout::router())
+        .merge(doors::router())
+        .merge(devices::router())
+        .merge(health_modules::router())
+        .merge(stripe_webhook::router())
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,

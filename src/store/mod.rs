@@ -8,6 +8,7 @@
 //! - [`chain`]: the tamper-evident hash chain and its verification.
 
 pub mod chain;
+pub mod inbox;
 pub mod journal;
 pub mod repository;
 pub mod subscription;

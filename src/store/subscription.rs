@@ -45,6 +45,31 @@ pub trait Subscriber: Send + Sync + 'static {
     async fn reset(&self, _tx: &mut Tx) -> anyhow::Result<()> {
         Ok(())
     }
+
+    /// How the runtime hands events over; projections keep the default.
+    fn delivery(&self) -> Delivery {
+        Delivery::Transactional
+    }
+
+    /// Reacts to one event with effects outside the database transaction (commands on
+    /// aggregates, calls out). Used instead of `apply` by [`Delivery::Effects`] subscribers.
+    async fn react(&self, _event: &JournalEvent) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// How the runtime hands events to a subscriber.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// In batches, through `apply`, inside one transaction with the checkpoint: effects
+    /// happen exactly once (projections).
+    Transactional,
+    /// One at a time, through `react`, outside any transaction, the checkpoint moving after
+    /// each event (workflows). A crash between an effect and its checkpoint repeats the
+    /// event, so reactions must be idempotent — commands on our aggregates are. Holding a
+    /// transaction open while reacting would be worse: on SQLite the reaction's own append
+    /// would wait for the lock that transaction holds.
+    Effects,
 }
 
 /// How long [`SubscriptionRuntime::catch_up`] waits for events held back behind another
@@ -120,6 +145,58 @@ impl SubscriptionRuntime {
 
     /// Handles the next batch after the subscriber's checkpoint.
     pub async fn run_batch(&self, subscriber: &dyn Subscriber) -> anyhow::Result<BatchOutcome> {
+        match subscriber.delivery() {
+            Delivery::Transactional => self.run_transactional_batch(subscriber).await,
+            Delivery::Effects => self.run_effects_batch(subscriber).await,
+        }
+    }
+
+    /// Reacts to events one at a time, moving the checkpoint after each.
+    async fn run_effects_batch(&self, subscriber: &dyn Subscriber) -> anyhow::Result<BatchOutcome> {
+        let name = subscriber.name();
+        journal::ensure_checkpoint(self.database(), name).await?;
+        let mut from = journal::current_checkpoint(self.database(), name)
+            .await?
+            .unwrap_or(Cursor::START);
+        let events = self
+            .journal
+            .read_after(from, self.options.batch_size)
+            .await?;
+        if events.is_empty() {
+            return Ok(BatchOutcome::Idle);
+        }
+        let mut handled = 0;
+        for event in &events {
+            subscriber.react(event).await.map_err(|error| {
+                error.context(format!(
+                    "subscriber {name} failed on {} {} sequence {} (position {})",
+                    event.aggregate_type, event.aggregate_id, event.sequence, event.position
+                ))
+            })?;
+            let mut tx = self.database().begin().await?;
+            match journal::advance_checkpoint(&mut tx, name, from, event.cursor(), 1).await {
+                Ok(()) => tx.commit().await?,
+                Err(CheckpointError::Moved) => {
+                    tx.rollback().await?;
+                    return Ok(BatchOutcome::Lost);
+                }
+                Err(CheckpointError::Database(error)) => return Err(error.into()),
+            }
+            from = event.cursor();
+            handled += 1;
+        }
+        self.metrics.set_gauge(
+            "latchkey_subscription_position",
+            &[("subscriber", name)],
+            from.position as f64,
+        );
+        Ok(BatchOutcome::Handled(handled))
+    }
+
+    async fn run_transactional_batch(
+        &self,
+        subscriber: &dyn Subscriber,
+    ) -> anyhow::Result<BatchOutcome> {
         let name = subscriber.name();
         journal::ensure_checkpoint(self.database(), name).await?;
         let mut tx = self.database().begin_subscriber().await?;

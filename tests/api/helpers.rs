@@ -142,9 +142,14 @@ impl TestDatabase {
     }
 }
 
-/// Settings for a test instance: port 0, the given database, nothing else configured.
+/// The bootstrap admin token every test app accepts.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// Settings for a test instance: port 0, the given database, the admin token, no
+/// integrations.
 pub fn test_settings(url: &DatabaseUrl) -> Settings {
-    let mut settings = Settings::from_vars(&HashMap::new()).expect("default settings");
+    let vars = HashMap::from([("LATCHKEY_API_TOKEN".to_string(), ADMIN_TOKEN.to_string())]);
+    let mut settings = Settings::from_vars(&vars).expect("default settings");
     settings.database_url = url.clone();
     settings.listen = "127.0.0.1:0".parse().unwrap();
     settings
@@ -165,6 +170,7 @@ pub fn fast_subscriptions() -> SubscriptionOptions {
 pub struct TestApp {
     pub address: String,
     pub database: Database,
+    pub state: latchkey::http::AppState,
     pub subscriptions: latchkey::store::subscription::SubscriptionRuntime,
     pub appended: latchkey::store::repository::AppendSignal,
     pub client: reqwest::Client,
@@ -177,18 +183,34 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
     spawn_app_with(TestDatabase::create(backend).await, BuildOptions::default()).await
 }
 
-pub async fn spawn_app_with(test_database: TestDatabase, mut options: BuildOptions) -> TestApp {
+pub async fn spawn_app_with(test_database: TestDatabase, options: BuildOptions) -> TestApp {
+    spawn_app_with_settings(test_database, options, |_| {}).await
+}
+
+/// Like [`spawn_app_with`], with the settings changed by `adjust` first (e.g. pointing
+/// the integrations at simulators).
+pub async fn spawn_app_with_settings(
+    test_database: TestDatabase,
+    mut options: BuildOptions,
+    adjust: impl FnOnce(&mut Settings),
+) -> TestApp {
     LazyLock::force(&TRACING);
     options.subscriptions = fast_subscriptions();
     options.pool_size = PoolSize {
         max_connections: 10,
     };
-    let settings = test_settings(&test_database.url);
+    options.workflows.retry_base = Duration::from_millis(100);
+    options.workflows.retry_max = Duration::from_millis(400);
+    options.workflows.schedule.poll_interval = Duration::from_millis(50);
+    options.workflows.schedule.retry_base = Duration::from_millis(100);
+    let mut settings = test_settings(&test_database.url);
+    adjust(&mut settings);
     let application = Application::build_with(settings, options)
         .await
         .expect("the application builds");
     let port = application.port();
-    let database = application.state().database.clone();
+    let state = application.state().clone();
+    let database = state.database.clone();
     let subscriptions = application.subscriptions().clone();
     let appended = application.append_signal().clone();
     let shutdown = application.shutdown_token();
@@ -196,6 +218,7 @@ pub async fn spawn_app_with(test_database: TestDatabase, mut options: BuildOptio
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
         database,
+        state,
         subscriptions,
         appended,
         client: reqwest::Client::builder()
@@ -216,6 +239,50 @@ impl TestApp {
             .send()
             .await
             .expect("request sent")
+    }
+
+    pub async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.address))
+            .json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    pub async fn post_json(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
+        self.send_json(reqwest::Method::POST, path, token, body)
+            .await
+    }
+
+    pub async fn patch_json(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
+        self.send_json(reqwest::Method::PATCH, path, token, body)
+            .await
+    }
+
+    /// A fresh API token with `role`.
+    pub async fn token(&self, role: latchkey::http::auth::Role) -> String {
+        latchkey::http::auth::create_token(&self.database, role, "test")
+            .await
+            .unwrap()
     }
 
     /// Stops the server and its background tasks, and waits for them.

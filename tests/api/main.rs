@@ -1,11 +1,25 @@
-//! The single integration-test binary: real HTTP, real databases (SQLite and PostgreSQL).
+//! The single integration-test binary: real HTTP, real databases (SQLite and PostgreSQL),
+//! and the simulators of Stripe, TTLock and Shelly on 127.0.0.1. `TEST_LOG=1` prints logs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod catalogue_writes;
+mod checkout;
+mod door_access;
 mod helpers;
 mod history;
+mod integrations_wiring;
 mod journal;
 mod operations;
 mod projections;
 mod read_api;
+mod shelly;
+mod sim_helpers;
+mod stripe_end_to_end;
+mod stripe_facts;
+mod stripe_processing;
+mod stripe_sim;
+mod stripe_support;
+mod stripe_webhook;
 mod subscriptions;
 mod support;
+mod ttlock;

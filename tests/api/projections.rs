@@ -25,7 +25,24 @@ use latchkey_projections::{audit, catalogue, payments, revenue, sessions};
 use crate::helpers::{spawn_app_with, Backend, TestApp, TestDatabase};
 use crate::history::History;
 use crate::on_both_backends;
-use latchkey::startup::BuildOptions;
+use latchkey::startup::{BuildOptions, WorkflowOptions};
+
+/// The application without its workflows: these tests drive the aggregates by hand, and a
+/// workflow reacting to the same facts would add events of its own.
+pub fn read_side_options() -> BuildOptions {
+    BuildOptions {
+        workflows: WorkflowOptions {
+            enabled: false,
+            ..WorkflowOptions::default()
+        },
+        ..BuildOptions::default()
+    }
+}
+
+/// [`spawn_app`](crate::helpers::spawn_app) with [`read_side_options`].
+pub async fn spawn_read_app(backend: Backend) -> TestApp {
+    spawn_app_with(TestDatabase::create(backend).await, read_side_options()).await
+}
 
 /// Waits until every projection has handled every committed event.
 pub async fn wait_for_projections(database: &Database) {
@@ -98,7 +115,7 @@ async fn every_projection_equals_an_independent_fold_and_survives_a_rebuild(back
             .unwrap();
         database.close().await;
     }
-    let app = spawn_app_with(test_database, BuildOptions::default()).await;
+    let app = spawn_app_with(test_database, read_side_options()).await;
     let started = std::time::Instant::now();
     // PostgreSQL takes concurrent writers; SQLite has one writer at a time anyway.
     let workers: u64 = if backend == Backend::Postgres { 3 } else { 1 };

@@ -16,10 +16,10 @@ use latchkey_aggregates::Actor;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::helpers::{eventually, spawn_app, Backend, TestApp};
+use crate::helpers::{eventually, Backend, TestApp};
 use crate::history::{money, pay, Buses};
 use crate::on_both_backends;
-use crate::projections::{cli, wait_for_projections};
+use crate::projections::{cli, spawn_read_app, wait_for_projections};
 
 /// The read routes, with query strings that make each one answer 200.
 fn read_routes(payment_id: Uuid) -> Vec<String> {
@@ -134,7 +134,7 @@ async fn refund(buses: &Buses, id: Uuid, total: i64, currency: &str, at: DateTim
 }
 
 async fn every_read_route_needs_a_token_and_an_auditor_may_read(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = spawn_read_app(backend).await;
     let buses = Buses::new(&app.database, &app.appended);
     register(
         &buses,
@@ -194,7 +194,7 @@ async fn every_read_route_needs_a_token_and_an_auditor_may_read(backend: Backend
 }
 
 async fn bad_filter_values_are_422_naming_the_parameter(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = spawn_read_app(backend).await;
     let token = auditor(&app).await;
     let cases = [
         ("/api/payments?limit=0", "limit"),
@@ -243,7 +243,7 @@ async fn bad_filter_values_are_422_naming_the_parameter(backend: Backend) {
 }
 
 async fn paging_payments_while_others_are_inserted_returns_each_old_one_once(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = spawn_read_app(backend).await;
     let buses = Buses::new(&app.database, &app.appended);
     register(
         &buses,
@@ -348,7 +348,7 @@ async fn paging_payments_while_others_are_inserted_returns_each_old_one_once(bac
 }
 
 async fn revenue_is_bucketed_by_local_day_with_refunds_on_their_own_day(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = spawn_read_app(backend).await;
     let buses = Buses::new(&app.database, &app.appended);
     register(
         &buses,
@@ -524,7 +524,7 @@ async fn revenue_is_bucketed_by_local_day_with_refunds_on_their_own_day(backend:
 }
 
 async fn aggregate_state_at_a_time_replays_the_events_recorded_by_then(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = spawn_read_app(backend).await;
     let buses = Buses::new(&app.database, &app.appended);
     let token = auditor(&app).await;
     register(
@@ -611,7 +611,7 @@ async fn aggregate_state_at_a_time_replays_the_events_recorded_by_then(backend: 
 }
 
 async fn sessions_audit_and_journal_read_as_documented(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = spawn_read_app(backend).await;
     let buses = Buses::new(&app.database, &app.appended);
     let token = auditor(&app).await;
     register(
@@ -730,7 +730,7 @@ async fn sessions_audit_and_journal_read_as_documented(backend: Backend) {
 }
 
 async fn the_openapi_document_is_openapi_3_and_lists_every_read_route(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = spawn_read_app(backend).await;
     let response = app.get("/api/openapi.json").await;
     assert_eq!(response.status(), 200);
     let text = response.text().await.unwrap();

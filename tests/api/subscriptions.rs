@@ -326,3 +326,28 @@ async fn postgres_one_instance_runs_a_subscriber_and_another_takes_over() {
     assert_eq!(second_recorder.applied.load(Ordering::SeqCst), 10);
     second.stop().await;
 }
+
+async fn a_reacting_subscriber_checkpoints_after_each_event(backend: Backend) {
+    let test_database = TestDatabase::create(backend).await;
+    let database = test_database.connect().await;
+    append_counters(&database, &Default::default(), 30).await;
+    let app = spawn_app_with(test_database, BuildOptions::default()).await;
+    let reactor = crate::support::Reactor::new("reactor");
+    let positions: Vec<i64> = latchkey::store::journal::Journal::new(app.database.clone())
+        .page(&Default::default(), 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.position)
+        .collect();
+    reactor.fail_once_at.store(positions[17], Ordering::SeqCst);
+    assert!(app.subscriptions.catch_up(&reactor).await.is_err());
+    // Everything before the failure was reacted to once and checkpointed one by one.
+    assert_eq!(*reactor.reacted.lock().unwrap(), positions[..17].to_vec());
+    assert_eq!(events_handled(&app.database, "reactor").await, 17);
+    app.subscriptions.catch_up(&reactor).await.unwrap();
+    assert_eq!(*reactor.reacted.lock().unwrap(), positions);
+    app.stop().await;
+}
+
+on_both_backends!(a_reacting_subscriber_checkpoints_after_each_event);

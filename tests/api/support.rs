@@ -169,3 +169,91 @@ pub async fn events_handled(database: &Database, subscriber: &str) -> i64 {
     let sql = "SELECT events_handled FROM subscription_checkpoints WHERE name = $1";
     latchkey::on_pool!(database, pool => sqlx::query_scalar(sql).bind(subscriber).fetch_one(pool).await).unwrap()
 }
+
+/// A checkout provider that records requests and answers with made-up ids, or fails.
+#[derive(Default)]
+pub struct FakeCheckout {
+    pub requests: std::sync::Mutex<Vec<latchkey::payments::checkout::CheckoutRequest>>,
+    pub fail_with: std::sync::Mutex<Option<String>>,
+}
+
+#[async_trait]
+impl latchkey::payments::checkout::CheckoutGateway for FakeCheckout {
+    async fn create_checkout(
+        &self,
+        request: latchkey::payments::checkout::CheckoutRequest,
+    ) -> Result<
+        latchkey::payments::checkout::CheckoutCreated,
+        latchkey::payments::checkout::CheckoutError,
+    > {
+        if let Some(message) = self.fail_with.lock().unwrap().clone() {
+            return Err(latchkey::payments::checkout::CheckoutError { message });
+        }
+        let id = request.payment_id.simple().to_string();
+        self.requests.lock().unwrap().push(request);
+        Ok(latchkey::payments::checkout::CheckoutCreated {
+            checkout_session_id: format!("cs_test_{id}"),
+            url: format!("https://checkout.example/{id}"),
+            payment_intent_id: Some(format!("pi_test_{id}")),
+            expires_at: None,
+        })
+    }
+}
+
+/// Gateways made of the domain's fakes plus a [`FakeCheckout`].
+pub fn fake_gateways(checkout: std::sync::Arc<FakeCheckout>) -> latchkey::gateways::Gateways {
+    use latchkey_aggregates::door::services::testing::FakeLockGateway;
+    use latchkey_aggregates::payment::services::testing::FakePaymentGateway;
+    use latchkey_aggregates::session::services::testing::FakeRelayGateway;
+    latchkey::gateways::Gateways::with(
+        std::sync::Arc::new(FakePaymentGateway::new()),
+        std::sync::Arc::new(FakeLockGateway::new()),
+        std::sync::Arc::new(FakeRelayGateway::new()),
+        checkout,
+    )
+}
+
+/// Reacts (outside any transaction) by recording positions in memory; fails once at a
+/// given position.
+pub struct Reactor {
+    pub name: String,
+    pub reacted: std::sync::Mutex<Vec<i64>>,
+    pub fail_once_at: AtomicI64,
+}
+
+impl Reactor {
+    pub fn new(name: &str) -> Self {
+        Reactor {
+            name: name.to_string(),
+            reacted: Default::default(),
+            fail_once_at: AtomicI64::new(-1),
+        }
+    }
+}
+
+#[async_trait]
+impl Subscriber for Reactor {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn apply(&self, _tx: &mut Tx, _event: &JournalEvent) -> anyhow::Result<()> {
+        anyhow::bail!("a reactor is never given a transaction")
+    }
+
+    fn delivery(&self) -> latchkey::store::subscription::Delivery {
+        latchkey::store::subscription::Delivery::Effects
+    }
+
+    async fn react(&self, event: &JournalEvent) -> anyhow::Result<()> {
+        if self
+            .fail_once_at
+            .compare_exchange(event.position, -1, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            anyhow::bail!("injected failure at position {}", event.position);
+        }
+        self.reacted.lock().unwrap().push(event.position);
+        Ok(())
+    }
+}

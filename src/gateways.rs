@@ -1,0 +1,229 @@
+//! The domain's ports as this process wires them: the configured Stripe, TTLock and
+//! Shelly clients, or, for a module that is not configured, an adapter that refuses every
+//! call with a message naming the variables to set (a missing integration is not a
+//! start-up error; the flows that need it fail clearly instead).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::config::Settings;
+use crate::integrations::health::ModuleHealth;
+use crate::integrations::shelly::gateway::ShellyRelayGateway;
+use crate::integrations::shelly::{ShellyClient, ShellyCloudConfig, ShellyConfig};
+use crate::integrations::stripe::gateway::{StripeCheckoutGateway, StripePaymentGateway};
+use crate::integrations::stripe::StripeClient;
+use crate::integrations::ttlock::gateway::TtlockLockGateway;
+use crate::integrations::ttlock::{TtlockClient, TtlockConfig};
+use crate::payments::checkout::{CheckoutCreated, CheckoutError, CheckoutGateway, CheckoutRequest};
+use latchkey_aggregates::door::services::{
+    IssuedPasscode, LockError, LockGateway, PasscodeRequest,
+};
+use latchkey_aggregates::payment::services::{
+    CancelAuthorizationRequest, CaptureRequest, GatewayError, PaymentGateway, RefundReceipt,
+    RefundRequest,
+};
+use latchkey_aggregates::session::services::{
+    RelayCommand, RelayError, RelayGateway, RelayOutcome, RelayTarget,
+};
+
+/// One implementation of each port, and which of them are real.
+#[derive(Clone)]
+pub struct Gateways {
+    pub payments: Arc<dyn PaymentGateway>,
+    pub locks: Arc<dyn LockGateway>,
+    pub relays: Arc<dyn RelayGateway>,
+    pub checkout: Arc<dyn CheckoutGateway>,
+    /// `None` where the port is real; the refusal otherwise, for a 503 up front.
+    pub stripe_missing: Option<NotConfigured>,
+    pub ttlock_missing: Option<NotConfigured>,
+    pub shelly_missing: Option<NotConfigured>,
+    /// Each integration's health record (Stripe, TTLock, Shelly), for
+    /// `/api/health/modules` and the metrics.
+    pub health: Vec<ModuleHealth>,
+}
+
+impl Gateways {
+    /// Every module unconfigured.
+    pub fn unconfigured() -> Self {
+        Gateways {
+            payments: Arc::new(NotConfigured::STRIPE),
+            locks: Arc::new(NotConfigured::TTLOCK),
+            relays: Arc::new(NotConfigured::SHELLY),
+            checkout: Arc::new(NotConfigured::STRIPE),
+            stripe_missing: Some(NotConfigured::STRIPE),
+            ttlock_missing: Some(NotConfigured::TTLOCK),
+            shelly_missing: Some(NotConfigured::SHELLY),
+            health: vec![
+                ModuleHealth::not_configured("stripe"),
+                ModuleHealth::not_configured("ttlock"),
+                ModuleHealth::not_configured("shelly"),
+            ],
+        }
+    }
+
+    /// The gateways the settings configure: real clients where credentials are set, the
+    /// refusing adapter elsewhere.
+    pub fn from_settings(
+        settings: &Settings,
+        stripe: Option<&StripeClient>,
+    ) -> anyhow::Result<Self> {
+        let mut gateways = Gateways::unconfigured();
+        if let Some(client) = stripe {
+            gateways.payments = Arc::new(StripePaymentGateway::new(client.clone()));
+            gateways.checkout = Arc::new(StripeCheckoutGateway::new(client.clone()));
+            gateways.stripe_missing = None;
+            gateways.health[0] = ModuleHealth::new("stripe");
+        }
+        if let Some(config) = ttlock_config(settings) {
+            let health = ModuleHealth::new("ttlock");
+            let client = TtlockClient::new(config, health.clone())
+                .map_err(|error| anyhow::anyhow!("TTLock client: {error}"))?;
+            gateways.locks = Arc::new(TtlockLockGateway::new(client));
+            gateways.ttlock_missing = None;
+            gateways.health[1] = health;
+        }
+        let cloud = match (&settings.shelly.server, &settings.shelly.auth_key) {
+            (Some(server), Some(key)) => Some(ShellyCloudConfig::new(server.clone(), key.clone())),
+            _ => None,
+        };
+        let health = if cloud.is_some() {
+            gateways.shelly_missing = None;
+            ModuleHealth::new("shelly")
+        } else {
+            ModuleHealth::not_configured("shelly")
+        };
+        // Built even without Cloud credentials: devices on the LAN need none.
+        let mut config = ShellyConfig::new(cloud);
+        // The domain already adds its margin to the session's remaining time.
+        config.auto_off_margin_s = 0;
+        let client = ShellyClient::new(config, health.clone())
+            .map_err(|error| anyhow::anyhow!("Shelly client: {error}"))?;
+        gateways.relays = Arc::new(ShellyRelayGateway::new(client));
+        gateways.health[2] = health;
+        Ok(gateways)
+    }
+
+    /// Real (or fake, in tests) implementations of every port.
+    pub fn with(
+        payments: Arc<dyn PaymentGateway>,
+        locks: Arc<dyn LockGateway>,
+        relays: Arc<dyn RelayGateway>,
+        checkout: Arc<dyn CheckoutGateway>,
+    ) -> Self {
+        Gateways {
+            payments,
+            locks,
+            relays,
+            checkout,
+            health: vec![
+                ModuleHealth::new("stripe"),
+                ModuleHealth::new("ttlock"),
+                ModuleHealth::new("shelly"),
+            ],
+            stripe_missing: None,
+            ttlock_missing: None,
+            shelly_missing: None,
+        }
+    }
+}
+
+/// Refuses every call: the module has no credentials.
+#[derive(Clone, Copy, Debug)]
+pub struct NotConfigured {
+    module: &'static str,
+    variables: &'static str,
+}
+
+impl NotConfigured {
+    pub const STRIPE: NotConfigured = NotConfigured {
+        module: "Stripe",
+        variables: "STRIPE_SECRET_KEY",
+    };
+    pub const TTLOCK: NotConfigured = NotConfigured {
+        module: "TTLock",
+        variables: "TTLOCK_CLIENT_ID, TTLOCK_CLIENT_SECRET, TTLOCK_USERNAME and TTLOCK_PASSWORD",
+    };
+    pub const SHELLY: NotConfigured = NotConfigured {
+        module: "Shelly",
+        variables: "SHELLY_AUTH_KEY and SHELLY_SERVER",
+    };
+
+    pub fn message(&self) -> String {
+        format!("{} is not configured: set {}", self.module, self.variables)
+    }
+}
+
+#[async_trait]
+impl PaymentGateway for NotConfigured {
+    async fn capture(&self, _: CaptureRequest) -> Result<(), GatewayError> {
+        Err(GatewayError::permanent(self.message()))
+    }
+
+    async fn cancel_authorization(
+        &self,
+        _: CancelAuthorizationRequest,
+    ) -> Result<(), GatewayError> {
+        Err(GatewayError::permanent(self.message()))
+    }
+
+    async fn refund(&self, _: RefundRequest) -> Result<RefundReceipt, GatewayError> {
+        Err(GatewayError::permanent(self.message()))
+    }
+}
+
+#[async_trait]
+impl LockGateway for NotConfigured {
+    async fn issue_passcode(&self, _: PasscodeRequest) -> Result<IssuedPasscode, LockError> {
+        Err(LockError::permanent(self.message()))
+    }
+
+    async fn delete_passcode(&self, _: i64, _: i64) -> Result<(), LockError> {
+        Err(LockError::permanent(self.message()))
+    }
+}
+
+#[async_trait]
+impl RelayGateway for NotConfigured {
+    async fn switch(&self, _: RelayCommand) -> Result<RelayOutcome, RelayError> {
+        Err(RelayError::permanent(self.message()))
+    }
+
+    async fn status(&self, _: RelayTarget) -> Result<RelayOutcome, RelayError> {
+        Err(RelayError::permanent(self.message()))
+    }
+}
+
+#[async_trait]
+impl CheckoutGateway for NotConfigured {
+    async fn create_checkout(&self, _: CheckoutRequest) -> Result<CheckoutCreated, CheckoutError> {
+        Err(CheckoutError {
+            message: self.message(),
+        })
+    }
+}
+
+/// The TTLock account, when all four credentials are set.
+fn ttlock_config(settings: &Settings) -> Option<TtlockConfig> {
+    let ttlock = &settings.ttlock;
+    let api_base = ttlock.api_base.clone().or_else(|| {
+        crate::integrations::ttlock::config::DEFAULT_API_BASE
+            .parse()
+            .ok()
+    })?;
+    match (
+        &ttlock.client_id,
+        &ttlock.client_secret,
+        &ttlock.username,
+        &ttlock.password,
+    ) {
+        (Some(id), Some(secret), Some(username), Some(password)) => Some(TtlockConfig::new(
+            api_base,
+            id.clone(),
+            secret.clone(),
+            username.clone(),
+            password.clone(),
+        )),
+        _ => None,
+    }
+}

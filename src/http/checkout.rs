@@ -1,0 +1,47 @@
+//! Guests start a payment (JSON twins of the pay/use pages; no auth: anyone may pay).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use super::extract::ApiJson;
+use super::{ApiError, AppState};
+use crate::payments::checkout::{self, StartedCheckout};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/checkout/door/{door_uid}", post(door_checkout))
+        .route("/api/checkout/device/{device_uid}", post(device_checkout))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DoorCheckout {
+    pub email: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DeviceCheckout {
+    pub plan_id: String,
+    pub email: String,
+}
+
+async fn door_checkout(
+    State(state): State<AppState>,
+    Path(door_uid): Path<String>,
+    ApiJson(body): ApiJson<DoorCheckout>,
+) -> Result<(StatusCode, Json<StartedCheckout>), ApiError> {
+    let started = checkout::start_door_checkout(&state, &door_uid, &body.email).await?;
+    Ok((StatusCode::CREATED, Json(started)))
+}
+
+async fn device_checkout(
+    State(state): State<AppState>,
+    Path(device_uid): Path<String>,
+    ApiJson(body): ApiJson<DeviceCheckout>,
+) -> Result<(StatusCode, Json<StartedCheckout>), ApiError> {
+    let started =
+        checkout::start_device_checkout(&state, &device_uid, &body.plan_id, &body.email).await?;
+    Ok((StatusCode::CREATED, Json(started)))
+}

@@ -1,0 +1,246 @@
+//! Operators' write routes for devices: register, change, plans, maintenance, relay.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{patch, post};
+use axum::{Json, Router};
+use chrono::Utc;
+use latchkey_aggregates::device::{Device, DeviceCommand, DeviceStatus, UsagePlan};
+use latchkey_aggregates::Money;
+use serde::{Deserialize, Serialize};
+
+use super::auth::{Permission, Principal};
+use super::extract::{currency, valid_time_zone, ApiJson};
+use super::{ApiError, AppState};
+use crate::cqrs::CommandMetadata;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/devices", post(register_device))
+        .route("/api/devices/{uid}", patch(change_device))
+        .route("/api/devices/{uid}/relay", post(switch_relay))
+}
+
+/// A usage plan as the API speaks it: `{plan_id, name, minutes, price, currency}`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanDto {
+    pub plan_id: String,
+    pub name: String,
+    pub minutes: u32,
+    pub price: i64,
+    pub currency: String,
+}
+
+impl PlanDto {
+    fn into_plan(self) -> Result<UsagePlan, ApiError> {
+        Ok(UsagePlan {
+            price: Money::new(self.price, currency(&self.currency)?),
+            plan_id: self.plan_id,
+            name: self.name,
+            minutes: self.minutes,
+        })
+    }
+
+    fn of(plan: &UsagePlan) -> Self {
+        PlanDto {
+            plan_id: plan.plan_id.clone(),
+            name: plan.name.clone(),
+            minutes: plan.minutes,
+            price: plan.price.amount_minor,
+            currency: plan.price.currency.to_string(),
+        }
+    }
+}
+
+fn plans(dtos: Vec<PlanDto>) -> Result<Vec<UsagePlan>, ApiError> {
+    dtos.into_iter().map(PlanDto::into_plan).collect()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewDevice {
+    pub uid: String,
+    pub name: String,
+    pub location: String,
+    pub time_zone: String,
+    pub shelly_device_id: String,
+    #[serde(default)]
+    pub shelly_channel: u32,
+    pub plans: Vec<PlanDto>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceChanges {
+    pub name: Option<String>,
+    pub location: Option<String>,
+    pub time_zone: Option<String>,
+    pub shelly_device_id: Option<String>,
+    pub shelly_channel: Option<u32>,
+    pub plans: Option<Vec<PlanDto>>,
+    pub status: Option<DeviceStatus>,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelaySwitch {
+    pub on: bool,
+    pub reason: Option<String>,
+}
+
+/// A device as operators see it.
+#[derive(Debug, Serialize)]
+pub struct DeviceView {
+    pub uid: String,
+    pub name: Option<String>,
+    pub location: Option<String>,
+    pub time_zone: Option<String>,
+    pub shelly_device_id: Option<String>,
+    pub shelly_channel: Option<u32>,
+    pub plans: Vec<PlanDto>,
+    pub status: DeviceStatus,
+    pub holder_session: Option<uuid::Uuid>,
+    pub queued_sessions: Vec<uuid::Uuid>,
+    pub relay_on: Option<bool>,
+}
+
+impl DeviceView {
+    pub fn of(uid: &str, device: &Device) -> Self {
+        let relay = device.relay_target();
+        DeviceView {
+            uid: uid.to_string(),
+            name: device.name().map(str::to_string),
+            location: device.location().map(str::to_string),
+            time_zone: device.time_zone().map(str::to_string),
+            shelly_device_id: relay.as_ref().map(|target| target.shelly_device_id.clone()),
+            shelly_channel: relay.as_ref().map(|target| target.channel),
+            plans: device.plans().iter().map(PlanDto::of).collect(),
+            status: device.status(),
+            holder_session: device.holder_session(),
+            queued_sessions: device.queued_sessions(),
+            relay_on: device.relay_is_on(),
+        }
+    }
+}
+
+fn metadata(principal: &Principal) -> CommandMetadata {
+    CommandMetadata::new(principal.actor().to_string(), "api")
+}
+
+async fn register_device(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(device): ApiJson<NewDevice>,
+) -> Result<(StatusCode, Json<DeviceView>), ApiError> {
+    principal.require(Permission::Operate)?;
+    valid_time_zone(&device.time_zone)?;
+    let command = DeviceCommand::RegisterDevice {
+        device_uid: device.uid.clone(),
+        name: device.name,
+        location: device.location,
+        time_zone: device.time_zone,
+        shelly_device_id: device.shelly_device_id,
+        shelly_channel: device.shelly_channel,
+        plans: plans(device.plans)?,
+        actor: principal.actor(),
+        at: Utc::now(),
+    };
+    state
+        .buses
+        .devices
+        .execute(&device.uid, command, metadata(&principal))
+        .await?;
+    let (current, _) = state.buses.devices.load(&device.uid).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(DeviceView::of(&device.uid, &current)),
+    ))
+}
+
+async fn change_device(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(uid): Path<String>,
+    ApiJson(changes): ApiJson<DeviceChanges>,
+) -> Result<Json<DeviceView>, ApiError> {
+    principal.require(Permission::Operate)?;
+    let (device, _) = state.buses.devices.load(&uid).await?;
+    if !device.is_registered() {
+        return Err(ApiError::NotFound(format!("no device {uid}")));
+    }
+    if let Some(time_zone) = &changes.time_zone {
+        valid_time_zone(time_zone)?;
+    }
+    let bus = &state.buses.devices;
+    let has_details = changes.name.is_some()
+        || changes.location.is_some()
+        || changes.time_zone.is_some()
+        || changes.shelly_device_id.is_some()
+        || changes.shelly_channel.is_some();
+    if has_details {
+        let command = DeviceCommand::UpdateDevice {
+            name: changes.name,
+            location: changes.location,
+            time_zone: changes.time_zone,
+            shelly_device_id: changes.shelly_device_id,
+            shelly_channel: changes.shelly_channel,
+            actor: principal.actor(),
+            at: Utc::now(),
+        };
+        bus.execute(&uid, command, metadata(&principal)).await?;
+    }
+    if let Some(new_plans) = changes.plans {
+        let command = DeviceCommand::ChangePlans {
+            plans: plans(new_plans)?,
+            actor: principal.actor(),
+            at: Utc::now(),
+        };
+        bus.execute(&uid, command, metadata(&principal)).await?;
+    }
+    if let Some(status) = changes.status {
+        let command = DeviceCommand::SetDeviceStatus {
+            status,
+            reason: changes
+                .reason
+                .unwrap_or_else(|| "set by an operator".to_string()),
+            actor: principal.actor(),
+            at: Utc::now(),
+        };
+        bus.execute(&uid, command, metadata(&principal)).await?;
+    }
+    let (current, _) = bus.load(&uid).await?;
+    Ok(Json(DeviceView::of(&uid, &current)))
+}
+
+async fn switch_relay(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(uid): Path<String>,
+    ApiJson(switch): ApiJson<RelaySwitch>,
+) -> Result<Json<DeviceView>, ApiError> {
+    principal.require(Permission::Operate)?;
+    let (device, _) = state.buses.devices.load(&uid).await?;
+    let on_the_cloud = device
+        .relay_target()
+        .is_some_and(|target| !target.shelly_device_id.starts_with("http"));
+    if on_the_cloud {
+        state.require_shelly()?;
+    }
+    let command = DeviceCommand::SwitchRelay {
+        on: switch.on,
+        reason: switch
+            .reason
+            .unwrap_or_else(|| "switched by an operator".to_string()),
+        actor: principal.actor(),
+        at: Utc::now(),
+    };
+    state
+        .buses
+        .devices
+        .execute(&uid, command, metadata(&principal))
+        .await?;
+    let (current, _) = state.buses.devices.load(&uid).await?;
+    Ok(Json(DeviceView::of(&uid, &current)))
+}

@@ -1,0 +1,182 @@
+//! Operators' write routes for doors: register, change, maintenance mode.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{patch, post};
+use axum::{Json, Router};
+use chrono::Utc;
+use latchkey_aggregates::door::{Door, DoorCommand, DoorStatus};
+use latchkey_aggregates::Money;
+use serde::{Deserialize, Serialize};
+
+use super::auth::{Permission, Principal};
+use super::extract::{currency, valid_time_zone, ApiJson};
+use super::{ApiError, AppState};
+use crate::cqrs::CommandMetadata;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/doors", post(register_door))
+        .route("/api/doors/{uid}", patch(change_door))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewDoor {
+    /// The TTLock lock id.
+    pub uid: String,
+    pub name: String,
+    pub location: String,
+    pub time_zone: String,
+    pub price: i64,
+    pub currency: String,
+    pub access_minutes: u32,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DoorChanges {
+    pub name: Option<String>,
+    pub location: Option<String>,
+    pub time_zone: Option<String>,
+    pub price: Option<i64>,
+    pub currency: Option<String>,
+    pub access_minutes: Option<u32>,
+    pub status: Option<DoorStatus>,
+    /// Why the status changes (kept in the audit log).
+    pub reason: Option<String>,
+}
+
+/// A door as operators see it.
+#[derive(Debug, Serialize)]
+pub struct DoorView {
+    pub uid: String,
+    pub lock_id: Option<i64>,
+    pub name: Option<String>,
+    pub location: Option<String>,
+    pub time_zone: Option<String>,
+    pub price: Option<i64>,
+    pub currency: Option<String>,
+    pub access_minutes: Option<u32>,
+    pub status: DoorStatus,
+    pub passage_mode: Option<bool>,
+}
+
+impl DoorView {
+    pub fn of(uid: &str, door: &Door) -> Self {
+        DoorView {
+            uid: uid.to_string(),
+            lock_id: door.lock_id(),
+            name: door.name().map(str::to_string),
+            location: door.location().map(str::to_string),
+            time_zone: door.time_zone().map(str::to_string),
+            price: door.price().map(|price| price.amount_minor),
+            currency: door.price().map(|price| price.currency.to_string()),
+            access_minutes: door.access_minutes(),
+            status: door.status(),
+            passage_mode: door.passage_mode_enabled(),
+        }
+    }
+}
+
+fn metadata(principal: &Principal) -> CommandMetadata {
+    CommandMetadata::new(principal.actor().to_string(), "api")
+}
+
+async fn register_door(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(door): ApiJson<NewDoor>,
+) -> Result<(StatusCode, Json<DoorView>), ApiError> {
+    principal.require(Permission::Operate)?;
+    let lock_id: i64 = door.uid.parse().map_err(|_| {
+        ApiError::Invalid(format!(
+            "uid {:?} must be the numeric TTLock lock id",
+            door.uid
+        ))
+    })?;
+    valid_time_zone(&door.time_zone)?;
+    let command = DoorCommand::RegisterDoor {
+        door_uid: door.uid.clone(),
+        lock_id,
+        name: door.name,
+        location: door.location,
+        time_zone: door.time_zone,
+        price: Money::new(door.price, currency(&door.currency)?),
+        access_minutes: door.access_minutes,
+        actor: principal.actor(),
+        at: Utc::now(),
+    };
+    state
+        .buses
+        .doors
+        .execute(&door.uid, command, metadata(&principal))
+        .await?;
+    let (current, _) = state.buses.doors.load(&door.uid).await?;
+    Ok((StatusCode::CREATED, Json(DoorView::of(&door.uid, &current))))
+}
+
+async fn change_door(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(uid): Path<String>,
+    ApiJson(changes): ApiJson<DoorChanges>,
+) -> Result<Json<DoorView>, ApiError> {
+    principal.require(Permission::Operate)?;
+    let (door, _) = state.buses.doors.load(&uid).await?;
+    if !door.is_registered() {
+        return Err(ApiError::NotFound(format!("no door {uid}")));
+    }
+    if let Some(time_zone) = &changes.time_zone {
+        valid_time_zone(time_zone)?;
+    }
+    let price = match (changes.price, &changes.currency) {
+        (None, None) => None,
+        (Some(amount), Some(code)) => Some(Money::new(amount, currency(code)?)),
+        (Some(amount), None) => {
+            let current = door
+                .price()
+                .ok_or_else(|| ApiError::Invalid("send currency with price".into()))?;
+            Some(Money::new(amount, current.currency.clone()))
+        }
+        (None, Some(_)) => return Err(ApiError::Invalid("send price with currency".into())),
+    };
+    let has_details = changes.name.is_some()
+        || changes.location.is_some()
+        || changes.time_zone.is_some()
+        || price.is_some()
+        || changes.access_minutes.is_some();
+    if has_details {
+        let command = DoorCommand::UpdateDoor {
+            name: changes.name,
+            location: changes.location,
+            time_zone: changes.time_zone,
+            price,
+            access_minutes: changes.access_minutes,
+            actor: principal.actor(),
+            at: Utc::now(),
+        };
+        state
+            .buses
+            .doors
+            .execute(&uid, command, metadata(&principal))
+            .await?;
+    }
+    if let Some(status) = changes.status {
+        let command = DoorCommand::SetDoorStatus {
+            status,
+            reason: changes
+                .reason
+                .unwrap_or_else(|| "set by an operator".to_string()),
+            actor: principal.actor(),
+            at: Utc::now(),
+        };
+        state
+            .buses
+            .doors
+            .execute(&uid, command, metadata(&principal))
+            .await?;
+    }
+    let (current, _) = state.buses.doors.load(&uid).await?;
+    Ok(Json(DoorView::of(&uid, &current)))
+}

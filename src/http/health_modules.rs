@@ -1,0 +1,40 @@
+//! `GET /api/health/modules`: each integration's state (configured / ok / failing, the
+//! last error and when) for operators' dashboards.
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use super::auth::{Permission, Principal};
+use super::{ApiError, AppState};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/health/modules", get(modules))
+}
+
+async fn modules(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(Permission::Read)?;
+    let modules: Vec<_> = state
+        .gateways
+        .health
+        .iter()
+        .map(|health| health.snapshot())
+        .collect();
+    for module in &modules {
+        let failing = if module.state == crate::integrations::health::HealthState::Failing {
+            1.0
+        } else {
+            0.0
+        };
+        state.metrics.set_gauge(
+            "latchkey_module_failing",
+            &[("module", &module.name)],
+            failing,
+        );
+    }
+    Ok(Json(json!({ "modules": modules })))
+}

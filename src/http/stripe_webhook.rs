@@ -1,0 +1,254 @@
+//! Stripe's side of the HTTP surface: the webhook endpoint and the operator views of the
+//! inbox.
+//!
+//! The webhook answers 2xx only once the event is committed to the inbox: Stripe treats
+//! 2xx as "delivered" and never sends it again. Processing happens afterwards (inline in
+//! a task, then the retry worker), so a slow or failing ledger never makes Stripe retry
+//! or disable the endpoint.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use tracing::{info, warn};
+
+use super::auth::{Permission, Principal};
+use super::{ApiError, AppState};
+use crate::integrations::stripe::{diagnostics, signature};
+use crate::store::inbox::{now_ms, Cursor, Inserted, NewDelivery, Source};
+
+/// Page size bounds for the deliveries list.
+const DEFAULT_LIMIT: i64 = 50;
+const MAX_LIMIT: i64 = 200;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/stripe/webhook", post(receive))
+        .route("/api/stripe/deliveries", get(list_deliveries))
+        .route("/api/stripe/deliveries/{event_id}", get(get_delivery))
+        .route("/api/stripe/diagnostics", get(get_diagnostics))
+        .route("/api/stripe/catch-up", post(run_catch_up))
+}
+
+/// The envelope fields we index on. Everything else stays in the stored raw body.
+#[derive(Deserialize)]
+struct Envelope {
+    id: String,
+    #[serde(rename = "type")]
+    event_type: String,
+    created: i64,
+    #[serde(default)]
+    livemode: bool,
+    #[serde(default)]
+    api_version: Option<String>,
+}
+
+async fn receive(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let stripe = &state.stripe;
+    if stripe.webhook_secrets.is_empty() {
+        return Err(ApiError::NotConfigured(
+            "Stripe webhooks are not configured: set STRIPE_WEBHOOK_SECRET to the endpoint's signing secret (whsec_…)".to_string(),
+        ));
+    }
+    let header = headers
+        .get(signature::HEADER)
+        .map(|value| value.to_str().unwrap_or_default());
+    let now = chrono::Utc::now().timestamp();
+    if let Err(error) = signature::verify(&body, header, &stripe.webhook_secrets, now) {
+        state.metrics.increment(
+            "latchkey_webhook_signature_failures_total",
+            &[("reason", error.reason())],
+        );
+        warn!(
+            reason = error.reason(),
+            body_length = body.len(),
+            "stripe webhook signature refused"
+        );
+        if let Err(db_error) = stripe
+            .inbox
+            .record_signature_failure(
+                error.reason(),
+                &body,
+                stripe.options.signature_failures_kept,
+            )
+            .await
+        {
+            warn!(error = %db_error, "could not record a webhook signature failure");
+        }
+        return Err(ApiError::Unauthenticated(format!(
+            "Stripe webhook signature verification failed: {error}"
+        )));
+    }
+    // Stripe only signs valid JSON events, so this answers forgers with a valid secret
+    // (tests) rather than Stripe.
+    let envelope: Envelope = serde_json::from_slice(&body).map_err(|error| {
+        ApiError::BadRequest(format!(
+            "the signed body is not a Stripe event (JSON with id, type, created): {error}"
+        ))
+    })?;
+    let payload = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::BadRequest("the body is not UTF-8".to_string()))?;
+    let inline = stripe.options.processor.is_some() && stripe.options.process_inline;
+    // Processing inline holds the row for a lease; otherwise the worker may take it now.
+    let due_at = if inline {
+        now_ms() + stripe.options.worker.lease_ms()
+    } else {
+        now_ms()
+    };
+    let delivery = NewDelivery {
+        event_id: &envelope.id,
+        event_type: &envelope.event_type,
+        api_version: envelope.api_version.as_deref(),
+        livemode: envelope.livemode,
+        stripe_created: envelope.created,
+        payload,
+        source: Source::Webhook,
+    };
+    let inserted = stripe
+        .inbox
+        .insert(&delivery, due_at)
+        .await
+        .map_err(|error| anyhow::Error::new(error).context("storing a stripe delivery"))?;
+    match inserted {
+        Inserted::New => {
+            state
+                .metrics
+                .increment("latchkey_stripe_webhooks_total", &[("outcome", "stored")]);
+            info!(event_id = %envelope.id, event_type = %envelope.event_type, "stripe event stored");
+            if inline {
+                let stripe = stripe.clone();
+                let metrics = state.metrics.clone();
+                let event_id = envelope.id.clone();
+                tokio::spawn(async move { stripe.process_now(&event_id, &metrics).await });
+            }
+            Ok((
+                StatusCode::OK,
+                Json(json!({ "received": true, "event_id": envelope.id, "duplicate": false })),
+            ))
+        }
+        Inserted::Duplicate { status } => {
+            state.metrics.increment(
+                "latchkey_stripe_webhooks_total",
+                &[("outcome", "duplicate")],
+            );
+            info!(event_id = %envelope.id, status = %status, "stripe event already stored");
+            Ok((
+                StatusCode::OK,
+                Json(json!({
+                    "received": true, "event_id": envelope.id, "duplicate": true, "status": status
+                })),
+            ))
+        }
+    }
+}
+
+/// Stripe failed us: 502 with Stripe's own message, which names what to fix.
+impl From<crate::integrations::stripe::StripeApiError> for ApiError {
+    fn from(error: crate::integrations::stripe::StripeApiError) -> Self {
+        ApiError::Upstream(error.to_string())
+    }
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    limit: Option<i64>,
+    cursor: Option<String>,
+    status: Option<String>,
+}
+
+async fn list_deliveries(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(query): Query<ListQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    principal.require(Permission::Read)?;
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let cursor = query
+        .cursor
+        .as_deref()
+        .map(|raw| {
+            Cursor::decode(raw)
+                .ok_or_else(|| ApiError::BadRequest("cursor is not one we issued".to_string()))
+        })
+        .transpose()?;
+    let items = state
+        .stripe
+        .inbox
+        .list(limit, cursor.as_ref(), query.status.as_deref())
+        .await
+        .map_err(anyhow::Error::new)?;
+    let next_cursor = (items.len() as i64 == limit)
+        .then(|| items.last())
+        .flatten()
+        .map(|last| {
+            Cursor {
+                received_at: last.received_at,
+                event_id: last.event_id.clone(),
+            }
+            .encode()
+        });
+    Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
+}
+
+async fn get_delivery(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(event_id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    principal.require(Permission::Read)?;
+    let row = state
+        .stripe
+        .inbox
+        .row(&event_id)
+        .await
+        .map_err(anyhow::Error::new)?
+        .ok_or_else(|| ApiError::NotFound(format!("no stored Stripe event {event_id}")))?;
+    Ok(Json(row))
+}
+
+#[derive(Deserialize)]
+struct DiagnosticsQuery {
+    #[serde(default)]
+    test: bool,
+}
+
+async fn get_diagnostics(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(query): Query<DiagnosticsQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    principal.require(Permission::Read)?;
+    let report = diagnostics::collect(&state.settings, &state.stripe, query.test)
+        .await
+        .map_err(anyhow::Error::new)?;
+    Ok(Json(report))
+}
+
+async fn run_catch_up(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<impl IntoResponse, ApiError> {
+    principal.require(Permission::Operate)?;
+    if state.stripe.client.is_none() {
+        return Err(ApiError::NotConfigured(
+            "Stripe is not configured: set STRIPE_SECRET_KEY".to_string(),
+        ));
+    }
+    let report = state
+        .stripe
+        .catch_up_now()
+        .await
+        .map_err(|error| match error {
+            crate::integrations::stripe::catch_up::CatchUpError::Stripe(error) => error.into(),
+            other => ApiError::Internal(anyhow::Error::new(other)),
+        })?;
+    Ok(Json(report))
+}

@@ -1,0 +1,106 @@
+//! The Door aggregate's `LockGateway` port on the TTLock client.
+//!
+//! The port speaks in lock ids and passcode ids; TTLock also needs to know whether a lock
+//! has a gateway (which decides between a revocable custom code and a random period code,
+//! and how to delete). That comes from the lock list, cached here and refreshed when a lock
+//! is not in it yet.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use latchkey_aggregates::door::services::{
+    IssuedPasscode, LockError, LockGateway, PasscodeRequest,
+};
+
+use super::{AccessCodeRequest, DeleteMode, TtlockClient, TtlockError};
+
+pub struct TtlockLockGateway {
+    client: TtlockClient,
+    /// lock id → has a gateway.
+    gateways: Mutex<HashMap<i64, bool>>,
+}
+
+impl TtlockLockGateway {
+    pub fn new(client: TtlockClient) -> Self {
+        TtlockLockGateway {
+            client,
+            gateways: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn cached(&self, lock_id: i64) -> Option<bool> {
+        self.gateways
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&lock_id)
+            .copied()
+    }
+
+    async fn has_gateway(&self, lock_id: i64) -> Result<bool, LockError> {
+        if let Some(known) = self.cached(lock_id) {
+            return Ok(known);
+        }
+        let locks = self.client.list_locks().await.map_err(lock_error)?;
+        let mut cache = self
+            .gateways
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for lock in &locks {
+            cache.insert(lock.lock_id, lock.has_gateway);
+        }
+        cache.get(&lock_id).copied().ok_or_else(|| {
+            LockError::permanent(format!(
+                "lock {lock_id} is not in this TTLock account's lock list; check the door's uid"
+            ))
+        })
+    }
+}
+
+fn lock_error(error: TtlockError) -> LockError {
+    if error.is_retryable() {
+        LockError::retryable(error.to_string())
+    } else {
+        LockError::permanent(error.to_string())
+    }
+}
+
+#[async_trait]
+impl LockGateway for TtlockLockGateway {
+    async fn issue_passcode(&self, request: PasscodeRequest) -> Result<IssuedPasscode, LockError> {
+        let has_gateway = self.has_gateway(request.lock_id).await?;
+        let issued = self
+            .client
+            .issue_access_code(&AccessCodeRequest {
+                lock_id: request.lock_id,
+                has_gateway,
+                name: request.name,
+                idempotency_key: format!("latchkey-access-{}", request.payment_id),
+                valid_from: request.valid_from,
+                valid_until: request.valid_to,
+            })
+            .await
+            .map_err(lock_error)?;
+        Ok(IssuedPasscode {
+            passcode_id: issued.keyboard_pwd_id,
+            code: issued.code,
+            valid_from: issued.valid_from,
+            valid_to: issued.valid_until,
+            remotely_revocable: issued.remotely_revocable,
+        })
+    }
+
+    async fn delete_passcode(&self, lock_id: i64, passcode_id: i64) -> Result<(), LockError> {
+        let mode = if self.has_gateway(lock_id).await? {
+            DeleteMode::ViaGateway
+        } else {
+            DeleteMode::CloudOnly
+        };
+        // Deleting twice is fine: TTLock's "no such passcode" comes back as AlreadyAbsent.
+        self.client
+            .delete_passcode(lock_id, passcode_id, mode)
+            .await
+            .map(|_| ())
+            .map_err(lock_error)
+    }
+}

@@ -1,0 +1,226 @@
+//! A Stripe simulator, wire-faithful for the subset Latchkey uses: Checkout Sessions,
+//! PaymentIntent capture/cancel/retrieve, refunds and the Events API, with Stripe's
+//! form-encoded requests, bearer auth, idempotency-key replay and error shapes; a hosted
+//! checkout page where test cards decide the outcome; and correctly signed webhook
+//! deliveries that can be told to duplicate, reorder, delay or drop events.
+//!
+//! Runs as `latchkey sim stripe --listen ADDR` or in-process through [`spawn`].
+
+mod api;
+pub mod state;
+pub mod webhooks;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use state::{card_outcome, CardOutcome, RecordedRequest, SimError};
+pub use webhooks::{DeliveryMode, DeliveryRecord};
+
+use state::SimState;
+use webhooks::Deliverer;
+
+/// Webhook requests give up after this; a hung endpoint must not pile up tasks.
+const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Debug)]
+pub struct StripeSimConfig {
+    /// The only API key accepted (`sk_test_…`).
+    pub secret_key: String,
+    /// Deliveries are signed once per secret (several during a rotation).
+    pub webhook_secrets: Vec<String>,
+    /// Where events are POSTed; `None` until set (events are still listed).
+    pub webhook_url: Option<String>,
+    /// Base of checkout page links; defaults to `http://{listen address}`.
+    pub public_base: Option<String>,
+    /// `payment_status` of a completed manual-capture Checkout Session. Stripe's
+    /// documentation found does not say (reference: unconfirmed); `unpaid` is the
+    /// stricter assumption for the ledger, `paid` the other possibility.
+    pub manual_capture_payment_status: String,
+}
+
+impl StripeSimConfig {
+    /// Accepts `secret_key`, signs with `webhook_secrets`, delivers nowhere yet.
+    pub fn new(secret_key: impl Into<String>, webhook_secrets: Vec<String>) -> Self {
+        StripeSimConfig {
+            secret_key: secret_key.into(),
+            webhook_secrets,
+            webhook_url: None,
+            public_base: None,
+            manual_capture_payment_status: "unpaid".to_string(),
+        }
+    }
+}
+
+pub(crate) struct Shared {
+    config: StripeSimConfig,
+    checkout_base: String,
+    state: Mutex<SimState>,
+    deliverer: Deliverer,
+    /// (requests left to fail, status): makes the next API requests fail before they
+    /// execute, as a Stripe outage does, to exercise the client's retries.
+    failures: Mutex<(u32, u16)>,
+}
+
+impl Shared {
+    /// Consumes one injected failure, if any is left.
+    fn injected_failure(&self) -> Option<SimError> {
+        let mut failures = lock(&self.failures);
+        if failures.0 == 0 {
+            return None;
+        }
+        failures.0 -= 1;
+        Some(SimError {
+            status: failures.1,
+            kind: "api_error",
+            code: None,
+            decline_code: None,
+            message: "Simulated Stripe failure; retry with the same idempotency key.".to_string(),
+            param: None,
+        })
+    }
+
+    fn lock_state(&self) -> MutexGuard<'_, SimState> {
+        // The state is plain data mutated under the lock; a panic cannot leave it torn
+        // in a way later requests would trip on.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A running simulator.
+pub struct StripeSimHandle {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+/// Serves the simulator on `listener` until the handle is stopped (or dropped with its
+/// runtime).
+pub fn spawn(listener: TcpListener, config: StripeSimConfig) -> std::io::Result<StripeSimHandle> {
+    let addr = listener.local_addr()?;
+    let checkout_base = config
+        .public_base
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"))
+        .trim_end_matches('/')
+        .to_string();
+    let http = reqwest::Client::builder()
+        .timeout(WEBHOOK_TIMEOUT)
+        .build()
+        .map_err(std::io::Error::other)?;
+    let deliverer = Deliverer {
+        http,
+        url: Arc::new(Mutex::new(config.webhook_url.clone())),
+        secrets: Arc::new(Mutex::new(config.webhook_secrets.clone())),
+        mode: Arc::new(Mutex::new(DeliveryMode::Normal)),
+        log: Arc::new(Mutex::new(Vec::new())),
+    };
+    let shared = Arc::new(Shared {
+        config,
+        checkout_base,
+        state: Mutex::new(SimState::default()),
+        deliverer,
+        failures: Mutex::new((0, 500)),
+    });
+    let shutdown = CancellationToken::new();
+    let router = api::router(shared.clone());
+    let stop = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(error) = served {
+            tracing::warn!(error = %error, "the Stripe simulator stopped");
+        }
+    });
+    Ok(StripeSimHandle {
+        addr,
+        shared,
+        shutdown,
+        task,
+    })
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl StripeSimHandle {
+    /// The API base to give the client (`STRIPE_API_BASE`).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn set_webhook_url(&self, url: impl Into<String>) {
+        *lock(&self.shared.deliverer.url) = Some(url.into());
+    }
+
+    pub fn set_webhook_secrets(&self, secrets: Vec<String>) {
+        *lock(&self.shared.deliverer.secrets) = secrets;
+    }
+
+    /// The next `count` API requests fail with `status` before doing anything.
+    pub fn fail_next(&self, count: u32, status: u16) {
+        *lock(&self.shared.failures) = (count, status);
+    }
+
+    pub fn set_delivery(&self, mode: DeliveryMode) {
+        *lock(&self.shared.deliverer.mode) = mode;
+    }
+
+    /// Pays a Checkout Session with a test card, as the checkout page would.
+    pub fn pay(&self, session_id: &str, card: &str) -> Result<Value, SimError> {
+        let (intent, events) = self.shared.lock_state().pay(
+            session_id,
+            card,
+            None,
+            &self.shared.config.manual_capture_payment_status,
+        )?;
+        self.shared.deliverer.dispatch(events);
+        Ok(intent)
+    }
+
+    /// Every request the API received, in order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.lock_state().requests.clone()
+    }
+
+    /// Every event created, in creation order.
+    pub fn events(&self) -> Vec<Value> {
+        self.shared.lock_state().events.clone()
+    }
+
+    /// Every webhook delivery attempt.
+    pub fn deliveries(&self) -> Vec<DeliveryRecord> {
+        lock(&self.shared.deliverer.log).clone()
+    }
+
+    /// Delivers a stored event again (as Stripe's "resend").
+    pub async fn redeliver(&self, event_id: &str) -> bool {
+        let event = self
+            .shared
+            .lock_state()
+            .events
+            .iter()
+            .find(|event| event["id"] == event_id)
+            .cloned();
+        match event {
+            Some(event) => {
+                self.shared.deliverer.deliver(&event).await;
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+}

@@ -1,0 +1,201 @@
+//! Door access: from a paid payment to a TTLock code, and from a refund back to no code.
+//!
+//! | fact | decision |
+//! |---|---|
+//! | `PaymentSucceeded` of a door payment | Door: issue the payment's code now |
+//! | `RefundRecorded` leaving the payment `refunded` | Door: revoke (delete) the code |
+//! | `AccessCodeIssueFailed`, retryable | schedule another issue after a backoff |
+//! | `AccessCodeRevocationPending` | schedule another delete after a backoff |
+//! | `AccessCodeIssued` | schedule the code's deletion when its window ends |
+//!
+//! A partial refund keeps access: the guest still paid for some of it, and an operator who
+//! wants access gone refunds in full (or revokes). Everything the workflow does is
+//! idempotent in the Door aggregate (a live code is never issued twice; a revoked code stays
+//! revoked), so reacting to an event twice after a crash changes nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use cqrs_es::AggregateError;
+use latchkey_aggregates::door::DoorCommand;
+use latchkey_aggregates::payment::PaymentTarget;
+use latchkey_aggregates::Actor;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::schedule::{backoff, schedule, Job};
+use crate::cqrs::{Buses, CommandMetadata};
+use crate::store::journal::JournalEvent;
+use crate::store::subscription::{Delivery, Subscriber};
+use crate::store::{Database, Tx};
+
+/// The workflow's subscriber name (and singleton lock).
+pub const NAME: &str = "workflow:door_access";
+
+pub struct DoorAccessWorkflow {
+    buses: Arc<Buses>,
+    database: Database,
+    /// First retry delay of a failed TTLock call; doubled per attempt up to `retry_max`.
+    retry_base: Duration,
+    retry_max: Duration,
+}
+
+impl DoorAccessWorkflow {
+    pub fn new(
+        buses: Arc<Buses>,
+        database: Database,
+        retry_base: Duration,
+        retry_max: Duration,
+    ) -> Self {
+        DoorAccessWorkflow {
+            buses,
+            database,
+            retry_base,
+            retry_max,
+        }
+    }
+
+    /// The door of a door payment, or `None` for a device payment.
+    async fn door_of(&self, payment_id: &str) -> anyhow::Result<Option<String>> {
+        let (payment, _) = self.buses.payments.load(payment_id).await?;
+        Ok(match payment.target() {
+            Some(PaymentTarget::Door { door_uid }) => Some(door_uid.clone()),
+            _ => None,
+        })
+    }
+
+    async fn on_payment(&self, event: &JournalEvent) -> anyhow::Result<()> {
+        let payment_id: Uuid = event.aggregate_id.parse()?;
+        let status = event.payload.get("status").and_then(Value::as_str);
+        let command = match event.event_type.as_str() {
+            "PaymentSucceeded" => DoorCommand::IssueAccessCode {
+                payment_id,
+                actor: Actor::System,
+                at: Utc::now(),
+            },
+            "RefundRecorded" if status == Some("refunded") => DoorCommand::RevokeAccessCode {
+                payment_id,
+                reason: "the payment was refunded in full".to_string(),
+                actor: Actor::System,
+                at: Utc::now(),
+            },
+            _ => return Ok(()),
+        };
+        let Some(door_uid) = self.door_of(&event.aggregate_id).await? else {
+            return Ok(());
+        };
+        self.execute(&door_uid, command, event).await
+    }
+
+    async fn on_door(&self, event: &JournalEvent) -> anyhow::Result<()> {
+        let door_uid = &event.aggregate_id;
+        let payload = &event.payload;
+        let payment_id = payload
+            .get("payment_id")
+            .and_then(Value::as_str)
+            .and_then(|id| Uuid::parse_str(id).ok());
+        let attempt = payload.get("attempt").and_then(Value::as_u64).unwrap_or(1) as u32;
+        match (event.event_type.as_str(), payment_id) {
+            ("AccessCodeIssueFailed", Some(payment_id)) => {
+                if payload.get("retryable").and_then(Value::as_bool) != Some(true) {
+                    return Ok(());
+                }
+                let due = Utc::now() + backoff(self.retry_base, self.retry_max, attempt);
+                let job = Job::IssueAccessCode {
+                    door_uid: door_uid.clone(),
+                    payment_id,
+                };
+                schedule(
+                    &self.database,
+                    &format!("issue:{door_uid}:{payment_id}:{attempt}"),
+                    due,
+                    &job,
+                )
+                .await
+            }
+            ("AccessCodeRevocationPending", Some(payment_id)) => {
+                let due = Utc::now() + backoff(self.retry_base, self.retry_max, attempt);
+                let job = Job::RevokeAccessCode {
+                    door_uid: door_uid.clone(),
+                    payment_id,
+                    reason: payload
+                        .get("reason")
+                        .and_then(Value::as_str)
+                        .unwrap_or("revocation retry")
+                        .to_string(),
+                };
+                schedule(
+                    &self.database,
+                    &format!("revoke:{door_uid}:{payment_id}:{attempt}"),
+                    due,
+                    &job,
+                )
+                .await
+            }
+            ("AccessCodeIssued", Some(payment_id)) => {
+                let valid_to: DateTime<Utc> = serde_json::from_value(payload["valid_to"].clone())?;
+                let job = Job::ExpireAccessCodes {
+                    door_uid: door_uid.clone(),
+                };
+                schedule(
+                    &self.database,
+                    &format!("expire:{door_uid}:{payment_id}"),
+                    valid_to,
+                    &job,
+                )
+                .await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn execute(
+        &self,
+        door_uid: &str,
+        command: DoorCommand,
+        cause: &JournalEvent,
+    ) -> anyhow::Result<()> {
+        let metadata = CommandMetadata::new(Actor::System.to_string(), "workflow").with(
+            "caused_by",
+            format!(
+                "{} {} {}",
+                cause.aggregate_type, cause.aggregate_id, cause.sequence
+            ),
+        );
+        match self.buses.doors.execute(door_uid, command, metadata).await {
+            Ok(()) => Ok(()),
+            // A refusal is a decision of the Door (maintenance, already revoked, attempts
+            // exhausted): retrying the event cannot change it, and the journal holds why.
+            Err(AggregateError::UserError(refusal)) => {
+                tracing::warn!(door_uid, payment_id = %cause.aggregate_id, refusal = %refusal, "door refused the workflow's command");
+                Ok(())
+            }
+            Err(other) => Err(anyhow::anyhow!("door {door_uid}: {other}")),
+        }
+    }
+}
+
+#[async_trait]
+impl Subscriber for DoorAccessWorkflow {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    async fn apply(&self, _tx: &mut Tx, _event: &JournalEvent) -> anyhow::Result<()> {
+        anyhow::bail!("the door access workflow reacts outside transactions")
+    }
+
+    fn delivery(&self) -> Delivery {
+        Delivery::Effects
+    }
+
+    async fn react(&self, event: &JournalEvent) -> anyhow::Result<()> {
+        match event.aggregate_type.as_str() {
+            "Payment" => self.on_payment(event).await,
+            "Door" => self.on_door(event).await,
+            _ => Ok(()),
+        }
+    }
+}

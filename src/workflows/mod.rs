@@ -1,0 +1,12 @@
+//! Process managers: journal subscribers that turn facts into commands.
+//!
+//! - [`door_access`]: a paid door payment gets its TTLock code; a full refund deletes it;
+//!   a code whose window ended is deleted; failed TTLock calls are retried with backoff.
+//! - [`schedule`]: the durable "do this later" table and the worker that runs it.
+//!
+//! Workflows run with [`Delivery::Effects`](crate::store::subscription::Delivery): each
+//! event is reacted to outside any transaction and the checkpoint moves after it, so a
+//! crash repeats at most the last event — every command they send is idempotent.
+
+pub mod door_access;
+pub mod schedule;
