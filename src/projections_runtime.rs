@@ -35,8 +35,13 @@ use crate::store::{Database, Tx};
 /// The singleton lock all projections run under.
 const LOCK_NAME: &str = "projections";
 
-/// Lag gauges are refreshed at most this often: each refresh counts events per projection.
+/// Lag gauges are refreshed at most this often while the projections work: each refresh
+/// counts the unhandled events of every projection.
 const LAG_REFRESH: Duration = Duration::from_secs(1);
+
+/// How often the gauges are refreshed while the projections are idle: lag can still grow
+/// then (events held back behind another instance's long transaction), but slowly.
+const LAG_REFRESH_IDLE: Duration = Duration::from_secs(10);
 
 /// A projection seen as a journal subscriber.
 pub struct ProjectionSubscriber {
@@ -254,8 +259,9 @@ impl ProjectionTask {
             // Refresh when due, and at once when the projections have just caught up, so
             // the gauges show 0 as soon as they are.
             let caught_up = was_busy && !busy;
+            let interval = if busy { LAG_REFRESH } else { LAG_REFRESH_IDLE };
             was_busy = busy;
-            if caught_up || lag_refreshed.is_none_or(|at| at.elapsed() >= LAG_REFRESH) {
+            if caught_up || lag_refreshed.is_none_or(|at| at.elapsed() >= interval) {
                 match status(&self.database).await {
                     Ok(statuses) => record_metrics(&self.metrics, &statuses),
                     Err(error) => warn!(error = %error, "could not measure projection lag"),
