@@ -19,6 +19,8 @@ pub mod integrations;
 pub mod metrics;
 /// Starting checkouts, guest tokens, Stripe id lookups.
 pub mod payments;
+/// The read models (crate `latchkey-projections`) run as journal subscribers; lag.
+pub mod projections_runtime;
 /// Wire-faithful simulators of Stripe, TTLock and Shelly.
 pub mod sim;
 /// Application::build / run_until_stopped.

@@ -31,6 +31,16 @@ const DESCRIPTIONS: &[(&str, &str, &str)] = &[
         "Events in the journal when last measured.",
     ),
     (
+        "latchkey_projection_lag_events",
+        "gauge",
+        "Committed journal events each projection has not handled yet.",
+    ),
+    (
+        "latchkey_projection_position",
+        "gauge",
+        "Last journal position each projection has handled.",
+    ),
+    (
         "latchkey_up",
         "gauge",
         "1 while the process serves requests.",

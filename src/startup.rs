@@ -16,6 +16,7 @@ use crate::http::{self, AppState};
 use crate::integrations::stripe::gateway::PaymentProcessor;
 use crate::integrations::stripe::{StripeOptions, StripeRuntime};
 use crate::metrics::Metrics;
+use crate::projections_runtime;
 use crate::store::journal::Journal;
 use crate::store::repository::AppendSignal;
 use crate::store::subscription::{self, Subscriber, SubscriptionOptions, SubscriptionRuntime};
@@ -30,6 +31,8 @@ pub struct BuildOptions {
     pub subscriptions: SubscriptionOptions,
     /// Extra journal subscribers to run beside the built-in ones.
     pub subscribers: Vec<Arc<dyn Subscriber>>,
+    /// Do not run the read models (`projections_runtime`); for tests of the journal alone.
+    pub without_projections: bool,
     /// Replaces the gateways built from the settings (tests inject fakes or clients of
     /// simulators here).
     pub gateways: Option<Gateways>,
@@ -105,6 +108,17 @@ impl Application {
         }
         for subscriber in options.subscribers {
             background.push(subscriptions.spawn(subscriber, shutdown.child_token()));
+        }
+        if !options.without_projections {
+            projections_runtime::ensure_checkpoints(&database).await?;
+            let task = projections_runtime::ProjectionTask {
+                runtime: subscriptions.clone(),
+                database: database.clone(),
+                appended: appended.clone(),
+                options: options.subscriptions.clone(),
+                metrics: metrics.clone(),
+            };
+            background.push(task.spawn(shutdown.child_token()));
         }
         let mut stripe = StripeRuntime::new(&settings, database.clone(), options.stripe)?;
         let gateways = match options.gateways {

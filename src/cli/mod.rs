@@ -2,8 +2,10 @@
 
 mod bench;
 mod export;
+pub mod rebuild;
+pub mod replay;
 mod token;
-mod verify;
+pub mod verify;
 
 use clap::{Parser, Subcommand};
 
@@ -32,6 +34,11 @@ pub enum Command {
     Verify,
     /// Write the journal (or a range of it) to stdout as NDJSON, in position order.
     Export(export::ExportArgs),
+    /// Print an aggregate's state as JSON after the events recorded at or before a time.
+    Replay(replay::ReplayArgs),
+    /// Rebuild the read models from position 0 (all, or one by name); `--check` compares
+    /// them with a rebuild instead, changing nothing.
+    Rebuild(rebuild::RebuildArgs),
     /// Manage API tokens.
     #[command(subcommand)]
     Token(token::TokenCommand),
@@ -96,6 +103,8 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         }
         Command::Verify => verify::run(&settings).await,
         Command::Export(args) => export::run(&settings, args).await,
+        Command::Replay(args) => replay::run(&settings, args).await,
+        Command::Rebuild(args) => rebuild::run(&settings, args).await,
         Command::Token(command) => token::run(&settings, command).await,
         Command::Sim {
             service:

@@ -1,6 +1,8 @@
 //! The HTTP surface: one router per audience, all sharing [`AppState`].
 
+pub mod audit;
 pub mod auth;
+pub mod catalogue;
 pub mod checkout;
 pub mod devices;
 pub mod domain_errors;
@@ -8,7 +10,13 @@ pub mod doors;
 pub mod error;
 pub mod extract;
 pub mod health_modules;
+pub mod journal_api;
+pub mod openapi;
 pub mod operations;
+pub mod payments;
+pub mod read_params;
+pub mod reports;
+pub mod sessions;
 pub mod stripe_webhook;
 
 use std::sync::Arc;
@@ -79,6 +87,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(operations::router())
+        .merge(read_router())
         .merge(checkout::router())
         .merge(doors::router())
         .merge(devices::router())
@@ -103,6 +112,18 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .with_state(state)
+}
+
+/// The read side of the operator and auditor API (issue 8), all `GET`.
+fn read_router() -> Router<AppState> {
+    Router::new()
+        .merge(payments::router())
+        .merge(sessions::router())
+        .merge(catalogue::router())
+        .merge(audit::router())
+        .merge(reports::router())
+        .merge(journal_api::router())
+        .merge(openapi::router())
 }
 
 /// Counts requests by route template (never the raw path: tokens live in paths) and status.

@@ -101,6 +101,7 @@ pub async fn spawn_stripe_app(database: &TestDatabase, setup: Setup) -> StripeAp
         },
         subscriptions: fast_subscriptions(),
         subscribers: Vec::new(),
+        without_projections: false,
         gateways: None,
         workflows: Default::default(),
         stripe: StripeOptions {

@@ -1,0 +1,81 @@
+//! `GET /api/openapi.json`: the OpenAPI 3 document, generated from the handlers'
+//! `#[utoipa::path]` annotations and the response types' `ToSchema` derives.
+//!
+//! To document a route: annotate its handler with `#[utoipa::path(...)]` (see
+//! `payments::list`) and add the handler to `paths(...)` below; its body types follow
+//! on their own. Every route but the operations ones requires the `bearer` scheme.
+
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use super::{audit, catalogue, journal_api, payments, reports, sessions, AppState};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/openapi.json", get(document))
+}
+
+/// The error shape of every JSON error: `{error: {code, message}}`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable: bad_request, unauthenticated, forbidden, not_found, conflict, gone,
+    /// invalid, upstream_failed, not_configured, unavailable, internal.
+    pub code: String,
+    /// What to fix, in words.
+    pub message: String,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Latchkey",
+        description = "Event-sourced payments and access ledger: the operator and auditor API."
+    ),
+    paths(
+        payments::list,
+        payments::detail,
+        sessions::list,
+        catalogue::doors,
+        catalogue::devices,
+        audit::list,
+        reports::revenue_report,
+        journal_api::events,
+        journal_api::aggregate_state,
+        journal_api::verify,
+    ),
+    components(schemas(ErrorBody, ErrorDetail)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "payments", description = "Guest payments (payments projection)"),
+        (name = "sessions", description = "Device sessions (sessions projection)"),
+        (name = "catalogue", description = "Doors and devices (catalogue projection)"),
+        (name = "audit", description = "One entry per journal event"),
+        (name = "reports", description = "Revenue per local day, target and currency"),
+        (name = "auditors", description = "The journal, replay and hash-chain verification"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Declares the `bearer` scheme the paths refer to: `Authorization: Bearer <API token>`.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+async fn document() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
