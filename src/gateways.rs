@@ -38,6 +38,8 @@ pub struct Gateways {
     pub stripe_missing: Option<NotConfigured>,
     pub ttlock_missing: Option<NotConfigured>,
     pub shelly_missing: Option<NotConfigured>,
+    /// The TTLock client itself, for what the domain's port does not cover (the lock list).
+    pub ttlock: Option<TtlockClient>,
     /// Each integration's health record (Stripe, TTLock, Shelly), for
     /// `/api/health/modules` and the metrics.
     pub health: Vec<ModuleHealth>,
@@ -54,6 +56,7 @@ impl Gateways {
             stripe_missing: Some(NotConfigured::STRIPE),
             ttlock_missing: Some(NotConfigured::TTLOCK),
             shelly_missing: Some(NotConfigured::SHELLY),
+            ttlock: None,
             health: vec![
                 ModuleHealth::not_configured("stripe"),
                 ModuleHealth::not_configured("ttlock"),
@@ -79,7 +82,8 @@ impl Gateways {
             let health = ModuleHealth::new("ttlock");
             let client = TtlockClient::new(config, health.clone())
                 .map_err(|error| anyhow::anyhow!("TTLock client: {error}"))?;
-            gateways.locks = Arc::new(TtlockLockGateway::new(client));
+            gateways.locks = Arc::new(TtlockLockGateway::new(client.clone()));
+            gateways.ttlock = Some(client);
             gateways.ttlock_missing = None;
             gateways.health[1] = health;
         }
@@ -116,6 +120,7 @@ impl Gateways {
             locks,
             relays,
             checkout,
+            ttlock: None,
             health: vec![
                 ModuleHealth::new("stripe"),
                 ModuleHealth::new("ttlock"),

@@ -16,18 +16,22 @@ pub fn router() -> Router<AppState> {
         .route("/api/checkout/device/{device_uid}", post(device_checkout))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct DoorCheckout {
     pub email: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct DeviceCheckout {
     pub plan_id: String,
     pub email: String,
 }
 
-async fn door_checkout(
+#[utoipa::path(post, path = "/api/checkout/door/{door_uid}", tag = "guests",
+    params(("door_uid" = String, Path, description = "Door uid")),
+    request_body = DoorCheckout,
+    responses((status = 201, description = "{payment_id, checkout_url, status_url}"), (status = 404, body = super::openapi::ErrorBody), (status = 409, body = super::openapi::ErrorBody), (status = 422, body = super::openapi::ErrorBody), (status = 502, body = super::openapi::ErrorBody), (status = 503, body = super::openapi::ErrorBody)))]
+pub async fn door_checkout(
     State(state): State<AppState>,
     Path(door_uid): Path<String>,
     ApiJson(body): ApiJson<DoorCheckout>,
@@ -36,7 +40,11 @@ async fn door_checkout(
     Ok((StatusCode::CREATED, Json(started)))
 }
 
-async fn device_checkout(
+#[utoipa::path(post, path = "/api/checkout/device/{device_uid}", tag = "guests",
+    params(("device_uid" = String, Path, description = "Device uid")),
+    request_body = DeviceCheckout,
+    responses((status = 201, description = "{payment_id, checkout_url, status_url}"), (status = 404, body = super::openapi::ErrorBody), (status = 409, body = super::openapi::ErrorBody), (status = 422, body = super::openapi::ErrorBody), (status = 502, body = super::openapi::ErrorBody), (status = 503, body = super::openapi::ErrorBody)))]
+pub async fn device_checkout(
     State(state): State<AppState>,
     Path(device_uid): Path<String>,
     ApiJson(body): ApiJson<DeviceCheckout>,

@@ -22,7 +22,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// A usage plan as the API speaks it: `{plan_id, name, minutes, price, currency}`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanDto {
     pub plan_id: String,
@@ -57,7 +57,7 @@ fn plans(dtos: Vec<PlanDto>) -> Result<Vec<UsagePlan>, ApiError> {
     dtos.into_iter().map(PlanDto::into_plan).collect()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewDevice {
     pub uid: String,
@@ -70,7 +70,7 @@ pub struct NewDevice {
     pub plans: Vec<PlanDto>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceChanges {
     pub name: Option<String>,
@@ -79,11 +79,12 @@ pub struct DeviceChanges {
     pub shelly_device_id: Option<String>,
     pub shelly_channel: Option<u32>,
     pub plans: Option<Vec<PlanDto>>,
+    #[schema(value_type = Option<String>)]
     pub status: Option<DeviceStatus>,
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RelaySwitch {
     pub on: bool,
@@ -129,7 +130,11 @@ fn metadata(principal: &Principal) -> CommandMetadata {
     CommandMetadata::new(principal.actor().to_string(), "api")
 }
 
-async fn register_device(
+#[utoipa::path(post, path = "/api/devices", tag = "catalogue",
+    request_body = NewDevice,
+    responses((status = 201, description = "The device"), (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody), (status = 404, body = super::openapi::ErrorBody), (status = 409, body = super::openapi::ErrorBody), (status = 422, body = super::openapi::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn register_device(
     State(state): State<AppState>,
     principal: Principal,
     ApiJson(device): ApiJson<NewDevice>,
@@ -159,7 +164,12 @@ async fn register_device(
     ))
 }
 
-async fn change_device(
+#[utoipa::path(patch, path = "/api/devices/{uid}", tag = "catalogue",
+    params(("uid" = String, Path, description = "Device uid")),
+    request_body = DeviceChanges,
+    responses((status = 200, description = "The device"), (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody), (status = 404, body = super::openapi::ErrorBody), (status = 409, body = super::openapi::ErrorBody), (status = 422, body = super::openapi::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn change_device(
     State(state): State<AppState>,
     principal: Principal,
     Path(uid): Path<String>,
@@ -214,7 +224,12 @@ async fn change_device(
     Ok(Json(DeviceView::of(&uid, &current)))
 }
 
-async fn switch_relay(
+#[utoipa::path(post, path = "/api/devices/{uid}/relay", tag = "catalogue",
+    params(("uid" = String, Path, description = "Device uid")),
+    request_body = RelaySwitch,
+    responses((status = 200, description = "The device"), (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody), (status = 404, body = super::openapi::ErrorBody), (status = 409, body = super::openapi::ErrorBody), (status = 502, body = super::openapi::ErrorBody), (status = 503, body = super::openapi::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn switch_relay(
     State(state): State<AppState>,
     principal: Principal,
     Path(uid): Path<String>,

@@ -20,7 +20,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/doors/{uid}", patch(change_door))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewDoor {
     /// The TTLock lock id.
@@ -33,7 +33,7 @@ pub struct NewDoor {
     pub access_minutes: u32,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DoorChanges {
     pub name: Option<String>,
@@ -42,6 +42,7 @@ pub struct DoorChanges {
     pub price: Option<i64>,
     pub currency: Option<String>,
     pub access_minutes: Option<u32>,
+    #[schema(value_type = Option<String>)]
     pub status: Option<DoorStatus>,
     /// Why the status changes (kept in the audit log).
     pub reason: Option<String>,
@@ -83,7 +84,11 @@ fn metadata(principal: &Principal) -> CommandMetadata {
     CommandMetadata::new(principal.actor().to_string(), "api")
 }
 
-async fn register_door(
+#[utoipa::path(post, path = "/api/doors", tag = "catalogue",
+    request_body = NewDoor,
+    responses((status = 201, description = "The door"), (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody), (status = 404, body = super::openapi::ErrorBody), (status = 409, body = super::openapi::ErrorBody), (status = 422, body = super::openapi::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn register_door(
     State(state): State<AppState>,
     principal: Principal,
     ApiJson(door): ApiJson<NewDoor>,
@@ -116,7 +121,12 @@ async fn register_door(
     Ok((StatusCode::CREATED, Json(DoorView::of(&door.uid, &current))))
 }
 
-async fn change_door(
+#[utoipa::path(patch, path = "/api/doors/{uid}", tag = "catalogue",
+    params(("uid" = String, Path, description = "Door uid (TTLock lock id)")),
+    request_body = DoorChanges,
+    responses((status = 200, description = "The door"), (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody), (status = 404, body = super::openapi::ErrorBody), (status = 409, body = super::openapi::ErrorBody), (status = 422, body = super::openapi::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn change_door(
     State(state): State<AppState>,
     principal: Principal,
     Path(uid): Path<String>,

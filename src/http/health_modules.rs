@@ -1,5 +1,6 @@
 //! `GET /api/health/modules`: each integration's state (configured / ok / failing, the
-//! last error and when) for operators' dashboards.
+//! last error and when) and each projection's position and lag behind the journal, for
+//! operators' dashboards.
 
 use axum::extract::State;
 use axum::routing::get;
@@ -13,7 +14,10 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/api/health/modules", get(modules))
 }
 
-async fn modules(
+#[utoipa::path(get, path = "/api/health/modules", tag = "operations",
+    responses((status = 200, description = "{modules, projections}"), (status = 401, body = super::openapi::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn modules(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Json<Value>, ApiError> {
@@ -36,5 +40,8 @@ async fn modules(
             failing,
         );
     }
-    Ok(Json(json!({ "modules": modules })))
+    let projections = crate::projections_runtime::status(&state.database).await?;
+    Ok(Json(
+        json!({ "modules": modules, "projections": projections }),
+    ))
 }

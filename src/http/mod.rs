@@ -13,6 +13,7 @@ pub mod health_modules;
 pub mod journal_api;
 pub mod openapi;
 pub mod operations;
+pub mod operator_actions;
 pub mod payments;
 pub mod read_params;
 pub mod reports;
@@ -92,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         .merge(doors::router())
         .merge(devices::router())
         .merge(health_modules::router())
+        .merge(operator_actions::router())
         .merge(stripe_webhook::router())
         .layer(middleware::from_fn_with_state(
             state.clone(),

@@ -11,7 +11,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::{audit, catalogue, journal_api, payments, reports, sessions, AppState};
+use super::{
+    audit, catalogue, checkout, devices, doors, health_modules, journal_api, operator_actions,
+    payments, reports, sessions, stripe_webhook, AppState,
+};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/openapi.json", get(document))
@@ -49,6 +52,22 @@ pub struct ErrorDetail {
         journal_api::events,
         journal_api::aggregate_state,
         journal_api::verify,
+        operator_actions::refund,
+        operator_actions::force_end,
+        operator_actions::sync_doors,
+        doors::register_door,
+        doors::change_door,
+        devices::register_device,
+        devices::change_device,
+        devices::switch_relay,
+        checkout::door_checkout,
+        checkout::device_checkout,
+        stripe_webhook::receive,
+        stripe_webhook::list_deliveries,
+        stripe_webhook::get_delivery,
+        stripe_webhook::get_diagnostics,
+        stripe_webhook::run_catch_up,
+        health_modules::modules,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&BearerAuth),

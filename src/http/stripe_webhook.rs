@@ -47,7 +47,10 @@ struct Envelope {
     api_version: Option<String>,
 }
 
-async fn receive(
+#[utoipa::path(post, path = "/api/stripe/webhook", tag = "stripe",
+    request_body = String,
+    responses((status = 200, description = "Durably stored (or a repeat)"), (status = 400, body = super::openapi::ErrorBody), (status = 401, body = super::openapi::ErrorBody), (status = 503, body = super::openapi::ErrorBody)))]
+pub async fn receive(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
@@ -158,13 +161,16 @@ impl From<crate::integrations::stripe::StripeApiError> for ApiError {
 }
 
 #[derive(Deserialize)]
-struct ListQuery {
+pub struct ListQuery {
     limit: Option<i64>,
     cursor: Option<String>,
     status: Option<String>,
 }
 
-async fn list_deliveries(
+#[utoipa::path(get, path = "/api/stripe/deliveries", tag = "stripe",
+    responses((status = 200, description = "{items, next_cursor}"), (status = 401, body = super::openapi::ErrorBody), (status = 422, body = super::openapi::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_deliveries(
     State(state): State<AppState>,
     principal: Principal,
     Query(query): Query<ListQuery>,
@@ -198,7 +204,11 @@ async fn list_deliveries(
     Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
 }
 
-async fn get_delivery(
+#[utoipa::path(get, path = "/api/stripe/deliveries/{event_id}", tag = "stripe",
+    params(("event_id" = String, Path, description = "Stripe event id")),
+    responses((status = 200, description = "One delivery"), (status = 401, body = super::openapi::ErrorBody), (status = 404, body = super::openapi::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get_delivery(
     State(state): State<AppState>,
     principal: Principal,
     Path(event_id): Path<String>,
@@ -215,12 +225,15 @@ async fn get_delivery(
 }
 
 #[derive(Deserialize)]
-struct DiagnosticsQuery {
+pub struct DiagnosticsQuery {
     #[serde(default)]
     test: bool,
 }
 
-async fn get_diagnostics(
+#[utoipa::path(get, path = "/api/stripe/diagnostics", tag = "stripe",
+    responses((status = 200, description = "Keys, secrets, deliveries, last error"), (status = 401, body = super::openapi::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get_diagnostics(
     State(state): State<AppState>,
     principal: Principal,
     Query(query): Query<DiagnosticsQuery>,
@@ -232,7 +245,10 @@ async fn get_diagnostics(
     Ok(Json(report))
 }
 
-async fn run_catch_up(
+#[utoipa::path(post, path = "/api/stripe/catch-up", tag = "stripe",
+    responses((status = 200, description = "What was found"), (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody), (status = 502, body = super::openapi::ErrorBody), (status = 503, body = super::openapi::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn run_catch_up(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<impl IntoResponse, ApiError> {

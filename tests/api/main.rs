@@ -10,6 +10,7 @@ mod history;
 mod integrations_wiring;
 mod journal;
 mod operations;
+mod operator_actions;
 mod projections;
 mod read_api;
 mod shelly;

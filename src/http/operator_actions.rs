@@ -1,0 +1,214 @@
+//! Operators act on payments, sessions and doors: refund (admins), force-end a session,
+//! sync doors from TTLock's lock list.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use chrono::Utc;
+use latchkey_aggregates::door::DoorCommand;
+use latchkey_aggregates::payment::PaymentCommand;
+use latchkey_aggregates::session::SessionCommand;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::auth::{Permission, Principal};
+use super::extract::ApiJson;
+use super::{ApiError, AppState};
+use crate::cqrs::CommandMetadata;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/payments/{id}/refund", post(refund))
+        .route("/api/sessions/{id}/force-end", post(force_end))
+        .route("/api/doors/sync", post(sync_doors))
+}
+
+fn metadata(principal: &Principal) -> CommandMetadata {
+    CommandMetadata::new(principal.actor().to_string(), "api")
+}
+
+fn uuid_of(kind: &str, id: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id).map_err(|_| ApiError::NotFound(format!("no {kind} {id:?}")))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefundBody {
+    /// Minor units; the whole refundable rest when absent.
+    pub amount: Option<i64>,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RefundAccepted {
+    pub payment_id: Uuid,
+    pub refund_request_id: Uuid,
+    /// The refund becomes a fact when Stripe reports it (`charge.refunded`).
+    pub status: String,
+}
+
+/// Asks Stripe to refund; the payment's refunded total changes when Stripe confirms.
+#[utoipa::path(post, path = "/api/payments/{id}/refund", tag = "payments",
+    params(("id" = String, Path, description = "Payment UUID")),
+    request_body = RefundBody,
+    responses(
+        (status = 202, body = RefundAccepted),
+        (status = 401, body = super::openapi::ErrorBody),
+        (status = 403, body = super::openapi::ErrorBody),
+        (status = 404, body = super::openapi::ErrorBody),
+        (status = 409, body = super::openapi::ErrorBody),
+        (status = 502, body = super::openapi::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn refund(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<RefundBody>,
+) -> Result<(StatusCode, Json<RefundAccepted>), ApiError> {
+    principal.require(Permission::Refund)?;
+    let payment_id = uuid_of("payment", &id)?;
+    state.require_stripe()?;
+    let (payment, _) = state.buses.payments.load(&id).await?;
+    let Some(price) = payment.price() else {
+        return Err(ApiError::NotFound(format!("no payment {id:?}")));
+    };
+    let refund_request_id = Uuid::new_v4();
+    let command = PaymentCommand::RequestRefund {
+        refund_request_id,
+        amount: body.amount.map(|amount| price.with_amount(amount)),
+        reason: body
+            .reason
+            .unwrap_or_else(|| "refunded by an operator".to_string()),
+        actor: principal.actor(),
+        at: Utc::now(),
+    };
+    state
+        .buses
+        .payments
+        .execute(&id, command, metadata(&principal))
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(RefundAccepted {
+            payment_id,
+            refund_request_id,
+            status: "requested".to_string(),
+        }),
+    ))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForceEndBody {
+    /// Why; required, kept in the audit log with who did it.
+    pub reason: String,
+}
+
+/// Ends a device session now (relay OFF), recording who and why.
+#[utoipa::path(post, path = "/api/sessions/{id}/force-end", tag = "sessions",
+    params(("id" = String, Path, description = "Session UUID")),
+    request_body = ForceEndBody,
+    responses(
+        (status = 200, description = "Ended"),
+        (status = 401, body = super::openapi::ErrorBody),
+        (status = 403, body = super::openapi::ErrorBody),
+        (status = 404, body = super::openapi::ErrorBody),
+        (status = 409, body = super::openapi::ErrorBody),
+        (status = 422, body = super::openapi::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn force_end(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ForceEndBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    principal.require(Permission::Operate)?;
+    uuid_of("session", &id)?;
+    if body.reason.trim().is_empty() {
+        return Err(ApiError::Invalid(
+            "reason must say why the session is ended".into(),
+        ));
+    }
+    let command = SessionCommand::ForceEndSession {
+        reason: body.reason,
+        actor: principal.actor(),
+        at: Utc::now(),
+    };
+    state
+        .buses
+        .sessions
+        .execute(&id, command, metadata(&principal))
+        .await?;
+    let (session, _) = state.buses.sessions.load(&id).await?;
+    Ok(Json(
+        serde_json::json!({ "session_id": id, "state": session.state() }),
+    ))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SyncedLock {
+    pub lock_id: i64,
+    pub name: String,
+    pub has_gateway: bool,
+    /// Whether a door with this uid exists; unregistered locks are added with
+    /// `POST /api/doors` (they need a price and an access duration).
+    pub registered: bool,
+}
+
+/// Reads TTLock's lock list and says which locks are doors here.
+#[utoipa::path(post, path = "/api/doors/sync", tag = "catalogue",
+    responses(
+        (status = 200, body = [SyncedLock]),
+        (status = 401, body = super::openapi::ErrorBody),
+        (status = 403, body = super::openapi::ErrorBody),
+        (status = 502, body = super::openapi::ErrorBody),
+        (status = 503, body = super::openapi::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn sync_doors(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<Vec<SyncedLock>>, ApiError> {
+    principal.require(Permission::Operate)?;
+    state.require_ttlock()?;
+    let Some(client) = &state.gateways.ttlock else {
+        return Err(ApiError::NotConfigured(
+            crate::gateways::NotConfigured::TTLOCK.message(),
+        ));
+    };
+    let locks = client
+        .list_locks()
+        .await
+        .map_err(|error| ApiError::Upstream(error.to_string()))?;
+    let mut synced = Vec::with_capacity(locks.len());
+    for lock in locks {
+        let uid = lock.lock_id.to_string();
+        let (door, _) = state.buses.doors.load(&uid).await?;
+        if door.is_registered() {
+            if let Ok(mode) = client.passage_mode(lock.lock_id).await {
+                let command = DoorCommand::RecordPassageMode {
+                    enabled: mode.enabled,
+                    actor: principal.actor(),
+                    at: Utc::now(),
+                };
+                state
+                    .buses
+                    .doors
+                    .execute(&uid, command, metadata(&principal))
+                    .await?;
+            }
+        }
+        synced.push(SyncedLock {
+            lock_id: lock.lock_id,
+            name: lock
+                .alias
+                .clone()
+                .or_else(|| lock.name.clone())
+                .unwrap_or_default(),
+            has_gateway: lock.has_gateway,
+            registered: door.is_registered(),
+        });
+    }
+    Ok(Json(synced))
+}
