@@ -92,6 +92,11 @@ impl Principal {
         }
     }
 
+    /// Metadata for a command this caller sends through the API.
+    pub fn command_metadata(&self) -> crate::cqrs::CommandMetadata {
+        crate::cqrs::CommandMetadata::new(self.actor().to_string(), "api")
+    }
+
     /// The actor written into commands' metadata and human-decision events.
     pub fn actor(&self) -> latchkey_aggregates::Actor {
         latchkey_aggregates::Actor::Operator {

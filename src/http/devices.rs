@@ -12,7 +12,6 @@ use serde::{Deserialize, Serialize};
 use super::auth::{Permission, Principal};
 use super::extract::{currency, valid_time_zone, ApiJson};
 use super::{ApiError, AppState};
-use crate::cqrs::CommandMetadata;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -126,10 +125,6 @@ impl DeviceView {
     }
 }
 
-fn metadata(principal: &Principal) -> CommandMetadata {
-    CommandMetadata::new(principal.actor().to_string(), "api")
-}
-
 #[utoipa::path(post, path = "/api/devices", tag = "catalogue",
     request_body = NewDevice,
     responses((status = 201, description = "The device"), (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody), (status = 404, body = super::openapi::ErrorBody), (status = 409, body = super::openapi::ErrorBody), (status = 422, body = super::openapi::ErrorBody)),
@@ -155,7 +150,7 @@ pub async fn register_device(
     state
         .buses
         .devices
-        .execute(&device.uid, command, metadata(&principal))
+        .execute(&device.uid, command, principal.command_metadata())
         .await?;
     let (current, _) = state.buses.devices.load(&device.uid).await?;
     Ok((
@@ -199,7 +194,8 @@ pub async fn change_device(
             actor: principal.actor(),
             at: Utc::now(),
         };
-        bus.execute(&uid, command, metadata(&principal)).await?;
+        bus.execute(&uid, command, principal.command_metadata())
+            .await?;
     }
     if let Some(new_plans) = changes.plans {
         let command = DeviceCommand::ChangePlans {
@@ -207,7 +203,8 @@ pub async fn change_device(
             actor: principal.actor(),
             at: Utc::now(),
         };
-        bus.execute(&uid, command, metadata(&principal)).await?;
+        bus.execute(&uid, command, principal.command_metadata())
+            .await?;
     }
     if let Some(status) = changes.status {
         let command = DeviceCommand::SetDeviceStatus {
@@ -218,7 +215,8 @@ pub async fn change_device(
             actor: principal.actor(),
             at: Utc::now(),
         };
-        bus.execute(&uid, command, metadata(&principal)).await?;
+        bus.execute(&uid, command, principal.command_metadata())
+            .await?;
     }
     let (current, _) = bus.load(&uid).await?;
     Ok(Json(DeviceView::of(&uid, &current)))
@@ -254,7 +252,7 @@ pub async fn switch_relay(
     state
         .buses
         .devices
-        .execute(&uid, command, metadata(&principal))
+        .execute(&uid, command, principal.command_metadata())
         .await?;
     let (current, _) = state.buses.devices.load(&uid).await?;
     Ok(Json(DeviceView::of(&uid, &current)))

@@ -12,7 +12,6 @@ use serde::{Deserialize, Serialize};
 use super::auth::{Permission, Principal};
 use super::extract::{currency, valid_time_zone, ApiJson};
 use super::{ApiError, AppState};
-use crate::cqrs::CommandMetadata;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -80,10 +79,6 @@ impl DoorView {
     }
 }
 
-fn metadata(principal: &Principal) -> CommandMetadata {
-    CommandMetadata::new(principal.actor().to_string(), "api")
-}
-
 #[utoipa::path(post, path = "/api/doors", tag = "catalogue",
     request_body = NewDoor,
     responses((status = 201, description = "The door"), (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody), (status = 404, body = super::openapi::ErrorBody), (status = 409, body = super::openapi::ErrorBody), (status = 422, body = super::openapi::ErrorBody)),
@@ -115,7 +110,7 @@ pub async fn register_door(
     state
         .buses
         .doors
-        .execute(&door.uid, command, metadata(&principal))
+        .execute(&door.uid, command, principal.command_metadata())
         .await?;
     let (current, _) = state.buses.doors.load(&door.uid).await?;
     Ok((StatusCode::CREATED, Json(DoorView::of(&door.uid, &current))))
@@ -169,7 +164,7 @@ pub async fn change_door(
         state
             .buses
             .doors
-            .execute(&uid, command, metadata(&principal))
+            .execute(&uid, command, principal.command_metadata())
             .await?;
     }
     if let Some(status) = changes.status {
@@ -184,7 +179,7 @@ pub async fn change_door(
         state
             .buses
             .doors
-            .execute(&uid, command, metadata(&principal))
+            .execute(&uid, command, principal.command_metadata())
             .await?;
     }
     let (current, _) = state.buses.doors.load(&uid).await?;

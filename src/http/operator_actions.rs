@@ -16,17 +16,12 @@ use uuid::Uuid;
 use super::auth::{Permission, Principal};
 use super::extract::ApiJson;
 use super::{ApiError, AppState};
-use crate::cqrs::CommandMetadata;
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/payments/{id}/refund", post(refund))
         .route("/api/sessions/{id}/force-end", post(force_end))
         .route("/api/doors/sync", post(sync_doors))
-}
-
-fn metadata(principal: &Principal) -> CommandMetadata {
-    CommandMetadata::new(principal.actor().to_string(), "api")
 }
 
 fn uuid_of(kind: &str, id: &str) -> Result<Uuid, ApiError> {
@@ -87,7 +82,7 @@ pub async fn refund(
     state
         .buses
         .payments
-        .execute(&id, command, metadata(&principal))
+        .execute(&id, command, principal.command_metadata())
         .await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -139,7 +134,7 @@ pub async fn force_end(
     state
         .buses
         .sessions
-        .execute(&id, command, metadata(&principal))
+        .execute(&id, command, principal.command_metadata())
         .await?;
     let (session, _) = state.buses.sessions.load(&id).await?;
     Ok(Json(
@@ -195,7 +190,7 @@ pub async fn sync_doors(
                 state
                     .buses
                     .doors
-                    .execute(&uid, command, metadata(&principal))
+                    .execute(&uid, command, principal.command_metadata())
                     .await?;
             }
         }

@@ -49,12 +49,7 @@ async fn world(backend: Backend) -> World {
             settings.stripe.secret_key = Some(SecretString::from(API_KEY.to_string()));
             settings.stripe.api_base = Some(stripe_base.parse().unwrap());
             settings.stripe.webhook_secrets = vec![SecretString::from(SECRET.to_string())];
-            let config = TtlockSimConfig::default();
-            settings.ttlock.api_base = Some(ttlock.base_url().clone());
-            settings.ttlock.client_id = Some(config.client_id.clone());
-            settings.ttlock.client_secret = Some(config.client_secret.clone());
-            settings.ttlock.username = Some(config.username.clone());
-            settings.ttlock.password = Some(config.password.clone());
+            crate::sim_helpers::use_ttlock_sim(settings, &ttlock);
         },
     )
     .await;

@@ -210,7 +210,9 @@ async fn module_health_shows_a_failing_integration_with_its_error(backend: Backe
     assert_eq!(module("stripe")["state"], "not_configured");
     let projections = body["projections"].as_array().unwrap();
     assert_eq!(projections.len(), 5, "{body}");
-    assert!(projections.iter().all(|p| p["lag_events"].is_i64() && p["position"].is_i64()));
+    assert!(projections
+        .iter()
+        .all(|p| p["lag_events"].is_i64() && p["position"].is_i64()));
     let anonymous = app.get("/api/health/modules").await;
     assert_eq!(anonymous.status(), 401);
     app.stop().await;

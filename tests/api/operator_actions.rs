@@ -126,16 +126,11 @@ async fn door_sync_lists_ttlock_locks_and_which_are_doors(backend: Backend) {
         latchkey::sim::ttlock::TtlockSimConfig::default(),
     )
     .unwrap();
-    let config = latchkey::sim::ttlock::TtlockSimConfig::default();
     let app = spawn_app_with_settings(
         TestDatabase::create(backend).await,
         Default::default(),
         |settings| {
-            settings.ttlock.api_base = Some(ttlock.base_url().clone());
-            settings.ttlock.client_id = Some(config.client_id.clone());
-            settings.ttlock.client_secret = Some(config.client_secret.clone());
-            settings.ttlock.username = Some(config.username.clone());
-            settings.ttlock.password = Some(config.password.clone());
+            crate::sim_helpers::use_ttlock_sim(settings, &ttlock);
         },
     )
     .await;

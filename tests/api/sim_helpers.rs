@@ -176,3 +176,13 @@ pub fn keys(object: &Value) -> Vec<String> {
     keys.sort();
     keys
 }
+
+/// Points the app's TTLock settings at a simulator with its default credentials.
+pub fn use_ttlock_sim(settings: &mut latchkey::config::Settings, sim: &TtlockSimHandle) {
+    let config = TtlockSimConfig::default();
+    settings.ttlock.api_base = Some(sim.base_url().clone());
+    settings.ttlock.client_id = Some(config.client_id.clone());
+    settings.ttlock.client_secret = Some(config.client_secret.clone());
+    settings.ttlock.username = Some(config.username.clone());
+    settings.ttlock.password = Some(config.password.clone());
+}
