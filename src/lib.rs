@@ -21,6 +21,8 @@ pub mod metrics;
 pub mod payments;
 /// The read models (crate `latchkey-projections`) run as journal subscribers; lag.
 pub mod projections_runtime;
+/// Drives relays to the state the sessions' events say they should be in.
+pub mod reconciler;
 /// Wire-faithful simulators of Stripe, TTLock and Shelly.
 pub mod sim;
 /// Application::build / run_until_stopped.

@@ -17,10 +17,12 @@ use crate::integrations::stripe::gateway::PaymentProcessor;
 use crate::integrations::stripe::{StripeOptions, StripeRuntime};
 use crate::metrics::Metrics;
 use crate::projections_runtime;
+use crate::reconciler::{Clock, Reconciler, ReconcilerOptions, SystemClock};
 use crate::store::journal::Journal;
 use crate::store::repository::AppendSignal;
 use crate::store::subscription::{self, Subscriber, SubscriptionOptions, SubscriptionRuntime};
 use crate::store::{Database, PoolSize};
+use crate::workflows::device_sessions::DeviceSessionWorkflow;
 use crate::workflows::door_access::DoorAccessWorkflow;
 use crate::workflows::schedule::{self, ScheduleOptions};
 
@@ -44,13 +46,18 @@ pub struct BuildOptions {
 
 /// Workflow tuning; `enabled: false` leaves the journal without process managers (tests
 /// of other parts that drive aggregates by hand).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct WorkflowOptions {
     pub enabled: bool,
     /// First retry delay of a failed TTLock call, doubled per attempt up to `retry_max`.
     pub retry_base: Duration,
     pub retry_max: Duration,
     pub schedule: ScheduleOptions,
+    /// How long an opened device session waits for its relay before it is cancelled.
+    pub session_grace_seconds: u32,
+    pub reconciler: ReconcilerOptions,
+    /// The reconciler's clock; the wall clock unless a test moves time by hand.
+    pub clock: Option<Arc<dyn Clock>>,
 }
 
 impl Default for WorkflowOptions {
@@ -60,6 +67,9 @@ impl Default for WorkflowOptions {
             retry_base: Duration::from_secs(5),
             retry_max: Duration::from_secs(600),
             schedule: ScheduleOptions::default(),
+            session_grace_seconds: 120,
+            reconciler: ReconcilerOptions::default(),
+            clock: None,
         }
     }
 }
@@ -142,6 +152,24 @@ impl Application {
                 options.workflows.retry_max,
             );
             background.push(subscriptions.spawn(Arc::new(door_access), shutdown.child_token()));
+            let clock = options
+                .workflows
+                .clock
+                .clone()
+                .unwrap_or_else(|| Arc::new(SystemClock));
+            let sessions = DeviceSessionWorkflow::new(
+                buses.clone(),
+                clock.clone(),
+                options.workflows.session_grace_seconds,
+            );
+            background.push(subscriptions.spawn(Arc::new(sessions), shutdown.child_token()));
+            let reconciler = Reconciler::new(
+                buses.clone(),
+                database.clone(),
+                clock,
+                options.workflows.reconciler.clone(),
+            );
+            background.push(Arc::new(reconciler).spawn(appended.clone(), shutdown.child_token()));
             background.push(schedule::spawn_worker(
                 database.clone(),
                 buses.clone(),

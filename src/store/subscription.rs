@@ -373,6 +373,13 @@ impl SubscriptionRuntime {
 /// (the connection is closed rather than returned to the pool).
 pub struct SingletonLock(Option<PoolConnection<Postgres>>);
 
+impl SingletonLock {
+    /// Holds the lock taken on `connection` (see [`try_advisory_lock`]).
+    pub fn new(connection: PoolConnection<Postgres>) -> Self {
+        SingletonLock(Some(connection))
+    }
+}
+
 impl Drop for SingletonLock {
     fn drop(&mut self) {
         if let Some(connection) = self.0.take() {

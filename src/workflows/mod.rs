@@ -8,5 +8,6 @@
 //! event is reacted to outside any transaction and the checkpoint moves after it, so a
 //! crash repeats at most the last event — every command they send is idempotent.
 
+pub mod device_sessions;
 pub mod door_access;
 pub mod schedule;

@@ -4,6 +4,7 @@
 
 mod catalogue_writes;
 mod checkout;
+mod device_sessions;
 mod door_access;
 mod helpers;
 mod history;

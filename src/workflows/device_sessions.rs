@@ -1,0 +1,269 @@
+//! Device sessions: from an authorized (or paid) device payment to a session holding the
+//! relay, and from its end back to a free device.
+//!
+//! | fact | decision |
+//! |---|---|
+//! | `PaymentAuthorized` / `PaymentSucceeded` of a device payment | Device: reserve (or queue) session = payment id |
+//! | `DeviceReserved` | DeviceSession: open with the plan's minutes and a grace period |
+//! | `DeviceReservationQueued` | DeviceSession: queue |
+//! | `SessionActivated` (relay confirmed ON) | Payment: capture an authorized payment |
+//! | `SessionCancelled` (relay never came ON) | Payment: cancel the authorization; Device: release |
+//! | `SessionCompleted` / `SessionFailed` / `SessionForceEnded` | Device: release (promotes the queue) |
+//! | `RefundRecorded` leaving a device payment `refunded` | DeviceSession: force end |
+//!
+//! Switching the relay is not decided here: the reconciler drives relays from the
+//! sessions' state. Every command is idempotent in its aggregate, so an event handled
+//! twice after a crash changes nothing.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use cqrs_es::AggregateError;
+use latchkey_aggregates::device::DeviceCommand;
+use latchkey_aggregates::payment::{PaymentCommand, PaymentStatus, PaymentTarget};
+use latchkey_aggregates::session::{SessionCommand, SessionTerms};
+use latchkey_aggregates::Actor;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::cqrs::{Buses, CommandMetadata};
+use crate::reconciler::Clock;
+use crate::store::journal::JournalEvent;
+use crate::store::subscription::{Delivery, Subscriber};
+use crate::store::Tx;
+
+/// The workflow's subscriber name (and singleton lock).
+pub const NAME: &str = "workflow:device_sessions";
+
+pub struct DeviceSessionWorkflow {
+    buses: Arc<Buses>,
+    /// The same clock as the reconciler's: a session's grace period starts at "now" as the
+    /// reconciler will judge it.
+    clock: Arc<dyn Clock>,
+    /// How long an opened session waits for its relay to come ON before it is cancelled.
+    grace_seconds: u32,
+}
+
+impl DeviceSessionWorkflow {
+    pub fn new(buses: Arc<Buses>, clock: Arc<dyn Clock>, grace_seconds: u32) -> Self {
+        DeviceSessionWorkflow {
+            buses,
+            clock,
+            grace_seconds,
+        }
+    }
+
+    fn metadata(cause: &JournalEvent) -> CommandMetadata {
+        CommandMetadata::new(Actor::System.to_string(), "workflow").with(
+            "caused_by",
+            format!(
+                "{} {} {}",
+                cause.aggregate_type, cause.aggregate_id, cause.sequence
+            ),
+        )
+    }
+
+    async fn on_payment(&self, event: &JournalEvent) -> anyhow::Result<()> {
+        let payment_id: Uuid = event.aggregate_id.parse()?;
+        let status = event.payload.get("status").and_then(Value::as_str);
+        let reserve = matches!(
+            event.event_type.as_str(),
+            "PaymentAuthorized" | "PaymentSucceeded"
+        );
+        let refunded = event.event_type == "RefundRecorded" && status == Some("refunded");
+        if !reserve && !refunded {
+            return Ok(());
+        }
+        let (payment, _) = self.buses.payments.load(&event.aggregate_id).await?;
+        let Some(PaymentTarget::Device { device_uid, .. }) = payment.target() else {
+            return Ok(());
+        };
+        if refunded {
+            let command = SessionCommand::ForceEndSession {
+                reason: "the payment was refunded in full".into(),
+                actor: Actor::System,
+                at: self.clock.now(),
+            };
+            return self.tolerate(
+                self.buses
+                    .sessions
+                    .execute(&event.aggregate_id, command, Self::metadata(event))
+                    .await,
+            );
+        }
+        let command = DeviceCommand::ReserveDevice {
+            session_id: payment_id,
+            payment_id,
+            actor: Actor::System,
+            at: self.clock.now(),
+        };
+        self.tolerate(
+            self.buses
+                .devices
+                .execute(device_uid, command, Self::metadata(event))
+                .await,
+        )
+    }
+
+    async fn on_device(&self, event: &JournalEvent) -> anyhow::Result<()> {
+        let session_id = event
+            .payload
+            .get("session_id")
+            .and_then(Value::as_str)
+            .map(Uuid::parse_str)
+            .transpose()?;
+        let Some(session_id) = session_id else {
+            return Ok(());
+        };
+        let queued = match event.event_type.as_str() {
+            "DeviceReserved" => false,
+            "DeviceReservationQueued" => true,
+            _ => return Ok(()),
+        };
+        let terms = self.terms(&event.aggregate_id, session_id).await?;
+        let command = if queued {
+            SessionCommand::QueueSession {
+                terms,
+                actor: Actor::System,
+                at: self.clock.now(),
+            }
+        } else {
+            SessionCommand::OpenSession {
+                terms,
+                actor: Actor::System,
+                at: self.clock.now(),
+            }
+        };
+        self.tolerate(
+            self.buses
+                .sessions
+                .execute(&session_id.to_string(), command, Self::metadata(event))
+                .await,
+        )
+    }
+
+    /// The session's terms from the device (relay, plan) and the payment (plan id).
+    async fn terms(&self, device_uid: &str, session_id: Uuid) -> anyhow::Result<SessionTerms> {
+        let payment_id = session_id;
+        let (payment, _) = self.buses.payments.load(&payment_id.to_string()).await?;
+        let Some(PaymentTarget::Device { plan_id, .. }) = payment.target().cloned() else {
+            anyhow::bail!("payment {payment_id} is not a device payment");
+        };
+        let (device, _) = self.buses.devices.load(device_uid).await?;
+        let relay = device
+            .relay_target()
+            .ok_or_else(|| anyhow::anyhow!("device {device_uid} has no relay"))?;
+        // The plan as it was paid for; fall back to the device's current plan of that id.
+        let minutes = device
+            .plan(&plan_id)
+            .map(|plan| plan.minutes)
+            .ok_or_else(|| anyhow::anyhow!("device {device_uid} no longer has plan {plan_id}"))?;
+        Ok(SessionTerms {
+            session_id,
+            payment_id,
+            device_uid: device_uid.to_string(),
+            relay,
+            plan_id,
+            plan_minutes: minutes,
+            grace_seconds: self.grace_seconds,
+        })
+    }
+
+    async fn on_session(&self, event: &JournalEvent) -> anyhow::Result<()> {
+        let ended = matches!(
+            event.event_type.as_str(),
+            "SessionCompleted" | "SessionFailed" | "SessionForceEnded" | "SessionCancelled"
+        );
+        if event.event_type != "SessionActivated" && !ended {
+            return Ok(());
+        }
+        let (session, _) = self.buses.sessions.load(&event.aggregate_id).await?;
+        let Some(terms) = session.terms().cloned() else {
+            return Ok(());
+        };
+        let payment = terms.payment_id.to_string();
+        let metadata = Self::metadata(event);
+        let (current, _) = self.buses.payments.load(&payment).await?;
+        let authorized = current.status() == PaymentStatus::Authorized;
+        if event.event_type == "SessionActivated" {
+            if authorized {
+                let command = PaymentCommand::CapturePayment {
+                    amount_to_capture: None,
+                    actor: Actor::System,
+                    at: self.clock.now(),
+                };
+                return self.tolerate(
+                    self.buses
+                        .payments
+                        .execute(&payment, command, metadata)
+                        .await,
+                );
+            }
+            return Ok(());
+        }
+        if event.event_type == "SessionCancelled" && authorized {
+            let command = PaymentCommand::CancelAuthorization {
+                reason: "the device did not start; the guest is not charged".into(),
+                actor: Actor::System,
+                at: self.clock.now(),
+            };
+            self.tolerate(
+                self.buses
+                    .payments
+                    .execute(&payment, command, metadata.clone())
+                    .await,
+            )?;
+        }
+        let release = DeviceCommand::ReleaseDevice {
+            session_id: terms.session_id,
+            actor: Actor::System,
+            at: self.clock.now(),
+        };
+        self.tolerate(
+            self.buses
+                .devices
+                .execute(&terms.device_uid, release, metadata)
+                .await,
+        )
+    }
+
+    /// A business refusal is the aggregate's decision (already done, not applicable) and is
+    /// in the journal or needs none; anything else is retried.
+    fn tolerate<E: std::error::Error>(
+        &self,
+        result: Result<(), AggregateError<E>>,
+    ) -> anyhow::Result<()> {
+        match result {
+            Ok(()) => Ok(()),
+            Err(AggregateError::UserError(refusal)) => {
+                tracing::info!(refusal = %refusal, "device workflow: command refused");
+                Ok(())
+            }
+            Err(other) => Err(anyhow::anyhow!("{other}")),
+        }
+    }
+}
+
+#[async_trait]
+impl Subscriber for DeviceSessionWorkflow {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    async fn apply(&self, _tx: &mut Tx, _event: &JournalEvent) -> anyhow::Result<()> {
+        anyhow::bail!("the device workflow reacts outside transactions")
+    }
+
+    fn delivery(&self) -> Delivery {
+        Delivery::Effects
+    }
+
+    async fn react(&self, event: &JournalEvent) -> anyhow::Result<()> {
+        match event.aggregate_type.as_str() {
+            "Payment" => self.on_payment(event).await,
+            "Device" => self.on_device(event).await,
+            "DeviceSession" => self.on_session(event).await,
+            _ => Ok(()),
+        }
+    }
+}
