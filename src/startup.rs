@@ -167,6 +167,7 @@ impl Application {
                 buses.clone(),
                 database.clone(),
                 clock,
+                gateways.relays.clone(),
                 options.workflows.reconciler.clone(),
             );
             background.push(Arc::new(reconciler).spawn(appended.clone(), shutdown.child_token()));

@@ -11,6 +11,9 @@
 //! | active, end time reached | finish: relay OFF, then completed |
 //! | finishing | finish again: retry OFF until Shelly confirms |
 //!
+//! A sweep (every 5 minutes by default) reads the relays no session holds and switches
+//! OFF any found ON, recording each correction (audited as `reconciliation`).
+//!
 //! Failed relay commands are retried with a growing pause per session, so an offline
 //! device is not hammered (and the journal not flooded) during its grace period. On
 //! PostgreSQL one instance runs the reconciler (an advisory lock); another takes over
@@ -22,6 +25,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use cqrs_es::AggregateError;
+use latchkey_aggregates::device::DeviceCommand;
+use latchkey_aggregates::session::services::RelayGateway;
 use latchkey_aggregates::session::{SessionCommand, SessionState};
 use latchkey_aggregates::Actor;
 use tokio::task::JoinHandle;
@@ -56,6 +61,9 @@ pub struct ReconcilerOptions {
     /// First pause after a failed relay command of one session; doubles up to `retry_max`.
     pub retry_base: Duration,
     pub retry_max: Duration,
+    /// How often the sweep reads every free device's relay and turns OFF one that is ON
+    /// with no session paying for it.
+    pub sweep_interval: Duration,
 }
 
 impl Default for ReconcilerOptions {
@@ -64,6 +72,7 @@ impl Default for ReconcilerOptions {
             interval: Duration::from_millis(500),
             retry_base: Duration::from_secs(2),
             retry_max: Duration::from_secs(30),
+            sweep_interval: Duration::from_secs(300),
         }
     }
 }
@@ -81,6 +90,8 @@ pub struct Reconciler {
     buses: Arc<Buses>,
     database: Database,
     clock: Arc<dyn Clock>,
+    /// For the sweep's reads of relays no session holds.
+    relays: Arc<dyn RelayGateway>,
     options: ReconcilerOptions,
     /// session id → (failed commands in a row, not before).
     retry: Mutex<HashMap<String, (u32, DateTime<Utc>)>>,
@@ -94,12 +105,14 @@ impl Reconciler {
         buses: Arc<Buses>,
         database: Database,
         clock: Arc<dyn Clock>,
+        relays: Arc<dyn RelayGateway>,
         options: ReconcilerOptions,
     ) -> Self {
         Reconciler {
             buses,
             database,
             clock,
+            relays,
             options,
             retry: Mutex::new(HashMap::new()),
         }
@@ -183,6 +196,59 @@ impl Reconciler {
         Ok(report)
     }
 
+    /// Reads the relay of every device no session holds, and switches OFF each one found ON
+    /// (someone switched it behind our back, or an OFF was lost). Each correction is a
+    /// `RelaySwitched` by the system, audited as `reconciliation`. A relay an operator
+    /// deliberately left ON (the Device records it) is left alone: it has its own
+    /// auto-off timer. Returns how many relays were corrected.
+    pub async fn sweep(&self) -> anyhow::Result<usize> {
+        let sql = "SELECT device_uid FROM catalogue_devices WHERE holder_session_id IS NULL ORDER BY device_uid";
+        let free: Vec<String> =
+            on_pool!(&self.database, pool => sqlx::query_scalar(sql).fetch_all(pool).await)?;
+        let mut corrected = 0;
+        for device_uid in free {
+            let (device, _) = self.buses.devices.load(&device_uid).await?;
+            let Some(target) = device.relay_target() else {
+                continue;
+            };
+            if device.holder_session().is_some() || device.relay_is_on() == Some(true) {
+                continue;
+            }
+            let observed = match self.relays.status(target).await {
+                Ok(outcome) => outcome.is_on,
+                Err(error) => {
+                    tracing::warn!(device_uid = %device_uid, error = %error, "sweep: could not read the relay");
+                    continue;
+                }
+            };
+            if !observed {
+                continue;
+            }
+            let command = DeviceCommand::SwitchRelay {
+                on: false,
+                reason: "reconciliation: the relay was ON with no paying session".into(),
+                actor: Actor::System,
+                at: self.clock.now(),
+            };
+            let metadata = CommandMetadata::new(Actor::System.to_string(), "reconciler");
+            match self
+                .buses
+                .devices
+                .execute(&device_uid, command, metadata)
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(device_uid = %device_uid, "sweep: relay switched OFF");
+                    corrected += 1;
+                }
+                Err(error) => {
+                    tracing::warn!(device_uid = %device_uid, error = %error, "sweep: OFF failed")
+                }
+            }
+        }
+        Ok(corrected)
+    }
+
     fn due(&self, session_id: &str, now: DateTime<Utc>) -> bool {
         let retry = self
             .retry
@@ -238,9 +304,16 @@ impl Reconciler {
                 Database::Sqlite(_) => None,
             };
             let mut wake = appended.subscribe();
+            let mut last_sweep = tokio::time::Instant::now();
             while !shutdown.is_cancelled() {
                 if let Err(error) = self.pass().await {
                     tracing::warn!(error = %error, "reconciler pass failed");
+                }
+                if last_sweep.elapsed() >= self.options.sweep_interval {
+                    last_sweep = tokio::time::Instant::now();
+                    if let Err(error) = self.sweep().await {
+                        tracing::warn!(error = %error, "reconciler sweep failed");
+                    }
                 }
                 tokio::select! {
                     _ = wake.changed() => {}

@@ -62,6 +62,7 @@ async fn world(backend: Backend) -> World {
     options.workflows.session_grace_seconds = 60;
     options.workflows.reconciler.interval = Duration::from_millis(50);
     options.workflows.reconciler.retry_base = Duration::from_millis(50);
+    options.workflows.reconciler.sweep_interval = Duration::from_millis(200);
     let stripe_base = stripe.url();
     let cloud = shelly.cloud_config();
     let app = spawn_app_with_settings(TestDatabase::create(backend).await, options, |settings| {
@@ -289,3 +290,38 @@ async fn a_second_guest_waits_for_the_first_session_to_end(backend: Backend) {
 }
 
 on_both_backends!(a_second_guest_waits_for_the_first_session_to_end);
+
+async fn the_sweep_turns_off_a_relay_switched_on_behind_our_back(backend: Backend) {
+    let world = world(backend).await;
+    world.shelly.switch_external(PLUG, 0, true).unwrap();
+    assert!(world.shelly.relay(PLUG, 0).unwrap().output);
+    assert!(
+        wait_for(|| async { !world.shelly.relay(PLUG, 0).unwrap().output }).await,
+        "switched OFF by the sweep"
+    );
+    let found = wait_for(|| async {
+        let response = world
+            .app
+            .client
+            .get(format!(
+                "{}/api/audit?action=reconciliation",
+                world.app.address
+            ))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        let body: Value = response.json().await.unwrap();
+        body["items"]
+            .as_array()
+            .is_some_and(|items| !items.is_empty())
+    })
+    .await;
+    assert!(
+        found,
+        "the correction is in the audit log as reconciliation"
+    );
+    world.app.stop().await;
+}
+
+on_both_backends!(the_sweep_turns_off_a_relay_switched_on_behind_our_back);

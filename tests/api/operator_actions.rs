@@ -77,6 +77,21 @@ async fn only_admins_refund_and_the_refund_is_requested_from_stripe(backend: Bac
 
 async fn force_end_needs_an_operator_and_a_reason(backend: Backend) {
     let app = spawn_app(backend).await;
+    let auditor_token = app.token(Role::Auditor).await;
+    let catch_up = app
+        .post_json("/api/stripe/catch-up", Some(&auditor_token), &json!({}))
+        .await;
+    assert_eq!(
+        catch_up.status(),
+        403,
+        "auditors change nothing, not even the inbox"
+    );
+    assert_eq!(
+        app.post_json("/api/stripe/catch-up", None, &json!({}))
+            .await
+            .status(),
+        401
+    );
     let path = format!("/api/sessions/{}/force-end", Uuid::new_v4());
     assert_eq!(
         app.post_json(&path, None, &json!({"reason": "x"}))
