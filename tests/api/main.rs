@@ -4,6 +4,7 @@
 
 mod catalogue_writes;
 mod checkout;
+mod dashboard_api;
 mod device_sessions;
 mod door_access;
 mod helpers;
