@@ -30,7 +30,10 @@ pub fn router() -> Router<AppState> {
         .route("/api/stripe/webhook", post(receive))
         .route("/api/stripe/deliveries", get(list_deliveries))
         .route("/api/stripe/deliveries/{event_id}", get(get_delivery))
-        .route("/api/stripe/deliveries/{event_id}/retry", post(retry_delivery))
+        .route(
+            "/api/stripe/deliveries/{event_id}/retry",
+            post(retry_delivery),
+        )
         .route("/api/stripe/diagnostics", get(get_diagnostics))
         .route("/api/stripe/catch-up", post(run_catch_up))
 }
@@ -266,13 +269,21 @@ pub async fn retry(
     } else {
         now_ms()
     };
-    if !inbox.requeue(event_id, due_at).await.map_err(anyhow::Error::new)? {
+    if !inbox
+        .requeue(event_id, due_at)
+        .await
+        .map_err(anyhow::Error::new)?
+    {
         return Err(ApiError::Conflict(format!(
             "Stripe event {event_id} is {}; only failed or waiting deliveries can be retried",
             stored.status
         )));
     }
-    info!(event_id, actor = actor_id, "stripe delivery retry requested");
+    info!(
+        event_id,
+        actor = actor_id,
+        "stripe delivery retry requested"
+    );
     if inline {
         state.stripe.process_now(event_id, &state.metrics).await;
     }

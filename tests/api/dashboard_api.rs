@@ -100,7 +100,11 @@ async fn the_audit_log_filters_by_actor(backend: Backend) {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    assert_eq!(entries.len(), 1, "only the bootstrap admin's door: {entries:?}");
+    assert_eq!(
+        entries.len(),
+        1,
+        "only the bootstrap admin's door: {entries:?}"
+    );
     assert_eq!(entries[0]["aggregate_id"], "101");
     assert_eq!(entries[0]["actor"], "operator:bootstrap");
     app.stop().await;
@@ -110,4 +114,3 @@ on_both_backends!(
     a_failed_delivery_out_of_attempts_is_processed_again_on_retry,
     the_audit_log_filters_by_actor,
 );
-
