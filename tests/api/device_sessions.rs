@@ -22,9 +22,10 @@ use crate::on_both_backends;
 use crate::sim_helpers::PLUG;
 use crate::stripe_support::{API_KEY, SECRET};
 
-/// The wall clock plus an offset the test moves forward.
+/// The wall clock plus an offset the test moves forward. (The world of these tests is
+/// shared with the dashboard's force-end test.)
 #[derive(Default)]
-struct TestClock(Mutex<chrono::Duration>);
+pub(crate) struct TestClock(Mutex<chrono::Duration>);
 
 impl TestClock {
     fn advance(&self, by: chrono::Duration) {
@@ -38,14 +39,14 @@ impl Clock for TestClock {
     }
 }
 
-struct World {
-    app: TestApp,
-    stripe: StripeSimHandle,
-    shelly: ShellySimHandle,
-    clock: Arc<TestClock>,
+pub(crate) struct World {
+    pub(crate) app: TestApp,
+    pub(crate) stripe: StripeSimHandle,
+    pub(crate) shelly: ShellySimHandle,
+    pub(crate) clock: Arc<TestClock>,
 }
 
-async fn world(backend: Backend) -> World {
+pub(crate) async fn world(backend: Backend) -> World {
     let stripe = latchkey::sim::stripe::spawn(
         TcpListener::bind("127.0.0.1:0").await.unwrap(),
         StripeSimConfig::new(API_KEY, vec![SECRET.to_string()]),
@@ -91,7 +92,7 @@ async fn world(backend: Backend) -> World {
     }
 }
 
-async fn pay(world: &World) -> Uuid {
+pub(crate) async fn pay(world: &World) -> Uuid {
     let response = world
         .app
         .post_json(
@@ -117,7 +118,7 @@ async fn pay(world: &World) -> Uuid {
     payment_id
 }
 
-async fn wait_for<F, Fut>(mut check: F) -> bool
+pub(crate) async fn wait_for<F, Fut>(mut check: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -131,7 +132,7 @@ where
     false
 }
 
-async fn session_state(world: &World, session_id: Uuid) -> Option<SessionState> {
+pub(crate) async fn session_state(world: &World, session_id: Uuid) -> Option<SessionState> {
     world
         .app
         .state

@@ -5,6 +5,7 @@
 mod catalogue_writes;
 mod checkout;
 mod dashboard_api;
+mod dashboard_pages;
 mod device_sessions;
 mod door_access;
 mod helpers;
