@@ -94,6 +94,8 @@ pub struct Settings {
     pub ttlock: TtlockSettings,
     pub shelly: ShellySettings,
     pub log_format: LogFormat,
+    /// Dashboard session timeouts and login rate limits.
+    pub accounts: crate::accounts::AccountSettings,
 }
 
 /// A variable that is set but cannot be used.
@@ -152,6 +154,20 @@ impl Settings {
                 auth_key: get("SHELLY_AUTH_KEY").map(secret),
                 server: parse_optional(get("SHELLY_SERVER"), "SHELLY_SERVER")?,
             },
+            accounts: crate::accounts::AccountSettings {
+                session_idle: minutes(
+                    get("LATCHKEY_SESSION_IDLE_MINUTES"),
+                    "LATCHKEY_SESSION_IDLE_MINUTES",
+                    30,
+                )?,
+                session_lifetime: minutes(
+                    get("LATCHKEY_SESSION_LIFETIME_HOURS"),
+                    "LATCHKEY_SESSION_LIFETIME_HOURS",
+                    12,
+                )?
+                .saturating_mul(60),
+                ..Default::default()
+            },
             log_format: match get("LATCHKEY_LOG_FORMAT") {
                 None | Some("text") => LogFormat::Text,
                 Some("json") => LogFormat::Json,
@@ -164,6 +180,27 @@ impl Settings {
             },
         })
     }
+}
+
+/// A positive whole number of minutes (or of hours, scaled by the caller).
+fn minutes(
+    value: Option<&str>,
+    variable: &'static str,
+    default: u64,
+) -> Result<std::time::Duration, ConfigError> {
+    let count = match value {
+        None => default,
+        Some(raw) => match raw.parse::<u64>() {
+            Ok(count) if count > 0 => count,
+            _ => {
+                return Err(ConfigError {
+                    variable,
+                    reason: format!("{raw:?} is not a positive whole number"),
+                })
+            }
+        },
+    };
+    Ok(std::time::Duration::from_secs(count.saturating_mul(60)))
 }
 
 fn secret(value: &str) -> SecretString {
@@ -283,6 +320,20 @@ mod tests {
         assert_eq!(settings.listen.to_string(), "127.0.0.1:3000");
         assert_eq!(settings.public_url.as_str(), "http://localhost:3000/");
         assert!(settings.stripe.secret_key.is_none());
+    }
+
+    #[test]
+    fn session_timeouts_come_from_minutes_and_hours() {
+        let settings = Settings::from_vars(&vars(&[
+            ("LATCHKEY_SESSION_IDLE_MINUTES", "5"),
+            ("LATCHKEY_SESSION_LIFETIME_HOURS", "2"),
+        ]))
+        .unwrap();
+        assert_eq!(settings.accounts.session_idle.as_secs(), 300);
+        assert_eq!(settings.accounts.session_lifetime.as_secs(), 7200);
+        let error =
+            Settings::from_vars(&vars(&[("LATCHKEY_SESSION_IDLE_MINUTES", "0")])).unwrap_err();
+        assert_eq!(error.variable, "LATCHKEY_SESSION_IDLE_MINUTES");
     }
 
     #[test]

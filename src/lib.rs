@@ -3,6 +3,8 @@
 //! Start with `store` (the journal and subscriptions), then `cqrs` (commands), `http`
 //! (the routes), `payments` and `integrations` (the outside world).
 
+/// Operator accounts: users, passwords, TOTP, sessions, rate limits, user API tokens.
+pub mod accounts;
 /// The `latchkey` command line.
 pub mod cli;
 /// Typed settings from the environment.
