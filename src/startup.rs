@@ -11,7 +11,7 @@ use tracing::info;
 
 use crate::config::Settings;
 use crate::cqrs::Buses;
-use crate::gateways::Gateways;
+use crate::gateways::{Gateways, LiveGateways};
 use crate::http::{self, AppState};
 use crate::integrations::stripe::gateway::PaymentProcessor;
 use crate::integrations::stripe::{StripeOptions, StripeRuntime};
@@ -133,9 +133,11 @@ impl Application {
         let mut stripe = StripeRuntime::new(&settings, database.clone(), options.stripe)?;
         let gateways = match options.gateways {
             Some(gateways) => gateways,
-            None => Gateways::from_settings(&settings, stripe.client.as_ref())?,
+            None => Gateways::from_settings(&settings, stripe.client().as_ref())?,
         };
-        let buses = Arc::new(Buses::new(&database, &appended, &gateways));
+        let gateways = LiveGateways::new(gateways);
+        let ports = gateways.ports();
+        let buses = Arc::new(Buses::new(&database, &appended, &ports));
         if stripe.options.processor.is_none() {
             // Stripe events become Payment facts unless a test supplies its own processor.
             stripe.options.processor = Some(Arc::new(PaymentProcessor::new(
@@ -167,7 +169,7 @@ impl Application {
                 buses.clone(),
                 database.clone(),
                 clock,
-                gateways.relays.clone(),
+                ports.relays.clone(),
                 options.workflows.reconciler.clone(),
             );
             background.push(Arc::new(reconciler).spawn(appended.clone(), shutdown.child_token()));

@@ -68,10 +68,16 @@ pub async fn run(settings: &Settings, command: UserCommand) -> anyhow::Result<()
         UserCommand::Deactivate { email } => {
             let user = find(&database, &email).await?;
             if user.role == Role::Admin && users::active_admins(&database).await? <= 1 {
-                anyhow::bail!("{} is the last active admin; create another admin first", user.email);
+                anyhow::bail!(
+                    "{} is the last active admin; create another admin first",
+                    user.email
+                );
             }
             users::deactivate(&database, &user.user_id).await?;
-            println!("{} deactivated; their sessions and API tokens no longer work", user.email);
+            println!(
+                "{} deactivated; their sessions and API tokens no longer work",
+                user.email
+            );
             Ok(())
         }
         UserCommand::Reactivate { email } => {
@@ -83,16 +89,23 @@ pub async fn run(settings: &Settings, command: UserCommand) -> anyhow::Result<()
         UserCommand::Reset2fa { email } => {
             let user = find(&database, &email).await?;
             users::reset_totp(&database, &user.user_id).await?;
-            println!("{}'s two-factor set-up cleared; they enrol again at next login", user.email);
+            println!(
+                "{}'s two-factor set-up cleared; they enrol again at next login",
+                user.email
+            );
             Ok(())
         }
         UserCommand::ResetPassword { email } => {
             let user = find(&database, &email).await?;
             let one_time = password::one_time();
-            users::set_password(&database, &user.user_id, &password::hash(&one_time)?, true).await?;
+            users::set_password(&database, &user.user_id, &password::hash(&one_time)?, true)
+                .await?;
             crate::accounts::sessions::delete_all_for_user(&database, &user.user_id).await?;
             println!("{one_time}");
-            eprintln!("one-time password for {}; it is not shown again", user.email);
+            eprintln!(
+                "one-time password for {}; it is not shown again",
+                user.email
+            );
             Ok(())
         }
     }
@@ -145,8 +158,16 @@ async fn list(database: &Database) -> anyhow::Result<()> {
             "{:<40} {:<9} {:<12} {}",
             user.email,
             user.role.as_str(),
-            if user.is_active() { "active" } else { "deactivated" },
-            if user.totp_confirmed { "enrolled" } else { "not enrolled" }
+            if user.is_active() {
+                "active"
+            } else {
+                "deactivated"
+            },
+            if user.totp_confirmed {
+                "enrolled"
+            } else {
+                "not enrolled"
+            }
         );
     }
     Ok(())
