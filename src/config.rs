@@ -274,7 +274,7 @@ fn validate_master_key(value: &str) -> Result<(), ConfigError> {
 }
 
 /// Minimal standard-alphabet base64 decoder; enough for one key and no extra dependency.
-fn decode_base64(value: &str) -> Option<Vec<u8>> {
+pub(crate) fn decode_base64(value: &str) -> Option<Vec<u8>> {
     let digits: Vec<u8> = value.trim_end_matches('=').bytes().collect();
     let mut out = Vec::with_capacity(digits.len() * 3 / 4);
     let mut buffer: u32 = 0;

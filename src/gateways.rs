@@ -44,6 +44,8 @@ pub struct Gateways {
     pub shelly_missing: Option<NotConfigured>,
     /// The TTLock client itself, for what the domain's port does not cover (the lock list).
     pub ttlock: Option<TtlockClient>,
+    /// The Shelly client itself (device status for the settings page's connection test).
+    pub shelly: Option<ShellyClient>,
     /// Each integration's health record (Stripe, TTLock, Shelly), for
     /// `/api/health/modules` and the metrics.
     pub health: Vec<ModuleHealth>,
@@ -61,6 +63,7 @@ impl Gateways {
             ttlock_missing: Some(NotConfigured::TTLOCK),
             shelly_missing: Some(NotConfigured::SHELLY),
             ttlock: None,
+            shelly: None,
             health: vec![
                 ModuleHealth::not_configured("stripe"),
                 ModuleHealth::not_configured("ttlock"),
@@ -107,6 +110,7 @@ impl Gateways {
         config.auto_off_margin_s = 0;
         let client = ShellyClient::new(config, health.clone())
             .map_err(|error| anyhow::anyhow!("Shelly client: {error}"))?;
+        gateways.shelly = Some(client.clone());
         gateways.relays = Arc::new(ShellyRelayGateway::new(client));
         gateways.health[2] = health;
         Ok(gateways)
@@ -125,6 +129,7 @@ impl Gateways {
             relays,
             checkout,
             ttlock: None,
+            shelly: None,
             health: vec![
                 ModuleHealth::new("stripe"),
                 ModuleHealth::new("ttlock"),

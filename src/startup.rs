@@ -130,10 +130,15 @@ impl Application {
             };
             background.push(task.spawn(shutdown.child_token()));
         }
-        let mut stripe = StripeRuntime::new(&settings, database.clone(), options.stripe)?;
+        let settings = Arc::new(settings);
+        let settings_store =
+            crate::settings_store::SettingsStore::load(database.clone(), settings.clone()).await?;
+        // The environment overlaid with what admins saved on the settings page.
+        let effective = settings_store.effective();
+        let mut stripe = StripeRuntime::new(&effective, database.clone(), options.stripe)?;
         let gateways = match options.gateways {
             Some(gateways) => gateways,
-            None => Gateways::from_settings(&settings, stripe.client().as_ref())?,
+            None => Gateways::from_settings(&effective, stripe.client().as_ref())?,
         };
         let gateways = LiveGateways::new(gateways);
         let ports = gateways.ports();
@@ -181,7 +186,8 @@ impl Application {
             ));
         }
         let state = AppState {
-            settings: Arc::new(settings),
+            settings,
+            settings_store,
             database,
             journal,
             metrics,

@@ -57,6 +57,8 @@ pub struct AppState {
     pub gateways: LiveGateways,
     /// The webhook inbox, the Stripe client and their background jobs.
     pub stripe: StripeRuntime,
+    /// Settings saved from the dashboard, overlaid on the environment (which wins).
+    pub settings_store: crate::settings_store::SettingsStore,
 }
 
 impl AppState {
