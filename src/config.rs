@@ -78,6 +78,30 @@ pub struct ShellySettings {
     pub server: Option<Url>,
 }
 
+/// How guest pages present the operator (`LATCHKEY_BRAND_*`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrandSettings {
+    /// Shown in every page's header and title.
+    pub name: String,
+    /// An `https://`, `http://` or site-relative (`/…`) image URL.
+    pub logo_url: Option<String>,
+    /// `#rgb` or `#rrggbb`, the accent of buttons and the header.
+    pub colour: String,
+}
+
+impl Default for BrandSettings {
+    fn default() -> Self {
+        BrandSettings {
+            name: DEFAULT_BRAND_NAME.to_string(),
+            logo_url: None,
+            colour: DEFAULT_BRAND_COLOUR.to_string(),
+        }
+    }
+}
+
+pub const DEFAULT_BRAND_NAME: &str = "Latchkey";
+pub const DEFAULT_BRAND_COLOUR: &str = "#1f5fbf";
+
 /// All settings of one Latchkey process.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -93,6 +117,7 @@ pub struct Settings {
     pub stripe: StripeSettings,
     pub ttlock: TtlockSettings,
     pub shelly: ShellySettings,
+    pub brand: BrandSettings,
     pub log_format: LogFormat,
     /// Dashboard session timeouts and login rate limits.
     pub accounts: crate::accounts::AccountSettings,
@@ -154,6 +179,19 @@ impl Settings {
                 auth_key: get("SHELLY_AUTH_KEY").map(secret),
                 server: parse_optional(get("SHELLY_SERVER"), "SHELLY_SERVER")?,
             },
+            brand: BrandSettings {
+                name: get("LATCHKEY_BRAND_NAME")
+                    .map(parse_brand_name)
+                    .transpose()?
+                    .unwrap_or_else(|| DEFAULT_BRAND_NAME.to_string()),
+                logo_url: get("LATCHKEY_BRAND_LOGO_URL")
+                    .map(parse_logo_url)
+                    .transpose()?,
+                colour: get("LATCHKEY_BRAND_COLOUR")
+                    .map(parse_colour)
+                    .transpose()?
+                    .unwrap_or_else(|| DEFAULT_BRAND_COLOUR.to_string()),
+            },
             accounts: crate::accounts::AccountSettings {
                 session_idle: minutes(
                     get("LATCHKEY_SESSION_IDLE_MINUTES"),
@@ -201,6 +239,46 @@ fn minutes(
         },
     };
     Ok(std::time::Duration::from_secs(count.saturating_mul(60)))
+}
+
+/// A brand name fits in a page header: at most 80 characters, no control characters.
+fn parse_brand_name(value: &str) -> Result<String, ConfigError> {
+    if value.chars().count() > 80 || value.chars().any(char::is_control) {
+        return Err(ConfigError {
+            variable: "LATCHKEY_BRAND_NAME",
+            reason: "expected at most 80 printable characters".to_string(),
+        });
+    }
+    Ok(value.to_string())
+}
+
+/// A logo is an absolute http(s) URL or a path on this site.
+fn parse_logo_url(value: &str) -> Result<String, ConfigError> {
+    let site_relative = value.starts_with('/') && !value.starts_with("//");
+    let absolute = Url::parse(value)
+        .map(|url| matches!(url.scheme(), "http" | "https"))
+        .unwrap_or(false);
+    if site_relative || absolute {
+        Ok(value.to_string())
+    } else {
+        Err(ConfigError {
+            variable: "LATCHKEY_BRAND_LOGO_URL",
+            reason: format!("{value:?} is neither an http(s) URL nor a path starting with /"),
+        })
+    }
+}
+
+/// Colours are CSS hex colours, so they can go into a style attribute as they are.
+fn parse_colour(value: &str) -> Result<String, ConfigError> {
+    let digits = value.strip_prefix('#').unwrap_or("");
+    if matches!(digits.len(), 3 | 6) && digits.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+        Ok(value.to_ascii_lowercase())
+    } else {
+        Err(ConfigError {
+            variable: "LATCHKEY_BRAND_COLOUR",
+            reason: format!("{value:?} is not a hex colour like #1f5fbf"),
+        })
+    }
 }
 
 fn secret(value: &str) -> SecretString {
@@ -334,6 +412,30 @@ mod tests {
         let error =
             Settings::from_vars(&vars(&[("LATCHKEY_SESSION_IDLE_MINUTES", "0")])).unwrap_err();
         assert_eq!(error.variable, "LATCHKEY_SESSION_IDLE_MINUTES");
+}
+
+    fn branding_has_defaults_and_is_validated() {
+        let settings = Settings::from_vars(&vars(&[])).unwrap();
+        assert_eq!(settings.brand, BrandSettings::default());
+        let settings = Settings::from_vars(&vars(&[
+            ("LATCHKEY_BRAND_NAME", "Sauna Co"),
+            ("LATCHKEY_BRAND_LOGO_URL", "https://example.com/logo.png"),
+            ("LATCHKEY_BRAND_COLOUR", "#A1B2C3"),
+        ]))
+        .unwrap();
+        assert_eq!(settings.brand.name, "Sauna Co");
+        assert_eq!(settings.brand.colour, "#a1b2c3");
+        for (variable, value) in [
+            ("LATCHKEY_BRAND_COLOUR", "red"),
+            ("LATCHKEY_BRAND_COLOUR", "#12345"),
+            ("LATCHKEY_BRAND_COLOUR", "#1234zz"),
+            ("LATCHKEY_BRAND_LOGO_URL", "javascript:alert(1)"),
+            ("LATCHKEY_BRAND_LOGO_URL", "//evil.example/logo.png"),
+            ("LATCHKEY_BRAND_NAME", &"x".repeat(81)),
+        ] {
+            let error = Settings::from_vars(&vars(&[(variable, value)])).unwrap_err();
+            assert_eq!(error.variable, variable, "{value}");
+        }
     }
 
     #[test]

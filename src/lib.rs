@@ -39,5 +39,7 @@ pub mod store;
 pub mod stripe_events;
 /// Tracing subscriber set-up.
 pub mod telemetry;
+/// Server-rendered pages: guest flows, the page shell, static assets, branding.
+pub mod ui;
 /// Process managers turning facts into commands (door codes, …).
 pub mod workflows;

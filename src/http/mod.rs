@@ -98,6 +98,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health_modules::router())
         .merge(operator_actions::router())
         .merge(stripe_webhook::router())
+        .merge(crate::ui::router())
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,
