@@ -412,7 +412,7 @@ mod tests {
         let error =
             Settings::from_vars(&vars(&[("LATCHKEY_SESSION_IDLE_MINUTES", "0")])).unwrap_err();
         assert_eq!(error.variable, "LATCHKEY_SESSION_IDLE_MINUTES");
-}
+    }
 
     fn branding_has_defaults_and_is_validated() {
         let settings = Settings::from_vars(&vars(&[])).unwrap();
