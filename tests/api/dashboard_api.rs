@@ -81,7 +81,7 @@ async fn the_audit_log_filters_by_actor(backend: Backend) {
         );
     }
     let mut entries = Vec::new();
-    for _ in 0..100 {
+    for _ in 0..400 {
         let response = app
             .client
             .get(format!(

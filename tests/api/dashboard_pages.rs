@@ -14,12 +14,45 @@ use crate::helpers::{spawn_app, Backend, TestApp, ADMIN_TOKEN};
 use crate::on_both_backends;
 use crate::sim_helpers::PLUG;
 
-/// GET as `token`: the status and the body.
-async fn page(app: &TestApp, path: &str, token: &str) -> (u16, String) {
+/// A logged-in dashboard session: its cookie and CSRF token.
+pub(crate) struct Login {
+    pub(crate) cookie: String,
+    pub(crate) csrf: String,
+}
+
+/// A fully enrolled user with `role` and a logged-in session, made directly in the
+/// accounts tables (the login flow itself is tested with the accounts).
+pub(crate) async fn login(database: &latchkey::store::Database, role: Role) -> Login {
+    use latchkey::accounts::{sessions, users, SessionStage};
+    let email = format!(
+        "{}-{}@example.com",
+        role.as_str(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let user = users::create(database, &email, role, "not-a-password-hash", false)
+        .await
+        .unwrap();
+    users::begin_totp(database, &user.user_id, "JBSWY3DPEHPK3PXP")
+        .await
+        .unwrap();
+    users::confirm_totp(database, &user.user_id, 1, &[])
+        .await
+        .unwrap();
+    let (cookie, session) = sessions::create(database, &user.user_id, SessionStage::Full)
+        .await
+        .unwrap();
+    Login {
+        cookie: format!("{}={cookie}", sessions::COOKIE_NAME),
+        csrf: session.csrf_token,
+    }
+}
+
+/// GET as `login`: the status and the body.
+async fn page(app: &TestApp, path: &str, login: &Login) -> (u16, String) {
     let response = app
         .client
         .get(format!("{}{path}", app.address))
-        .bearer_auth(token)
+        .header("cookie", &login.cookie)
         .send()
         .await
         .unwrap();
@@ -31,7 +64,7 @@ async fn page(app: &TestApp, path: &str, token: &str) -> (u16, String) {
 async fn page_until(
     app: &TestApp,
     path: &str,
-    token: &str,
+    token: &Login,
     ready: impl Fn(&str) -> bool,
 ) -> String {
     let mut body = String::new();
@@ -45,17 +78,19 @@ async fn page_until(
     panic!("{path} never showed what was expected; last body: {body}");
 }
 
-/// A form post as `token`.
+/// A form post as `login`, with its CSRF token.
 async fn post_form(
     app: &TestApp,
     path: &str,
-    token: &str,
+    login: &Login,
     form: &[(&str, &str)],
 ) -> reqwest::Response {
+    let mut fields = form.to_vec();
+    fields.push(("csrf_token", &login.csrf));
     app.client
         .post(format!("{}{path}", app.address))
-        .bearer_auth(token)
-        .form(form)
+        .header("cookie", &login.cookie)
+        .form(&fields)
         .send()
         .await
         .unwrap()
@@ -90,7 +125,13 @@ fn uuid_for(n: usize) -> String {
 async fn pages_need_a_caller_and_show_todays_figures_and_health(backend: Backend) {
     let app = spawn_app(backend).await;
     let response = app.get("/dashboard").await;
-    assert_eq!(response.status(), 401, "no login, no dashboard");
+    assert_eq!(response.status(), 303, "no login, no dashboard");
+    assert_eq!(response.headers()["location"], "/login?next=%2Fdashboard");
+    let stranger = Login {
+        cookie: "latchkey_session=forged".into(),
+        csrf: String::new(),
+    };
+    assert_eq!(page(&app, "/dashboard", &stranger).await.0, 303);
 
     insert_payment(&app, &uuid_for(1), "succeeded", "d1", 1).await;
     insert_payment(&app, &uuid_for(2), "failed", "d1", 2).await;
@@ -106,7 +147,7 @@ async fn pages_need_a_caller_and_show_todays_figures_and_health(backend: Backend
         .unwrap();
     drop(pooled);
 
-    let auditor = app.token(Role::Auditor).await;
+    let auditor = login(&app.database, Role::Auditor).await;
     let (status, body) = page(&app, "/dashboard", &auditor).await;
     assert_eq!(status, 200);
     assert!(body.contains("Revenue today"), "{body}");
@@ -146,7 +187,7 @@ async fn payments_are_filtered_paged_and_exported(backend: Backend) {
         };
         insert_payment(&app, &uuid_for(n), status, door, n as i64 + 1).await;
     }
-    let auditor = app.token(Role::Auditor).await;
+    let auditor = login(&app.database, Role::Auditor).await;
     let (status, first) = page(&app, "/dashboard/payments", &auditor).await;
     assert_eq!(status, 200);
     assert_eq!(first.matches("href=\"/dashboard/payments/0000").count(), 50);
@@ -182,7 +223,7 @@ async fn payments_are_filtered_paged_and_exported(backend: Backend) {
     let response = app
         .client
         .get(format!("{}/dashboard/payments.csv", app.address))
-        .bearer_auth(&auditor)
+        .header("cookie", &auditor.cookie)
         .send()
         .await
         .unwrap();
@@ -210,8 +251,9 @@ async fn only_admins_get_the_refund_form_and_endpoint(backend: Backend) {
     insert_payment(&app, &id, "succeeded", "d1", 5).await;
     let path = format!("/dashboard/payments/{id}");
     let refund = format!("{path}/refund");
-    let auditor = app.token(Role::Auditor).await;
-    let operator = app.token(Role::Operator).await;
+    let auditor = login(&app.database, Role::Auditor).await;
+    let operator = login(&app.database, Role::Operator).await;
+    let admin = login(&app.database, Role::Admin).await;
 
     let (status, body) = page(&app, &path, &auditor).await;
     assert_eq!(status, 200);
@@ -222,7 +264,7 @@ async fn only_admins_get_the_refund_form_and_endpoint(backend: Backend) {
     );
     let (_, body) = page(&app, &path, &operator).await;
     assert!(!body.contains("refund-button"), "operators neither");
-    let (_, body) = page(&app, &path, ADMIN_TOKEN).await;
+    let (_, body) = page(&app, &path, &admin).await;
     assert!(body.contains("refund-button"), "admins do");
 
     for token in [&auditor, &operator] {
@@ -235,7 +277,7 @@ async fn only_admins_get_the_refund_form_and_endpoint(backend: Backend) {
         .await;
         assert_eq!(response.status(), 403);
     }
-    let response = post_form(&app, &refund, ADMIN_TOKEN, &[("amount", "1.50")]).await;
+    let response = post_form(&app, &refund, &admin, &[("amount", "1.50")]).await;
     assert_eq!(response.status(), 200);
     let body = response.text().await.unwrap();
     assert!(
@@ -247,7 +289,7 @@ async fn only_admins_get_the_refund_form_and_endpoint(backend: Backend) {
     let response = post_form(
         &app,
         &refund,
-        ADMIN_TOKEN,
+        &admin,
         &[("amount", "1.50"), ("confirm", "yes")],
     )
     .await;
@@ -257,7 +299,7 @@ async fn only_admins_get_the_refund_form_and_endpoint(backend: Backend) {
         "the API's own refusal: Stripe is not configured here"
     );
     assert!(response.text().await.unwrap().contains("STRIPE_SECRET_KEY"));
-    let response = post_form(&app, &refund, ADMIN_TOKEN, &[("amount", "-3")]).await;
+    let response = post_form(&app, &refund, &admin, &[("amount", "-3")]).await;
     assert_eq!(response.status(), 422);
     app.stop().await;
 }
@@ -278,8 +320,8 @@ async fn an_operator_force_ends_a_session_from_the_page_and_the_relay_goes_off(b
         "the relay is ON"
     );
     let session = payment_id.to_string();
-    let operator = app.token(Role::Operator).await;
-    let auditor = app.token(Role::Auditor).await;
+    let operator = login(&app.database, Role::Operator).await;
+    let auditor = login(&app.database, Role::Auditor).await;
     let listed = page_until(app, "/dashboard/sessions", &operator, |body| {
         body.contains(&session[..8]) && body.contains("data-ends-at=")
     })
@@ -296,7 +338,7 @@ async fn an_operator_force_ends_a_session_from_the_page_and_the_relay_goes_off(b
     );
 
     // The dashboard shows Shelly's health: red with the last error while failing.
-    app.state.gateways.health[2].record_error(&"Shelly cloud timed out");
+    app.state.gateways.current().health[2].record_error(&"Shelly cloud timed out");
     let (_, dashboard) = page(app, "/dashboard", &auditor).await;
     assert!(dashboard.contains("light red"));
     assert!(dashboard.contains("Shelly cloud timed out"));
@@ -354,8 +396,8 @@ async fn maintenance_from_the_door_page_blocks_checkout(backend: Backend) {
             .status(),
         201
     );
-    let operator = app.token(Role::Operator).await;
-    let auditor = app.token(Role::Auditor).await;
+    let operator = login(&app.database, Role::Operator).await;
+    let auditor = login(&app.database, Role::Auditor).await;
     let body = page_until(&app, "/dashboard/doors/4242", &operator, |body| {
         body.contains("maintenance-toggle")
     })
@@ -368,6 +410,15 @@ async fn maintenance_from_the_door_page_blocks_checkout(backend: Backend) {
     assert_eq!(status, 200);
     assert!(!as_auditor.contains("maintenance-toggle"));
     let form = [("status", "maintenance"), ("reason", "lock replaced")];
+    let without_token = app
+        .client
+        .post(format!("{}/dashboard/doors/4242/status", app.address))
+        .header("cookie", &operator.cookie)
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(without_token.status(), 403, "a form without the CSRF token");
     assert_eq!(
         post_form(&app, "/dashboard/doors/4242/status", &auditor, &form)
             .await
@@ -420,7 +471,7 @@ async fn device_plans_are_edited_from_the_page(backend: Backend) {
             .status(),
         201
     );
-    let operator = app.token(Role::Operator).await;
+    let operator = login(&app.database, Role::Operator).await;
     let form = [(
         "plans",
         "p30, 30 minutes, 30, 3.00, eur\np60, 1 hour, 60, 5.00, eur",
@@ -453,7 +504,7 @@ async fn the_audit_log_links_entries_and_reports_chart_revenue(backend: Backend)
             .status(),
         201
     );
-    let auditor = app.token(Role::Auditor).await;
+    let auditor = login(&app.database, Role::Auditor).await;
     let body = page_until(
         &app,
         "/dashboard/audit?actor=operator:bootstrap",

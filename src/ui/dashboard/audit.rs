@@ -109,7 +109,7 @@ async fn list(
         }
         @if let Some(next) = next { p.pager { a rel="next" href=(next) { "Older entries →" } } }
     };
-    Ok(page(&op, "Audit log", body))
+    Ok(page(&op, "Audit", body))
 }
 
 /// The dashboard page of the entry's entity.

@@ -4,7 +4,7 @@
 
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
-use axum::{Form, Router};
+use axum::Router;
 use latchkey_aggregates::device::DeviceStatus;
 use latchkey_aggregates::door::DoorStatus;
 use latchkey_projections::catalogue::{self, DeviceRow, DoorRow};
@@ -12,7 +12,10 @@ use maud::{html, Markup};
 use serde::Deserialize;
 
 use super::payments::minor_units;
-use super::{badge, csrf_field, filled, money, page, see_other, when, Operator, PageResult};
+use super::{
+    badge, csrf_field, filled, may, money, page, see_other, when, Operator, OperatorForm,
+    PageResult,
+};
 use crate::http::auth::Permission;
 use crate::http::devices::{self, DeviceChanges, PlanDto, RelaySwitch};
 use crate::http::doors::{self, DoorChanges};
@@ -49,7 +52,7 @@ async fn door_list(State(state): State<AppState>, op: Operator) -> PageResult {
     };
     let body = html! {
         h1 { "Doors" }
-        @if op.may(Permission::Operate) {
+        @if may(&op, Permission::Operate) {
             form.inline method="post" action="/dashboard/doors/sync" {
                 (csrf_field(&op))
                 button type="submit" { "Sync from TTLock" }
@@ -88,7 +91,7 @@ async fn door_page(
 ) -> PageResult {
     op.require(Permission::Read)?;
     let door = load_door(&state, &uid).await?;
-    let operate = op.may(Permission::Operate);
+    let operate = may(&op, Permission::Operate);
     let body = html! {
         h1 { "Door " (door.name) " " (badge(&door.status)) }
         dl.facts {
@@ -154,9 +157,8 @@ struct DoorForm {
 
 async fn edit_door(
     State(state): State<AppState>,
-    op: Operator,
     Path(uid): Path<String>,
-    Form(form): Form<DoorForm>,
+    OperatorForm { operator: op, form }: OperatorForm<DoorForm>,
 ) -> PageResult {
     op.require(Permission::Operate)?;
     let door = load_door(&state, &uid).await?;
@@ -208,9 +210,8 @@ fn maintenance(form: &StatusForm) -> Result<bool, ApiError> {
 
 async fn door_status(
     State(state): State<AppState>,
-    op: Operator,
     Path(uid): Path<String>,
-    Form(form): Form<StatusForm>,
+    OperatorForm { operator: op, form }: OperatorForm<StatusForm>,
 ) -> PageResult {
     op.require(Permission::Operate)?;
     let status = if maintenance(&form)? {
@@ -233,7 +234,10 @@ async fn door_status(
     see_other(&format!("/dashboard/doors/{uid}"))
 }
 
-async fn sync(State(state): State<AppState>, op: Operator) -> PageResult {
+async fn sync(
+    State(state): State<AppState>,
+    OperatorForm { operator: op, .. }: OperatorForm<super::Button>,
+) -> PageResult {
     op.require(Permission::Operate)?;
     let axum::Json(locks) =
         operator_actions::sync_doors(State(state), op.principal.clone()).await?;
@@ -364,7 +368,7 @@ async fn device_page(
     op.require(Permission::Read)?;
     let device = load_device(&state, &uid).await?;
     let plans = plans_of(&device);
-    let operate = op.may(Permission::Operate);
+    let operate = may(&op, Permission::Operate);
     let body = html! {
         h1 { "Device " (device.name) " " (badge(&device.status)) }
         dl.facts {
@@ -420,9 +424,8 @@ struct DeviceForm {
 
 async fn edit_device(
     State(state): State<AppState>,
-    op: Operator,
     Path(uid): Path<String>,
-    Form(form): Form<DeviceForm>,
+    OperatorForm { operator: op, form }: OperatorForm<DeviceForm>,
 ) -> PageResult {
     op.require(Permission::Operate)?;
     let changes = DeviceChanges {
@@ -444,9 +447,8 @@ async fn edit_device(
 
 async fn device_status(
     State(state): State<AppState>,
-    op: Operator,
     Path(uid): Path<String>,
-    Form(form): Form<StatusForm>,
+    OperatorForm { operator: op, form }: OperatorForm<StatusForm>,
 ) -> PageResult {
     op.require(Permission::Operate)?;
     let status = if maintenance(&form)? {
@@ -476,9 +478,8 @@ struct RelayForm {
 
 async fn relay(
     State(state): State<AppState>,
-    op: Operator,
     Path(uid): Path<String>,
-    Form(form): Form<RelayForm>,
+    OperatorForm { operator: op, form }: OperatorForm<RelayForm>,
 ) -> PageResult {
     op.require(Permission::Operate)?;
     let on = match filled(&form.on) {

@@ -20,7 +20,11 @@
     setInterval(function () {
       if (document.hidden || el.contains(document.activeElement)) { return; }
       fetch(el.getAttribute("data-refresh"), { credentials: "same-origin" })
-        .then(function (response) { return response.ok ? response.text() : null; })
+        .then(function (response) {
+          // Logged out meanwhile (redirected to the login page): show that page instead.
+          if (response.redirected) { window.location.reload(); return null; }
+          return response.ok ? response.text() : null;
+        })
         .then(function (html) { if (html !== null) { el.innerHTML = html; tick(); } })
         .catch(function () { /* keep the last content; the next round tries again */ });
     }, every);

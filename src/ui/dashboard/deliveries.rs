@@ -8,7 +8,8 @@ use maud::html;
 use serde::Deserialize;
 
 use super::{
-    badge, csrf_field, filled, page, query_string, see_other, select, when, Operator, PageResult,
+    badge, csrf_field, filled, may, page, query_string, see_other, select, when, Operator,
+    PageResult,
 };
 use crate::http::auth::Permission;
 use crate::http::read_params::DEFAULT_LIMIT;
@@ -65,7 +66,7 @@ async fn list(
         }
         _ => None,
     };
-    let operate = op.may(Permission::Operate);
+    let operate = may(&op, Permission::Operate);
     let body = html! {
         h1 { "Webhook deliveries" }
         @if let Some(event_id) = filled(&query.retried) {
@@ -99,7 +100,7 @@ async fn list(
         }
         @if let Some(next) = next { p.pager { a rel="next" href=(next) { "Older deliveries →" } } }
     };
-    Ok(page(&op, "Webhook deliveries", body))
+    Ok(page(&op, "Deliveries", body))
 }
 
 async fn retry(

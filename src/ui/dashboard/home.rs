@@ -109,6 +109,7 @@ pub async fn overview(state: &AppState, now: DateTime<Utc>) -> Result<Overview, 
     };
     let modules = state
         .gateways
+        .current()
         .health
         .iter()
         .map(|health| health.snapshot())

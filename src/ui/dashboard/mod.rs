@@ -14,11 +14,11 @@ pub mod chart;
 pub mod deliveries;
 pub mod home;
 pub mod payments;
-mod provisional;
 pub mod reports;
 pub mod sessions;
+pub mod shell;
 
-use axum::http::header;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::Router;
@@ -26,7 +26,10 @@ use chrono::{DateTime, Utc};
 use maud::{html, Markup};
 
 use crate::http::AppState;
-pub use provisional::{money, shell, HtmlError, Operator};
+pub use crate::ui::account::{csrf_field, Operator, OperatorForm};
+use crate::ui::layout::html_response;
+pub use crate::ui::layout::HtmlError;
+pub use shell::shell;
 
 /// What a page handler answers: the page, or an HTML error page with the right status.
 pub type PageResult = Result<Response, HtmlError>;
@@ -66,23 +69,38 @@ fn static_file(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
-/// A rendered page: never cached (it shows live data and per-role controls).
+/// A rendered page in the dashboard shell (`title` is its navigation label), with the
+/// dashboard's style sheet and script; never cached (live data, per-role controls).
 pub fn page(op: &Operator, title: &str, body: Markup) -> Response {
-    (
-        [(header::CACHE_CONTROL, "no-store")],
-        shell(op, title, body),
-    )
-        .into_response()
+    let body = html! {
+        link rel="stylesheet" href="/static/dashboard.css";
+        script src="/static/dashboard.js" defer {}
+        (body)
+    };
+    html_response(StatusCode::OK, shell(op, title, body))
 }
+
+/// Money for people (`€12.50`), from minor units and a currency code as stored.
+pub fn money(minor: i64, currency: &str) -> String {
+    match latchkey_aggregates::Currency::parse(currency) {
+        Ok(code) => crate::ui::layout::money(&latchkey_aggregates::Money::new(minor, code)),
+        Err(_) => format!("{minor} {}", currency.to_ascii_uppercase()),
+    }
+}
+
+/// Whether the operator's role allows `permission` (to show or hide a control).
+pub fn may(op: &Operator, permission: crate::http::auth::Permission) -> bool {
+    op.role.allows(permission)
+}
+
+/// A form with no fields of its own (a button): only the CSRF token, checked by
+/// [`OperatorForm`].
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct Button {}
 
 /// After a successful form post: back to a page (303, so a reload does not re-post).
 pub fn see_other(location: &str) -> PageResult {
     Ok(Redirect::to(location).into_response())
-}
-
-/// The hidden field every form carries.
-pub fn csrf_field(op: &Operator) -> Markup {
-    html! { input type="hidden" name="csrf_token" value=(op.csrf_token); }
 }
 
 /// A time for people, in UTC: `2026-11-23 14:05 UTC`.

@@ -7,14 +7,14 @@ use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Form, Router};
+use axum::Router;
 use latchkey_projections::payments::{self, PageKey, PaymentFilter, PaymentRow};
 use maud::{html, Markup};
 use serde::Deserialize;
 
 use super::{
-    badge, csrf_field, filled, money, page, query_string, see_other, select, when, when_opt,
-    Operator, PageResult,
+    badge, csrf_field, filled, may, money, page, query_string, see_other, select, when, when_opt,
+    Operator, OperatorForm, PageResult,
 };
 use crate::http::auth::Permission;
 use crate::http::extract::ApiJson;
@@ -307,7 +307,7 @@ async fn detail(
                 dt { "Session" } dd { a href={ "/dashboard/sessions?payment=" (row.payment_id) } { "sessions of this payment" } }
             }
         }
-        @if refundable && op.may(Permission::Refund) {
+        @if refundable && may(&op, Permission::Refund) {
             (refund_form(&op, &row))
         }
         h2 { "History" }
@@ -366,9 +366,8 @@ struct RefundForm {
 
 async fn refund(
     State(state): State<AppState>,
-    op: Operator,
     Path(id): Path<String>,
-    Form(form): Form<RefundForm>,
+    OperatorForm { operator: op, form }: OperatorForm<RefundForm>,
 ) -> PageResult {
     op.require(Permission::Refund)?;
     let row = {

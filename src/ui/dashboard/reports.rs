@@ -94,7 +94,7 @@ async fn report(
             (table(&rows))
         }
     };
-    Ok(page(&op, "Revenue", body))
+    Ok(page(&op, "Reports", body))
 }
 
 /// Currencies in the rows, in order of first appearance: one chart each (never summed).

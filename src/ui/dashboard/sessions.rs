@@ -5,14 +5,15 @@
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Form, Router};
+use axum::Router;
 use chrono::{DateTime, Utc};
 use latchkey_projections::sessions::{self, SessionFilter, SessionRow};
 use maud::{html, Markup};
 use serde::Deserialize;
 
 use super::{
-    badge, csrf_field, filled, page, see_other, select, when_opt, HtmlError, Operator, PageResult,
+    badge, csrf_field, filled, may, page, see_other, select, when_opt, HtmlError, Operator,
+    OperatorForm, PageResult,
 };
 use crate::http::auth::Permission;
 use crate::http::extract::ApiJson;
@@ -134,7 +135,7 @@ fn live_table(op: &Operator, rows: &[SessionRow], now: DateTime<Utc>) -> Markup 
         } @else {
             div.scroll { table.sessions {
                 thead { tr { th { "Session" } th { "State" } th { "Device" } th { "Remaining" } th { "Relay" }
-                    @if op.may(Permission::Operate) { th { "Force end" } } } }
+                    @if may(op, Permission::Operate) { th { "Force end" } } } }
                 tbody {
                     @for row in rows {
                         tr data-session=(row.session_id) {
@@ -143,7 +144,7 @@ fn live_table(op: &Operator, rows: &[SessionRow], now: DateTime<Utc>) -> Markup 
                             td { a href={ "/dashboard/devices/" (row.device_uid) } { (row.device_uid) } }
                             td { (remaining(row, now)) }
                             td { (relay(row.relay_observed)) }
-                            @if op.may(Permission::Operate) {
+                            @if may(op, Permission::Operate) {
                                 td {
                                     form.inline method="post" action={ "/dashboard/sessions/" (row.session_id) "/force-end" } {
                                         (csrf_field(op))
@@ -202,9 +203,8 @@ struct ForceEndForm {
 
 async fn force_end(
     State(state): State<AppState>,
-    op: Operator,
     Path(id): Path<String>,
-    Form(form): Form<ForceEndForm>,
+    OperatorForm { operator: op, form }: OperatorForm<ForceEndForm>,
 ) -> PageResult {
     op.require(Permission::Operate)?;
     let reason = filled(&form.reason).map(str::to_owned).ok_or_else(|| {
