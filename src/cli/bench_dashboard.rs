@@ -6,8 +6,9 @@
 //! million payments in about a minute, where folding ~6.6 million synthetic journal
 //! events as `scripts/bench-projections` does would take half an hour). The application is
 //! then built in-process on a free port and each page is fetched over HTTP through the
-//! real router, authenticated, sequentially: p50 and p99 per page and size, and the ratio
-//! to the baseline.
+//! real router by a logged-in admin (a user and a dashboard session made directly in the
+//! accounts tables), sequentially: p50 and p99 per page and size, and the ratio to the
+//! baseline.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -20,7 +21,6 @@ use crate::config::Settings;
 use crate::startup::{Application, BuildOptions};
 
 const GENERATOR: &str = include_str!("bench_dashboard.sql");
-const TOKEN: &str = "bench-dashboard-token";
 
 /// Options of `latchkey bench dashboard`.
 #[derive(Debug, clap::Args)]
@@ -90,7 +90,6 @@ async fn measure(url: &str, payments: u64, requests: usize) -> anyhow::Result<Ve
     let vars = HashMap::from([
         ("DATABASE_URL".to_string(), url.to_string()),
         ("LATCHKEY_LISTEN".to_string(), "127.0.0.1:0".to_string()),
-        ("LATCHKEY_API_TOKEN".to_string(), TOKEN.to_string()),
     ]);
     let settings = Settings::from_vars(&vars)?;
     let application = Application::build_with(settings, BuildOptions::default()).await?;
@@ -99,13 +98,17 @@ async fn measure(url: &str, payments: u64, requests: usize) -> anyhow::Result<Ve
     let started = Instant::now();
     fill(&database, payments).await?;
     eprintln!("   generated in {:.1?}", started.elapsed());
+    let cookie = log_in(&database).await?;
     let address = format!("http://127.0.0.1:{}", application.port());
     let shutdown = application.shutdown_token();
     let server = tokio::spawn(application.run_until_stopped());
-    let client = reqwest::Client::new();
+    // No redirects: a page answering 303 to the login page must count as a failure.
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
     let mut timings = Vec::new();
     for (name, path) in pages() {
-        let timing = time_page(&client, &format!("{address}{path}"), requests)
+        let timing = time_page(&client, &format!("{address}{path}"), &cookie, requests)
             .await
             .with_context(|| format!("measuring the {name} ({path})"))?;
         eprintln!("   {name}: p50 {:.1?} p99 {:.1?}", timing.p50, timing.p99);
@@ -132,14 +135,37 @@ async fn fill(database: &crate::store::Database, payments: u64) -> anyhow::Resul
     Ok(())
 }
 
-async fn time_page(client: &reqwest::Client, url: &str, requests: usize) -> anyhow::Result<Timing> {
+/// An enrolled admin with a logged-in session; the `Cookie` header value.
+async fn log_in(database: &crate::store::Database) -> anyhow::Result<String> {
+    use crate::accounts::{sessions, users, SessionStage};
+    let user = users::create(
+        database,
+        "bench@example.com",
+        crate::http::auth::Role::Admin,
+        "-",
+        false,
+    )
+    .await
+    .map_err(|error| anyhow::anyhow!("creating the benchmark user: {error}"))?;
+    users::begin_totp(database, &user.user_id, "JBSWY3DPEHPK3PXP").await?;
+    users::confirm_totp(database, &user.user_id, 1, &[]).await?;
+    let (cookie, _) = sessions::create(database, &user.user_id, SessionStage::Full).await?;
+    Ok(format!("{}={cookie}", sessions::COOKIE_NAME))
+}
+
+async fn time_page(
+    client: &reqwest::Client,
+    url: &str,
+    cookie: &str,
+    requests: usize,
+) -> anyhow::Result<Timing> {
     for _ in 0..10 {
-        fetch(client, url).await?;
+        fetch(client, url, cookie).await?;
     }
     let mut samples = Vec::with_capacity(requests);
     for _ in 0..requests.max(1) {
         let started = Instant::now();
-        fetch(client, url).await?;
+        fetch(client, url, cookie).await?;
         samples.push(started.elapsed());
     }
     samples.sort();
@@ -149,8 +175,8 @@ async fn time_page(client: &reqwest::Client, url: &str, requests: usize) -> anyh
     })
 }
 
-async fn fetch(client: &reqwest::Client, url: &str) -> anyhow::Result<()> {
-    let response = client.get(url).bearer_auth(TOKEN).send().await?;
+async fn fetch(client: &reqwest::Client, url: &str, cookie: &str) -> anyhow::Result<()> {
+    let response = client.get(url).header("cookie", cookie).send().await?;
     let status = response.status();
     let body = response.text().await?;
     anyhow::ensure!(status.is_success(), "{url} answered {status}: {body:.300}");
@@ -167,7 +193,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn print_results(results: &[(u64, Vec<Timing>)]) {
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    println!("page render time (full HTTP request through the router, authenticated, sequential)");
+    println!("page render time (full HTTP request through the router, logged in, sequential)");
     println!(
         "{:<24} {:>10} {:>14} {:>14} {:>12}",
         "page", "payments", "p50 ms", "p99 ms", "p99 ÷ base"
