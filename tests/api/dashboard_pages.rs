@@ -48,7 +48,7 @@ pub(crate) async fn login(database: &latchkey::store::Database, role: Role) -> L
 }
 
 /// GET as `login`: the status and the body.
-async fn page(app: &TestApp, path: &str, login: &Login) -> (u16, String) {
+pub(crate) async fn page(app: &TestApp, path: &str, login: &Login) -> (u16, String) {
     let response = app
         .client
         .get(format!("{}{path}", app.address))
@@ -97,7 +97,13 @@ async fn post_form(
 }
 
 /// A payments row as the payments fold writes it.
-async fn insert_payment(app: &TestApp, id: &str, status: &str, door: &str, minutes_ago: i64) {
+pub(crate) async fn insert_payment(
+    app: &TestApp,
+    id: &str,
+    status: &str,
+    door: &str,
+    minutes_ago: i64,
+) {
     let created = Utc::now() - Duration::minutes(minutes_ago);
     let paid = matches!(status, "succeeded" | "partially_refunded" | "refunded");
     let sql = "INSERT INTO payments (payment_id, kind, status, door_uid, amount, amount_received, \
@@ -118,7 +124,7 @@ async fn insert_payment(app: &TestApp, id: &str, status: &str, door: &str, minut
     pooled.conn().execute(sql, &params).await.unwrap();
 }
 
-fn uuid_for(n: usize) -> String {
+pub(crate) fn uuid_for(n: usize) -> String {
     format!("00000000-0000-4000-8000-{n:012}")
 }
 

@@ -6,6 +6,7 @@ mod browser;
 mod catalogue_writes;
 mod checkout;
 mod dashboard_api;
+mod dashboard_browser;
 mod dashboard_pages;
 mod device_sessions;
 mod door_access;
