@@ -20,14 +20,15 @@ const LAPTOP: (u32, u32) = (1440, 900);
 async fn logged_in(app: &TestApp, login: &Login, size: (u32, u32)) -> Browser {
     let browser = Browser::start(size).await;
     browser.open(&format!("{}/health", app.address)).await;
-    let value = login
-        .cookie
-        .split_once('=')
-        .map(|(_, value)| value.to_string())
+    // Set from the page (the server sets it HttpOnly; reading it is all the server does).
+    browser
+        .client
+        .execute(
+            "document.cookie = arguments[0] + '; path=/'; return document.cookie.length;",
+            vec![json!(login.cookie)],
+        )
+        .await
         .unwrap();
-    let mut cookie = fantoccini::cookies::Cookie::new("latchkey_session", value);
-    cookie.set_path("/");
-    browser.client.add_cookie(cookie).await.unwrap();
     browser
 }
 
@@ -146,6 +147,16 @@ async fn an_operator_force_ends_a_session_and_the_relay_goes_off() {
         .click()
         .await
         .unwrap();
+    let mut ended = false;
+    for _ in 0..50 {
+        let url = browser.client.current_url().await.unwrap();
+        if url.as_str().contains("ended=") {
+            ended = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(ended, "back on the sessions page after the post");
     browser.wait_for_text("was ended", 10).await;
     assert!(
         wait_for(|| async { !world.shelly.relay(PLUG, 0).unwrap().output }).await,
