@@ -13,8 +13,11 @@ const LEFT: f64 = 72.0;
 const RIGHT: f64 = 8.0;
 const TOP: f64 = 12.0;
 const BOTTOM: f64 = 44.0;
-/// At most this many x labels; the others are skipped (every bar keeps its own tooltip).
+/// At most this many x labels, fewer when they are long: the others are skipped so that
+/// none overlap (every bar keeps its own tooltip, and the table has every bucket).
 const MAX_X_LABELS: usize = 12;
+/// Rough width of one label character at the chart's font size, in user units.
+const CHAR_WIDTH: f64 = 6.6;
 
 /// One bar: its label on the x axis and its value (minor units, may be negative).
 #[derive(Clone, Debug, PartialEq)]
@@ -134,7 +137,14 @@ fn draw_bars(svg: &mut String, scale: &Scale, chart: &BarChart<'_>) {
     let count = chart.bars.len();
     let slot = (WIDTH - LEFT - RIGHT) / count as f64;
     let gap = (slot * 0.2).min(8.0);
-    let label_every = count.div_ceil(MAX_X_LABELS).max(1);
+    let widest = chart
+        .bars
+        .iter()
+        .map(|bar| bar.label.chars().count())
+        .max()
+        .unwrap_or(1) as f64;
+    let fitting = ((WIDTH - LEFT - RIGHT) / (widest * CHAR_WIDTH + 12.0)).floor() as usize;
+    let label_every = count.div_ceil(fitting.clamp(1, MAX_X_LABELS)).max(1);
     for (index, bar) in chart.bars.iter().enumerate() {
         let x = LEFT + index as f64 * slot + gap / 2.0;
         let top = scale.y(bar.value.max(0));
@@ -286,6 +296,15 @@ mod tests {
         let labels = svg.matches(r#"class="label""#).count();
         assert!(labels <= MAX_X_LABELS && labels >= 8, "{labels} labels");
         assert_eq!(svg.matches("<rect ").count(), 90, "every bar is drawn");
+        let dates: Vec<Bar> = (0..30)
+            .map(|day| Bar {
+                label: format!("2026-11-{:02}", day + 1),
+                value: 100,
+            })
+            .collect();
+        let svg = render(&chart(&dates, &plain));
+        let labels = svg.matches(r#"class="label""#).count();
+        assert!((4..=8).contains(&labels), "long labels are fewer: {labels}");
         assert_eq!(nice_step(17), 20);
         assert_eq!(nice_step(3), 5);
         assert_eq!(nice_step(1), 1);
