@@ -172,6 +172,9 @@ const LOCK_NAME: &str = "reconciler";
 /// Journal events read per query while following the tail.
 const TAIL_PAGE: i64 = 500;
 
+/// How soon to look again at a journal tail held back behind a running transaction.
+const HELD_BACK_RECHECK_MS: i64 = 20;
+
 /// The shortest pause between passes, so a session that is due again at once (a refused
 /// command) cannot spin the loop.
 const MIN_PAUSE: Duration = Duration::from_millis(10);
@@ -213,9 +216,10 @@ impl Reconciler {
         Ok((cursor, live))
     }
 
-    /// Brings the watch list up to date with the journal; returns it and whether it was
-    /// seeded just now (the first pass after a start).
-    async fn watched(&self) -> anyhow::Result<(Vec<String>, bool)> {
+    /// Brings the watch list up to date with the journal; returns it, whether it was
+    /// seeded just now (the first pass after a start), and whether events are held back
+    /// (on PostgreSQL, committed behind a transaction still running: look again shortly).
+    async fn watched(&self) -> anyhow::Result<(Vec<String>, bool, bool)> {
         let mut watchlist = self.watchlist.lock().await;
         let seeded_now = watchlist.cursor.is_none();
         let mut cursor = match watchlist.cursor {
@@ -241,7 +245,12 @@ impl Reconciler {
             }
         }
         watchlist.cursor = Some(cursor);
-        Ok((watchlist.sessions.iter().cloned().collect(), seeded_now))
+        let held_back = self.journal.has_events_after(cursor).await?;
+        Ok((
+            watchlist.sessions.iter().cloned().collect(),
+            seeded_now,
+            held_back,
+        ))
     }
 
     async fn forget(&self, session_id: &str) {
@@ -252,7 +261,10 @@ impl Reconciler {
     pub async fn pass(&self) -> anyhow::Result<PassReport> {
         let now = self.clock.now();
         let mut report = PassReport::default();
-        let (sessions, just_started) = self.watched().await?;
+        let (sessions, just_started, held_back) = self.watched().await?;
+        if held_back {
+            report.next_due = Some(now + chrono::Duration::milliseconds(HELD_BACK_RECHECK_MS));
+        }
         for session_id in sessions {
             let (mut session, _) = self.buses.sessions.load(&session_id).await?;
             if just_started && decide(&session, now) != Decision::NotLive {
