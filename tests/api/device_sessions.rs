@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use latchkey::reconciler::Clock;
+use latchkey::integrations::shelly::ShellyCloudConfig;
 use latchkey::sim::shelly::{RelayLogEntry, RelaySource, ShellySimConfig, ShellySimHandle};
 use latchkey::sim::stripe::{StripeSimConfig, StripeSimHandle};
+use latchkey::sim::FaultSettings;
 use latchkey::startup::BuildOptions;
 use latchkey_aggregates::payment::PaymentStatus;
 use latchkey::store::journal::{Journal, JournalEvent};
@@ -21,7 +23,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::helpers::{spawn_app_with_settings, Backend, TestApp, TestDatabase, ADMIN_TOKEN};
+use crate::helpers::{
+    eventually, spawn_app_with_settings, Backend, TestApp, TestDatabase, ADMIN_TOKEN,
+};
 use crate::on_both_backends;
 use crate::sim_helpers::PLUG;
 use crate::stripe_support::{API_KEY, SECRET};
@@ -122,20 +126,43 @@ impl Sims {
 
     /// An app on `database` pointed at the simulators, receiving Stripe's webhooks.
     async fn app(&self, database: TestDatabase, options: BuildOptions) -> TestApp {
-        let stripe_base = self.stripe.url();
-        let cloud = self.shelly.cloud_config();
-        let app = spawn_app_with_settings(database, options, |settings| {
-            settings.stripe.secret_key = Some(SecretString::from(API_KEY.to_string()));
-            settings.stripe.api_base = Some(stripe_base.parse().unwrap());
-            settings.stripe.webhook_secrets = vec![SecretString::from(SECRET.to_string())];
-            settings.shelly.server = Some(cloud.server.clone());
-            settings.shelly.auth_key = Some(cloud.auth_key.clone());
-        })
-        .await;
-        self.stripe
-            .set_webhook_url(format!("{}/api/stripe/webhook", app.address));
+        let app = app_on_sims(database, options, self.endpoints()).await;
+        self.deliver_webhooks_to(&app.address);
         app
     }
+
+    fn endpoints(&self) -> SimEndpoints {
+        SimEndpoints {
+            stripe_base: self.stripe.url(),
+            shelly: self.shelly.cloud_config(),
+        }
+    }
+
+    fn deliver_webhooks_to(&self, address: &str) {
+        self.stripe
+            .set_webhook_url(format!("{address}/api/stripe/webhook"));
+    }
+}
+
+/// Where an app finds the simulators (owned, so an app can be built on another runtime).
+struct SimEndpoints {
+    stripe_base: String,
+    shelly: ShellyCloudConfig,
+}
+
+async fn app_on_sims(
+    database: TestDatabase,
+    options: BuildOptions,
+    endpoints: SimEndpoints,
+) -> TestApp {
+    spawn_app_with_settings(database, options, |settings| {
+        settings.stripe.secret_key = Some(SecretString::from(API_KEY.to_string()));
+        settings.stripe.api_base = Some(endpoints.stripe_base.parse().unwrap());
+        settings.stripe.webhook_secrets = vec![SecretString::from(SECRET.to_string())];
+        settings.shelly.server = Some(endpoints.shelly.server.clone());
+        settings.shelly.auth_key = Some(endpoints.shelly.auth_key.clone());
+    })
+    .await
 }
 
 struct World {
@@ -587,3 +614,198 @@ async fn a_partial_refund_keeps_the_device_running_and_a_full_one_stops_it(backe
 }
 
 on_both_backends!(a_partial_refund_keeps_the_device_running_and_a_full_one_stops_it);
+
+/// Kills the server (drops its whole runtime) while the relay has applied ON but its
+/// answer has not come back, then starts a new server on the same database: it reads the
+/// relay back, converges, and the guest gets one session, ON for the paid time and OFF at
+/// its end.
+async fn a_crash_between_on_requested_and_its_answer_converges_after_a_restart(
+    backend: Backend,
+) {
+    let sims = Sims::spawn().await;
+    let database = TestDatabase::create(backend).await;
+    // The next Shelly command is applied but never answered: the ON lands in the window.
+    sims.shelly.set_faults(&FaultSettings {
+        drop_next: Some(1),
+        ..FaultSettings::default()
+    });
+    let doomed = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (started, checkout_ready) = tokio::sync::oneshot::channel();
+    let (first_database, options, endpoints) =
+        (database.another_handle(), sims.options(), sims.endpoints());
+    doomed.spawn(async move {
+        let app = app_on_sims(first_database, options, endpoints).await;
+        register_washer(&app).await;
+        let paid = checkout(&app).await;
+        let _ = started.send((app.address.clone(), paid));
+        // Holds the app until its runtime is dropped.
+        std::future::pending::<()>().await;
+        drop(app);
+    });
+    let (address, (payment_id, checkout_session)) = checkout_ready.await.unwrap();
+    sims.deliver_webhooks_to(&address);
+    sims.stripe.pay(&checkout_session, "4242424242424242").unwrap();
+    assert!(
+        eventually(400, Duration::from_millis(25), || async {
+            sims.shelly.requests().iter().any(|request| request.dropped)
+        })
+        .await,
+        "the reconciler sent ON"
+    );
+    assert!(sims.relay_is_on(), "the relay applied the ON");
+    // Kill: every task of the first server is dropped wherever it stands.
+    tokio::task::spawn_blocking(move || doomed.shutdown_timeout(Duration::from_secs(10)))
+        .await
+        .unwrap();
+
+    let journal = Journal::new(database.connect().await);
+    let before: Vec<String> = journal
+        .aggregate_events("DeviceSession", &payment_id.to_string(), None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|event| event.event_type)
+        .collect();
+    assert_eq!(
+        before,
+        vec!["SessionOpened"],
+        "the crash came before the ON's answer was recorded"
+    );
+
+    let app = sims.app(database, sims.options()).await;
+    assert!(
+        wait_for(|| async { state_on(&app, payment_id).await == Some(SessionState::Active) })
+            .await,
+        "the restarted server starts the session"
+    );
+    assert!(
+        count_events(&app, "DeviceSession", payment_id, "RelayStateObserved").await >= 1,
+        "the relay was read back after the restart"
+    );
+    assert_eq!(
+        count_events(&app, "DeviceSession", payment_id, "SessionOpened").await,
+        1
+    );
+    let sessions: Value = app
+        .client
+        .get(format!("{}/api/sessions?payment={payment_id}", app.address))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        sessions["items"].as_array().map(Vec::len),
+        Some(1),
+        "one session for the payment: {sessions}"
+    );
+    assert!(
+        wait_for(|| async { status_on(&app, payment_id).await == PaymentStatus::Succeeded }).await,
+        "captured once ON"
+    );
+    assert_eq!(
+        count_events(&app, "Payment", payment_id, "PaymentCaptureRequested").await,
+        1
+    );
+
+    let active = session(&app, payment_id).await;
+    let (started_at, ends_at) = (active.started_at().unwrap(), active.ends_at().unwrap());
+    sims.advance_to(ends_at - chrono::Duration::milliseconds(1500));
+    assert!(
+        wait_for(|| async { state_on(&app, payment_id).await == Some(SessionState::Completed) })
+            .await,
+        "the session completes"
+    );
+    assert!(!sims.relay_is_on(), "no relay left ON past the end");
+    let log = sims.relay_log();
+    assert_on_throughout(&log, started_at, ends_at);
+    assert_off_at_the_end(&log, ends_at);
+    assert!(wait_for(|| async { free_on(&app).await }).await);
+    app.stop().await;
+}
+
+on_both_backends!(a_crash_between_on_requested_and_its_answer_converges_after_a_restart);
+
+/// The application name of the connection holding the reconciler's advisory lock in this
+/// test's database, if any instance holds it.
+async fn reconciler_holders(database: &latchkey::store::Database) -> Vec<String> {
+    let latchkey::store::Database::Postgres(pool) = database else {
+        panic!("PostgreSQL only");
+    };
+    let key = latchkey::store::subscription::singleton_key("reconciler") as u64;
+    let sql = "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+               WHERE l.locktype = 'advisory' AND l.granted \
+                 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                 AND l.classid::bigint = $1 AND l.objid::bigint = $2";
+    sqlx::query_scalar(sql)
+        .bind((key >> 32) as i64)
+        .bind((key & 0xffff_ffff) as i64)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+/// Two instances on one PostgreSQL database: exactly one runs the reconciler; when it
+/// stops in the middle of a session, the other takes over within seconds and switches the
+/// relay OFF at the session's end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_one_instance_reconciles_and_another_takes_over_on_time() {
+    let sims = Sims::spawn().await;
+    let database = TestDatabase::create(Backend::Postgres).await;
+    let observer = database.connect().await;
+    let first = sims
+        .app(database.with_application_name("instance_one"), sims.options())
+        .await;
+    register_washer(&first).await;
+    assert!(
+        eventually(100, Duration::from_millis(50), || async {
+            reconciler_holders(&observer).await == ["instance_one"]
+        })
+        .await,
+        "the first instance runs the reconciler"
+    );
+    let second = sims
+        .app(database.with_application_name("instance_two"), sims.options())
+        .await;
+    let payment_id = pay_on(&second, &sims).await;
+    assert!(
+        wait_for(|| async { state_on(&second, payment_id).await == Some(SessionState::Active) })
+            .await
+    );
+    assert_eq!(
+        reconciler_holders(&observer).await,
+        ["instance_one"],
+        "exactly one instance runs it"
+    );
+
+    let ends_at = session(&second, payment_id).await.ends_at().unwrap();
+    sims.advance_to(ends_at - chrono::Duration::seconds(3));
+    first.stop().await;
+    let stopped_at = Utc::now();
+    assert!(
+        eventually(100, Duration::from_millis(50), || async {
+            reconciler_holders(&observer).await == ["instance_two"]
+        })
+        .await,
+        "the second instance takes over"
+    );
+    let takeover_ms = millis_after(Utc::now(), stopped_at);
+    assert!(sims.relay_is_on(), "the session keeps running meanwhile");
+    assert!(
+        wait_for(|| async {
+            state_on(&second, payment_id).await == Some(SessionState::Completed)
+        })
+        .await,
+        "the second instance finishes the session"
+    );
+    let off_latency = assert_off_at_the_end(&sims.relay_log(), ends_at);
+    println!("reconciler takeover within {takeover_ms} ms; OFF {off_latency} ms after the end");
+    assert!(wait_for(|| async { free_on(&second).await }).await);
+    second.stop().await;
+}
