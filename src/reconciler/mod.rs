@@ -554,3 +554,6 @@ async fn jumped(jumps: &mut Option<watch::Receiver<u64>>) {
         std::future::pending::<()>().await;
     }
 }
+
+#[cfg(test)]
+mod tests;
