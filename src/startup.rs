@@ -24,8 +24,8 @@ use crate::store::subscription::{self, Subscriber, SubscriptionOptions, Subscrip
 use crate::store::{Database, PoolSize};
 use crate::workflows::device_sessions::DeviceSessionWorkflow;
 use crate::workflows::door_access::{DoorAccessWorkflow, RetryPolicy};
-use latchkey_aggregates::door::MAX_ISSUE_ATTEMPTS;
 use crate::workflows::schedule::{self, ScheduleOptions};
+use latchkey_aggregates::door::MAX_ISSUE_ATTEMPTS;
 
 /// Knobs that tests and the demo turn; production uses the defaults.
 #[derive(Clone, Default)]

@@ -468,7 +468,7 @@ impl Reconciler {
                     match try_advisory_lock(pool, LOCK_NAME).await {
                         Ok(Some(connection)) => {
                             tracing::info!("reconciler running in this instance");
-                            break Some(crate::store::subscription::SingletonLock::new(connection))
+                            break Some(crate::store::subscription::SingletonLock::new(connection));
                         }
                         Ok(None) => {}
                         Err(error) => {

@@ -7,19 +7,24 @@
 //! a fresh fold of the events after a trip through JSON (what the reconciler loads from
 //! the journal), a hand-written fold of the events written here (the specification), and
 //! the `sessions` projection's row after the real projection ran over the events in SQLite
-//! (what the reconciler seeds its watch list from).
+//! (what the reconciler seeds its watch list from). Likewise for the Device: the
+//! `catalogue_devices` row the sweep starts from agrees with a replay of the Device.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
+use latchkey_aggregates::device::{
+    Device, DeviceCommand, DeviceEvent, DeviceServices, DeviceStatus, UsagePlan,
+};
 use latchkey_aggregates::session::services::testing::FakeRelayGateway;
 use latchkey_aggregates::session::services::{
     RelayError, RelayOutcome, RelayTarget, SessionServices,
 };
 use latchkey_aggregates::session::{DeviceSession, SessionCommand, SessionEvent, SessionTerms};
-use latchkey_aggregates::Actor;
+use latchkey_aggregates::{Actor, Currency, Money};
+use latchkey_projections::catalogue::CatalogueProjection;
 use latchkey_projections::sessions::SessionsProjection;
 use latchkey_projections::{Conn, EventRecord, Projection};
 use proptest::prelude::*;
@@ -166,7 +171,10 @@ fn command(step: Step, at: DateTime<Utc>) -> (SessionCommand, SessionServices) {
 
 /// Runs the history through the aggregate as the command bus would: the live aggregate,
 /// every event written, and the last instant.
-async fn run(history: &History, session_id: Uuid) -> (DeviceSession, Vec<SessionEvent>, DateTime<Utc>) {
+async fn run(
+    history: &History,
+    session_id: Uuid,
+) -> (DeviceSession, Vec<SessionEvent>, DateTime<Utc>) {
     let mut at = start();
     let mut live = DeviceSession::default();
     let mut events = Vec::new();
@@ -304,7 +312,10 @@ fn instants(history: &History, last: DateTime<Utc>, session: &DeviceSession) -> 
         .iter()
         .map(|seconds| last + Duration::seconds(*seconds))
         .collect();
-    for deadline in [session.grace_ends_at(), session.ends_at()].into_iter().flatten() {
+    for deadline in [session.grace_ends_at(), session.ends_at()]
+        .into_iter()
+        .flatten()
+    {
         for millis in [-1, 0, 1] {
             instants.push(deadline + Duration::milliseconds(millis));
         }
@@ -379,4 +390,183 @@ fn the_decision_equals_a_fresh_replay_and_the_read_model_for_1000_histories() {
         seen.iter().all(|count| *count > 0),
         "every decision was exercised: {seen:?}"
     );
+}
+
+/// What happens to the device in one step of a Device history.
+#[derive(Clone, Copy, Debug)]
+enum DeviceStep {
+    /// A session (one of four) asks for the relay.
+    Reserve(u8),
+    /// A session (one of four) ends or leaves the queue.
+    Release(u8),
+    /// An operator or a sweep switches the relay.
+    Switch(bool, Answer),
+    Maintenance(bool),
+}
+
+fn device_step() -> impl Strategy<Value = DeviceStep> {
+    prop_oneof![
+        4 => (0_u8..4).prop_map(DeviceStep::Reserve),
+        3 => (0_u8..4).prop_map(DeviceStep::Release),
+        2 => (any::<bool>(), answer()).prop_map(|(on, answer)| DeviceStep::Switch(on, answer)),
+        1 => any::<bool>().prop_map(DeviceStep::Maintenance),
+    ]
+}
+
+fn device_command(step: DeviceStep, at: DateTime<Utc>) -> (DeviceCommand, DeviceServices) {
+    let relay = Arc::new(FakeRelayGateway::new());
+    let session = |index: u8| Uuid::from_u128(0x5e55_1000 + u128::from(index));
+    let actor = Actor::System;
+    let command = match step {
+        DeviceStep::Reserve(index) => DeviceCommand::ReserveDevice {
+            session_id: session(index),
+            payment_id: session(index),
+            actor,
+            at,
+        },
+        DeviceStep::Release(index) => DeviceCommand::ReleaseDevice {
+            session_id: session(index),
+            actor,
+            at,
+        },
+        DeviceStep::Switch(on, answer) => {
+            relay.queue_switch(relay_answer(answer));
+            DeviceCommand::SwitchRelay {
+                on,
+                reason: "test".into(),
+                actor: Actor::Operator { id: "op".into() },
+                at,
+            }
+        }
+        DeviceStep::Maintenance(on) => DeviceCommand::SetDeviceStatus {
+            status: if on {
+                DeviceStatus::Maintenance
+            } else {
+                DeviceStatus::Active
+            },
+            reason: "test".into(),
+            actor,
+            at,
+        },
+    };
+    (command, DeviceServices::new(relay))
+}
+
+/// The sweep picks the devices to read from the `catalogue_devices` read model (no holder)
+/// and then decides from a replay of the Device: both must agree on who holds the relay,
+/// the queue and the relay state, for 1,000 random Device histories.
+#[test]
+fn the_catalogue_agrees_with_a_replay_of_the_device_for_1000_histories() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let conn = runtime.block_on(async {
+        let mut conn = SqliteConnection::connect("sqlite::memory:").await.unwrap();
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&mut conn)
+            .await
+            .unwrap();
+        tokio::sync::Mutex::new(conn)
+    });
+    let mut runner = TestRunner::new(Config {
+        cases: 1_000,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let strategy = prop::collection::vec((0_i64..=600, device_step()), 0..16);
+    runner
+        .run(&strategy, |steps| {
+            runtime.block_on(async {
+                let mut at = start();
+                let register = DeviceCommand::RegisterDevice {
+                    device_uid: "washer".into(),
+                    name: "Washer".into(),
+                    location: "Lyon".into(),
+                    time_zone: "Europe/Paris".into(),
+                    shelly_device_id: "3c61052d7e90".into(),
+                    shelly_channel: 0,
+                    plans: vec![UsagePlan {
+                        plan_id: "p30".into(),
+                        name: "30 minutes".into(),
+                        minutes: 30,
+                        price: Money::new(300, Currency::parse("eur").unwrap()),
+                    }],
+                    actor: Actor::System,
+                    at,
+                };
+                let mut commands = vec![(
+                    register,
+                    DeviceServices::new(Arc::new(FakeRelayGateway::new())),
+                )];
+                for (seconds, step) in &steps {
+                    at += Duration::seconds(*seconds);
+                    commands.push(device_command(*step, at));
+                }
+                let mut live = Device::default();
+                let mut events = Vec::new();
+                for (command, services) in commands {
+                    let sink = EventSink::default();
+                    if live.handle(command, &services, &sink).await.is_ok() {
+                        events.extend(sink.collect().await);
+                    }
+                }
+                let stored = serde_json::to_string(&events).unwrap();
+                let mut replayed = Device::default();
+                for event in serde_json::from_str::<Vec<DeviceEvent>>(&stored).unwrap() {
+                    replayed.apply(event);
+                }
+                prop_assert_eq!(&replayed, &live);
+
+                let mut conn = conn.lock().await;
+                sqlx::query("DELETE FROM catalogue_devices")
+                    .execute(&mut *conn)
+                    .await
+                    .unwrap();
+                let metadata = serde_json::json!({});
+                for (sequence, event) in events.iter().enumerate() {
+                    let payload = serde_json::to_value(event).unwrap();
+                    let event_type = cqrs_es::DomainEvent::event_type(event);
+                    let record = EventRecord {
+                        position: sequence as i64 + 1,
+                        aggregate_type: "Device",
+                        aggregate_id: "washer",
+                        sequence: sequence as i64 + 1,
+                        event_type: &event_type,
+                        event_version: "1.0",
+                        payload: &payload,
+                        metadata: &metadata,
+                        recorded_at: start(),
+                    };
+                    CatalogueProjection
+                        .apply(&mut Conn::Sqlite(&mut conn), &record)
+                        .await
+                        .unwrap();
+                }
+                let row =
+                    latchkey_projections::catalogue::device(&mut Conn::Sqlite(&mut conn), "washer")
+                        .await
+                        .unwrap()
+                        .ok_or_else(|| TestCaseError::fail("no catalogue row"))?;
+                prop_assert_eq!(
+                    row.holder_session_id.clone(),
+                    replayed.holder_session().map(|id| id.to_string()),
+                    "holder, after {:?}",
+                    &steps
+                );
+                prop_assert_eq!(
+                    row.queue_length,
+                    replayed.queued_sessions().len() as i64,
+                    "queue, after {:?}",
+                    &steps
+                );
+                prop_assert_eq!(
+                    row.relay_on,
+                    replayed.relay_is_on(),
+                    "relay, after {:?}",
+                    &steps
+                );
+                Ok(())
+            })
+        })
+        .unwrap();
 }

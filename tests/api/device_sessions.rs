@@ -8,14 +8,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use latchkey::reconciler::Clock;
 use latchkey::integrations::shelly::ShellyCloudConfig;
+use latchkey::reconciler::Clock;
 use latchkey::sim::shelly::{RelayLogEntry, RelaySource, ShellySimConfig, ShellySimHandle};
 use latchkey::sim::stripe::{StripeSimConfig, StripeSimHandle};
 use latchkey::sim::FaultSettings;
 use latchkey::startup::BuildOptions;
-use latchkey_aggregates::payment::PaymentStatus;
 use latchkey::store::journal::{Journal, JournalEvent};
+use latchkey_aggregates::payment::PaymentStatus;
 use latchkey_aggregates::session::{DeviceSession, SessionState};
 use secrecy::SecretString;
 use serde_json::{json, Value};
@@ -213,13 +213,18 @@ async fn checkout(app: &TestApp) -> (Uuid, String) {
         .load(&payment_id.to_string())
         .await
         .unwrap();
-    (payment_id, payment.checkout_session_id().unwrap().to_string())
+    (
+        payment_id,
+        payment.checkout_session_id().unwrap().to_string(),
+    )
 }
 
 /// A guest pays (the card is authorized); returns the payment id.
 async fn pay_on(app: &TestApp, sims: &Sims) -> Uuid {
     let (payment_id, checkout_session) = checkout(app).await;
-    sims.stripe.pay(&checkout_session, "4242424242424242").unwrap();
+    sims.stripe
+        .pay(&checkout_session, "4242424242424242")
+        .unwrap();
     payment_id
 }
 
@@ -320,7 +325,10 @@ fn assert_off_at_the_end(log: &[RelayLogEntry], ends_at: DateTime<Utc>) -> i64 {
         .unwrap_or_else(|| panic!("an OFF at the end in {log:?}"));
     assert_eq!(off.source, RelaySource::Command, "{log:?}");
     let late = millis_after(off.at, ends_at);
-    assert!((-5..1_000).contains(&late), "OFF {late} ms after the end: {log:?}");
+    assert!(
+        (-5..1_000).contains(&late),
+        "OFF {late} ms after the end: {log:?}"
+    );
     assert!(
         log.iter().all(|entry| entry.at <= off.at || !entry.on),
         "nothing switched the relay ON again after its end: {log:?}"
@@ -338,7 +346,8 @@ fn assert_on_throughout(log: &[RelayLogEntry], started_at: DateTime<Utc>, ends_a
     assert!(on_before_start, "ON when the session started: {log:?}");
     assert!(
         log.iter()
-            .filter(|entry| entry.at > started_at && entry.at < ends_at - chrono::Duration::milliseconds(5))
+            .filter(|entry| entry.at > started_at
+                && entry.at < ends_at - chrono::Duration::milliseconds(5))
             .all(|entry| entry.on),
         "no OFF during the paid time: {log:?}"
     );
@@ -369,10 +378,7 @@ async fn a_paid_session_switches_on_is_captured_and_switches_off_at_its_end(back
     world
         .sims
         .advance_to(ends_at - chrono::Duration::milliseconds(1500));
-    assert!(
-        world.sims.relay_is_on(),
-        "still ON shortly before the end"
-    );
+    assert!(world.sims.relay_is_on(), "still ON shortly before the end");
     assert!(
         wait_for(|| async {
             session_state(&world, payment_id).await == Some(SessionState::Completed)
@@ -424,7 +430,9 @@ async fn the_relay_follows_the_payment_and_the_end_within_a_second(backend: Back
     );
 
     let ends_at = session(&world.app, payment_id).await.ends_at().unwrap();
-    world.sims.advance_to(ends_at - chrono::Duration::seconds(2));
+    world
+        .sims
+        .advance_to(ends_at - chrono::Duration::seconds(2));
     assert!(
         wait_for(|| async {
             session_state(&world, payment_id).await == Some(SessionState::Completed)
@@ -498,7 +506,9 @@ async fn a_second_guest_waits_for_the_first_session_to_end(backend: Backend) {
         "queued behind the first"
     );
     let first_ends_at = session(&world.app, first).await.ends_at().unwrap();
-    world.sims.advance_to(first_ends_at - chrono::Duration::seconds(1));
+    world
+        .sims
+        .advance_to(first_ends_at - chrono::Duration::seconds(1));
     assert!(
         wait_for(|| async { session_state(&world, first).await == Some(SessionState::Completed) })
             .await
@@ -516,8 +526,16 @@ async fn a_second_guest_waits_for_the_first_session_to_end(backend: Backend) {
         "never two at once: the second now holds the relay"
     );
     let second_started = session(&world.app, second).await.started_at().unwrap();
-    assert!(second_started >= first_ends_at, "the second starts after the first ends");
-    let switches: Vec<bool> = world.sims.relay_log().iter().map(|entry| entry.on).collect();
+    assert!(
+        second_started >= first_ends_at,
+        "the second starts after the first ends"
+    );
+    let switches: Vec<bool> = world
+        .sims
+        .relay_log()
+        .iter()
+        .map(|entry| entry.on)
+        .collect();
     assert_eq!(switches, vec![true, false, true]);
     world.app.stop().await;
 }
@@ -573,7 +591,11 @@ async fn a_partial_refund_keeps_the_device_running_and_a_full_one_stops_it(backe
     let path = format!("/api/payments/{payment_id}/refund");
     let partial = world
         .app
-        .post_json(&path, Some(ADMIN_TOKEN), &json!({"amount": 100, "reason": "slow spin"}))
+        .post_json(
+            &path,
+            Some(ADMIN_TOKEN),
+            &json!({"amount": 100, "reason": "slow spin"}),
+        )
         .await;
     assert_eq!(partial.status(), 202);
     assert!(
@@ -593,7 +615,11 @@ async fn a_partial_refund_keeps_the_device_running_and_a_full_one_stops_it(backe
 
     let full = world
         .app
-        .post_json(&path, Some(ADMIN_TOKEN), &json!({"reason": "broken machine"}))
+        .post_json(
+            &path,
+            Some(ADMIN_TOKEN),
+            &json!({"reason": "broken machine"}),
+        )
         .await;
     assert_eq!(full.status(), 202);
     assert!(
@@ -619,9 +645,7 @@ on_both_backends!(a_partial_refund_keeps_the_device_running_and_a_full_one_stops
 /// answer has not come back, then starts a new server on the same database: it reads the
 /// relay back, converges, and the guest gets one session, ON for the paid time and OFF at
 /// its end.
-async fn a_crash_between_on_requested_and_its_answer_converges_after_a_restart(
-    backend: Backend,
-) {
+async fn a_crash_between_on_requested_and_its_answer_converges_after_a_restart(backend: Backend) {
     let sims = Sims::spawn().await;
     let database = TestDatabase::create(backend).await;
     // The next Shelly command is applied but never answered: the ON lands in the window.
@@ -648,7 +672,9 @@ async fn a_crash_between_on_requested_and_its_answer_converges_after_a_restart(
     });
     let (address, (payment_id, checkout_session)) = checkout_ready.await.unwrap();
     sims.deliver_webhooks_to(&address);
-    sims.stripe.pay(&checkout_session, "4242424242424242").unwrap();
+    sims.stripe
+        .pay(&checkout_session, "4242424242424242")
+        .unwrap();
     assert!(
         eventually(400, Duration::from_millis(25), || async {
             sims.shelly.requests().iter().any(|request| request.dropped)
@@ -678,8 +704,7 @@ async fn a_crash_between_on_requested_and_its_answer_converges_after_a_restart(
 
     let app = sims.app(database, sims.options()).await;
     assert!(
-        wait_for(|| async { state_on(&app, payment_id).await == Some(SessionState::Active) })
-            .await,
+        wait_for(|| async { state_on(&app, payment_id).await == Some(SessionState::Active) }).await,
         "the restarted server starts the session"
     );
     assert!(
@@ -760,7 +785,10 @@ async fn postgres_one_instance_reconciles_and_another_takes_over_on_time() {
     let database = TestDatabase::create(Backend::Postgres).await;
     let observer = database.connect().await;
     let first = sims
-        .app(database.with_application_name("instance_one"), sims.options())
+        .app(
+            database.with_application_name("instance_one"),
+            sims.options(),
+        )
         .await;
     register_washer(&first).await;
     assert!(
@@ -771,7 +799,10 @@ async fn postgres_one_instance_reconciles_and_another_takes_over_on_time() {
         "the first instance runs the reconciler"
     );
     let second = sims
-        .app(database.with_application_name("instance_two"), sims.options())
+        .app(
+            database.with_application_name("instance_two"),
+            sims.options(),
+        )
         .await;
     let payment_id = pay_on(&second, &sims).await;
     assert!(
@@ -798,10 +829,8 @@ async fn postgres_one_instance_reconciles_and_another_takes_over_on_time() {
     let takeover_ms = millis_after(Utc::now(), stopped_at);
     assert!(sims.relay_is_on(), "the session keeps running meanwhile");
     assert!(
-        wait_for(|| async {
-            state_on(&second, payment_id).await == Some(SessionState::Completed)
-        })
-        .await,
+        wait_for(|| async { state_on(&second, payment_id).await == Some(SessionState::Completed) })
+            .await,
         "the second instance finishes the session"
     );
     let off_latency = assert_off_at_the_end(&sims.relay_log(), ends_at);

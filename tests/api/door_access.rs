@@ -7,8 +7,8 @@ use chrono::Utc;
 use latchkey::cqrs::CommandMetadata;
 use latchkey::sim::stripe::{DeliveryMode, StripeSimConfig, StripeSimHandle};
 use latchkey::sim::ttlock::{TtlockSimConfig, TtlockSimHandle};
-use latchkey::startup::BuildOptions;
 use latchkey::sim::FaultSettings;
+use latchkey::startup::BuildOptions;
 use latchkey::store::journal::{current_checkpoint, Journal};
 use latchkey::workflows::door_access;
 use latchkey_aggregates::door::AccessCodeState;
@@ -128,7 +128,10 @@ async fn checkout(app: &TestApp) -> (Uuid, String) {
         .load(&payment_id.to_string())
         .await
         .unwrap();
-    (payment_id, payment.checkout_session_id().unwrap().to_string())
+    (
+        payment_id,
+        payment.checkout_session_id().unwrap().to_string(),
+    )
 }
 
 async fn pay(world: &World) -> Uuid {
@@ -453,8 +456,7 @@ async fn a_crash_after_ttlock_wrote_the_code_still_issues_it_once(backend: Backe
         std::future::pending::<()>().await;
         drop(app);
     });
-    let (address, (warm_id, warm_session), (payment_id, checkout_session)) =
-        ready.await.unwrap();
+    let (address, (warm_id, warm_session), (payment_id, checkout_session)) = ready.await.unwrap();
     stripe.set_webhook_url(format!("{address}/api/stripe/webhook"));
     // A first guest warms the client up (token, lock list), so the next TTLock request is
     // the second guest's passcode.
@@ -487,7 +489,12 @@ async fn a_crash_after_ttlock_wrote_the_code_still_issues_it_once(backend: Backe
         .await
         .unwrap();
 
-    let app = app_on_sims(database, BuildOptions::default(), endpoints(&stripe, &ttlock)).await;
+    let app = app_on_sims(
+        database,
+        BuildOptions::default(),
+        endpoints(&stripe, &ttlock),
+    )
+    .await;
     stripe.set_webhook_url(format!("{}/api/stripe/webhook", app.address));
     let code = code_on(&app, payment_id, AccessCodeState::Issued)
         .await
@@ -499,9 +506,15 @@ async fn a_crash_after_ttlock_wrote_the_code_still_issues_it_once(backend: Backe
         "one per guest"
     );
     let codes = live_codes(&ttlock);
-    assert_eq!(codes.len(), 2, "one live code per guest at TTLock: {codes:?}");
+    assert_eq!(
+        codes.len(),
+        2,
+        "one live code per guest at TTLock: {codes:?}"
+    );
     assert!(codes.contains(&code));
-    assert!(code_on(&app, warm_id, AccessCodeState::Issued).await.is_some());
+    assert!(code_on(&app, warm_id, AccessCodeState::Issued)
+        .await
+        .is_some());
     assert!(
         ttlock
             .enter_passcode(GATEWAY_LOCK, &code, Utc::now())
