@@ -78,6 +78,30 @@ pub struct ShellySettings {
     pub server: Option<Url>,
 }
 
+/// How guest pages present the operator (`LATCHKEY_BRAND_*`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrandSettings {
+    /// Shown in every page's header and title.
+    pub name: String,
+    /// An `https://`, `http://` or site-relative (`/…`) image URL.
+    pub logo_url: Option<String>,
+    /// `#rgb` or `#rrggbb`, the accent of buttons and the header.
+    pub colour: String,
+}
+
+impl Default for BrandSettings {
+    fn default() -> Self {
+        BrandSettings {
+            name: DEFAULT_BRAND_NAME.to_string(),
+            logo_url: None,
+            colour: DEFAULT_BRAND_COLOUR.to_string(),
+        }
+    }
+}
+
+pub const DEFAULT_BRAND_NAME: &str = "Latchkey";
+pub const DEFAULT_BRAND_COLOUR: &str = "#1f5fbf";
+
 /// All settings of one Latchkey process.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -93,7 +117,10 @@ pub struct Settings {
     pub stripe: StripeSettings,
     pub ttlock: TtlockSettings,
     pub shelly: ShellySettings,
+    pub brand: BrandSettings,
     pub log_format: LogFormat,
+    /// Dashboard session timeouts and login rate limits.
+    pub accounts: crate::accounts::AccountSettings,
 }
 
 /// A variable that is set but cannot be used.
@@ -152,6 +179,33 @@ impl Settings {
                 auth_key: get("SHELLY_AUTH_KEY").map(secret),
                 server: parse_optional(get("SHELLY_SERVER"), "SHELLY_SERVER")?,
             },
+            brand: BrandSettings {
+                name: get("LATCHKEY_BRAND_NAME")
+                    .map(parse_brand_name)
+                    .transpose()?
+                    .unwrap_or_else(|| DEFAULT_BRAND_NAME.to_string()),
+                logo_url: get("LATCHKEY_BRAND_LOGO_URL")
+                    .map(parse_logo_url)
+                    .transpose()?,
+                colour: get("LATCHKEY_BRAND_COLOUR")
+                    .map(parse_colour)
+                    .transpose()?
+                    .unwrap_or_else(|| DEFAULT_BRAND_COLOUR.to_string()),
+            },
+            accounts: crate::accounts::AccountSettings {
+                session_idle: minutes(
+                    get("LATCHKEY_SESSION_IDLE_MINUTES"),
+                    "LATCHKEY_SESSION_IDLE_MINUTES",
+                    30,
+                )?,
+                session_lifetime: minutes(
+                    get("LATCHKEY_SESSION_LIFETIME_HOURS"),
+                    "LATCHKEY_SESSION_LIFETIME_HOURS",
+                    12,
+                )?
+                .saturating_mul(60),
+                ..Default::default()
+            },
             log_format: match get("LATCHKEY_LOG_FORMAT") {
                 None | Some("text") => LogFormat::Text,
                 Some("json") => LogFormat::Json,
@@ -162,6 +216,67 @@ impl Settings {
                     })
                 }
             },
+        })
+    }
+}
+
+/// A positive whole number of minutes (or of hours, scaled by the caller).
+fn minutes(
+    value: Option<&str>,
+    variable: &'static str,
+    default: u64,
+) -> Result<std::time::Duration, ConfigError> {
+    let count = match value {
+        None => default,
+        Some(raw) => match raw.parse::<u64>() {
+            Ok(count) if count > 0 => count,
+            _ => {
+                return Err(ConfigError {
+                    variable,
+                    reason: format!("{raw:?} is not a positive whole number"),
+                })
+            }
+        },
+    };
+    Ok(std::time::Duration::from_secs(count.saturating_mul(60)))
+}
+
+/// A brand name fits in a page header: at most 80 characters, no control characters.
+fn parse_brand_name(value: &str) -> Result<String, ConfigError> {
+    if value.chars().count() > 80 || value.chars().any(char::is_control) {
+        return Err(ConfigError {
+            variable: "LATCHKEY_BRAND_NAME",
+            reason: "expected at most 80 printable characters".to_string(),
+        });
+    }
+    Ok(value.to_string())
+}
+
+/// A logo is an absolute http(s) URL or a path on this site.
+fn parse_logo_url(value: &str) -> Result<String, ConfigError> {
+    let site_relative = value.starts_with('/') && !value.starts_with("//");
+    let absolute = Url::parse(value)
+        .map(|url| matches!(url.scheme(), "http" | "https"))
+        .unwrap_or(false);
+    if site_relative || absolute {
+        Ok(value.to_string())
+    } else {
+        Err(ConfigError {
+            variable: "LATCHKEY_BRAND_LOGO_URL",
+            reason: format!("{value:?} is neither an http(s) URL nor a path starting with /"),
+        })
+    }
+}
+
+/// Colours are CSS hex colours, so they can go into a style attribute as they are.
+fn parse_colour(value: &str) -> Result<String, ConfigError> {
+    let digits = value.strip_prefix('#').unwrap_or("");
+    if matches!(digits.len(), 3 | 6) && digits.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+        Ok(value.to_ascii_lowercase())
+    } else {
+        Err(ConfigError {
+            variable: "LATCHKEY_BRAND_COLOUR",
+            reason: format!("{value:?} is not a hex colour like #1f5fbf"),
         })
     }
 }
@@ -237,7 +352,7 @@ fn validate_master_key(value: &str) -> Result<(), ConfigError> {
 }
 
 /// Minimal standard-alphabet base64 decoder; enough for one key and no extra dependency.
-fn decode_base64(value: &str) -> Option<Vec<u8>> {
+pub(crate) fn decode_base64(value: &str) -> Option<Vec<u8>> {
     let digits: Vec<u8> = value.trim_end_matches('=').bytes().collect();
     let mut out = Vec::with_capacity(digits.len() * 3 / 4);
     let mut buffer: u32 = 0;
@@ -283,6 +398,45 @@ mod tests {
         assert_eq!(settings.listen.to_string(), "127.0.0.1:3000");
         assert_eq!(settings.public_url.as_str(), "http://localhost:3000/");
         assert!(settings.stripe.secret_key.is_none());
+    }
+
+    #[test]
+    fn session_timeouts_come_from_minutes_and_hours() {
+        let settings = Settings::from_vars(&vars(&[
+            ("LATCHKEY_SESSION_IDLE_MINUTES", "5"),
+            ("LATCHKEY_SESSION_LIFETIME_HOURS", "2"),
+        ]))
+        .unwrap();
+        assert_eq!(settings.accounts.session_idle.as_secs(), 300);
+        assert_eq!(settings.accounts.session_lifetime.as_secs(), 7200);
+        let error =
+            Settings::from_vars(&vars(&[("LATCHKEY_SESSION_IDLE_MINUTES", "0")])).unwrap_err();
+        assert_eq!(error.variable, "LATCHKEY_SESSION_IDLE_MINUTES");
+    }
+
+    #[test]
+    fn branding_has_defaults_and_is_validated() {
+        let settings = Settings::from_vars(&vars(&[])).unwrap();
+        assert_eq!(settings.brand, BrandSettings::default());
+        let settings = Settings::from_vars(&vars(&[
+            ("LATCHKEY_BRAND_NAME", "Sauna Co"),
+            ("LATCHKEY_BRAND_LOGO_URL", "https://example.com/logo.png"),
+            ("LATCHKEY_BRAND_COLOUR", "#A1B2C3"),
+        ]))
+        .unwrap();
+        assert_eq!(settings.brand.name, "Sauna Co");
+        assert_eq!(settings.brand.colour, "#a1b2c3");
+        for (variable, value) in [
+            ("LATCHKEY_BRAND_COLOUR", "red"),
+            ("LATCHKEY_BRAND_COLOUR", "#12345"),
+            ("LATCHKEY_BRAND_COLOUR", "#1234zz"),
+            ("LATCHKEY_BRAND_LOGO_URL", "javascript:alert(1)"),
+            ("LATCHKEY_BRAND_LOGO_URL", "//evil.example/logo.png"),
+            ("LATCHKEY_BRAND_NAME", &"x".repeat(81)),
+        ] {
+            let error = Settings::from_vars(&vars(&[(variable, value)])).unwrap_err();
+            assert_eq!(error.variable, variable, "{value}");
+        }
     }
 
     #[test]

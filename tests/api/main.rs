@@ -2,6 +2,7 @@
 //! and the simulators of Stripe, TTLock and Shelly on 127.0.0.1. `TEST_LOG=1` prints logs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod browser;
 mod catalogue_writes;
 mod checkout;
 mod device_sessions;
