@@ -8,6 +8,7 @@ pub mod assets;
 pub mod branding;
 pub mod guest;
 pub mod layout;
+pub mod qr;
 
 use axum::Router;
 
