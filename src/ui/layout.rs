@@ -84,7 +84,8 @@ pub struct HtmlError {
     pub title: String,
     pub message: String,
     /// The operator's branding; the default when the page fails before it is known.
-    pub branding: Branding,
+    /// (Boxed: errors travel in `Result`s and should stay small.)
+    pub branding: Box<Branding>,
 }
 
 impl HtmlError {
@@ -93,7 +94,7 @@ impl HtmlError {
             status,
             title: title.into(),
             message: message.into(),
-            branding: Branding::default(),
+            branding: Box::default(),
         }
     }
 
@@ -102,12 +103,12 @@ impl HtmlError {
     }
 
     pub fn with_branding(mut self, branding: Branding) -> Self {
-        self.branding = branding;
+        self.branding = Box::new(branding);
         self
     }
 
     fn render(&self) -> Markup {
-        let head = PageHead::new(self.title.clone(), self.branding.clone());
+        let head = PageHead::new(self.title.clone(), (*self.branding).clone());
         page(
             head,
             html! {

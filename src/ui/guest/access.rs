@@ -57,7 +57,11 @@ fn token_error(error: ApiError, branding: &Branding) -> HtmlError {
 fn render_access(status: &AccessStatus, branding: Branding) -> Response {
     let door = &status.door;
     let mut head = PageHead::new(door.name.clone(), branding);
-    if matches!(status.state, AccessState::Confirming | AccessState::Issuing) {
+    // A declined card may be followed by another card on the same checkout: keep looking.
+    if matches!(
+        status.state,
+        AccessState::Confirming | AccessState::Issuing | AccessState::PaymentFailed
+    ) {
         head = head.refresh_every(WAITING_REFRESH_SECONDS);
     }
     let body = html! {
@@ -74,6 +78,7 @@ fn render_access(status: &AccessStatus, branding: Branding) -> Response {
                         p { (status.message) }
                         @if let Some(reason) = &status.failure_reason { p { "Reason: " (reason) } }
                     }
+                    p.muted { "If you have just paid with another card, this page updates by itself." }
                     @if let Some(url) = &status.retry_url { a.button href=(url) { "Try again" } }
                 }
                 AccessState::Ready => (passcode_block(status)),
@@ -123,7 +128,10 @@ fn render_session(status: &SessionStatus, branding: Branding) -> Response {
     let zone = device.time_zone.as_str();
     let mut head = PageHead::new(device.name.clone(), branding);
     match status.state {
-        SessionPhase::Confirming | SessionPhase::Starting | SessionPhase::Finishing => {
+        SessionPhase::Confirming
+        | SessionPhase::Starting
+        | SessionPhase::Finishing
+        | SessionPhase::PaymentFailed => {
             head = head.refresh_every(WAITING_REFRESH_SECONDS);
         }
         SessionPhase::Waiting => head = head.refresh_every(10),
@@ -157,6 +165,7 @@ fn render_session(status: &SessionStatus, branding: Branding) -> Response {
                         p { (status.message) }
                         @if let Some(reason) = &status.failure_reason { p { "Reason: " (reason) } }
                     }
+                    p.muted { "If you have just paid with another card, this page updates by itself." }
                     @if let Some(url) = &status.retry_url { a.button href=(url) { "Try again" } }
                 }
                 SessionPhase::Waiting => {
