@@ -119,6 +119,8 @@ pub struct Settings {
     pub shelly: ShellySettings,
     pub brand: BrandSettings,
     pub log_format: LogFormat,
+    /// Dashboard session timeouts and login rate limits.
+    pub accounts: crate::accounts::AccountSettings,
 }
 
 /// A variable that is set but cannot be used.
@@ -190,6 +192,20 @@ impl Settings {
                     .transpose()?
                     .unwrap_or_else(|| DEFAULT_BRAND_COLOUR.to_string()),
             },
+            accounts: crate::accounts::AccountSettings {
+                session_idle: minutes(
+                    get("LATCHKEY_SESSION_IDLE_MINUTES"),
+                    "LATCHKEY_SESSION_IDLE_MINUTES",
+                    30,
+                )?,
+                session_lifetime: minutes(
+                    get("LATCHKEY_SESSION_LIFETIME_HOURS"),
+                    "LATCHKEY_SESSION_LIFETIME_HOURS",
+                    12,
+                )?
+                .saturating_mul(60),
+                ..Default::default()
+            },
             log_format: match get("LATCHKEY_LOG_FORMAT") {
                 None | Some("text") => LogFormat::Text,
                 Some("json") => LogFormat::Json,
@@ -202,6 +218,27 @@ impl Settings {
             },
         })
     }
+}
+
+/// A positive whole number of minutes (or of hours, scaled by the caller).
+fn minutes(
+    value: Option<&str>,
+    variable: &'static str,
+    default: u64,
+) -> Result<std::time::Duration, ConfigError> {
+    let count = match value {
+        None => default,
+        Some(raw) => match raw.parse::<u64>() {
+            Ok(count) if count > 0 => count,
+            _ => {
+                return Err(ConfigError {
+                    variable,
+                    reason: format!("{raw:?} is not a positive whole number"),
+                })
+            }
+        },
+    };
+    Ok(std::time::Duration::from_secs(count.saturating_mul(60)))
 }
 
 /// A brand name fits in a page header: at most 80 characters, no control characters.
@@ -315,7 +352,7 @@ fn validate_master_key(value: &str) -> Result<(), ConfigError> {
 }
 
 /// Minimal standard-alphabet base64 decoder; enough for one key and no extra dependency.
-fn decode_base64(value: &str) -> Option<Vec<u8>> {
+pub(crate) fn decode_base64(value: &str) -> Option<Vec<u8>> {
     let digits: Vec<u8> = value.trim_end_matches('=').bytes().collect();
     let mut out = Vec::with_capacity(digits.len() * 3 / 4);
     let mut buffer: u32 = 0;
@@ -361,6 +398,20 @@ mod tests {
         assert_eq!(settings.listen.to_string(), "127.0.0.1:3000");
         assert_eq!(settings.public_url.as_str(), "http://localhost:3000/");
         assert!(settings.stripe.secret_key.is_none());
+    }
+
+    #[test]
+    fn session_timeouts_come_from_minutes_and_hours() {
+        let settings = Settings::from_vars(&vars(&[
+            ("LATCHKEY_SESSION_IDLE_MINUTES", "5"),
+            ("LATCHKEY_SESSION_LIFETIME_HOURS", "2"),
+        ]))
+        .unwrap();
+        assert_eq!(settings.accounts.session_idle.as_secs(), 300);
+        assert_eq!(settings.accounts.session_lifetime.as_secs(), 7200);
+        let error =
+            Settings::from_vars(&vars(&[("LATCHKEY_SESSION_IDLE_MINUTES", "0")])).unwrap_err();
+        assert_eq!(error.variable, "LATCHKEY_SESSION_IDLE_MINUTES");
     }
 
     #[test]

@@ -2,8 +2,12 @@
 //! Shelly clients, or, for a module that is not configured, an adapter that refuses every
 //! call with a message naming the variables to set (a missing integration is not a
 //! start-up error; the flows that need it fail clearly instead).
+//!
+//! [`LiveGateways`] holds the current set and lets the settings page replace it while the
+//! process runs: the command buses and the reconciler hold its [`LiveGateways::ports`],
+//! proxies that call whatever set is current at the time of each call.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 
@@ -40,6 +44,8 @@ pub struct Gateways {
     pub shelly_missing: Option<NotConfigured>,
     /// The TTLock client itself, for what the domain's port does not cover (the lock list).
     pub ttlock: Option<TtlockClient>,
+    /// The Shelly client itself (device status for the settings page's connection test).
+    pub shelly: Option<ShellyClient>,
     /// Each integration's health record (Stripe, TTLock, Shelly), for
     /// `/api/health/modules` and the metrics.
     pub health: Vec<ModuleHealth>,
@@ -57,6 +63,7 @@ impl Gateways {
             ttlock_missing: Some(NotConfigured::TTLOCK),
             shelly_missing: Some(NotConfigured::SHELLY),
             ttlock: None,
+            shelly: None,
             health: vec![
                 ModuleHealth::not_configured("stripe"),
                 ModuleHealth::not_configured("ttlock"),
@@ -103,6 +110,7 @@ impl Gateways {
         config.auto_off_margin_s = 0;
         let client = ShellyClient::new(config, health.clone())
             .map_err(|error| anyhow::anyhow!("Shelly client: {error}"))?;
+        gateways.shelly = Some(client.clone());
         gateways.relays = Arc::new(ShellyRelayGateway::new(client));
         gateways.health[2] = health;
         Ok(gateways)
@@ -121,6 +129,7 @@ impl Gateways {
             relays,
             checkout,
             ttlock: None,
+            shelly: None,
             health: vec![
                 ModuleHealth::new("stripe"),
                 ModuleHealth::new("ttlock"),
@@ -130,6 +139,106 @@ impl Gateways {
             ttlock_missing: None,
             shelly_missing: None,
         }
+    }
+}
+
+/// The gateways of a running process, replaceable without a restart.
+#[derive(Clone)]
+pub struct LiveGateways {
+    current: Arc<RwLock<Arc<Gateways>>>,
+}
+
+impl LiveGateways {
+    pub fn new(gateways: Gateways) -> Self {
+        LiveGateways {
+            current: Arc::new(RwLock::new(Arc::new(gateways))),
+        }
+    }
+
+    /// The set in use now (what is missing, health records, the TTLock client).
+    pub fn current(&self) -> Arc<Gateways> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Switches every port to `gateways`; calls already under way finish on the old set.
+    pub fn replace(&self, gateways: Gateways) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(gateways);
+    }
+
+    /// Ports that forward each call to the set current at that moment, for the
+    /// long-lived holders (command buses, reconciler).
+    pub fn ports(&self) -> Gateways {
+        let proxy = Arc::new(Forward(self.clone()));
+        let mut ports = (*self.current()).clone();
+        ports.payments = proxy.clone();
+        ports.locks = proxy.clone();
+        ports.relays = proxy.clone();
+        ports.checkout = proxy;
+        ports
+    }
+}
+
+/// Forwards to the current gateways of a [`LiveGateways`].
+struct Forward(LiveGateways);
+
+#[async_trait]
+impl PaymentGateway for Forward {
+    async fn capture(&self, request: CaptureRequest) -> Result<(), GatewayError> {
+        self.0.current().payments.capture(request).await
+    }
+
+    async fn cancel_authorization(
+        &self,
+        request: CancelAuthorizationRequest,
+    ) -> Result<(), GatewayError> {
+        self.0
+            .current()
+            .payments
+            .cancel_authorization(request)
+            .await
+    }
+
+    async fn refund(&self, request: RefundRequest) -> Result<RefundReceipt, GatewayError> {
+        self.0.current().payments.refund(request).await
+    }
+}
+
+#[async_trait]
+impl LockGateway for Forward {
+    async fn issue_passcode(&self, request: PasscodeRequest) -> Result<IssuedPasscode, LockError> {
+        self.0.current().locks.issue_passcode(request).await
+    }
+
+    async fn delete_passcode(&self, lock_id: i64, passcode_id: i64) -> Result<(), LockError> {
+        self.0
+            .current()
+            .locks
+            .delete_passcode(lock_id, passcode_id)
+            .await
+    }
+}
+
+#[async_trait]
+impl RelayGateway for Forward {
+    async fn switch(&self, command: RelayCommand) -> Result<RelayOutcome, RelayError> {
+        self.0.current().relays.switch(command).await
+    }
+
+    async fn status(&self, target: RelayTarget) -> Result<RelayOutcome, RelayError> {
+        self.0.current().relays.status(target).await
+    }
+}
+
+#[async_trait]
+impl CheckoutGateway for Forward {
+    async fn create_checkout(
+        &self,
+        request: CheckoutRequest,
+    ) -> Result<CheckoutCreated, CheckoutError> {
+        self.0.current().checkout.create_checkout(request).await
     }
 }
 

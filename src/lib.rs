@@ -3,6 +3,8 @@
 //! Start with `store` (the journal and subscriptions), then `cqrs` (commands), `http`
 //! (the routes), `payments` and `integrations` (the outside world).
 
+/// Operator accounts: users, passwords, TOTP, sessions, rate limits, user API tokens.
+pub mod accounts;
 /// The `latchkey` command line.
 pub mod cli;
 /// Typed settings from the environment.
@@ -25,6 +27,10 @@ pub mod payments;
 pub mod projections_runtime;
 /// Drives relays to the state the sessions' events say they should be in.
 pub mod reconciler;
+/// Stored secrets encrypted with LATCHKEY_MASTER_KEY.
+pub mod secrets;
+/// Settings saved from the dashboard, overlaid on the environment.
+pub mod settings_store;
 /// Wire-faithful simulators of Stripe, TTLock and Shelly.
 pub mod sim;
 /// Application::build / run_until_stopped.

@@ -11,7 +11,7 @@ use tracing::info;
 
 use crate::config::Settings;
 use crate::cqrs::Buses;
-use crate::gateways::Gateways;
+use crate::gateways::{Gateways, LiveGateways};
 use crate::http::{self, AppState};
 use crate::integrations::stripe::gateway::PaymentProcessor;
 use crate::integrations::stripe::{StripeOptions, StripeRuntime};
@@ -130,12 +130,19 @@ impl Application {
             };
             background.push(task.spawn(shutdown.child_token()));
         }
-        let mut stripe = StripeRuntime::new(&settings, database.clone(), options.stripe)?;
+        let settings = Arc::new(settings);
+        let settings_store =
+            crate::settings_store::SettingsStore::load(database.clone(), settings.clone()).await?;
+        // The environment overlaid with what admins saved on the settings page.
+        let effective = settings_store.effective();
+        let mut stripe = StripeRuntime::new(&effective, database.clone(), options.stripe)?;
         let gateways = match options.gateways {
             Some(gateways) => gateways,
-            None => Gateways::from_settings(&settings, stripe.client.as_ref())?,
+            None => Gateways::from_settings(&effective, stripe.client().as_ref())?,
         };
-        let buses = Arc::new(Buses::new(&database, &appended, &gateways));
+        let gateways = LiveGateways::new(gateways);
+        let ports = gateways.ports();
+        let buses = Arc::new(Buses::new(&database, &appended, &ports));
         if stripe.options.processor.is_none() {
             // Stripe events become Payment facts unless a test supplies its own processor.
             stripe.options.processor = Some(Arc::new(PaymentProcessor::new(
@@ -167,7 +174,7 @@ impl Application {
                 buses.clone(),
                 database.clone(),
                 clock,
-                gateways.relays.clone(),
+                ports.relays.clone(),
                 options.workflows.reconciler.clone(),
             );
             background.push(Arc::new(reconciler).spawn(appended.clone(), shutdown.child_token()));
@@ -179,7 +186,8 @@ impl Application {
             ));
         }
         let state = AppState {
-            settings: Arc::new(settings),
+            settings,
+            settings_store,
             database,
             journal,
             metrics,

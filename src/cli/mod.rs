@@ -6,6 +6,7 @@ mod export;
 pub mod rebuild;
 pub mod replay;
 mod token;
+pub mod user;
 pub mod verify;
 
 use clap::{Parser, Subcommand};
@@ -46,6 +47,10 @@ pub enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Manage operator accounts (`user create --email … --role admin` bootstraps the
+    /// first admin).
+    #[command(subcommand)]
+    User(user::UserCommand),
     /// Run one simulator of an outside service on its own.
     Sim {
         #[command(subcommand)]
@@ -111,6 +116,7 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         Command::Replay(args) => replay::run(&settings, args).await,
         Command::Rebuild(args) => rebuild::run(&settings, args).await,
         Command::Token(command) => token::run(&settings, command).await,
+        Command::User(command) => user::run(&settings, command).await,
         Command::Sim {
             service:
                 SimService::Stripe {

@@ -2,8 +2,11 @@
 //!
 //! A request authenticates with `Authorization: Bearer <token>`: either the bootstrap
 //! `LATCHKEY_API_TOKEN` (role admin) or a token from the `api_tokens` table (stored as a
-//! SHA-256; compared by hash lookup, the bootstrap token in constant time). User accounts
-//! and dashboard sessions plug in later as more ways to produce a [`Principal`].
+//! SHA-256; compared by hash lookup, the bootstrap token in constant time). A token owned
+//! by a user acts with that user's current role and stops working when the user is
+//! deactivated. Without a bearer token, a logged-in dashboard session (the session
+//! cookie) authenticates too; its non-GET calls must carry the session's CSRF token in
+//! `X-CSRF-Token`, since a cookie is sent by the browser on its own.
 //!
 //! Roles: auditors read everything and change nothing; operators also act on doors,
 //! devices and sessions; admins also refund and change settings.
@@ -70,10 +73,14 @@ impl Role {
 /// An authenticated caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Principal {
-    /// Stable id for the audit log, e.g. `token:ops-laptop` or `bootstrap`.
+    /// Stable id for the audit log, e.g. `token:ops-laptop`, `user:ann@example.com` or
+    /// `bootstrap`.
     pub actor_id: String,
     pub role: Role,
 }
+
+/// The header a cookie-authenticated API call carries its CSRF token in.
+pub const CSRF_HEADER: &str = "x-csrf-token";
 
 impl Principal {
     /// 403 unless the caller's role allows `permission`.
@@ -112,9 +119,9 @@ impl FromRequestParts<AppState> for Principal {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
-            ApiError::Unauthenticated("send Authorization: Bearer <API token>".into())
-        })?;
+        let Some(header) = parts.headers.get(AUTHORIZATION) else {
+            return from_session_cookie(parts, state).await;
+        };
         let token = header
             .to_str()
             .ok()
@@ -143,24 +150,87 @@ impl FromRequestParts<AppState> for Principal {
     }
 }
 
+/// The principal of a logged-in dashboard session, for API calls the pages make.
+async fn from_session_cookie(parts: &Parts, state: &AppState) -> Result<Principal, ApiError> {
+    let unauthenticated = || {
+        ApiError::Unauthenticated(
+            "send Authorization: Bearer <API token>, or log in at /login".into(),
+        )
+    };
+    let cookie =
+        crate::accounts::sessions::cookie_value(&parts.headers).ok_or_else(unauthenticated)?;
+    let login =
+        crate::accounts::sessions::lookup(&state.database, &state.settings.accounts, &cookie)
+            .await
+            .map_err(|error| ApiError::Internal(error.into()))?
+            .filter(|login| login.stage == crate::accounts::SessionStage::Full)
+            .ok_or_else(unauthenticated)?;
+    let user = crate::accounts::users::by_id(&state.database, &login.user_id)
+        .await
+        .map_err(|error| ApiError::Internal(error.into()))?
+        .filter(|user| user.is_active() && user.is_fully_enrolled())
+        .ok_or_else(unauthenticated)?;
+    if !parts.method.is_safe() {
+        let sent = parts
+            .headers
+            .get(CSRF_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default();
+        if !constant_time_eq(sent.as_bytes(), login.csrf_token.as_bytes()) {
+            return Err(ApiError::Forbidden(
+                "a call authenticated by the session cookie must send the page's CSRF token \
+                 in the X-CSRF-Token header"
+                    .into(),
+            ));
+        }
+    }
+    Ok(Principal::of_user(&user))
+}
+
+impl Principal {
+    /// The principal of a logged-in user: their current role, named by email.
+    pub fn of_user(user: &crate::accounts::User) -> Principal {
+        Principal {
+            actor_id: format!("user:{}", user.email),
+            role: user.role,
+        }
+    }
+}
+
 /// SHA-256 of a token, hex: what `api_tokens` stores.
 pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 async fn lookup_token(state: &AppState, token: &str) -> Result<Option<Principal>, ApiError> {
-    let sql = "SELECT role, label FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL";
+    // A user's token takes the user's role now (not the one at creation) and dies with
+    // the user's deactivation.
+    let sql = "SELECT t.role, t.label, u.role, u.email, u.deactivated_ms IS NOT NULL \
+               FROM api_tokens t LEFT JOIN users u ON u.user_id = t.user_id \
+               WHERE t.token_hash = $1 AND t.revoked_at IS NULL";
     let hash = token_hash(token);
-    let row: Option<(String, String)> = on_pool!(&state.database, pool => {
+    type Row = (String, String, Option<String>, Option<String>, Option<bool>);
+    let row: Option<Row> = on_pool!(&state.database, pool => {
         sqlx::query_as(sql).bind(&hash).fetch_optional(pool).await
     })
     .map_err(|error| ApiError::Internal(error.into()))?;
-    Ok(row.and_then(|(role, label)| {
-        Role::parse(&role).map(|role| Principal {
-            actor_id: format!("token:{label}"),
-            role,
-        })
-    }))
+    Ok(
+        row.and_then(|(token_role, label, user_role, email, deactivated)| {
+            match (user_role, email) {
+                (Some(role), Some(email)) if deactivated != Some(true) => {
+                    Role::parse(&role).map(|role| Principal {
+                        actor_id: format!("user:{email}"),
+                        role,
+                    })
+                }
+                (Some(_), _) => None,
+                _ => Role::parse(&token_role).map(|role| Principal {
+                    actor_id: format!("token:{label}"),
+                    role,
+                }),
+            }
+        }),
+    )
 }
 
 /// Issues a new random API token with `role`; returns the token (shown once).

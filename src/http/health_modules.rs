@@ -24,6 +24,7 @@ pub async fn modules(
     principal.require(Permission::Read)?;
     let modules: Vec<_> = state
         .gateways
+        .current()
         .health
         .iter()
         .map(|health| health.snapshot())

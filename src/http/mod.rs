@@ -32,7 +32,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::Settings;
 use crate::cqrs::Buses;
-use crate::gateways::Gateways;
+use crate::gateways::LiveGateways;
 use crate::integrations::stripe::StripeRuntime;
 use crate::metrics::Metrics;
 use crate::store::journal::Journal;
@@ -53,15 +53,18 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Every aggregate's command bus.
     pub buses: Arc<Buses>,
-    pub gateways: Gateways,
+    /// The integrations' ports; replaced when an admin saves new credentials.
+    pub gateways: LiveGateways,
     /// The webhook inbox, the Stripe client and their background jobs.
     pub stripe: StripeRuntime,
+    /// Settings saved from the dashboard, overlaid on the environment (which wins).
+    pub settings_store: crate::settings_store::SettingsStore,
 }
 
 impl AppState {
     /// 503 naming the variables to set when Shelly is not configured.
     pub fn require_shelly(&self) -> Result<(), ApiError> {
-        match &self.gateways.shelly_missing {
+        match &self.gateways.current().shelly_missing {
             Some(missing) => Err(ApiError::NotConfigured(missing.message())),
             None => Ok(()),
         }
@@ -69,7 +72,7 @@ impl AppState {
 
     /// 503 naming the variables to set when Stripe is not configured.
     pub fn require_stripe(&self) -> Result<(), ApiError> {
-        match &self.gateways.stripe_missing {
+        match &self.gateways.current().stripe_missing {
             Some(missing) => Err(ApiError::NotConfigured(missing.message())),
             None => Ok(()),
         }
@@ -77,7 +80,7 @@ impl AppState {
 
     /// 503 naming the variables to set when TTLock is not configured.
     pub fn require_ttlock(&self) -> Result<(), ApiError> {
-        match &self.gateways.ttlock_missing {
+        match &self.gateways.current().ttlock_missing {
             Some(missing) => Err(ApiError::NotConfigured(missing.message())),
             None => Ok(()),
         }

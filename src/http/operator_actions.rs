@@ -167,7 +167,7 @@ pub async fn sync_doors(
 ) -> Result<Json<Vec<SyncedLock>>, ApiError> {
     principal.require(Permission::Operate)?;
     state.require_ttlock()?;
-    let Some(client) = &state.gateways.ttlock else {
+    let Some(client) = state.gateways.current().ttlock.clone() else {
         return Err(ApiError::NotConfigured(
             crate::gateways::NotConfigured::TTLOCK.message(),
         ));

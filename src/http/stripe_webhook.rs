@@ -56,7 +56,8 @@ pub async fn receive(
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     let stripe = &state.stripe;
-    if stripe.webhook_secrets.is_empty() {
+    let webhook_secrets = stripe.webhook_secrets();
+    if webhook_secrets.is_empty() {
         return Err(ApiError::NotConfigured(
             "Stripe webhooks are not configured: set STRIPE_WEBHOOK_SECRET to the endpoint's signing secret (whsec_…)".to_string(),
         ));
@@ -65,7 +66,7 @@ pub async fn receive(
         .get(signature::HEADER)
         .map(|value| value.to_str().unwrap_or_default());
     let now = chrono::Utc::now().timestamp();
-    if let Err(error) = signature::verify(&body, header, &stripe.webhook_secrets, now) {
+    if let Err(error) = signature::verify(&body, header, &webhook_secrets, now) {
         state.metrics.increment(
             "latchkey_webhook_signature_failures_total",
             &[("reason", error.reason())],
@@ -253,7 +254,7 @@ pub async fn run_catch_up(
     principal: Principal,
 ) -> Result<impl IntoResponse, ApiError> {
     principal.require(Permission::Operate)?;
-    if state.stripe.client.is_none() {
+    if state.stripe.client().is_none() {
         return Err(ApiError::NotConfigured(
             "Stripe is not configured: set STRIPE_SECRET_KEY".to_string(),
         ));

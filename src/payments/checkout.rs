@@ -196,6 +196,7 @@ async fn start(
     };
     let created = state
         .gateways
+        .current()
         .checkout
         .create_checkout(request)
         .await

@@ -4,8 +4,10 @@
 //! sheet and script, `branding` the operator's name/logo/colour, `guest` the pages a
 //! guest opens (pay, use, access, session).
 
+pub mod account;
 pub mod assets;
 pub mod branding;
+pub mod dashboard;
 pub mod guest;
 pub mod layout;
 pub mod qr;
@@ -16,5 +18,8 @@ use crate::http::AppState;
 
 /// Every HTML route; merged into the application router beside the JSON API.
 pub fn router() -> Router<AppState> {
-    Router::new().merge(assets::router()).merge(guest::router())
+    Router::new()
+        .merge(assets::router())
+        .merge(guest::router())
+        .merge(account::router())
 }

@@ -71,7 +71,7 @@ async fn event_of_type(sim: &StripeSimHandle, kind: &str) -> Value {
 async fn a_paid_checkout_delivers_signed_events_into_the_inbox(backend: Backend) {
     let database = TestDatabase::create(backend).await;
     let (app, sim) = app_and_sim(&database).await;
-    let client = app.stripe.client.clone().expect("configured client");
+    let client = app.stripe.client().expect("configured client");
     let payment_id = uuid::Uuid::new_v4().to_string();
     let created = client
         .create_door_checkout(&door_checkout(&payment_id))
@@ -126,7 +126,7 @@ async fn a_paid_checkout_delivers_signed_events_into_the_inbox(backend: Backend)
 async fn a_declined_card_delivers_payment_failed_with_the_reason(backend: Backend) {
     let database = TestDatabase::create(backend).await;
     let (app, sim) = app_and_sim(&database).await;
-    let client = app.stripe.client.clone().unwrap();
+    let client = app.stripe.client().unwrap();
     let created = client
         .create_door_checkout(&door_checkout(&uuid::Uuid::new_v4().to_string()))
         .await
@@ -169,7 +169,7 @@ async fn catch_up_recovers_events_that_were_never_delivered(backend: Backend) {
     let database = TestDatabase::create(backend).await;
     let (app, sim) = app_and_sim(&database).await;
     sim.set_delivery(DeliveryMode::Off);
-    let client = app.stripe.client.clone().unwrap();
+    let client = app.stripe.client().unwrap();
     let created = client
         .create_door_checkout(&door_checkout(&uuid::Uuid::new_v4().to_string()))
         .await
@@ -238,7 +238,7 @@ async fn every_post_carries_an_idempotency_key_and_retries_return_the_same_objec
 ) {
     let database = TestDatabase::create(backend).await;
     let (app, sim) = app_and_sim(&database).await;
-    let client = app.stripe.client.clone().unwrap();
+    let client = app.stripe.client().unwrap();
     let payment_id = uuid::Uuid::new_v4().to_string();
     let mut request = door_checkout(&payment_id);
     request.target = CheckoutTarget::Device {
@@ -371,7 +371,7 @@ async fn duplicated_and_reordered_simulator_deliveries_converge_in_the_inbox(bac
     let database = TestDatabase::create(backend).await;
     let (app, sim) = app_and_sim(&database).await;
     sim.set_delivery(DeliveryMode::Duplicate { copies: 3 });
-    let client = app.stripe.client.clone().unwrap();
+    let client = app.stripe.client().unwrap();
     let created = client
         .create_door_checkout(&door_checkout(&uuid::Uuid::new_v4().to_string()))
         .await
@@ -409,7 +409,7 @@ async fn the_catch_up_job_runs_by_itself(backend: Backend) {
         ..Setup::default()
     };
     let app = spawn_stripe_app(&database, setup).await;
-    let client = app.stripe.client.clone().unwrap();
+    let client = app.stripe.client().unwrap();
     let created = client
         .create_door_checkout(&door_checkout(&uuid::Uuid::new_v4().to_string()))
         .await
@@ -437,7 +437,7 @@ async fn the_catch_up_job_runs_by_itself(backend: Backend) {
 async fn transient_stripe_failures_are_retried_with_the_same_key(backend: Backend) {
     let database = TestDatabase::create(backend).await;
     let (app, sim) = app_and_sim(&database).await;
-    let client = app.stripe.client.clone().unwrap();
+    let client = app.stripe.client().unwrap();
     let payment_id = uuid::Uuid::new_v4().to_string();
     sim.fail_next(2, 500);
     let created = client
@@ -479,7 +479,7 @@ async fn transient_stripe_failures_are_retried_with_the_same_key(backend: Backen
 async fn the_checkout_page_pays_and_redirects_to_the_success_url(backend: Backend) {
     let database = TestDatabase::create(backend).await;
     let (app, sim) = app_and_sim(&database).await;
-    let client = app.stripe.client.clone().unwrap();
+    let client = app.stripe.client().unwrap();
     let created = client
         .create_door_checkout(&door_checkout(&uuid::Uuid::new_v4().to_string()))
         .await

@@ -144,7 +144,7 @@ fn seconds(duration: Duration) -> i64 {
 /// Runs the job now and then every `interval` until `shutdown`.
 pub fn spawn(
     inbox: Inbox,
-    client: StripeClient,
+    client: impl Fn() -> Option<StripeClient> + Send + 'static,
     options: CatchUpOptions,
     status: Arc<std::sync::Mutex<Option<CatchUpStatus>>>,
     shutdown: CancellationToken,
@@ -152,6 +152,13 @@ pub fn spawn(
     let interval = options.interval?;
     Some(tokio::spawn(async move {
         loop {
+            let Some(client) = client() else {
+                // Not configured (yet): an admin may add a key in Settings at any time.
+                tokio::select! {
+                    _ = tokio::time::sleep(interval) => continue,
+                    _ = shutdown.cancelled() => return,
+                }
+            };
             let result = run_once(&inbox, &client, &options).await;
             let record = CatchUpStatus::from_result(&result);
             match &result {

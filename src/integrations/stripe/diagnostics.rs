@@ -53,7 +53,7 @@ pub async fn collect(
 ) -> Result<Diagnostics, sqlx::Error> {
     use secrecy::ExposeSecret;
     let connection = if test_connection {
-        Some(match &stripe.client {
+        Some(match &stripe.client() {
             None => ConnectionTest {
                 ok: false,
                 error: Some("STRIPE_SECRET_KEY is not set".to_string()),
@@ -81,7 +81,7 @@ pub async fn collect(
                 .map(|key| key.expose_secret()),
         ),
         publishable_key: key_status(settings.stripe.publishable_key.as_deref()),
-        webhook_secrets: stripe.webhook_secrets.len(),
+        webhook_secrets: stripe.webhook_secrets().len(),
         api_base: settings
             .stripe
             .api_base

@@ -9,7 +9,7 @@ pub mod gateway;
 pub mod processing;
 pub mod signature;
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use secrecy::SecretString;
 use tokio::task::JoinHandle;
@@ -61,19 +61,24 @@ impl Default for StripeOptions {
 #[derive(Clone)]
 pub struct StripeRuntime {
     pub inbox: Inbox,
-    /// `None` when `STRIPE_SECRET_KEY` is not set.
-    pub client: Option<StripeClient>,
-    pub webhook_secrets: Arc<Vec<SecretString>>,
+    /// The client and webhook secrets in use; replaced when an admin saves new Stripe
+    /// settings (no restart).
+    credentials: Arc<RwLock<StripeCredentials>>,
     pub options: StripeOptions,
     pub catch_up_status: Arc<Mutex<Option<CatchUpStatus>>>,
 }
 
-impl StripeRuntime {
-    pub fn new(
-        settings: &Settings,
-        database: Database,
-        options: StripeOptions,
-    ) -> anyhow::Result<Self> {
+/// The Stripe account this process talks to.
+#[derive(Clone, Default)]
+pub struct StripeCredentials {
+    /// `None` when no secret key is configured.
+    pub client: Option<StripeClient>,
+    pub webhook_secrets: Arc<Vec<SecretString>>,
+}
+
+impl StripeCredentials {
+    /// The client and secrets `settings` describe.
+    pub fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
         let client = settings
             .stripe
             .secret_key
@@ -87,17 +92,53 @@ impl StripeRuntime {
             })
             .transpose()
             .map_err(|error| anyhow::anyhow!("STRIPE_SECRET_KEY / STRIPE_API_BASE: {error}"))?;
-        Ok(StripeRuntime {
-            inbox: Inbox::new(database),
+        Ok(StripeCredentials {
             client,
             webhook_secrets: Arc::new(settings.stripe.webhook_secrets.clone()),
+        })
+    }
+}
+
+impl StripeRuntime {
+    pub fn new(
+        settings: &Settings,
+        database: Database,
+        options: StripeOptions,
+    ) -> anyhow::Result<Self> {
+        Ok(StripeRuntime {
+            inbox: Inbox::new(database),
+            credentials: Arc::new(RwLock::new(StripeCredentials::from_settings(settings)?)),
             options,
             catch_up_status: Arc::new(Mutex::new(None)),
         })
     }
 
+    /// The Stripe client in use now (`None`: not configured).
+    pub fn client(&self) -> Option<StripeClient> {
+        self.credentials
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .client
+            .clone()
+    }
+
+    /// The webhook signing secrets in use now.
+    pub fn webhook_secrets(&self) -> Arc<Vec<SecretString>> {
+        self.credentials
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .webhook_secrets
+            .clone()
+    }
+
+    /// Switches to another account or key; requests already under way finish with the
+    /// old client.
+    pub fn replace_credentials(&self, credentials: StripeCredentials) {
+        *self.credentials.write().unwrap_or_else(|p| p.into_inner()) = credentials;
+    }
+
     /// The retry worker (when there is a processor) and the catch-up job (when there is
-    /// a key and an interval).
+    /// an interval; each run uses the client of the moment and is skipped without one).
     pub fn spawn_background(
         &self,
         metrics: Arc<Metrics>,
@@ -113,10 +154,11 @@ impl StripeRuntime {
                 shutdown.clone(),
             ));
         }
-        if let Some(client) = &self.client {
+        {
+            let runtime = self.clone();
             tasks.extend(catch_up::spawn(
                 self.inbox.clone(),
-                client.clone(),
+                move || runtime.client(),
                 self.options.catch_up.clone(),
                 self.catch_up_status.clone(),
                 shutdown,
@@ -155,10 +197,10 @@ impl StripeRuntime {
     /// One catch-up run now (operators, tests). What it inserts is due at once, for the
     /// worker: processing here too could race the worker for the same row.
     pub async fn catch_up_now(&self) -> Result<CatchUpReport, catch_up::CatchUpError> {
-        let Some(client) = &self.client else {
+        let Some(client) = self.client() else {
             return Ok(CatchUpReport::default());
         };
-        let result = catch_up::run_once(&self.inbox, client, &self.options.catch_up).await;
+        let result = catch_up::run_once(&self.inbox, &client, &self.options.catch_up).await;
         *self
             .catch_up_status
             .lock()

@@ -1,0 +1,79 @@
+//! API tokens owned by users: created on the account page (shown once, stored as a
+//! SHA-256), listed by label and last four characters, revocable. A user's token acts
+//! with the user's current role and stops working when the user is deactivated.
+
+use crate::on_pool;
+use crate::store::Database;
+
+use super::{random_bytes, secret_hash, StoreResult, User};
+
+/// A token as its owner sees it later: never the token itself.
+#[derive(Clone, Debug)]
+pub struct TokenInfo {
+    pub token_id: String,
+    pub label: String,
+    pub last4: String,
+    pub created_at: String,
+    pub revoked: bool,
+}
+
+/// Issues a token for `user`; returns it (the only time it is visible).
+pub async fn create_for_user(database: &Database, user: &User, label: &str) -> StoreResult<String> {
+    let token = format!("lk_{}", hex::encode(random_bytes::<32>()));
+    let token_id = uuid::Uuid::new_v4().to_string();
+    let last4 = token[token.len() - 4..].to_string();
+    let sql = "INSERT INTO api_tokens (token_hash, role, label, user_id, token_id, last4) \
+               VALUES ($1, $2, $3, $4, $5, $6)";
+    on_pool!(database, pool => {
+        sqlx::query(sql)
+            .bind(secret_hash(&token))
+            .bind(user.role.as_str())
+            .bind(label)
+            .bind(&user.user_id)
+            .bind(&token_id)
+            .bind(&last4)
+            .execute(pool)
+            .await.map(|done| done.rows_affected())
+    })?;
+    tracing::info!(user_id = user.user_id, token_id, "api token created");
+    Ok(token)
+}
+
+/// A user's tokens, newest first.
+pub async fn list_for_user(database: &Database, user_id: &str) -> StoreResult<Vec<TokenInfo>> {
+    let sql = "SELECT token_id, label, last4, CAST(created_at AS TEXT), revoked_at IS NOT NULL \
+               FROM api_tokens WHERE user_id = $1 ORDER BY created_at DESC";
+    let rows: Vec<(Option<String>, String, Option<String>, String, bool)> =
+        on_pool!(database, pool => sqlx::query_as(sql).bind(user_id).fetch_all(pool).await)?;
+    Ok(rows
+        .into_iter()
+        .map(|(token_id, label, last4, created_at, revoked)| TokenInfo {
+            token_id: token_id.unwrap_or_default(),
+            label,
+            last4: last4.unwrap_or_default(),
+            created_at,
+            revoked,
+        })
+        .collect())
+}
+
+/// Revokes one of the user's tokens; false when it is not theirs or already revoked.
+pub async fn revoke(database: &Database, user_id: &str, token_id: &str) -> StoreResult<bool> {
+    let sql = "UPDATE api_tokens SET revoked_at = CURRENT_TIMESTAMP WHERE user_id = $1 \
+               AND token_id = $2 AND revoked_at IS NULL";
+    let revoked = on_pool!(database, pool => {
+        sqlx::query(sql).bind(user_id).bind(token_id).execute(pool).await.map(|done| done.rows_affected())
+    })? == 1;
+    if revoked {
+        tracing::info!(user_id, token_id, "api token revoked");
+    }
+    Ok(revoked)
+}
+
+/// Revokes every token of a user (deactivation).
+pub async fn revoke_all_for_user(database: &Database, user_id: &str) -> StoreResult<()> {
+    let sql = "UPDATE api_tokens SET revoked_at = CURRENT_TIMESTAMP WHERE user_id = $1 \
+               AND revoked_at IS NULL";
+    on_pool!(database, pool => sqlx::query(sql).bind(user_id).execute(pool).await.map(|done| done.rows_affected()))?;
+    Ok(())
+}

@@ -1,0 +1,63 @@
+//! Account pages (issue 9): login with password then second factor, first-login password
+//! change and TOTP enrolment, the account page (password, sessions, API tokens), and the
+//! admin's users and settings pages. [`operator::Operator`] is the extractor every
+//! operator page takes.
+
+pub mod operator;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use maud::html;
+
+use crate::accounts::sessions;
+use crate::http::AppState;
+use crate::ui::dashboard::shell::shell;
+use crate::ui::layout::html_response;
+
+pub use operator::{csrf_field, Operator, OperatorForm};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/logout", post(logout))
+        .route("/dashboard", get(dashboard_placeholder))
+}
+
+/// Whether cookies must be `Secure`: the public URL is https.
+pub(crate) fn secure_cookies(state: &AppState) -> bool {
+    state.settings.public_url.scheme() == "https"
+}
+
+/// Ends this session and clears the cookie.
+async fn logout(
+    State(state): State<AppState>,
+    form: OperatorForm<std::collections::HashMap<String, String>>,
+) -> Response {
+    if let Err(error) = sessions::delete(&state.database, &form.operator.session_hash).await {
+        return crate::ui::layout::HtmlError::from(crate::http::ApiError::Internal(error.into()))
+            .into_response();
+    }
+    tracing::info!(user_id = form.operator.user_id, "logged out");
+    (
+        [sessions::set_cookie(
+            sessions::COOKIE_NAME,
+            None,
+            secure_cookies(&state),
+        )],
+        Redirect::to("/login?logged_out=1"),
+    )
+        .into_response()
+}
+
+/// Stands in for the dashboard until its page lands (helper nine-pages owns it).
+async fn dashboard_placeholder(op: Operator) -> Response {
+    html_response(
+        axum::http::StatusCode::OK,
+        shell(
+            &op,
+            "Dashboard",
+            html! { h1 { "Dashboard" } p { "Welcome, " (op.email) "." } },
+        ),
+    )
+}

@@ -1,0 +1,3 @@
+//! Operator pages (issue 9). `shell` is the frame every one of them uses.
+
+pub mod shell;
