@@ -103,7 +103,7 @@ async fn an_operator_force_ends_a_session_and_the_relay_goes_off() {
         .await
     );
     assert!(
-        world.shelly.relay(PLUG, 0).unwrap().output,
+        world.sims.shelly.relay(PLUG, 0).unwrap().output,
         "the relay is ON"
     );
     let operator = login(&app.database, Role::Operator).await;
@@ -159,10 +159,10 @@ async fn an_operator_force_ends_a_session_and_the_relay_goes_off() {
     assert!(ended, "back on the sessions page after the post");
     browser.wait_for_text("was ended", 10).await;
     assert!(
-        wait_for(|| async { !world.shelly.relay(PLUG, 0).unwrap().output }).await,
+        wait_for(|| async { !world.sims.shelly.relay(PLUG, 0).unwrap().output }).await,
         "the relay goes OFF"
     );
-    let relay = world.shelly.relay(PLUG, 0).unwrap();
+    let relay = world.sims.shelly.relay(PLUG, 0).unwrap();
     let log = serde_json::to_value(&relay).unwrap()["log"].clone();
     assert_eq!(
         log.as_array().unwrap().last().unwrap()["on"],
@@ -189,7 +189,7 @@ async fn register_door(app: &TestApp, uid: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_maintenance_toggle_blocks_the_guests_payment() {
+async fn the_maintenance_toggle_blocks_the_guest_pay_page() {
     let app = spawn_app(Backend::Sqlite).await;
     register_door(&app, "5151").await;
     let operator = login(&app.database, Role::Operator).await;
@@ -224,8 +224,16 @@ async fn the_maintenance_toggle_blocks_the_guests_payment() {
         browser.client.refresh().await.unwrap();
     }
     assert!(in_maintenance, "the page offers to end maintenance");
-    // The guest pay page's maintenance notice belongs to the guest pages; the checkout
-    // behind it refuses the door.
+    browser.open(&format!("{}/pay/5151", app.address)).await;
+    browser.wait_for_text("under maintenance", 10).await;
+    assert!(
+        !has(&browser, "form").await,
+        "no payment form while in maintenance"
+    );
+    browser
+        .screenshot("dashboard-maintenance-pay-page-390")
+        .await;
+    assert_eq!(app.get("/pay/5151").await.status(), 409);
     let checkout = app
         .post_json(
             "/api/checkout/door/5151",

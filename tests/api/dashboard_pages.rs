@@ -322,7 +322,7 @@ async fn an_operator_force_ends_a_session_from_the_page_and_the_relay_goes_off(b
         "the session starts"
     );
     assert!(
-        world.shelly.relay(PLUG, 0).unwrap().output,
+        world.sims.shelly.relay(PLUG, 0).unwrap().output,
         "the relay is ON"
     );
     let session = payment_id.to_string();
@@ -371,14 +371,14 @@ async fn an_operator_force_ends_a_session_from_the_page_and_the_relay_goes_off(b
     .await;
     assert_eq!(response.status(), 303);
     assert!(
-        wait_for(|| async { !world.shelly.relay(PLUG, 0).unwrap().output }).await,
+        wait_for(|| async { !world.sims.shelly.relay(PLUG, 0).unwrap().output }).await,
         "the relay goes OFF"
     );
     assert_eq!(
         session_state(&world, payment_id).await,
         Some(SessionState::ForceEnded)
     );
-    let relay = world.shelly.relay(PLUG, 0).unwrap();
+    let relay = world.sims.shelly.relay(PLUG, 0).unwrap();
     let log = serde_json::to_value(&relay).unwrap()["log"].clone();
     let last = log.as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["on"], false, "{log}");

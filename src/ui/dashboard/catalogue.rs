@@ -189,7 +189,7 @@ async fn edit_door(
         ApiJson(changes),
     )
     .await?;
-    see_other(&format!("/dashboard/doors/{uid}"))
+    Ok(see_other(&format!("/dashboard/doors/{uid}")))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -231,7 +231,7 @@ async fn door_status(
         ApiJson(changes),
     )
     .await?;
-    see_other(&format!("/dashboard/doors/{uid}"))
+    Ok(see_other(&format!("/dashboard/doors/{uid}")))
 }
 
 async fn sync(
@@ -442,7 +442,7 @@ async fn edit_device(
         ApiJson(changes),
     )
     .await?;
-    see_other(&format!("/dashboard/devices/{uid}"))
+    Ok(see_other(&format!("/dashboard/devices/{uid}")))
 }
 
 async fn device_status(
@@ -468,7 +468,7 @@ async fn device_status(
         ApiJson(changes),
     )
     .await?;
-    see_other(&format!("/dashboard/devices/{uid}"))
+    Ok(see_other(&format!("/dashboard/devices/{uid}")))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -502,7 +502,7 @@ async fn relay(
         ApiJson(switch),
     )
     .await?;
-    see_other(&format!("/dashboard/devices/{uid}"))
+    Ok(see_other(&format!("/dashboard/devices/{uid}")))
 }
 
 #[cfg(test)]

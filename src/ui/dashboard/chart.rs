@@ -294,7 +294,7 @@ mod tests {
         let bars = bars(&(0..90).map(|i| i * 1000).collect::<Vec<_>>());
         let svg = render(&chart(&bars, &plain));
         let labels = svg.matches(r#"class="label""#).count();
-        assert!(labels <= MAX_X_LABELS && labels >= 8, "{labels} labels");
+        assert!((8..=MAX_X_LABELS).contains(&labels), "{labels} labels");
         assert_eq!(svg.matches("<rect ").count(), 90, "every bar is drawn");
         let dates: Vec<Bar> = (0..30)
             .map(|day| Bar {

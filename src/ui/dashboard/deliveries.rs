@@ -110,8 +110,8 @@ async fn retry(
 ) -> PageResult {
     op.require(Permission::Operate)?;
     stripe_webhook::retry(&state, &event_id, &op.principal.actor_id).await?;
-    see_other(&format!(
+    Ok(see_other(&format!(
         "/dashboard/deliveries?retried={}",
         super::encode(&event_id)
-    ))
+    )))
 }

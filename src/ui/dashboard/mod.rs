@@ -99,8 +99,8 @@ pub fn may(op: &Operator, permission: crate::http::auth::Permission) -> bool {
 pub struct Button {}
 
 /// After a successful form post: back to a page (303, so a reload does not re-post).
-pub fn see_other(location: &str) -> PageResult {
-    Ok(Redirect::to(location).into_response())
+pub fn see_other(location: &str) -> Response {
+    Redirect::to(location).into_response()
 }
 
 /// A time for people, in UTC: `2026-11-23 14:05 UTC`.

@@ -393,7 +393,7 @@ async fn refund(
         ApiJson(RefundBody { amount, reason }),
     )
     .await?;
-    see_other(&format!("/dashboard/payments/{id}?refunded=1"))
+    Ok(see_other(&format!("/dashboard/payments/{id}?refunded=1")))
 }
 
 fn confirmation(

@@ -219,7 +219,7 @@ async fn force_end(
         ApiJson(ForceEndBody { reason }),
     )
     .await?;
-    see_other(&format!("/dashboard/sessions?ended={id}"))
+    Ok(see_other(&format!("/dashboard/sessions?ended={id}")))
 }
 
 #[cfg(test)]
