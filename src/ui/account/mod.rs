@@ -3,6 +3,9 @@
 //! admin's users and settings pages. [`operator::Operator`] is the extractor every
 //! operator page takes.
 
+pub mod account;
+pub mod enrol;
+pub mod login;
 pub mod operator;
 
 use axum::extract::State;
@@ -20,7 +23,31 @@ pub use operator::{csrf_field, Operator, OperatorForm};
 
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/login", get(login::login_page).post(login::login_submit))
+        .route(
+            "/login/code",
+            get(login::code_page).post(login::code_submit),
+        )
+        .route("/login/cancel", post(login::cancel))
         .route("/logout", post(logout))
+        .route(
+            "/account/password",
+            get(enrol::password_page).post(enrol::password_submit),
+        )
+        .route(
+            "/account/2fa",
+            get(enrol::enrol_page).post(enrol::enrol_submit),
+        )
+        .route("/account", get(account::account_page))
+        .route(
+            "/account/logout-everywhere",
+            post(account::logout_everywhere),
+        )
+        .route("/account/tokens", post(account::create_token))
+        .route(
+            "/account/tokens/{token_id}/revoke",
+            post(account::revoke_token),
+        )
         .route("/dashboard", get(dashboard_placeholder))
 }
 
