@@ -7,6 +7,8 @@ pub mod account;
 pub mod enrol;
 pub mod login;
 pub mod operator;
+pub mod settings_page;
+pub mod users_page;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
