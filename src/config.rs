@@ -414,6 +414,7 @@ mod tests {
         assert_eq!(error.variable, "LATCHKEY_SESSION_IDLE_MINUTES");
     }
 
+    #[test]
     fn branding_has_defaults_and_is_validated() {
         let settings = Settings::from_vars(&vars(&[])).unwrap();
         assert_eq!(settings.brand, BrandSettings::default());

@@ -154,7 +154,12 @@ pub async fn password_submit(
 fn enrol_body(session: &SessionUser, secret: &str, error: Option<&str>) -> Markup {
     let issuer = session.branding.name.clone();
     let uri = totp::otpauth_uri(&issuer, &session.user.email, secret);
-    let svg = totp::qr_svg(&uri).unwrap_or_default();
+    // The SVG itself carries the text alternative (screen readers skip the drawing).
+    let svg = totp::qr_svg(&uri).unwrap_or_default().replacen(
+        "<svg ",
+        "<svg role=\"img\" aria-label=\"QR code for your authenticator app\" ",
+        1,
+    );
     let grouped: Vec<String> = secret
         .as_bytes()
         .chunks(4)
@@ -163,7 +168,7 @@ fn enrol_body(session: &SessionUser, secret: &str, error: Option<&str>) -> Marku
     html! {
         p { "Two-factor login is required. Scan this code with an authenticator app (such as "
             "Google Authenticator, Aegis or 1Password), then type the 6-digit code it shows." }
-        div.qr role="img" aria-label="QR code for your authenticator app" { (PreEscaped(svg)) }
+        div.qr { (PreEscaped(svg)) }
         p { "Cannot scan? Enter this key by hand (time-based, 6 digits, 30 seconds):" }
         p { code.secret data-secret=(secret) { (grouped.join(" ")) } }
         @if let Some(error) = error { p.notice.bad role="alert" { (error) } }

@@ -227,14 +227,15 @@ pub async fn login_submit(
     };
     tracing::info!(user_id = user.user_id, "password accepted");
     (
-        [
+        // Appended, not inserted: two cookies in one response.
+        axum::response::AppendHeaders([
             sessions::set_cookie(
                 sessions::COOKIE_NAME,
                 Some(&session_id),
                 secure_cookies(&state),
             ),
             sessions::set_cookie(LOGIN_COOKIE, None, secure_cookies(&state)),
-        ],
+        ]),
         Redirect::to(&target),
     )
         .into_response()

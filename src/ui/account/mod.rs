@@ -50,6 +50,22 @@ pub fn router() -> Router<AppState> {
             "/account/tokens/{token_id}/revoke",
             post(account::revoke_token),
         )
+        .route(
+            "/users",
+            get(users_page::users_page).post(users_page::create),
+        )
+        .route("/users/{user_id}/role", post(users_page::change_role))
+        .route("/users/{user_id}/deactivate", post(users_page::deactivate))
+        .route("/users/{user_id}/reactivate", post(users_page::reactivate))
+        .route("/users/{user_id}/reset-2fa", post(users_page::reset_2fa))
+        .route(
+            "/users/{user_id}/reset-password",
+            post(users_page::reset_password),
+        )
+        .route("/settings", get(settings_page::settings_page))
+        .route("/settings/clear", post(settings_page::clear))
+        .route("/settings/{group}", post(settings_page::save))
+        .route("/settings/{group}/test", post(settings_page::test))
         .route("/dashboard", get(dashboard_placeholder))
 }
 
