@@ -35,6 +35,7 @@ impl FromRequestParts<AppState> for Enrolling {
 }
 
 impl Enrolling {
+    #[allow(clippy::result_large_err)]
     fn check_csrf(&self, sent: Option<&str>) -> Result<(), Response> {
         match sent {
             Some(sent) if constant_time_eq(sent.as_bytes(), self.0.csrf_token.as_bytes()) => Ok(()),

@@ -3,10 +3,10 @@
 //! admin's users and settings pages. [`operator::Operator`] is the extractor every
 //! operator page takes.
 
-pub mod account;
 pub mod enrol;
 pub mod login;
 pub mod operator;
+pub mod profile;
 pub mod settings_page;
 pub mod users_page;
 
@@ -40,15 +40,15 @@ pub fn router() -> Router<AppState> {
             "/account/2fa",
             get(enrol::enrol_page).post(enrol::enrol_submit),
         )
-        .route("/account", get(account::account_page))
+        .route("/account", get(profile::account_page))
         .route(
             "/account/logout-everywhere",
-            post(account::logout_everywhere),
+            post(profile::logout_everywhere),
         )
-        .route("/account/tokens", post(account::create_token))
+        .route("/account/tokens", post(profile::create_token))
         .route(
             "/account/tokens/{token_id}/revoke",
-            post(account::revoke_token),
+            post(profile::revoke_token),
         )
         .route(
             "/users",
