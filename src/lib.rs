@@ -11,6 +11,8 @@ pub mod cli;
 pub mod config;
 /// One command bus per aggregate, with conflict retries.
 pub mod cqrs;
+/// `latchkey demo`: the server with in-process simulators and a seeded catalogue.
+pub mod demo;
 /// The domain's ports wired to the configured clients.
 pub mod gateways;
 /// Routers, state and the edge error type.

@@ -23,8 +23,9 @@ use crate::store::repository::AppendSignal;
 use crate::store::subscription::{self, Subscriber, SubscriptionOptions, SubscriptionRuntime};
 use crate::store::{Database, PoolSize};
 use crate::workflows::device_sessions::DeviceSessionWorkflow;
-use crate::workflows::door_access::DoorAccessWorkflow;
+use crate::workflows::door_access::{DoorAccessWorkflow, RetryPolicy};
 use crate::workflows::schedule::{self, ScheduleOptions};
+use latchkey_aggregates::door::MAX_ISSUE_ATTEMPTS;
 
 /// Knobs that tests and the demo turn; production uses the defaults.
 #[derive(Clone, Default)]
@@ -52,6 +53,8 @@ pub struct WorkflowOptions {
     /// First retry delay of a failed TTLock call, doubled per attempt up to `retry_max`.
     pub retry_base: Duration,
     pub retry_max: Duration,
+    /// Issue attempts per door code before it is left failed.
+    pub access_code_attempts: u32,
     pub schedule: ScheduleOptions,
     /// How long an opened device session waits for its relay before it is cancelled.
     pub session_grace_seconds: u32,
@@ -66,6 +69,7 @@ impl Default for WorkflowOptions {
             enabled: true,
             retry_base: Duration::from_secs(5),
             retry_max: Duration::from_secs(600),
+            access_code_attempts: MAX_ISSUE_ATTEMPTS,
             schedule: ScheduleOptions::default(),
             session_grace_seconds: 120,
             reconciler: ReconcilerOptions::default(),
@@ -155,8 +159,11 @@ impl Application {
             let door_access = DoorAccessWorkflow::new(
                 buses.clone(),
                 database.clone(),
-                options.workflows.retry_base,
-                options.workflows.retry_max,
+                RetryPolicy {
+                    base: options.workflows.retry_base,
+                    max: options.workflows.retry_max,
+                    attempts: options.workflows.access_code_attempts,
+                },
             );
             background.push(subscriptions.spawn(Arc::new(door_access), shutdown.child_token()));
             let clock = options

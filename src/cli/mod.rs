@@ -1,6 +1,7 @@
 //! The `latchkey` command line: one subcommand per operator or auditor task.
 
 mod bench;
+mod demo;
 mod export;
 pub mod rebuild;
 pub mod replay;
@@ -31,6 +32,9 @@ pub enum Command {
     Serve,
     /// Apply the database migrations and exit.
     Migrate,
+    /// Serve with in-process Stripe, TTLock and Shelly simulators and a seeded door and
+    /// device; print the URLs to open (database: DATABASE_URL, else ./latchkey-demo.db).
+    Demo(demo::DemoArgs),
     /// Recompute every aggregate's hash chain; exit non-zero naming the first broken link.
     Verify,
     /// Write the journal (or a range of it) to stdout as NDJSON, in position order.
@@ -106,6 +110,7 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Demo(args) => demo::run(settings, args).await,
         Command::Verify => verify::run(&settings).await,
         Command::Export(args) => export::run(&settings, args).await,
         Command::Replay(args) => replay::run(&settings, args).await,

@@ -1,15 +1,24 @@
 //! The reconciler: makes every relay match what the sessions' events say it should be.
 //!
-//! Each pass finds the live sessions (opened, active, finishing) in the sessions read
-//! model, then decides from a fresh replay of each session's events — never from the read
-//! model — at the reconciler's `now`:
+//! It keeps a watch list of live sessions: seeded at start from the sessions read model
+//! (as of that projection's checkpoint), then kept current by reading the journal's tail
+//! itself on every append, so a session opened a moment ago is acted on at once rather
+//! than when the read model catches up. For each session it decides from a fresh replay
+//! of the session's events — never from the read model — at the reconciler's `now`
+//! ([`decide`]):
 //!
 //! | session | decision |
 //! |---|---|
 //! | opened, grace not over | switch the relay ON (the device also gets its own auto-off timer) |
 //! | opened, grace over | cancel the session (the workflow then cancels the authorization) |
+//! | active, relay observed OFF before the end | switch the relay ON again |
 //! | active, end time reached | finish: relay OFF, then completed |
 //! | finishing | finish again: retry OFF until Shelly confirms |
+//!
+//! Between passes it sleeps until the next thing falls due (an end time, a grace period's
+//! end, a retry), at most `interval`, and wakes at once on an append. After a start (a
+//! crash, a deploy, a takeover) it first reads every live session's relay back, so what
+//! happened while nobody was watching is recorded before anything is decided.
 //!
 //! A sweep (every 5 minutes by default) reads the relays no session holds and switches
 //! OFF any found ON, recording each correction (audited as `reconciliation`).
@@ -19,7 +28,7 @@
 //! PostgreSQL one instance runs the reconciler (an advisory lock); another takes over
 //! within seconds if it dies.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,13 +36,16 @@ use chrono::{DateTime, Utc};
 use cqrs_es::AggregateError;
 use latchkey_aggregates::device::DeviceCommand;
 use latchkey_aggregates::session::services::RelayGateway;
-use latchkey_aggregates::session::{SessionCommand, SessionState};
+use latchkey_aggregates::session::{DeviceSession, SessionCommand, SessionState};
 use latchkey_aggregates::Actor;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::cqrs::{Buses, CommandMetadata};
 use crate::on_pool;
+use crate::projections_runtime::checkpoint_name;
+use crate::store::journal::{self, Cursor, Journal};
 use crate::store::repository::AppendSignal;
 use crate::store::subscription::try_advisory_lock;
 use crate::store::Database;
@@ -42,6 +54,12 @@ use crate::workflows::schedule::backoff;
 /// Where the reconciler's `now` comes from; tests move it by hand.
 pub trait Clock: Send + Sync {
     fn now(&self) -> DateTime<Utc>;
+
+    /// Changes whenever the clock jumps (a test moving time by hand), so a reconciler
+    /// asleep until the next end time recomputes it. The wall clock never jumps.
+    fn jumps(&self) -> Option<watch::Receiver<u64>> {
+        None
+    }
 }
 
 /// The wall clock.
@@ -56,7 +74,8 @@ impl Clock for SystemClock {
 /// Tuning; the defaults meet "ON within 1 s of the payment, OFF within 1 s of the end".
 #[derive(Clone, Debug)]
 pub struct ReconcilerOptions {
-    /// A pass runs at least this often, and also on every append.
+    /// The longest sleep between passes. Appends wake the reconciler at once and it
+    /// sleeps only until the next end time, so this is a safety net, not the pace.
     pub interval: Duration,
     /// First pause after a failed relay command of one session; doubles up to `retry_max`.
     pub retry_base: Duration,
@@ -64,16 +83,53 @@ pub struct ReconcilerOptions {
     /// How often the sweep reads every free device's relay and turns OFF one that is ON
     /// with no session paying for it.
     pub sweep_interval: Duration,
+    /// How often an instance that does not run the reconciler tries to take it over
+    /// (PostgreSQL): the holder's death is noticed within this time.
+    pub takeover_interval: Duration,
 }
 
 impl Default for ReconcilerOptions {
     fn default() -> Self {
         ReconcilerOptions {
-            interval: Duration::from_millis(500),
+            interval: Duration::from_secs(5),
             retry_base: Duration::from_secs(2),
             retry_max: Duration::from_secs(30),
             sweep_interval: Duration::from_secs(300),
+            takeover_interval: Duration::from_secs(2),
         }
+    }
+}
+
+/// What the reconciler does about one session at one instant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Send ON: an opened session within its grace period, or an active one whose relay
+    /// was found OFF before its end.
+    SwitchOn,
+    /// An opened session whose relay never came ON within the grace period.
+    Cancel,
+    /// Time is up (active past its end, or finishing): send OFF until confirmed.
+    Finish,
+    /// Nothing to do now; act again at `until` (an active session's end).
+    Wait { until: Option<DateTime<Utc>> },
+    /// Not the reconciler's: queued (the Device promotes it) or ended.
+    NotLive,
+}
+
+/// The reconciler's decision for `session` (a replay of its events) at `now`. Pure: the
+/// same events and instant always give the same decision, which the property tests
+/// compare with an independent fold of the events.
+pub fn decide(session: &DeviceSession, now: DateTime<Utc>) -> Decision {
+    match session.state() {
+        Some(SessionState::Opened) if session.grace_expired(now) => Decision::Cancel,
+        Some(SessionState::Opened) => Decision::SwitchOn,
+        Some(SessionState::Active) => match session.ends_at() {
+            Some(end) if now >= end => Decision::Finish,
+            _ if session.relay_observed() == Some(false) => Decision::SwitchOn,
+            end => Decision::Wait { until: end },
+        },
+        Some(SessionState::Finishing) => Decision::Finish,
+        _ => Decision::NotLive,
     }
 }
 
@@ -84,21 +140,44 @@ pub struct PassReport {
     pub finished: usize,
     pub cancelled: usize,
     pub failed: usize,
+    /// The relays read back (the first pass after a start).
+    pub read_back: usize,
+    /// When the next pass has something to do, if anything is scheduled.
+    pub next_due: Option<DateTime<Utc>>,
+}
+
+/// The sessions the reconciler looks after, and how far into the journal it has looked.
+struct Watchlist {
+    /// `None` until seeded (at the first pass).
+    cursor: Option<Cursor>,
+    sessions: BTreeSet<String>,
 }
 
 pub struct Reconciler {
     buses: Arc<Buses>,
     database: Database,
+    journal: Journal,
     clock: Arc<dyn Clock>,
     /// For the sweep's reads of relays no session holds.
     relays: Arc<dyn RelayGateway>,
     options: ReconcilerOptions,
+    watchlist: tokio::sync::Mutex<Watchlist>,
     /// session id → (failed commands in a row, not before).
     retry: Mutex<HashMap<String, (u32, DateTime<Utc>)>>,
 }
 
 /// The advisory-lock name of the reconciler singleton.
 const LOCK_NAME: &str = "reconciler";
+
+/// Journal events read per query while following the tail.
+const TAIL_PAGE: i64 = 500;
+
+/// How soon to look again at a journal tail held back behind a running transaction.
+const HELD_BACK_RECHECK_MS: i64 = 20;
+
+/// The shortest pause between passes, so a session that is due again at once (a refused
+/// command) cannot spin the loop.
+const MIN_PAUSE: Duration = Duration::from_millis(10);
 
 impl Reconciler {
     pub fn new(
@@ -110,32 +189,106 @@ impl Reconciler {
     ) -> Self {
         Reconciler {
             buses,
+            journal: Journal::new(database.clone()),
             database,
             clock,
             relays,
             options,
+            watchlist: tokio::sync::Mutex::new(Watchlist {
+                cursor: None,
+                sessions: BTreeSet::new(),
+            }),
             retry: Mutex::new(HashMap::new()),
         }
     }
 
-    async fn live_sessions(&self) -> Result<Vec<String>, sqlx::Error> {
+    /// The live sessions from the read model, and the journal position it reflects (read
+    /// first, so the table is at least that recent; later events come from the tail).
+    async fn seed(&self) -> anyhow::Result<(Cursor, Vec<String>)> {
+        let cursor = journal::current_checkpoint(&self.database, &checkpoint_name("sessions"))
+            .await?
+            .unwrap_or(Cursor::START);
         let sql =
             "SELECT session_id FROM sessions WHERE state IN ('opened', 'active', 'finishing') \
                    ORDER BY session_id";
-        on_pool!(&self.database, pool => sqlx::query_scalar(sql).fetch_all(pool).await)
+        let live: Vec<String> =
+            on_pool!(&self.database, pool => sqlx::query_scalar(sql).fetch_all(pool).await)?;
+        Ok((cursor, live))
     }
 
-    /// One pass over every live session.
+    /// Brings the watch list up to date with the journal; returns it, whether it was
+    /// seeded just now (the first pass after a start), and whether events are held back
+    /// (on PostgreSQL, committed behind a transaction still running: look again shortly).
+    async fn watched(&self) -> anyhow::Result<(Vec<String>, bool, bool)> {
+        let mut watchlist = self.watchlist.lock().await;
+        let seeded_now = watchlist.cursor.is_none();
+        let mut cursor = match watchlist.cursor {
+            Some(cursor) => cursor,
+            None => {
+                let (cursor, live) = self.seed().await?;
+                watchlist.sessions.extend(live);
+                cursor
+            }
+        };
+        loop {
+            let events = self.journal.read_after(cursor, TAIL_PAGE).await?;
+            for event in &events {
+                if event.aggregate_type == "DeviceSession" {
+                    watchlist.sessions.insert(event.aggregate_id.clone());
+                }
+            }
+            if let Some(last) = events.last() {
+                cursor = last.cursor();
+            }
+            if events.len() < TAIL_PAGE as usize {
+                break;
+            }
+        }
+        watchlist.cursor = Some(cursor);
+        let held_back = self.journal.has_events_after(cursor).await?;
+        Ok((
+            watchlist.sessions.iter().cloned().collect(),
+            seeded_now,
+            held_back,
+        ))
+    }
+
+    async fn forget(&self, session_id: &str) {
+        self.watchlist.lock().await.sessions.remove(session_id);
+    }
+
+    /// One pass over every watched session.
     pub async fn pass(&self) -> anyhow::Result<PassReport> {
         let now = self.clock.now();
         let mut report = PassReport::default();
-        for session_id in self.live_sessions().await? {
-            if !self.due(&session_id, now) {
-                continue;
+        let (sessions, just_started, held_back) = self.watched().await?;
+        if held_back {
+            report.next_due = Some(now + chrono::Duration::milliseconds(HELD_BACK_RECHECK_MS));
+        }
+        for session_id in sessions {
+            let (mut session, _) = self.buses.sessions.load(&session_id).await?;
+            if just_started && decide(&session, now) != Decision::NotLive {
+                // Nobody watched this relay for a while: record what it is doing now.
+                self.read_back(&session_id, now).await;
+                report.read_back += 1;
+                session = self.buses.sessions.load(&session_id).await?.0;
             }
-            let (session, _) = self.buses.sessions.load(&session_id).await?;
-            let command = match session.state() {
-                Some(SessionState::Opened) if session.grace_expired(now) => {
+            let command = match decide(&session, now) {
+                Decision::NotLive => {
+                    self.forget(&session_id).await;
+                    self.clear(&session_id);
+                    continue;
+                }
+                Decision::Wait { until } => {
+                    report.next_due = earliest(report.next_due, until);
+                    continue;
+                }
+                _ if !self.due(&session_id, now) => {
+                    report.next_due = earliest(report.next_due, self.retry_at(&session_id));
+                    report.next_due = earliest(report.next_due, session.grace_ends_at());
+                    continue;
+                }
+                Decision::Cancel => {
                     report.cancelled += 1;
                     SessionCommand::CancelSession {
                         reason: "the relay did not come ON within the grace period".into(),
@@ -143,28 +296,20 @@ impl Reconciler {
                         at: now,
                     }
                 }
-                Some(SessionState::Opened) => {
+                Decision::SwitchOn => {
                     report.switched_on += 1;
                     SessionCommand::SwitchRelayOn {
                         actor: Actor::System,
                         at: now,
                     }
                 }
-                Some(SessionState::Active) if session.ends_at().is_some_and(|end| now >= end) => {
+                Decision::Finish => {
                     report.finished += 1;
                     SessionCommand::FinishSession {
                         actor: Actor::System,
                         at: now,
                     }
                 }
-                Some(SessionState::Finishing) => {
-                    report.finished += 1;
-                    SessionCommand::FinishSession {
-                        actor: Actor::System,
-                        at: now,
-                    }
-                }
-                _ => continue,
             };
             let metadata = CommandMetadata::new(Actor::System.to_string(), "reconciler");
             let outcome = self
@@ -189,11 +334,36 @@ impl Reconciler {
             if stuck {
                 report.failed += 1;
                 self.back_off(&session_id, now);
+                report.next_due = earliest(report.next_due, self.retry_at(&session_id));
+                report.next_due = earliest(report.next_due, after.grace_ends_at());
             } else {
                 self.clear(&session_id);
+                report.next_due = earliest(report.next_due, next_due(&after, now));
             }
         }
         Ok(report)
+    }
+
+    /// Reads the session's relay and records what it found (`RelayStateObserved`, or a
+    /// finishing session completed by an OFF that did land). An unreachable relay is
+    /// logged; the decision that follows retries as usual.
+    async fn read_back(&self, session_id: &str, now: DateTime<Utc>) {
+        let command = SessionCommand::CheckRelay {
+            actor: Actor::System,
+            at: now,
+        };
+        let metadata = CommandMetadata::new(Actor::System.to_string(), "reconciler");
+        match self
+            .buses
+            .sessions
+            .execute(session_id, command, metadata)
+            .await
+        {
+            Ok(()) => tracing::info!(session_id, "reconciler: relay read back"),
+            Err(error) => {
+                tracing::warn!(session_id, error = %error, "reconciler: could not read the relay back")
+            }
+        }
     }
 
     /// Reads the relay of every device no session holds, and switches OFF each one found ON
@@ -259,6 +429,14 @@ impl Reconciler {
             .is_none_or(|(_, not_before)| now >= *not_before)
     }
 
+    fn retry_at(&self, session_id: &str) -> Option<DateTime<Utc>> {
+        self.retry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(session_id)
+            .map(|(_, not_before)| *not_before)
+    }
+
     fn back_off(&self, session_id: &str, now: DateTime<Utc>) {
         let mut retry = self
             .retry
@@ -289,7 +467,8 @@ impl Reconciler {
                 Database::Postgres(pool) => loop {
                     match try_advisory_lock(pool, LOCK_NAME).await {
                         Ok(Some(connection)) => {
-                            break Some(crate::store::subscription::SingletonLock::new(connection))
+                            tracing::info!("reconciler running in this instance");
+                            break Some(crate::store::subscription::SingletonLock::new(connection));
                         }
                         Ok(None) => {}
                         Err(error) => {
@@ -297,30 +476,84 @@ impl Reconciler {
                         }
                     }
                     tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                        _ = tokio::time::sleep(self.options.takeover_interval) => {}
                         _ = shutdown.cancelled() => return,
                     }
                 },
                 Database::Sqlite(_) => None,
             };
             let mut wake = appended.subscribe();
+            let mut jumps = self.clock.jumps();
             let mut last_sweep = tokio::time::Instant::now();
             while !shutdown.is_cancelled() {
-                if let Err(error) = self.pass().await {
-                    tracing::warn!(error = %error, "reconciler pass failed");
-                }
+                let pause = match self.pass().await {
+                    Ok(report) => self.pause_until(report.next_due),
+                    Err(error) => {
+                        tracing::warn!(error = %error, "reconciler pass failed");
+                        self.options.interval
+                    }
+                };
                 if last_sweep.elapsed() >= self.options.sweep_interval {
                     last_sweep = tokio::time::Instant::now();
                     if let Err(error) = self.sweep().await {
                         tracing::warn!(error = %error, "reconciler sweep failed");
                     }
                 }
+                let until_sweep = self
+                    .options
+                    .sweep_interval
+                    .saturating_sub(last_sweep.elapsed());
                 tokio::select! {
                     _ = wake.changed() => {}
-                    _ = tokio::time::sleep(self.options.interval) => {}
+                    _ = jumped(&mut jumps) => {}
+                    _ = tokio::time::sleep(pause.min(until_sweep).max(MIN_PAUSE)) => {}
                     _ = shutdown.cancelled() => {}
                 }
             }
         })
     }
+
+    /// How long to sleep for something due at `next_due`: at most `interval`.
+    fn pause_until(&self, next_due: Option<DateTime<Utc>>) -> Duration {
+        let Some(due) = next_due else {
+            return self.options.interval;
+        };
+        // A millisecond late rather than early: the pass compares with `now >= end`.
+        (due - self.clock.now() + chrono::Duration::milliseconds(1))
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+            .min(self.options.interval)
+    }
 }
+
+/// The earlier of two optional instants.
+fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// When `session` next needs the reconciler, judged at `now`.
+fn next_due(session: &DeviceSession, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    match decide(session, now) {
+        Decision::Wait { until } => until,
+        Decision::NotLive => None,
+        Decision::SwitchOn | Decision::Cancel | Decision::Finish => Some(now),
+    }
+}
+
+/// Resolves when the clock jumps; never for a clock that does not (or no longer can).
+async fn jumped(jumps: &mut Option<watch::Receiver<u64>>) {
+    let changed = match jumps {
+        Some(receiver) => receiver.changed().await.is_ok(),
+        None => false,
+    };
+    if !changed {
+        *jumps = None;
+        std::future::pending::<()>().await;
+    }
+}
+
+#[cfg(test)]
+mod tests;

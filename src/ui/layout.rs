@@ -84,7 +84,8 @@ pub struct HtmlError {
     pub title: String,
     pub message: String,
     /// The operator's branding; the default when the page fails before it is known.
-    pub branding: Branding,
+    /// (Boxed: errors travel in `Result`s and should stay small.)
+    pub branding: Box<Branding>,
 }
 
 impl HtmlError {
@@ -93,7 +94,7 @@ impl HtmlError {
             status,
             title: title.into(),
             message: message.into(),
-            branding: Branding::default(),
+            branding: Box::default(),
         }
     }
 
@@ -102,12 +103,12 @@ impl HtmlError {
     }
 
     pub fn with_branding(mut self, branding: Branding) -> Self {
-        self.branding = branding;
+        self.branding = Box::new(branding);
         self
     }
 
     fn render(&self) -> Markup {
-        let head = PageHead::new(self.title.clone(), self.branding.clone());
+        let head = PageHead::new(self.title.clone(), (*self.branding).clone());
         page(
             head,
             html! {
@@ -191,6 +192,15 @@ const ZERO_DECIMAL: [&str; 16] = [
     "xaf", "xof", "xpf",
 ];
 
+/// A time as people at the place read it: `Tue 24 Nov, 14:05` in `time_zone` (an IANA
+/// name; UTC if unknown).
+pub fn local_time(at: chrono::DateTime<chrono::Utc>, time_zone: &str) -> String {
+    let zone: chrono_tz::Tz = time_zone.parse().unwrap_or(chrono_tz::UTC);
+    at.with_timezone(&zone)
+        .format("%a %-d %b, %H:%M")
+        .to_string()
+}
+
 /// Minutes for people: `45 minutes`, `2 hours`, `1 hour 30 minutes`.
 pub fn duration(minutes: u32) -> String {
     let plural = |n: u32, unit: &str| {
@@ -243,6 +253,11 @@ mod tests {
         assert_eq!(money_of(500, "jpy"), "¥500");
         assert_eq!(money_of(1999, "sek"), "19.99 SEK");
         assert_eq!(duration(45), "45 minutes");
+        let at = chrono::DateTime::parse_from_rfc3339("2026-11-24T13:05:00Z")
+            .unwrap()
+            .to_utc();
+        assert_eq!(local_time(at, "Europe/Paris"), "Tue 24 Nov, 14:05");
+        assert_eq!(local_time(at, "Not/AZone"), "Tue 24 Nov, 13:05");
         assert_eq!(duration(60), "1 hour");
         assert_eq!(duration(90), "1 hour 30 minutes");
     }

@@ -10,6 +10,7 @@ pub mod branding;
 pub mod dashboard;
 pub mod guest;
 pub mod layout;
+pub mod qr;
 
 use axum::Router;
 

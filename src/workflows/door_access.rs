@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `PaymentSucceeded` of a door payment | Door: issue the payment's code now |
 //! | `RefundRecorded` leaving the payment `refunded` | Door: revoke (delete) the code |
-//! | `AccessCodeIssueFailed`, retryable | schedule another issue after a backoff |
+//! | `AccessCodeIssueFailed`, retryable, below the attempt limit | schedule another issue after a backoff |
 //! | `AccessCodeRevocationPending` | schedule another delete after a backoff |
 //! | `AccessCodeIssued` | schedule the code's deletion when its window ends |
 //!
@@ -19,7 +19,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_es::AggregateError;
-use latchkey_aggregates::door::DoorCommand;
+use latchkey_aggregates::door::{DoorCommand, MAX_ISSUE_ATTEMPTS};
 use latchkey_aggregates::payment::PaymentTarget;
 use latchkey_aggregates::Actor;
 use serde_json::Value;
@@ -40,20 +40,29 @@ pub struct DoorAccessWorkflow {
     /// First retry delay of a failed TTLock call; doubled per attempt up to `retry_max`.
     retry_base: Duration,
     retry_max: Duration,
+    /// Issue attempts per code before the workflow gives up and leaves it failed (at most
+    /// the Door's own [`MAX_ISSUE_ATTEMPTS`]).
+    issue_attempts: u32,
+}
+
+/// How a failed TTLock call is retried.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    /// First retry delay; doubled per attempt up to `max`.
+    pub base: Duration,
+    pub max: Duration,
+    /// Attempts before giving up (clamped to the Door's [`MAX_ISSUE_ATTEMPTS`]).
+    pub attempts: u32,
 }
 
 impl DoorAccessWorkflow {
-    pub fn new(
-        buses: Arc<Buses>,
-        database: Database,
-        retry_base: Duration,
-        retry_max: Duration,
-    ) -> Self {
+    pub fn new(buses: Arc<Buses>, database: Database, retry: RetryPolicy) -> Self {
         DoorAccessWorkflow {
             buses,
             database,
-            retry_base,
-            retry_max,
+            retry_base: retry.base,
+            retry_max: retry.max,
+            issue_attempts: retry.attempts.clamp(1, MAX_ISSUE_ATTEMPTS),
         }
     }
 
@@ -100,6 +109,14 @@ impl DoorAccessWorkflow {
         match (event.event_type.as_str(), payment_id) {
             ("AccessCodeIssueFailed", Some(payment_id)) => {
                 if payload.get("retryable").and_then(Value::as_bool) != Some(true) {
+                    return Ok(());
+                }
+                if attempt >= self.issue_attempts {
+                    // The failure just recorded is the last: the code stays failed, with
+                    // TTLock's reason in the journal (audit `access_code_failed`).
+                    let reason = payload.get("reason").and_then(Value::as_str);
+                    tracing::warn!(door_uid = %door_uid, payment_id = %payment_id, attempt,
+                        reason, "door code: giving up after the last attempt");
                     return Ok(());
                 }
                 let due = Utc::now() + backoff(self.retry_base, self.retry_max, attempt);

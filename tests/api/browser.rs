@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, ClientBuilder};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 use tokio::sync::{Semaphore, SemaphorePermit};
@@ -92,15 +92,18 @@ impl Browser {
         self.client.goto(url).await.expect("the page opens");
     }
 
-    /// The text of the whole page as a person would read it.
+    /// The text of the whole page as a person would read it (empty while a navigation
+    /// replaces the document).
     pub async fn text(&self) -> String {
         self.client
-            .find(Locator::Css("body"))
+            .execute(
+                "return document.body ? document.body.innerText : '';",
+                vec![],
+            )
             .await
-            .expect("a body")
-            .text()
-            .await
-            .expect("body text")
+            .ok()
+            .and_then(|text| text.as_str().map(str::to_string))
+            .unwrap_or_default()
     }
 
     /// Waits (up to `seconds`) until the page's text contains `needle`, reloading when the
@@ -274,7 +277,7 @@ mod smoke {
             .open(&format!("{}/pay/no-such-door", app.address))
             .await;
         let text = browser.wait_for_text("Not found", 5).await;
-        assert!(text.contains("no-such-door"), "{text}");
+        assert!(text.contains("There is no door"), "{text}");
         let viewport = browser
             .client
             .execute("return [window.innerWidth, window.innerHeight];", vec![])

@@ -1,79 +1,189 @@
 //! Device sessions end to end: Stripe (manual capture) → the device is reserved → the
 //! reconciler switches the Shelly relay ON → the payment is captured → at the end the relay
-//! goes OFF and the session completes; a relay that never comes ON means no charge.
+//! goes OFF and the session completes; a relay that never comes ON means no charge; a
+//! crash in the middle of an ON, or the death of the instance running the reconciler,
+//! still ends with the relay ON for the paid time and OFF at its end.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use latchkey::integrations::shelly::ShellyCloudConfig;
 use latchkey::reconciler::Clock;
-use latchkey::sim::shelly::{ShellySimConfig, ShellySimHandle};
+use latchkey::sim::shelly::{RelayLogEntry, RelaySource, ShellySimConfig, ShellySimHandle};
 use latchkey::sim::stripe::{StripeSimConfig, StripeSimHandle};
+use latchkey::sim::FaultSettings;
 use latchkey::startup::BuildOptions;
+use latchkey::store::journal::{Journal, JournalEvent};
 use latchkey_aggregates::payment::PaymentStatus;
-use latchkey_aggregates::session::SessionState;
+use latchkey_aggregates::session::{DeviceSession, SessionState};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::helpers::{spawn_app_with_settings, Backend, TestApp, TestDatabase, ADMIN_TOKEN};
+use crate::helpers::{
+    eventually, spawn_app_with_settings, Backend, TestApp, TestDatabase, ADMIN_TOKEN,
+};
 use crate::on_both_backends;
 use crate::sim_helpers::PLUG;
 use crate::stripe_support::{API_KEY, SECRET};
 
-/// The wall clock plus an offset the test moves forward.
-#[derive(Default)]
-struct TestClock(Mutex<chrono::Duration>);
+/// The wall clock plus an offset the test moves forward; every move wakes the reconciler
+/// (as a jump of the wall clock would not, but a sleeping reconciler must recompute).
+struct TestClock {
+    offset: Mutex<chrono::Duration>,
+    jumps: watch::Sender<u64>,
+}
+
+impl Default for TestClock {
+    fn default() -> Self {
+        TestClock {
+            offset: Mutex::new(chrono::Duration::zero()),
+            jumps: watch::channel(0).0,
+        }
+    }
+}
 
 impl TestClock {
     fn advance(&self, by: chrono::Duration) {
-        *self.0.lock().unwrap() += by;
+        *self.offset.lock().unwrap() += by;
+        self.jumps.send_modify(|jumps| *jumps += 1);
     }
 }
 
 impl Clock for TestClock {
     fn now(&self) -> DateTime<Utc> {
-        Utc::now() + *self.0.lock().unwrap()
+        Utc::now() + *self.offset.lock().unwrap()
+    }
+
+    fn jumps(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.jumps.subscribe())
     }
 }
 
-struct World {
-    app: TestApp,
+/// The simulators and the clock, shared by every app instance of a test.
+struct Sims {
     stripe: StripeSimHandle,
     shelly: ShellySimHandle,
     clock: Arc<TestClock>,
 }
 
-async fn world(backend: Backend) -> World {
-    let stripe = latchkey::sim::stripe::spawn(
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        StripeSimConfig::new(API_KEY, vec![SECRET.to_string()]),
-    )
-    .unwrap();
-    let shelly = latchkey::sim::shelly::spawn(
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        ShellySimConfig::default(),
-    )
-    .unwrap();
-    let clock = Arc::new(TestClock::default());
-    let mut options = BuildOptions::default();
-    options.workflows.clock = Some(clock.clone());
-    options.workflows.session_grace_seconds = 60;
-    options.workflows.reconciler.interval = Duration::from_millis(50);
-    options.workflows.reconciler.retry_base = Duration::from_millis(50);
-    options.workflows.reconciler.sweep_interval = Duration::from_millis(200);
-    let stripe_base = stripe.url();
-    let cloud = shelly.cloud_config();
-    let app = spawn_app_with_settings(TestDatabase::create(backend).await, options, |settings| {
+impl Sims {
+    async fn spawn() -> Sims {
+        let stripe = latchkey::sim::stripe::spawn(
+            TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            StripeSimConfig::new(API_KEY, vec![SECRET.to_string()]),
+        )
+        .unwrap();
+        let shelly = latchkey::sim::shelly::spawn(
+            TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            ShellySimConfig::default(),
+        )
+        .unwrap();
+        Sims {
+            stripe,
+            shelly,
+            clock: Arc::new(TestClock::default()),
+        }
+    }
+
+    /// Moves the app's clock and the Shelly simulator's together, so relay log times and
+    /// session times are on one time line.
+    fn advance(&self, by: chrono::Duration) {
+        self.shelly.advance_clock(by.to_std().unwrap());
+        self.clock.advance(by);
+    }
+
+    /// Moves both clocks so that it is `at` now.
+    fn advance_to(&self, at: DateTime<Utc>) {
+        self.advance(at - self.clock.now());
+    }
+
+    /// The relay's log: every switch with its instant on the shared time line.
+    fn relay_log(&self) -> Vec<RelayLogEntry> {
+        self.shelly.relay(PLUG, 0).unwrap().log
+    }
+
+    fn relay_is_on(&self) -> bool {
+        self.shelly.relay(PLUG, 0).unwrap().output
+    }
+
+    /// Build options for an app on these simulators: the reconciler's safety-net poll is
+    /// an hour, so everything prompt in these tests comes from wake-ups (appends, clock
+    /// moves) and from sleeping until the next end time.
+    fn options(&self) -> BuildOptions {
+        let mut options = BuildOptions::default();
+        options.workflows.clock = Some(self.clock.clone());
+        options.workflows.session_grace_seconds = 60;
+        options.workflows.reconciler.interval = Duration::from_secs(3600);
+        options.workflows.reconciler.retry_base = Duration::from_millis(50);
+        options.workflows.reconciler.sweep_interval = Duration::from_secs(3600);
+        options.workflows.reconciler.takeover_interval = Duration::from_millis(200);
+        options
+    }
+
+    /// An app on `database` pointed at the simulators, receiving Stripe's webhooks.
+    async fn app(&self, database: TestDatabase, options: BuildOptions) -> TestApp {
+        let app = app_on_sims(database, options, self.endpoints()).await;
+        self.deliver_webhooks_to(&app.address);
+        app
+    }
+
+    fn endpoints(&self) -> SimEndpoints {
+        SimEndpoints {
+            stripe_base: self.stripe.url(),
+            shelly: self.shelly.cloud_config(),
+        }
+    }
+
+    fn deliver_webhooks_to(&self, address: &str) {
+        self.stripe
+            .set_webhook_url(format!("{address}/api/stripe/webhook"));
+    }
+}
+
+/// Where an app finds the simulators (owned, so an app can be built on another runtime).
+struct SimEndpoints {
+    stripe_base: String,
+    shelly: ShellyCloudConfig,
+}
+
+async fn app_on_sims(
+    database: TestDatabase,
+    options: BuildOptions,
+    endpoints: SimEndpoints,
+) -> TestApp {
+    spawn_app_with_settings(database, options, |settings| {
         settings.stripe.secret_key = Some(SecretString::from(API_KEY.to_string()));
-        settings.stripe.api_base = Some(stripe_base.parse().unwrap());
+        settings.stripe.api_base = Some(endpoints.stripe_base.parse().unwrap());
         settings.stripe.webhook_secrets = vec![SecretString::from(SECRET.to_string())];
-        settings.shelly.server = Some(cloud.server.clone());
-        settings.shelly.auth_key = Some(cloud.auth_key.clone());
+        settings.shelly.server = Some(endpoints.shelly.server.clone());
+        settings.shelly.auth_key = Some(endpoints.shelly.auth_key.clone());
     })
-    .await;
-    stripe.set_webhook_url(format!("{}/api/stripe/webhook", app.address));
+    .await
+}
+
+struct World {
+    app: TestApp,
+    sims: Sims,
+}
+
+async fn world(backend: Backend) -> World {
+    world_with(backend, |_| {}).await
+}
+
+async fn world_with(backend: Backend, adjust: impl FnOnce(&mut BuildOptions)) -> World {
+    let sims = Sims::spawn().await;
+    let mut options = sims.options();
+    adjust(&mut options);
+    let app = sims.app(TestDatabase::create(backend).await, options).await;
+    register_washer(&app).await;
+    World { app, sims }
+}
+
+async fn register_washer(app: &TestApp) {
     let device = json!({"uid": "washer", "name": "Washer", "location": "Lyon", "time_zone": "Europe/Paris",
                         "shelly_device_id": PLUG, "shelly_channel": 0,
                         "plans": [{"plan_id": "p30", "name": "30 minutes", "minutes": 30, "price": 300, "currency": "eur"}]});
@@ -83,17 +193,11 @@ async fn world(backend: Backend) -> World {
             .status(),
         201
     );
-    World {
-        app,
-        stripe,
-        shelly,
-        clock,
-    }
 }
 
-async fn pay(world: &World) -> Uuid {
-    let response = world
-        .app
+/// Starts a device checkout; returns the payment and its Checkout Session.
+async fn checkout(app: &TestApp) -> (Uuid, String) {
+    let response = app
         .post_json(
             "/api/checkout/device/washer",
             None,
@@ -102,19 +206,30 @@ async fn pay(world: &World) -> Uuid {
         .await;
     let body: Value = response.json().await.unwrap();
     let payment_id: Uuid = body["payment_id"].as_str().unwrap().parse().unwrap();
-    let (payment, _) = world
-        .app
+    let (payment, _) = app
         .state
         .buses
         .payments
         .load(&payment_id.to_string())
         .await
         .unwrap();
-    world
-        .stripe
-        .pay(payment.checkout_session_id().unwrap(), "4242424242424242")
+    (
+        payment_id,
+        payment.checkout_session_id().unwrap().to_string(),
+    )
+}
+
+/// A guest pays (the card is authorized); returns the payment id.
+async fn pay_on(app: &TestApp, sims: &Sims) -> Uuid {
+    let (payment_id, checkout_session) = checkout(app).await;
+    sims.stripe
+        .pay(&checkout_session, "4242424242424242")
         .unwrap();
     payment_id
+}
+
+async fn pay(world: &World) -> Uuid {
+    pay_on(&world.app, &world.sims).await
 }
 
 async fn wait_for<F, Fut>(mut check: F) -> bool
@@ -131,23 +246,30 @@ where
     false
 }
 
-async fn session_state(world: &World, session_id: Uuid) -> Option<SessionState> {
-    world
-        .app
-        .state
+async fn session(app: &TestApp, session_id: Uuid) -> DeviceSession {
+    app.state
         .buses
         .sessions
         .load(&session_id.to_string())
         .await
         .unwrap()
         .0
-        .state()
+}
+
+async fn session_state(world: &World, session_id: Uuid) -> Option<SessionState> {
+    state_on(&world.app, session_id).await
+}
+
+async fn state_on(app: &TestApp, session_id: Uuid) -> Option<SessionState> {
+    session(app, session_id).await.state()
 }
 
 async fn payment_status(world: &World, payment_id: Uuid) -> PaymentStatus {
-    world
-        .app
-        .state
+    status_on(&world.app, payment_id).await
+}
+
+async fn status_on(app: &TestApp, payment_id: Uuid) -> PaymentStatus {
+    app.state
         .buses
         .payments
         .load(&payment_id.to_string())
@@ -158,9 +280,11 @@ async fn payment_status(world: &World, payment_id: Uuid) -> PaymentStatus {
 }
 
 async fn device_is_free(world: &World) -> bool {
-    world
-        .app
-        .state
+    free_on(&world.app).await
+}
+
+async fn free_on(app: &TestApp) -> bool {
+    app.state
         .buses
         .devices
         .load("washer")
@@ -169,6 +293,64 @@ async fn device_is_free(world: &World) -> bool {
         .0
         .holder_session()
         .is_none()
+}
+
+/// The events of one aggregate, by type.
+async fn events_of(app: &TestApp, aggregate_type: &str, id: Uuid) -> Vec<JournalEvent> {
+    Journal::new(app.database.clone())
+        .aggregate_events(aggregate_type, &id.to_string(), None)
+        .await
+        .unwrap()
+}
+
+async fn count_events(app: &TestApp, aggregate_type: &str, id: Uuid, event_type: &str) -> usize {
+    events_of(app, aggregate_type, id)
+        .await
+        .iter()
+        .filter(|event| event.event_type == event_type)
+        .count()
+}
+
+/// How far `later` is after `earlier`, in milliseconds (negative if before).
+fn millis_after(later: DateTime<Utc>, earlier: DateTime<Utc>) -> i64 {
+    (later - earlier).num_milliseconds()
+}
+
+/// The relay switched OFF at the session's end, within a second (clocks tick in whole
+/// milliseconds on the simulator, hence the small tolerance before), and stayed OFF.
+fn assert_off_at_the_end(log: &[RelayLogEntry], ends_at: DateTime<Utc>) -> i64 {
+    let off = log
+        .iter()
+        .find(|entry| !entry.on && entry.at >= ends_at - chrono::Duration::milliseconds(5))
+        .unwrap_or_else(|| panic!("an OFF at the end in {log:?}"));
+    assert_eq!(off.source, RelaySource::Command, "{log:?}");
+    let late = millis_after(off.at, ends_at);
+    assert!(
+        (-5..1_000).contains(&late),
+        "OFF {late} ms after the end: {log:?}"
+    );
+    assert!(
+        log.iter().all(|entry| entry.at <= off.at || !entry.on),
+        "nothing switched the relay ON again after its end: {log:?}"
+    );
+    late
+}
+
+/// The relay stayed ON from the session's start to its end: no OFF in between.
+fn assert_on_throughout(log: &[RelayLogEntry], started_at: DateTime<Utc>, ends_at: DateTime<Utc>) {
+    let on_before_start = log
+        .iter()
+        .rev()
+        .find(|entry| entry.at <= started_at + chrono::Duration::seconds(1))
+        .is_some_and(|entry| entry.on);
+    assert!(on_before_start, "ON when the session started: {log:?}");
+    assert!(
+        log.iter()
+            .filter(|entry| entry.at > started_at
+                && entry.at < ends_at - chrono::Duration::milliseconds(5))
+            .all(|entry| entry.on),
+        "no OFF during the paid time: {log:?}"
+    );
 }
 
 async fn a_paid_session_switches_on_is_captured_and_switches_off_at_its_end(backend: Backend) {
@@ -182,17 +364,21 @@ async fn a_paid_session_switches_on_is_captured_and_switches_off_at_its_end(back
         .await,
         "the session starts"
     );
-    assert!(
-        world.shelly.relay(PLUG, 0).unwrap().output,
-        "the relay is ON"
-    );
+    assert!(world.sims.relay_is_on(), "the relay is ON");
     assert!(
         wait_for(|| async { payment_status(&world, payment_id).await == PaymentStatus::Succeeded })
             .await,
         "captured once ON"
     );
+    let active = session(&world.app, payment_id).await;
+    let (started_at, ends_at) = (active.started_at().unwrap(), active.ends_at().unwrap());
+    assert_eq!(ends_at - started_at, chrono::Duration::minutes(30));
 
-    world.clock.advance(chrono::Duration::minutes(31));
+    // Most of the paid time goes by; the reconciler, asleep until the end, switches OFF.
+    world
+        .sims
+        .advance_to(ends_at - chrono::Duration::milliseconds(1500));
+    assert!(world.sims.relay_is_on(), "still ON shortly before the end");
     assert!(
         wait_for(|| async {
             session_state(&world, payment_id).await == Some(SessionState::Completed)
@@ -200,16 +386,17 @@ async fn a_paid_session_switches_on_is_captured_and_switches_off_at_its_end(back
         .await,
         "the session completes"
     );
-    let relay = world.shelly.relay(PLUG, 0).unwrap();
-    assert!(!relay.output, "the relay is OFF at the end");
-    let log = serde_json::to_value(&relay).unwrap()["log"].clone();
-    let switches: Vec<bool> = log
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|entry| entry["on"].as_bool().unwrap())
-        .collect();
-    assert_eq!(switches, vec![true, false], "{log}");
+    assert!(!world.sims.relay_is_on(), "the relay is OFF at the end");
+    let log = world.sims.relay_log();
+    let switches: Vec<bool> = log.iter().map(|entry| entry.on).collect();
+    assert_eq!(switches, vec![true, false], "{log:?}");
+    let on_delay = millis_after(log[0].at, started_at);
+    assert!(
+        (-5..1_000).contains(&on_delay),
+        "ON at the start: {on_delay} ms"
+    );
+    assert_on_throughout(&log, started_at, ends_at);
+    assert_off_at_the_end(&log, ends_at);
     assert!(
         wait_for(|| async { device_is_free(&world).await }).await,
         "the device is free again"
@@ -217,9 +404,51 @@ async fn a_paid_session_switches_on_is_captured_and_switches_off_at_its_end(back
     world.app.stop().await;
 }
 
+/// ON within a second of the payment fact and OFF within a second of the end, with the
+/// reconciler's periodic pass an hour apart: only the wake-up on append and the sleep
+/// until the next end time can explain it.
+async fn the_relay_follows_the_payment_and_the_end_within_a_second(backend: Backend) {
+    let world = world(backend).await;
+    let payment_id = pay(&world).await;
+    assert!(
+        wait_for(|| async {
+            session_state(&world, payment_id).await == Some(SessionState::Active)
+        })
+        .await
+    );
+    let authorized = events_of(&world.app, "Payment", payment_id)
+        .await
+        .into_iter()
+        .find(|event| event.event_type == "PaymentAuthorized")
+        .expect("the payment fact");
+    let log = world.sims.relay_log();
+    let on_latency = millis_after(log[0].at, authorized.recorded_at);
+    assert!(log[0].on);
+    assert!(
+        (0..1_000).contains(&on_latency),
+        "ON {on_latency} ms after the payment fact"
+    );
+
+    let ends_at = session(&world.app, payment_id).await.ends_at().unwrap();
+    world
+        .sims
+        .advance_to(ends_at - chrono::Duration::seconds(2));
+    assert!(
+        wait_for(|| async {
+            session_state(&world, payment_id).await == Some(SessionState::Completed)
+        })
+        .await
+    );
+    let off_latency = assert_off_at_the_end(&world.sims.relay_log(), ends_at);
+    println!(
+        "relay latency ({backend:?}): ON {on_latency} ms after the payment fact, OFF {off_latency} ms after the end"
+    );
+    world.app.stop().await;
+}
+
 async fn a_relay_that_never_comes_on_costs_the_guest_nothing(backend: Backend) {
     let world = world(backend).await;
-    world.shelly.set_online(PLUG, false).unwrap();
+    world.sims.shelly.set_online(PLUG, false).unwrap();
     let payment_id = pay(&world).await;
     assert!(
         wait_for(|| async {
@@ -231,7 +460,7 @@ async fn a_relay_that_never_comes_on_costs_the_guest_nothing(backend: Backend) {
         payment_status(&world, payment_id).await,
         PaymentStatus::Authorized
     );
-    world.clock.advance(chrono::Duration::minutes(2));
+    world.sims.advance(chrono::Duration::minutes(2));
     assert!(
         wait_for(|| async {
             session_state(&world, payment_id).await == Some(SessionState::Cancelled)
@@ -244,15 +473,22 @@ async fn a_relay_that_never_comes_on_costs_the_guest_nothing(backend: Backend) {
             .await,
         "the authorization is released, never captured"
     );
+    assert_eq!(
+        count_events(&world.app, "Payment", payment_id, "PaymentCaptureRequested").await,
+        0,
+        "never captured"
+    );
     assert!(
         wait_for(|| async { device_is_free(&world).await }).await,
         "the device is free again"
     );
+    assert!(!world.sims.relay_is_on());
     world.app.stop().await;
 }
 
 on_both_backends!(
     a_paid_session_switches_on_is_captured_and_switches_off_at_its_end,
+    the_relay_follows_the_payment_and_the_end_within_a_second,
     a_relay_that_never_comes_on_costs_the_guest_nothing,
 );
 
@@ -269,7 +505,10 @@ async fn a_second_guest_waits_for_the_first_session_to_end(backend: Backend) {
             .await,
         "queued behind the first"
     );
-    world.clock.advance(chrono::Duration::minutes(31));
+    let first_ends_at = session(&world.app, first).await.ends_at().unwrap();
+    world
+        .sims
+        .advance_to(first_ends_at - chrono::Duration::seconds(1));
     assert!(
         wait_for(|| async { session_state(&world, first).await == Some(SessionState::Completed) })
             .await
@@ -279,24 +518,39 @@ async fn a_second_guest_waits_for_the_first_session_to_end(backend: Backend) {
             .await,
         "the queued session starts"
     );
-    assert!(world.shelly.relay(PLUG, 0).unwrap().output);
+    assert!(world.sims.relay_is_on());
     let (device, _) = world.app.state.buses.devices.load("washer").await.unwrap();
     assert_eq!(
         device.holder_session(),
         Some(second),
         "never two at once: the second now holds the relay"
     );
+    let second_started = session(&world.app, second).await.started_at().unwrap();
+    assert!(
+        second_started >= first_ends_at,
+        "the second starts after the first ends"
+    );
+    let switches: Vec<bool> = world
+        .sims
+        .relay_log()
+        .iter()
+        .map(|entry| entry.on)
+        .collect();
+    assert_eq!(switches, vec![true, false, true]);
     world.app.stop().await;
 }
 
 on_both_backends!(a_second_guest_waits_for_the_first_session_to_end);
 
 async fn the_sweep_turns_off_a_relay_switched_on_behind_our_back(backend: Backend) {
-    let world = world(backend).await;
-    world.shelly.switch_external(PLUG, 0, true).unwrap();
-    assert!(world.shelly.relay(PLUG, 0).unwrap().output);
+    let world = world_with(backend, |options| {
+        options.workflows.reconciler.sweep_interval = Duration::from_millis(200);
+    })
+    .await;
+    world.sims.shelly.switch_external(PLUG, 0, true).unwrap();
+    assert!(world.sims.relay_is_on());
     assert!(
-        wait_for(|| async { !world.shelly.relay(PLUG, 0).unwrap().output }).await,
+        wait_for(|| async { !world.sims.relay_is_on() }).await,
         "switched OFF by the sweep"
     );
     let found = wait_for(|| async {
@@ -325,3 +579,262 @@ async fn the_sweep_turns_off_a_relay_switched_on_behind_our_back(backend: Backen
 }
 
 on_both_backends!(the_sweep_turns_off_a_relay_switched_on_behind_our_back);
+
+async fn a_partial_refund_keeps_the_device_running_and_a_full_one_stops_it(backend: Backend) {
+    let world = world(backend).await;
+    let payment_id = pay(&world).await;
+    assert!(
+        wait_for(|| async { payment_status(&world, payment_id).await == PaymentStatus::Succeeded })
+            .await,
+        "running and captured"
+    );
+    let path = format!("/api/payments/{payment_id}/refund");
+    let partial = world
+        .app
+        .post_json(
+            &path,
+            Some(ADMIN_TOKEN),
+            &json!({"amount": 100, "reason": "slow spin"}),
+        )
+        .await;
+    assert_eq!(partial.status(), 202);
+    assert!(
+        wait_for(|| async {
+            payment_status(&world, payment_id).await == PaymentStatus::PartiallyRefunded
+        })
+        .await,
+        "the partial refund is recorded"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        session_state(&world, payment_id).await,
+        Some(SessionState::Active),
+        "a partial refund keeps access"
+    );
+    assert!(world.sims.relay_is_on());
+
+    let full = world
+        .app
+        .post_json(
+            &path,
+            Some(ADMIN_TOKEN),
+            &json!({"reason": "broken machine"}),
+        )
+        .await;
+    assert_eq!(full.status(), 202);
+    assert!(
+        wait_for(|| async {
+            session_state(&world, payment_id).await == Some(SessionState::ForceEnded)
+        })
+        .await,
+        "a full refund ends the session"
+    );
+    assert!(!world.sims.relay_is_on(), "and switches the relay OFF");
+    let ended = session(&world.app, payment_id).await;
+    assert_eq!(ended.end_reason(), Some("the payment was refunded in full"));
+    assert!(
+        wait_for(|| async { device_is_free(&world).await }).await,
+        "the device is free again"
+    );
+    world.app.stop().await;
+}
+
+on_both_backends!(a_partial_refund_keeps_the_device_running_and_a_full_one_stops_it);
+
+/// Kills the server (drops its whole runtime) while the relay has applied ON but its
+/// answer has not come back, then starts a new server on the same database: it reads the
+/// relay back, converges, and the guest gets one session, ON for the paid time and OFF at
+/// its end.
+async fn a_crash_between_on_requested_and_its_answer_converges_after_a_restart(backend: Backend) {
+    let sims = Sims::spawn().await;
+    let database = TestDatabase::create(backend).await;
+    // The next Shelly command is applied but never answered: the ON lands in the window.
+    sims.shelly.set_faults(&FaultSettings {
+        drop_next: Some(1),
+        ..FaultSettings::default()
+    });
+    let doomed = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (started, checkout_ready) = tokio::sync::oneshot::channel();
+    let (first_database, options, endpoints) =
+        (database.another_handle(), sims.options(), sims.endpoints());
+    doomed.spawn(async move {
+        let app = app_on_sims(first_database, options, endpoints).await;
+        register_washer(&app).await;
+        let paid = checkout(&app).await;
+        let _ = started.send((app.address.clone(), paid));
+        // Holds the app until its runtime is dropped.
+        std::future::pending::<()>().await;
+        drop(app);
+    });
+    let (address, (payment_id, checkout_session)) = checkout_ready.await.unwrap();
+    sims.deliver_webhooks_to(&address);
+    sims.stripe
+        .pay(&checkout_session, "4242424242424242")
+        .unwrap();
+    assert!(
+        eventually(400, Duration::from_millis(25), || async {
+            sims.shelly.requests().iter().any(|request| request.dropped)
+        })
+        .await,
+        "the reconciler sent ON"
+    );
+    assert!(sims.relay_is_on(), "the relay applied the ON");
+    // Kill: every task of the first server is dropped wherever it stands.
+    tokio::task::spawn_blocking(move || doomed.shutdown_timeout(Duration::from_secs(10)))
+        .await
+        .unwrap();
+
+    let journal = Journal::new(database.connect().await);
+    let before: Vec<String> = journal
+        .aggregate_events("DeviceSession", &payment_id.to_string(), None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|event| event.event_type)
+        .collect();
+    assert_eq!(
+        before,
+        vec!["SessionOpened"],
+        "the crash came before the ON's answer was recorded"
+    );
+
+    let app = sims.app(database, sims.options()).await;
+    assert!(
+        wait_for(|| async { state_on(&app, payment_id).await == Some(SessionState::Active) }).await,
+        "the restarted server starts the session"
+    );
+    assert!(
+        count_events(&app, "DeviceSession", payment_id, "RelayStateObserved").await >= 1,
+        "the relay was read back after the restart"
+    );
+    assert_eq!(
+        count_events(&app, "DeviceSession", payment_id, "SessionOpened").await,
+        1
+    );
+    let sessions: Value = app
+        .client
+        .get(format!("{}/api/sessions?payment={payment_id}", app.address))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        sessions["items"].as_array().map(Vec::len),
+        Some(1),
+        "one session for the payment: {sessions}"
+    );
+    assert!(
+        wait_for(|| async { status_on(&app, payment_id).await == PaymentStatus::Succeeded }).await,
+        "captured once ON"
+    );
+    assert_eq!(
+        count_events(&app, "Payment", payment_id, "PaymentCaptureRequested").await,
+        1
+    );
+
+    let active = session(&app, payment_id).await;
+    let (started_at, ends_at) = (active.started_at().unwrap(), active.ends_at().unwrap());
+    sims.advance_to(ends_at - chrono::Duration::milliseconds(1500));
+    assert!(
+        wait_for(|| async { state_on(&app, payment_id).await == Some(SessionState::Completed) })
+            .await,
+        "the session completes"
+    );
+    assert!(!sims.relay_is_on(), "no relay left ON past the end");
+    let log = sims.relay_log();
+    assert_on_throughout(&log, started_at, ends_at);
+    assert_off_at_the_end(&log, ends_at);
+    assert!(wait_for(|| async { free_on(&app).await }).await);
+    app.stop().await;
+}
+
+on_both_backends!(a_crash_between_on_requested_and_its_answer_converges_after_a_restart);
+
+/// The application name of the connection holding the reconciler's advisory lock in this
+/// test's database, if any instance holds it.
+async fn reconciler_holders(database: &latchkey::store::Database) -> Vec<String> {
+    let latchkey::store::Database::Postgres(pool) = database else {
+        panic!("PostgreSQL only");
+    };
+    let key = latchkey::store::subscription::singleton_key("reconciler") as u64;
+    let sql = "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+               WHERE l.locktype = 'advisory' AND l.granted \
+                 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                 AND l.classid::bigint = $1 AND l.objid::bigint = $2";
+    sqlx::query_scalar(sql)
+        .bind((key >> 32) as i64)
+        .bind((key & 0xffff_ffff) as i64)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+/// Two instances on one PostgreSQL database: exactly one runs the reconciler; when it
+/// stops in the middle of a session, the other takes over within seconds and switches the
+/// relay OFF at the session's end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_one_instance_reconciles_and_another_takes_over_on_time() {
+    let sims = Sims::spawn().await;
+    let database = TestDatabase::create(Backend::Postgres).await;
+    let observer = database.connect().await;
+    let first = sims
+        .app(
+            database.with_application_name("instance_one"),
+            sims.options(),
+        )
+        .await;
+    register_washer(&first).await;
+    assert!(
+        eventually(100, Duration::from_millis(50), || async {
+            reconciler_holders(&observer).await == ["instance_one"]
+        })
+        .await,
+        "the first instance runs the reconciler"
+    );
+    let second = sims
+        .app(
+            database.with_application_name("instance_two"),
+            sims.options(),
+        )
+        .await;
+    let payment_id = pay_on(&second, &sims).await;
+    assert!(
+        wait_for(|| async { state_on(&second, payment_id).await == Some(SessionState::Active) })
+            .await
+    );
+    assert_eq!(
+        reconciler_holders(&observer).await,
+        ["instance_one"],
+        "exactly one instance runs it"
+    );
+
+    let ends_at = session(&second, payment_id).await.ends_at().unwrap();
+    sims.advance_to(ends_at - chrono::Duration::seconds(3));
+    first.stop().await;
+    let stopped_at = Utc::now();
+    assert!(
+        eventually(100, Duration::from_millis(50), || async {
+            reconciler_holders(&observer).await == ["instance_two"]
+        })
+        .await,
+        "the second instance takes over"
+    );
+    let takeover_ms = millis_after(Utc::now(), stopped_at);
+    assert!(sims.relay_is_on(), "the session keeps running meanwhile");
+    assert!(
+        wait_for(|| async { state_on(&second, payment_id).await == Some(SessionState::Completed) })
+            .await,
+        "the second instance finishes the session"
+    );
+    let off_latency = assert_off_at_the_end(&sims.relay_log(), ends_at);
+    println!("reconciler takeover within {takeover_ms} ms; OFF {off_latency} ms after the end");
+    assert!(wait_for(|| async { free_on(&second).await }).await);
+    second.stop().await;
+}

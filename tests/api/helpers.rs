@@ -105,6 +105,20 @@ impl TestDatabase {
         }
     }
 
+    /// Another handle on the same PostgreSQL database whose connections carry
+    /// `application_name`, so `pg_stat_activity` tells instances apart.
+    pub fn with_application_name(&self, name: &str) -> TestDatabase {
+        let DatabaseUrl::Postgres(url) = &self.url else {
+            panic!("application names are a PostgreSQL feature");
+        };
+        let mut url = url::Url::parse(url).expect("a PostgreSQL URL");
+        url.query_pairs_mut().append_pair("application_name", name);
+        TestDatabase {
+            url: DatabaseUrl::Postgres(url.to_string()),
+            _dir: None,
+        }
+    }
+
     /// A separate, migrated pool on this database (a second "instance").
     pub async fn connect(&self) -> Database {
         let database = Database::connect(

@@ -444,6 +444,46 @@ async fn issuing_is_idempotent_when_the_answer_is_lost() {
     );
 }
 
+/// A crash (or a timeout) after TTLock wrote the code: the retry comes minutes later, so
+/// it asks for a later window, and must still find the first attempt's code rather than
+/// add a second one for the same grant.
+#[tokio::test]
+async fn a_retry_in_a_later_minute_finds_the_code_a_lost_attempt_wrote() {
+    let env = ttlock_env_with(
+        TtlockSimConfig {
+            drop_hold_ms: 1_000,
+            ..TtlockSimConfig::default()
+        },
+        |config| config.timeout_ms = 300,
+    )
+    .await;
+    env.client.list_locks().await.unwrap();
+    env.sim.set_faults(&FaultSettings {
+        drop_next: Some(1),
+        ..FaultSettings::default()
+    });
+    let first = access_request(GATEWAY_LOCK, true, "payment-8");
+    env.client.issue_access_code(&first).await.unwrap_err();
+
+    let mut later = first.clone();
+    later.valid_from += Span::minutes(3);
+    later.valid_until += Span::minutes(3);
+    let issued = env.client.issue_access_code(&later).await.unwrap();
+    assert!(issued.reused_existing);
+    let lock = env
+        .sim
+        .state()
+        .into_iter()
+        .find(|lock| lock.lock_id == GATEWAY_LOCK)
+        .unwrap();
+    assert_eq!(lock.passcodes.len(), 1, "one code for one grant");
+    assert_eq!(lock.passcodes[0].keyboard_pwd_id, issued.keyboard_pwd_id);
+    assert!(
+        issued.valid_from < later.valid_from,
+        "the window reported is the one the lock holds"
+    );
+}
+
 #[tokio::test]
 async fn a_code_held_by_another_grant_gets_another_candidate() {
     let env = ttlock_env().await;
@@ -452,9 +492,10 @@ async fn a_code_held_by_another_grant_gets_another_candidate() {
         .issue_access_code(&access_request(GATEWAY_LOCK, true, "payment-7"))
         .await
         .unwrap();
-    // Same idempotency key but another window: the derived code is taken by a different
-    // grant, so the client must not "reuse" it.
+    // Same idempotency key (so the same derived code) but another name and window: the
+    // code is taken by a different grant, so the client must not "reuse" it.
     let mut other = access_request(GATEWAY_LOCK, true, "payment-7");
+    other.name = "Another guest".into();
     other.valid_until += Span::hours(1);
     let second = env.client.issue_access_code(&other).await.unwrap();
     assert!(!second.reused_existing);

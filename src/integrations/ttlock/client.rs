@@ -288,9 +288,10 @@ impl TtlockClient {
             let _gateway = self.inner.gateway_ops.lock().await;
             self.call(Method::Post, "v3/keyboardPwd/add", params).await
         };
-        let (keyboard_pwd_id, reused_existing) = match added {
+        let (keyboard_pwd_id, window, reused_existing) = match added {
             Ok(body) => (
                 decode::<CustomPasscodeResponse>(body)?.keyboard_pwd_id,
+                (start, end),
                 false,
             ),
             Err(
@@ -298,8 +299,8 @@ impl TtlockClient {
                     reason: PasscodeRejection::Duplicate,
                     ..
                 },
-            ) => match self.find_same_custom(request, start, end).await? {
-                Some(existing) => (existing, true),
+            ) => match self.find_same_grant(request).await? {
+                Some((existing, window)) => (existing, window.unwrap_or((start, end)), true),
                 None => return Err(error),
             },
             Err(error) => return Err(error),
@@ -313,8 +314,8 @@ impl TtlockClient {
             keyboard_pwd_id,
             code: request.code.clone(),
             kind: PasscodeKind::Custom,
-            valid_from: start,
-            valid_until: end,
+            valid_from: window.0,
+            valid_until: window.1,
             remotely_revocable: true,
             delete_mode: DeleteMode::ViaGateway,
             first_use_deadline: None,
@@ -322,13 +323,14 @@ impl TtlockClient {
         })
     }
 
-    /// The id of a custom passcode with exactly this code and window, if the lock has one.
-    async fn find_same_custom(
+    /// The custom passcode an earlier attempt for the same grant wrote (same code, same
+    /// name), with the window the lock holds for it. An attempt whose answer was lost (a
+    /// timeout, a crash) may have written it minutes before this one, so the window is
+    /// not compared: matching on it would add a second code for one grant.
+    async fn find_same_grant(
         &self,
         request: &CustomPasscodeRequest,
-        start: DateTime<Utc>,
-        end: DateTime<Utc>,
-    ) -> Result<Option<i64>, TtlockError> {
+    ) -> Result<Option<(i64, Option<(DateTime<Utc>, DateTime<Utc>)>)>, TtlockError> {
         let records = self
             .list_passcodes(request.lock_id, Some(&request.code))
             .await?;
@@ -336,10 +338,12 @@ impl TtlockClient {
             .into_iter()
             .find(|record| {
                 record.code.as_deref() == Some(request.code.as_str())
-                    && record.valid_from == Some(start)
-                    && record.valid_until == Some(end)
+                    && record.name.as_deref() == Some(request.name.as_str())
             })
-            .map(|record| record.keyboard_pwd_id))
+            .map(|record| {
+                let window = record.valid_from.zip(record.valid_until);
+                (record.keyboard_pwd_id, window)
+            }))
     }
 
     /// Deletes a passcode. A passcode TTLock no longer knows counts as deleted

@@ -101,6 +101,8 @@ pub struct AccessCodeRequest {
     pub lock_id: i64,
     /// From the lock list (`hasGateway`): decides custom (revocable) or random code.
     pub has_gateway: bool,
+    /// Unique per grant (Latchkey names codes after the payment): a retry recognises the
+    /// code an earlier attempt wrote by its code and name.
     pub name: String,
     /// Stable per access grant (e.g. the payment id). The custom code is derived from it,
     /// so a repeated request (after a lost answer, a crash, a retry) finds the code the

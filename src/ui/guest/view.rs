@@ -1,0 +1,368 @@
+//! What a capability token shows: the state of its one payment's door access or device
+//! session, computed from the aggregates at the moment of the request. The HTML pages and
+//! their JSON twins (`/api/access/{token}`, `/api/session/{token}`) both render these.
+//!
+//! Nothing here carries the guest's email or any other payment.
+
+use chrono::{DateTime, Utc};
+use latchkey_aggregates::device::Device;
+use latchkey_aggregates::door::{AccessCodeState, Door};
+use latchkey_aggregates::payment::{Payment, PaymentStatus, PaymentTarget};
+use latchkey_aggregates::session::SessionState;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::http::{ApiError, AppState};
+use crate::payments::tokens;
+
+/// One message for every token that leads nowhere, so answers never differ by guess.
+pub const UNKNOWN_TOKEN: &str =
+    "This link is not valid. Check that you copied the whole link from your payment page.";
+/// A token of the wrong shape; said apart so a person can tell a truncated link.
+pub const MALFORMED_TOKEN: &str =
+    "This link is incomplete: the code at its end should be 43 letters, digits, '-' or '_'.";
+
+/// The payment behind `token`, if it is of `kind` (`door` or `device`).
+///
+/// Malformed tokens are looked up too, so that every refusal costs the same time: the
+/// lookup is by SHA-256, whose time does not depend on how close a guess is.
+pub async fn payment_for_token(
+    state: &AppState,
+    token: &str,
+    kind: &str,
+) -> Result<Payment, ApiError> {
+    let found = tokens::payment_for(&state.database, token)
+        .await
+        .map_err(|error| ApiError::Internal(error.into()))?;
+    if !tokens::well_formed(token) {
+        return Err(ApiError::NotFound(MALFORMED_TOKEN.to_string()));
+    }
+    let Some((payment_id, _)) = found.filter(|(_, found_kind)| found_kind == kind) else {
+        return Err(ApiError::NotFound(UNKNOWN_TOKEN.to_string()));
+    };
+    let (payment, _) = state.buses.payments.load(&payment_id.to_string()).await?;
+    if !payment.is_started() {
+        return Err(ApiError::NotFound(UNKNOWN_TOKEN.to_string()));
+    }
+    Ok(payment)
+}
+
+/// Where a door payment stands, from the guest's side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessState {
+    /// Waiting for Stripe to confirm the payment.
+    Confirming,
+    /// The card was declined; the guest may pay again.
+    PaymentFailed,
+    /// Paid; the lock is being given the code.
+    Issuing,
+    /// The passcode works in its window.
+    Ready,
+}
+
+/// The public shape of a door (what is on its sticker and pay page).
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct DoorSummary {
+    pub door_uid: String,
+    pub name: String,
+    pub location: String,
+    pub time_zone: String,
+}
+
+/// `GET /api/access/{token}`.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct AccessStatus {
+    pub state: AccessState,
+    pub door: DoorSummary,
+    pub passcode: Option<String>,
+    pub valid_from: Option<DateTime<Utc>>,
+    pub valid_to: Option<DateTime<Utc>>,
+    /// False for a period passcode (no gateway): it cannot be deleted remotely.
+    pub remotely_revocable: Option<bool>,
+    /// The decline reason, when `state` is `payment_failed`.
+    pub failure_reason: Option<String>,
+    /// Where to pay again (the door's pay page), when `state` is `payment_failed`.
+    pub retry_url: Option<String>,
+    /// What the guest should know, in words.
+    pub message: String,
+}
+
+/// The door access behind `token`: 410 once it expired or was revoked (refund), or when
+/// the checkout was abandoned.
+pub async fn access(state: &AppState, token: &str) -> Result<AccessStatus, ApiError> {
+    let payment = payment_for_token(state, token, "door").await?;
+    let Some(PaymentTarget::Door { door_uid }) = payment.target().cloned() else {
+        return Err(ApiError::NotFound(UNKNOWN_TOKEN.to_string()));
+    };
+    let payment_id = payment.payment_id().unwrap_or_default();
+    let (door, _) = state.buses.doors.load(&door_uid).await?;
+    let summary = door_summary(&door, &door_uid);
+    let mut status = AccessStatus {
+        state: AccessState::Confirming,
+        door: summary,
+        passcode: None,
+        valid_from: None,
+        valid_to: None,
+        remotely_revocable: None,
+        failure_reason: None,
+        retry_url: None,
+        message: "Confirming your payment…".to_string(),
+    };
+    match payment.status() {
+        PaymentStatus::Pending | PaymentStatus::Authorized => return Ok(status),
+        PaymentStatus::Failed => {
+            status.state = AccessState::PaymentFailed;
+            status.failure_reason = payment.last_failure_reason().map(str::to_string);
+            status.retry_url = Some(public_link(state, &format!("pay/{door_uid}")));
+            status.message =
+                "Your payment did not go through, so nothing was charged. You can try again."
+                    .to_string();
+            return Ok(status);
+        }
+        PaymentStatus::Cancelled | PaymentStatus::Expired => {
+            return Err(ApiError::Gone(
+                "This payment was not completed, so nothing was charged. Start again from the door's pay page."
+                    .to_string(),
+            ))
+        }
+        PaymentStatus::Refunded => {
+            return Err(ApiError::Gone(
+                "Access revoked: this payment was refunded, so its code no longer opens the door."
+                    .to_string(),
+            ))
+        }
+        PaymentStatus::Succeeded | PaymentStatus::PartiallyRefunded => {}
+    }
+    let Some(code) = door.access_code(payment_id) else {
+        status.state = AccessState::Issuing;
+        status.message = "Paid. Your code is being sent to the lock…".to_string();
+        return Ok(status);
+    };
+    match code.state {
+        AccessCodeState::Requested | AccessCodeState::Failed => {
+            status.state = AccessState::Issuing;
+            status.message = "Paid. Your code is being sent to the lock…".to_string();
+            Ok(status)
+        }
+        AccessCodeState::Revoked | AccessCodeState::RevocationPending => Err(ApiError::Gone(
+            "Access revoked: this code no longer opens the door.".to_string(),
+        )),
+        AccessCodeState::Expired => Err(expired()),
+        AccessCodeState::Issued => {
+            if code.valid_to.is_some_and(|end| end <= Utc::now()) {
+                return Err(expired());
+            }
+            status.state = AccessState::Ready;
+            status.passcode = code.code.clone();
+            status.valid_from = code.valid_from;
+            status.valid_to = code.valid_to;
+            status.remotely_revocable = Some(code.remotely_revocable);
+            status.message =
+                "Type the code on the door's keypad, then press the unlock key.".to_string();
+            Ok(status)
+        }
+    }
+}
+
+fn expired() -> ApiError {
+    ApiError::Gone("Expired: this code's time is over and it no longer opens the door.".to_string())
+}
+
+fn door_summary(door: &Door, door_uid: &str) -> DoorSummary {
+    DoorSummary {
+        door_uid: door_uid.to_string(),
+        name: door.name().unwrap_or(door_uid).to_string(),
+        location: door.location().unwrap_or_default().to_string(),
+        time_zone: door.time_zone().unwrap_or("UTC").to_string(),
+    }
+}
+
+/// `{public_url}/{path}`.
+pub fn public_link(state: &AppState, path: &str) -> String {
+    format!(
+        "{}/{path}",
+        state.settings.public_url.as_str().trim_end_matches('/')
+    )
+}
+
+/// Where a device session stands, from the guest's side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionPhase {
+    /// Waiting for Stripe to confirm the card.
+    Confirming,
+    /// The card was declined; the guest may pay again.
+    PaymentFailed,
+    /// Paid (authorized); the device is busy, the session starts when it frees up.
+    Waiting,
+    /// The device is being switched on.
+    Starting,
+    /// On: the countdown runs until `ends_at`.
+    Active,
+    /// Time is up; the device is being switched off.
+    Finishing,
+    Finished,
+    /// Never started (the device did not come on, or it was cancelled): not charged.
+    NotCharged,
+}
+
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct DeviceSummary {
+    pub device_uid: String,
+    pub name: String,
+    pub location: String,
+    pub time_zone: String,
+}
+
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct PlanSummary {
+    pub plan_id: String,
+    pub name: String,
+    pub minutes: u32,
+    pub price: i64,
+    pub currency: String,
+}
+
+/// `GET /api/session/{token}`.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct SessionStatus {
+    pub state: SessionPhase,
+    pub device: DeviceSummary,
+    pub plan: Option<PlanSummary>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ends_at: Option<DateTime<Utc>>,
+    pub remaining_seconds: Option<i64>,
+    /// While waiting: when the device should be free (an estimate from the sessions
+    /// ahead).
+    pub expected_start: Option<DateTime<Utc>>,
+    pub failure_reason: Option<String>,
+    pub retry_url: Option<String>,
+    pub message: String,
+}
+
+/// The device session behind `token`: 410 when the checkout was abandoned.
+pub async fn session(state: &AppState, token: &str) -> Result<SessionStatus, ApiError> {
+    let payment = payment_for_token(state, token, "device").await?;
+    let Some(PaymentTarget::Device {
+        device_uid,
+        plan_id,
+    }) = payment.target().cloned()
+    else {
+        return Err(ApiError::NotFound(UNKNOWN_TOKEN.to_string()));
+    };
+    let payment_id = payment.payment_id().unwrap_or_default();
+    let (device, _) = state.buses.devices.load(&device_uid).await?;
+    let plan = device.plan(&plan_id).map(|plan| PlanSummary {
+        plan_id: plan.plan_id.clone(),
+        name: plan.name.clone(),
+        minutes: plan.minutes,
+        price: plan.price.amount_minor,
+        currency: plan.price.currency.as_str().to_string(),
+    });
+    let (session, _) = state.buses.sessions.load(&payment_id.to_string()).await?;
+    let now = Utc::now();
+    let mut status = SessionStatus {
+        state: SessionPhase::Confirming,
+        device: device_summary(&device, &device_uid),
+        plan,
+        started_at: session.started_at(),
+        ends_at: session.ends_at(),
+        remaining_seconds: session.remaining_seconds(now),
+        expected_start: None,
+        failure_reason: None,
+        retry_url: None,
+        message: "Confirming your payment…".to_string(),
+    };
+    let (phase, message) = match (session.state(), payment.status()) {
+        (None, PaymentStatus::Pending) => (SessionPhase::Confirming, "Confirming your payment…"),
+        (None, PaymentStatus::Failed) => {
+            status.failure_reason = payment.last_failure_reason().map(str::to_string);
+            status.retry_url = Some(public_link(state, &format!("use/{device_uid}")));
+            (
+                SessionPhase::PaymentFailed,
+                "Your card was not accepted, so nothing was charged. You can try again.",
+            )
+        }
+        (None, PaymentStatus::Cancelled | PaymentStatus::Expired) => {
+            return Err(ApiError::Gone(
+                "This payment was not completed, so nothing was charged. Start again from the device's page."
+                    .to_string(),
+            ))
+        }
+        (None, _) => (
+            SessionPhase::Starting,
+            "Paid. Your session is being set up…",
+        ),
+        (Some(SessionState::Queued), _) => {
+            status.expected_start = device_frees_at(state, &device, Some(payment_id)).await;
+            (
+                SessionPhase::Waiting,
+                "The device is in use. Your session starts by itself when it is free; you are charged only once it is on.",
+            )
+        }
+        (Some(SessionState::Opened), _) => (
+            SessionPhase::Starting,
+            "Switching the device on… You are charged only once it is on.",
+        ),
+        (Some(SessionState::Active), _) => (SessionPhase::Active, "The device is on."),
+        (Some(SessionState::Finishing), _) => (
+            SessionPhase::Finishing,
+            "Time is up; switching the device off…",
+        ),
+        (Some(SessionState::Completed | SessionState::ForceEnded), _) => {
+            (SessionPhase::Finished, "Your session has finished. Thank you!")
+        }
+        (Some(SessionState::Cancelled | SessionState::Failed), _) => (
+            SessionPhase::NotCharged,
+            "The device could not be started, so your card was not charged: the authorization has been released.",
+        ),
+    };
+    status.state = phase;
+    status.message = message.to_string();
+    Ok(status)
+}
+
+fn device_summary(device: &Device, device_uid: &str) -> DeviceSummary {
+    DeviceSummary {
+        device_uid: device_uid.to_string(),
+        name: device.name().unwrap_or(device_uid).to_string(),
+        location: device.location().unwrap_or_default().to_string(),
+        time_zone: device.time_zone().unwrap_or("UTC").to_string(),
+    }
+}
+
+/// When the device should be free: the running session's end (or its plan's length from
+/// now if it is still starting) plus the plan length of every queued session ahead of
+/// `before` (all of them when `None`). `None` when the device is free now.
+pub async fn device_frees_at(
+    state: &AppState,
+    device: &Device,
+    before: Option<Uuid>,
+) -> Option<DateTime<Utc>> {
+    let holder = device.holder_session()?;
+    let now = Utc::now();
+    let mut free_at = match state.buses.sessions.load(&holder.to_string()).await {
+        Ok((session, _)) => session
+            .ends_at()
+            .filter(|end| *end > now)
+            .unwrap_or_else(|| {
+                now + chrono::Duration::minutes(
+                    session.terms().map_or(0, |t| i64::from(t.plan_minutes)),
+                )
+            }),
+        Err(_) => now,
+    };
+    for queued in device.queued_sessions() {
+        if Some(queued) == before {
+            break;
+        }
+        if let Ok((session, _)) = state.buses.sessions.load(&queued.to_string()).await {
+            let minutes = session
+                .terms()
+                .map_or(0, |terms| i64::from(terms.plan_minutes));
+            free_at += chrono::Duration::minutes(minutes);
+        }
+    }
+    Some(free_at)
+}
