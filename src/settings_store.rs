@@ -40,6 +40,27 @@ pub struct Field {
 /// Every setting the page offers, in page order.
 pub const FIELDS: &[Field] = &[
     Field {
+        name: "LATCHKEY_BRAND_NAME",
+        label: "Business name",
+        group: Group::Branding,
+        secret: false,
+        hint: "shown on every guest page (at most 80 characters)",
+    },
+    Field {
+        name: "LATCHKEY_BRAND_LOGO_URL",
+        label: "Logo URL",
+        group: Group::Branding,
+        secret: false,
+        hint: "an https:// image URL or a path on this site",
+    },
+    Field {
+        name: "LATCHKEY_BRAND_COLOUR",
+        label: "Accent colour",
+        group: Group::Branding,
+        secret: false,
+        hint: "a hex colour such as #1f5fbf",
+    },
+    Field {
         name: "STRIPE_SECRET_KEY",
         label: "Secret key",
         group: Group::Stripe,
@@ -383,6 +404,15 @@ pub fn overlay(environment: &Settings, stored: &Settings) -> Settings {
     fill(&mut out.ttlock.api_base, &ttlock.api_base);
     fill(&mut out.shelly.auth_key, &shelly.auth_key);
     fill(&mut out.shelly.server, &shelly.server);
+    // Brand settings have defaults rather than "unset": a default value means the
+    // environment did not choose one.
+    if out.brand.name == crate::config::DEFAULT_BRAND_NAME {
+        out.brand.name.clone_from(&stored.brand.name);
+    }
+    fill(&mut out.brand.logo_url, &stored.brand.logo_url);
+    if out.brand.colour == crate::config::DEFAULT_BRAND_COLOUR {
+        out.brand.colour.clone_from(&stored.brand.colour);
+    }
     out
 }
 
@@ -420,6 +450,11 @@ fn environment_value(settings: &Settings, name: &str) -> Option<String> {
         "TTLOCK_API_BASE" => url(&settings.ttlock.api_base),
         "SHELLY_AUTH_KEY" => secret(&settings.shelly.auth_key),
         "SHELLY_SERVER" => url(&settings.shelly.server),
+        "LATCHKEY_BRAND_NAME" => Some(settings.brand.name.clone())
+            .filter(|name| name != crate::config::DEFAULT_BRAND_NAME),
+        "LATCHKEY_BRAND_LOGO_URL" => settings.brand.logo_url.clone(),
+        "LATCHKEY_BRAND_COLOUR" => Some(settings.brand.colour.clone())
+            .filter(|colour| colour != crate::config::DEFAULT_BRAND_COLOUR),
         _ => None,
     }
 }

@@ -242,7 +242,9 @@ impl Application {
         self.state.metrics.set_gauge("latchkey_up", &[], 1.0);
         info!(port = self.port, "serving");
         let shutdown = self.shutdown.clone();
-        let served = axum::serve(self.listener, router)
+        // Connection info gives the login rate limit its per-address counter.
+        let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let served = axum::serve(self.listener, service)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await;
         self.shutdown.cancel();

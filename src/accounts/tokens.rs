@@ -43,7 +43,8 @@ pub async fn create_for_user(database: &Database, user: &User, label: &str) -> S
 pub async fn list_for_user(database: &Database, user_id: &str) -> StoreResult<Vec<TokenInfo>> {
     let sql = "SELECT token_id, label, last4, CAST(created_at AS TEXT), revoked_at IS NOT NULL \
                FROM api_tokens WHERE user_id = $1 ORDER BY created_at DESC";
-    let rows: Vec<(Option<String>, String, Option<String>, String, bool)> =
+    type Row = (Option<String>, String, Option<String>, String, bool);
+    let rows: Vec<Row> =
         on_pool!(database, pool => sqlx::query_as(sql).bind(user_id).fetch_all(pool).await)?;
     Ok(rows
         .into_iter()

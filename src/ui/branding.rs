@@ -1,8 +1,8 @@
 //! How pages present the operator: name, logo and accent colour.
 //!
-//! One function, [`current`], answers "what branding applies now"; today it reads the
-//! `LATCHKEY_BRAND_*` settings (validated at start-up), later also settings stored in the
-//! database (the environment wins).
+//! One function, [`current`], answers "what branding applies now": the
+//! `LATCHKEY_BRAND_*` settings (validated at start-up) overlaid with what an admin saved
+//! on the settings page (the environment wins).
 
 use crate::config::BrandSettings;
 use crate::http::AppState;
@@ -85,7 +85,7 @@ fn rgb(colour: &str) -> Option<(u8, u8, u8)> {
 
 /// The branding that applies to pages right now.
 pub async fn current(state: &AppState) -> Branding {
-    Branding::from(&state.settings.brand)
+    Branding::from(&state.settings_store.effective().brand)
 }
 
 #[cfg(test)]

@@ -2,6 +2,9 @@
 //! and the simulators of Stripe, TTLock and Shelly on 127.0.0.1. `TEST_LOG=1` prints logs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod accounts;
+mod accounts_browser;
+mod accounts_support;
 mod browser;
 mod catalogue_writes;
 mod checkout;
@@ -21,6 +24,7 @@ mod operations;
 mod operator_actions;
 mod projections;
 mod read_api;
+mod settings;
 mod shelly;
 mod sim_helpers;
 mod stripe_end_to_end;

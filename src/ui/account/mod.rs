@@ -3,11 +3,16 @@
 //! admin's users and settings pages. [`operator::Operator`] is the extractor every
 //! operator page takes.
 
+pub mod enrol;
+pub mod login;
 pub mod operator;
+pub mod profile;
+pub mod settings_page;
+pub mod users_page;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::Router;
 
 use crate::accounts::sessions;
@@ -16,7 +21,48 @@ use crate::http::AppState;
 pub use operator::{csrf_field, Operator, OperatorForm};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/logout", post(logout))
+    Router::new()
+        .route("/login", get(login::login_page).post(login::login_submit))
+        .route(
+            "/login/code",
+            get(login::code_page).post(login::code_submit),
+        )
+        .route("/login/cancel", post(login::cancel))
+        .route("/logout", post(logout))
+        .route(
+            "/account/password",
+            get(enrol::password_page).post(enrol::password_submit),
+        )
+        .route(
+            "/account/2fa",
+            get(enrol::enrol_page).post(enrol::enrol_submit),
+        )
+        .route("/account", get(profile::account_page))
+        .route(
+            "/account/logout-everywhere",
+            post(profile::logout_everywhere),
+        )
+        .route("/account/tokens", post(profile::create_token))
+        .route(
+            "/account/tokens/{token_id}/revoke",
+            post(profile::revoke_token),
+        )
+        .route(
+            "/users",
+            get(users_page::users_page).post(users_page::create),
+        )
+        .route("/users/{user_id}/role", post(users_page::change_role))
+        .route("/users/{user_id}/deactivate", post(users_page::deactivate))
+        .route("/users/{user_id}/reactivate", post(users_page::reactivate))
+        .route("/users/{user_id}/reset-2fa", post(users_page::reset_2fa))
+        .route(
+            "/users/{user_id}/reset-password",
+            post(users_page::reset_password),
+        )
+        .route("/settings", get(settings_page::settings_page))
+        .route("/settings/clear", post(settings_page::clear))
+        .route("/settings/{group}", post(settings_page::save))
+        .route("/settings/{group}/test", post(settings_page::test))
 }
 
 /// Whether cookies must be `Secure`: the public URL is https.

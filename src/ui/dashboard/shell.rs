@@ -83,7 +83,9 @@ nav.dash a{padding:.35rem .6rem;border-radius:.4rem;color:var(--ink);text-decora
 nav.dash a[aria-current=page]{background:var(--brand);color:var(--brand-text)}\
 nav.dash form{display:inline;margin-left:auto}\
 nav.dash .who{color:var(--muted);font-size:.9rem}\
-nav.dash button{padding:.35rem .7rem;font:inherit}\
+nav.dash button,form.inline button{padding:.35rem .7rem;width:auto}\
+form.inline{display:inline}\
+.visually-hidden{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)}\
 table.data{width:100%;border-collapse:collapse;background:var(--card)}\
 table.data th,table.data td{text-align:left;padding:.4rem .5rem;border-bottom:1px solid var(--line)}\
 .notice{padding:.75rem 1rem;border-radius:.5rem;border:1px solid var(--line);background:#fffbe6}\
