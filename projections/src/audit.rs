@@ -465,6 +465,8 @@ pub struct AuditFilter {
     pub action: Option<String>,
     pub aggregate_type: Option<String>,
     pub aggregate_id: Option<String>,
+    /// Who acted, as stored (`operator:token:ops`, `stripe`, `guest`, …).
+    pub actor: Option<String>,
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
 }
@@ -481,6 +483,7 @@ pub async fn list(
         ("action", &filter.action),
         ("aggregate_type", &filter.aggregate_type),
         ("aggregate_id", &filter.aggregate_id),
+        ("actor", &filter.actor),
     ];
     for (column, value) in equal {
         if let Some(value) = value {

@@ -366,6 +366,19 @@ pub async fn get(
     row.as_ref().map(PaymentRow::from_row).transpose()
 }
 
+/// How many payments were created at or after `since`, by status.
+pub async fn count_by_status_since(
+    conn: &mut Conn<'_>,
+    since: DateTime<Utc>,
+) -> Result<Vec<(String, i64)>, ProjectionError> {
+    let sql = "SELECT status, COUNT(*) AS n FROM payments WHERE created_at >= $1 \
+               GROUP BY status ORDER BY status";
+    let rows = conn.fetch_all(sql, &[since.into()]).await?;
+    rows.iter()
+        .map(|row| Ok((row.get("status")?, row.get("n")?)))
+        .collect()
+}
+
 /// Every payment, by id; for tests and diffs.
 pub async fn all(conn: &mut Conn<'_>) -> Result<Vec<PaymentRow>, ProjectionError> {
     let sql = format!("SELECT {COLUMNS} FROM payments ORDER BY payment_id");

@@ -39,6 +39,17 @@ const TABLES: &[Table] = &[
         key: &["slot_start", "target_kind", "target_uid", "currency"],
     },
     Table {
+        name: "revenue_daily",
+        key: &[
+            "local_day",
+            "target_kind",
+            "target_uid",
+            "location",
+            "time_zone",
+            "currency",
+        ],
+    },
+    Table {
         name: "revenue_targets",
         key: &["target_kind", "target_uid"],
     },
@@ -67,6 +78,16 @@ const ADD: &str = "INSERT INTO revenue (slot_start, local_day, target_kind, targ
      ON CONFLICT (slot_start, target_kind, target_uid, location, time_zone, currency) \
      DO UPDATE SET gross = revenue.gross + excluded.gross, \
      refunds = revenue.refunds + excluded.refunds, count = revenue.count + excluded.count";
+
+/// The same sums per local day: what reports in the targets' own zones read (a 90-day
+/// report reads one row per day and target instead of up to 96 slots).
+const ADD_DAILY: &str = "INSERT INTO revenue_daily (local_day, target_kind, target_uid, \
+     location, time_zone, currency, gross, refunds, count) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+     ON CONFLICT (local_day, target_kind, target_uid, location, time_zone, currency) \
+     DO UPDATE SET gross = revenue_daily.gross + excluded.gross, \
+     refunds = revenue_daily.refunds + excluded.refunds, \
+     count = revenue_daily.count + excluded.count";
 
 /// One money fact to add to a slot.
 struct Amounts {
@@ -213,6 +234,8 @@ async fn add(
         amounts.count.into(),
     ];
     conn.execute(ADD, &params).await?;
+    // The slot's local day, target, location, zone, currency and amounts, without the slot.
+    conn.execute(ADD_DAILY, &params[1..]).await?;
     Ok(())
 }
 
@@ -346,7 +369,7 @@ async fn totals_by_local_day(
     query: &ReportQuery,
 ) -> Result<Vec<DayTotals>, ProjectionError> {
     let sql = format!(
-        "SELECT local_day, {SUMS} FROM revenue WHERE local_day >= $1 AND local_day <= $2 \
+        "SELECT local_day, {SUMS} FROM revenue_daily WHERE local_day >= $1 AND local_day <= $2 \
          GROUP BY local_day, target_kind, target_uid, location, currency"
     );
     let params = [query.from.to_string().into(), query.to.to_string().into()];
@@ -408,6 +431,41 @@ fn start_of_day(day: NaiveDate, tz: chrono_tz::Tz) -> DateTime<Utc> {
         })
         .map(|local| local.with_timezone(&Utc))
         .unwrap_or_else(|| Utc.from_utc_datetime(&midnight))
+}
+
+/// Gross, refunds and count of one currency since an instant (the dashboard's "today").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CurrencyTotals {
+    pub currency: String,
+    pub gross: i64,
+    pub refunds: i64,
+    pub net: i64,
+    pub count: i64,
+}
+
+/// Sums per currency of the slots starting at or after `since` (a slot boundary, such as
+/// a midnight, counts whole), read through the table's key on `slot_start`.
+pub async fn totals_since(
+    conn: &mut Conn<'_>,
+    since: DateTime<Utc>,
+) -> Result<Vec<CurrencyTotals>, ProjectionError> {
+    let sql = "SELECT currency, CAST(SUM(gross) AS BIGINT) AS gross, \
+               CAST(SUM(refunds) AS BIGINT) AS refunds, CAST(SUM(count) AS BIGINT) AS count \
+               FROM revenue WHERE slot_start >= $1 GROUP BY currency ORDER BY currency";
+    let rows = conn.fetch_all(sql, &[since.into()]).await?;
+    rows.iter()
+        .map(|row| {
+            let gross: i64 = row.get("gross")?;
+            let refunds: i64 = row.get("refunds")?;
+            Ok(CurrencyTotals {
+                currency: row.get("currency")?,
+                gross,
+                refunds,
+                net: gross - refunds,
+                count: row.get("count")?,
+            })
+        })
+        .collect()
 }
 
 /// One row of the `revenue` table, for tests and diffs.

@@ -286,6 +286,20 @@ pub async fn list(
     rows.iter().map(SessionRow::from_row).collect()
 }
 
+/// How many sessions are in `state` now.
+pub async fn count_in_state(conn: &mut Conn<'_>, state: &str) -> Result<i64, ProjectionError> {
+    let row = conn
+        .fetch_optional(
+            "SELECT COUNT(*) AS n FROM sessions WHERE state = $1",
+            &[state.into()],
+        )
+        .await?;
+    match row {
+        Some(row) => row.get("n"),
+        None => Ok(0),
+    }
+}
+
 /// Every session, by id; for tests and diffs.
 pub async fn all(conn: &mut Conn<'_>) -> Result<Vec<SessionRow>, ProjectionError> {
     let sql = format!("SELECT {COLUMNS} FROM sessions ORDER BY session_id");

@@ -26,6 +26,9 @@ pub enum BenchTarget {
         #[arg(long, default_value_t = 16)]
         concurrency: usize,
     },
+    /// Render times of the operator pages over 1,000,000 payments in a fresh PostgreSQL
+    /// database, against a 1,000-payment baseline measured in the same run.
+    Dashboard(super::bench_dashboard::DashboardArgs),
 }
 
 pub async fn run(target: BenchTarget, settings: &Settings) -> anyhow::Result<()> {
@@ -35,6 +38,7 @@ pub async fn run(target: BenchTarget, settings: &Settings) -> anyhow::Result<()>
             n,
             concurrency,
         } => webhooks(settings, &url, n, concurrency).await,
+        BenchTarget::Dashboard(args) => super::bench_dashboard::run(args).await,
     }
 }
 

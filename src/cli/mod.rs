@@ -1,6 +1,7 @@
 //! The `latchkey` command line: one subcommand per operator or auditor task.
 
 mod bench;
+mod bench_dashboard;
 mod demo;
 mod export;
 pub mod rebuild;

@@ -72,6 +72,8 @@ pub struct AuditQuery {
     /// Payment, Door, Device or DeviceSession.
     pub aggregate_type: Option<String>,
     pub aggregate_id: Option<String>,
+    /// Who acted, as recorded: `operator:token:ops-laptop`, `stripe`, `guest`, `system`…
+    pub actor: Option<String>,
     /// At or after (RFC 3339 or YYYY-MM-DD).
     pub from: Option<String>,
     /// Before (RFC 3339 or YYYY-MM-DD).
@@ -101,6 +103,7 @@ pub async fn list(
         action: read_params::one_of("action", query.action.as_deref(), &actions)?,
         aggregate_type: read_params::text("aggregate_type", query.aggregate_type.as_deref())?,
         aggregate_id: read_params::text("aggregate_id", query.aggregate_id.as_deref())?,
+        actor: read_params::text("actor", query.actor.as_deref())?,
         from: read_params::time("from", query.from.as_deref())?,
         to: read_params::time("to", query.to.as_deref())?,
     };

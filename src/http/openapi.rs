@@ -69,6 +69,7 @@ pub struct ErrorDetail {
         stripe_webhook::receive,
         stripe_webhook::list_deliveries,
         stripe_webhook::get_delivery,
+        stripe_webhook::retry_delivery,
         stripe_webhook::get_diagnostics,
         stripe_webhook::run_catch_up,
         health_modules::modules,

@@ -109,7 +109,7 @@ pub struct PaymentDetail {
     pub events: Vec<JournalEventView>,
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PaymentQuery {
     /// pending, authorized, succeeded, partially_refunded, refunded, failed, cancelled, expired.
@@ -146,15 +146,7 @@ pub async fn list(
     ReadQuery(query): ReadQuery<PaymentQuery>,
 ) -> Result<Json<PaymentPage>, ApiError> {
     principal.require(Permission::Read)?;
-    let filter = PaymentFilter {
-        status: read_params::one_of("status", query.status.as_deref(), STATUSES)?,
-        kind: read_params::one_of("kind", query.kind.as_deref(), &["door", "device"])?,
-        door_uid: read_params::text("door", query.door.as_deref())?,
-        device_uid: read_params::text("device", query.device.as_deref())?,
-        email: read_params::text("email", query.email.as_deref())?,
-        from: read_params::time("from", query.from.as_deref())?,
-        to: read_params::time("to", query.to.as_deref())?,
-    };
+    let filter = filter_of(&query)?;
     let limit = read_params::limit(query.limit.as_deref())?;
     let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
     let mut pooled = PooledConn::acquire(&state.database)
@@ -171,14 +163,27 @@ pub async fn list(
     }))
 }
 
-fn encode_cursor(key: &PageKey) -> String {
+/// The filters of a payments query, each checked (422 naming a bad one).
+pub fn filter_of(query: &PaymentQuery) -> Result<PaymentFilter, ApiError> {
+    Ok(PaymentFilter {
+        status: read_params::one_of("status", query.status.as_deref(), STATUSES)?,
+        kind: read_params::one_of("kind", query.kind.as_deref(), &["door", "device"])?,
+        door_uid: read_params::text("door", query.door.as_deref())?,
+        device_uid: read_params::text("device", query.device.as_deref())?,
+        email: read_params::text("email", query.email.as_deref())?,
+        from: read_params::time("from", query.from.as_deref())?,
+        to: read_params::time("to", query.to.as_deref())?,
+    })
+}
+
+pub fn encode_cursor(key: &PageKey) -> String {
     let created_at = key
         .created_at
         .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
     read_params::encode_cursor(&[&created_at, &key.payment_id])
 }
 
-fn decode_cursor(value: &str) -> Result<PageKey, ApiError> {
+pub fn decode_cursor(value: &str) -> Result<PageKey, ApiError> {
     let parts = read_params::decode_cursor(value, 2)?;
     let created_at = DateTime::parse_from_rfc3339(&parts[0])
         .map_err(|_| ApiError::Invalid("cursor is not one this API returned".to_owned()))?

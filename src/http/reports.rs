@@ -57,7 +57,7 @@ pub struct RevenueReport {
     pub rows: Vec<RevenueRowView>,
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct RevenueQuery {
     /// First local day, YYYY-MM-DD (required).
@@ -88,6 +88,20 @@ pub async fn revenue_report(
     ReadQuery(query): ReadQuery<RevenueQuery>,
 ) -> Result<Response, ApiError> {
     principal.require(Permission::Read)?;
+    let (report, csv) = report_query(&query)?;
+    let mut pooled = PooledConn::acquire(&state.database)
+        .await
+        .map_err(internal)?;
+    let rows = revenue::report(&mut pooled.conn(), &report).await?;
+    if csv {
+        return Ok(to_csv(&rows).into_response());
+    }
+    let rows = rows.into_iter().map(RevenueRowView::from).collect();
+    Ok(Json(RevenueReport { rows }).into_response())
+}
+
+/// The checked report parameters, and whether CSV was asked for (422 naming a bad one).
+pub fn report_query(query: &RevenueQuery) -> Result<(ReportQuery, bool), ApiError> {
     let required = |name: &str, value: &Option<String>| {
         value
             .clone()
@@ -130,18 +144,10 @@ pub async fn revenue_report(
         group_by,
         tz,
     };
-    let mut pooled = PooledConn::acquire(&state.database)
-        .await
-        .map_err(internal)?;
-    let rows = revenue::report(&mut pooled.conn(), &report).await?;
-    if csv {
-        return Ok(to_csv(&rows).into_response());
-    }
-    let rows = rows.into_iter().map(RevenueRowView::from).collect();
-    Ok(Json(RevenueReport { rows }).into_response())
+    Ok((report, csv))
 }
 
-fn to_csv(rows: &[ReportRow]) -> Response {
+pub fn to_csv(rows: &[ReportRow]) -> Response {
     let mut body = String::from("bucket,gross,refunds,net,count,currency\n");
     for row in rows {
         body.push_str(&format!(
@@ -169,7 +175,7 @@ fn to_csv(rows: &[ReportRow]) -> Response {
 
 /// Quotes a field that holds a comma, quote or line break (RFC 4180); a leading `=`, `+`,
 /// `-` or `@` is prefixed with `'` so a spreadsheet does not run a location as a formula.
-fn csv_field(value: &str) -> String {
+pub fn csv_field(value: &str) -> String {
     let value = if value.starts_with(['=', '+', '-', '@']) {
         format!("'{value}")
     } else {

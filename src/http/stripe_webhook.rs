@@ -30,6 +30,10 @@ pub fn router() -> Router<AppState> {
         .route("/api/stripe/webhook", post(receive))
         .route("/api/stripe/deliveries", get(list_deliveries))
         .route("/api/stripe/deliveries/{event_id}", get(get_delivery))
+        .route(
+            "/api/stripe/deliveries/{event_id}/retry",
+            post(retry_delivery),
+        )
         .route("/api/stripe/diagnostics", get(get_diagnostics))
         .route("/api/stripe/catch-up", post(run_catch_up))
 }
@@ -223,6 +227,72 @@ pub async fn get_delivery(
         .map_err(anyhow::Error::new)?
         .ok_or_else(|| ApiError::NotFound(format!("no stored Stripe event {event_id}")))?;
     Ok(Json(row))
+}
+
+/// Processes a stored delivery again now: for a `failed` row (its retries used up, or
+/// not yet due) once an operator has fixed the cause. The same processing as a webhook's.
+#[utoipa::path(post, path = "/api/stripe/deliveries/{event_id}/retry", tag = "stripe",
+    params(("event_id" = String, Path, description = "Stripe event id")),
+    responses(
+        (status = 202, description = "Re-queued and attempted: the delivery as it is now"),
+        (status = 401, body = super::openapi::ErrorBody),
+        (status = 403, body = super::openapi::ErrorBody),
+        (status = 404, body = super::openapi::ErrorBody),
+        (status = 409, body = super::openapi::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn retry_delivery(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(event_id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    principal.require(Permission::Operate)?;
+    let row = retry(&state, &event_id, &principal.actor_id).await?;
+    Ok((StatusCode::ACCEPTED, Json(row)))
+}
+
+/// Re-queues `event_id` and, with a processor, runs one attempt at once; the delivery as
+/// it is afterwards. Shared by the JSON route and the dashboard's retry button.
+pub async fn retry(
+    state: &AppState,
+    event_id: &str,
+    actor_id: &str,
+) -> Result<crate::store::inbox::DeliveryRow, ApiError> {
+    let inbox = &state.stripe.inbox;
+    let stored = inbox
+        .row(event_id)
+        .await
+        .map_err(anyhow::Error::new)?
+        .ok_or_else(|| ApiError::NotFound(format!("no stored Stripe event {event_id}")))?;
+    let inline = state.stripe.options.processor.is_some();
+    // Attempting here holds the row for a lease, so the worker does not take it meanwhile.
+    let due_at = if inline {
+        now_ms() + state.stripe.options.worker.lease_ms()
+    } else {
+        now_ms()
+    };
+    if !inbox
+        .requeue(event_id, due_at)
+        .await
+        .map_err(anyhow::Error::new)?
+    {
+        return Err(ApiError::Conflict(format!(
+            "Stripe event {event_id} is {}; only failed or waiting deliveries can be retried",
+            stored.status
+        )));
+    }
+    info!(
+        event_id,
+        actor = actor_id,
+        "stripe delivery retry requested"
+    );
+    if inline {
+        state.stripe.process_now(event_id, &state.metrics).await;
+    }
+    inbox
+        .row(event_id)
+        .await
+        .map_err(anyhow::Error::new)?
+        .ok_or_else(|| ApiError::NotFound(format!("no stored Stripe event {event_id}")))
 }
 
 #[derive(Deserialize)]

@@ -428,6 +428,23 @@ impl Inbox {
         Ok(stats)
     }
 
+    /// Makes a waiting row (`failed`, or `received` and not yet done) due at `due_at_ms`
+    /// again, whatever its retry schedule or spent attempts said: an operator's retry.
+    /// Returns whether a row was re-queued; processed and ignored rows never are.
+    pub async fn requeue(&self, event_id: &str, due_at_ms: i64) -> Result<bool, sqlx::Error> {
+        let sql = "UPDATE stripe_inbox SET next_attempt_at = $2 \
+                   WHERE event_id = $1 AND status IN ('received', 'failed')";
+        let changed = on_pool!(&self.database, pool => {
+            sqlx::query(sql)
+                .bind(event_id)
+                .bind(due_at_ms)
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())
+        })?;
+        Ok(changed == 1)
+    }
+
     /// Records a refused delivery and trims the table to the newest `keep` rows.
     pub async fn record_signature_failure(
         &self,

@@ -22,4 +22,5 @@ pub fn router() -> Router<AppState> {
         .merge(assets::router())
         .merge(guest::router())
         .merge(account::router())
+        .merge(dashboard::router())
 }

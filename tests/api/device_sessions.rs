@@ -32,7 +32,7 @@ use crate::stripe_support::{API_KEY, SECRET};
 
 /// The wall clock plus an offset the test moves forward; every move wakes the reconciler
 /// (as a jump of the wall clock would not, but a sleeping reconciler must recompute).
-struct TestClock {
+pub(crate) struct TestClock {
     offset: Mutex<chrono::Duration>,
     jumps: watch::Sender<u64>,
 }
@@ -64,10 +64,10 @@ impl Clock for TestClock {
 }
 
 /// The simulators and the clock, shared by every app instance of a test.
-struct Sims {
-    stripe: StripeSimHandle,
-    shelly: ShellySimHandle,
-    clock: Arc<TestClock>,
+pub(crate) struct Sims {
+    pub(crate) stripe: StripeSimHandle,
+    pub(crate) shelly: ShellySimHandle,
+    pub(crate) clock: Arc<TestClock>,
 }
 
 impl Sims {
@@ -165,12 +165,13 @@ async fn app_on_sims(
     .await
 }
 
-struct World {
-    app: TestApp,
-    sims: Sims,
+/// Shared with the dashboard's force-end tests.
+pub(crate) struct World {
+    pub(crate) app: TestApp,
+    pub(crate) sims: Sims,
 }
 
-async fn world(backend: Backend) -> World {
+pub(crate) async fn world(backend: Backend) -> World {
     world_with(backend, |_| {}).await
 }
 
@@ -228,11 +229,11 @@ async fn pay_on(app: &TestApp, sims: &Sims) -> Uuid {
     payment_id
 }
 
-async fn pay(world: &World) -> Uuid {
+pub(crate) async fn pay(world: &World) -> Uuid {
     pay_on(&world.app, &world.sims).await
 }
 
-async fn wait_for<F, Fut>(mut check: F) -> bool
+pub(crate) async fn wait_for<F, Fut>(mut check: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -256,7 +257,7 @@ async fn session(app: &TestApp, session_id: Uuid) -> DeviceSession {
         .0
 }
 
-async fn session_state(world: &World, session_id: Uuid) -> Option<SessionState> {
+pub(crate) async fn session_state(world: &World, session_id: Uuid) -> Option<SessionState> {
     state_on(&world.app, session_id).await
 }
 

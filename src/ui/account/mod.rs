@@ -14,12 +14,9 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use maud::html;
 
 use crate::accounts::sessions;
 use crate::http::AppState;
-use crate::ui::dashboard::shell::shell;
-use crate::ui::layout::html_response;
 
 pub use operator::{csrf_field, Operator, OperatorForm};
 
@@ -66,7 +63,6 @@ pub fn router() -> Router<AppState> {
         .route("/settings/clear", post(settings_page::clear))
         .route("/settings/{group}", post(settings_page::save))
         .route("/settings/{group}/test", post(settings_page::test))
-        .route("/dashboard", get(dashboard_placeholder))
 }
 
 /// Whether cookies must be `Secure`: the public URL is https.
@@ -93,16 +89,4 @@ async fn logout(
         Redirect::to("/login?logged_out=1"),
     )
         .into_response()
-}
-
-/// Stands in for the dashboard until its page lands (helper nine-pages owns it).
-async fn dashboard_placeholder(op: Operator) -> Response {
-    html_response(
-        axum::http::StatusCode::OK,
-        shell(
-            &op,
-            "Dashboard",
-            html! { h1 { "Dashboard" } p { "Welcome, " (op.email) "." } },
-        ),
-    )
 }

@@ -1,0 +1,474 @@
+//! Payments: the filterable list (keyset pages, newest first), its CSV export, and one
+//! payment with its journal history and, for admins, a refund form with a confirmation
+//! step.
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use latchkey_projections::payments::{self, PageKey, PaymentFilter, PaymentRow};
+use maud::{html, Markup};
+use serde::Deserialize;
+
+use super::{
+    badge, csrf_field, filled, may, money, page, query_string, see_other, select, when, when_opt,
+    Operator, OperatorForm, PageResult,
+};
+use crate::http::auth::Permission;
+use crate::http::extract::ApiJson;
+use crate::http::journal_api::JournalEventView;
+use crate::http::operator_actions::{self, RefundBody};
+use crate::http::payments::{decode_cursor, encode_cursor, filter_of, PaymentQuery, STATUSES};
+use crate::http::read_params::{internal, DEFAULT_LIMIT};
+use crate::http::reports::csv_field;
+use crate::http::{ApiError, AppState};
+use crate::projections_runtime::PooledConn;
+
+/// Rows per CSV query: the export streams the whole filtered list in keyset chunks.
+const CSV_CHUNK: i64 = 1000;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/dashboard/payments", get(list))
+        .route("/dashboard/payments.csv", get(export))
+        .route("/dashboard/payments/{id}", get(detail))
+        .route("/dashboard/payments/{id}/refund", post(refund))
+}
+
+/// The list's query string: the API's filters, as a person types them in the form.
+fn api_query(query: &PaymentQuery) -> PaymentQuery {
+    let own = |value: &Option<String>| filled(value).map(str::to_owned);
+    PaymentQuery {
+        status: own(&query.status),
+        kind: own(&query.kind),
+        door: own(&query.door),
+        device: own(&query.device),
+        email: own(&query.email),
+        from: own(&query.from),
+        to: own(&query.to),
+        limit: None,
+        cursor: own(&query.cursor),
+    }
+}
+
+fn filter_pairs(query: &PaymentQuery) -> Vec<(&'static str, Option<&str>)> {
+    vec![
+        ("status", query.status.as_deref()),
+        ("kind", query.kind.as_deref()),
+        ("door", query.door.as_deref()),
+        ("device", query.device.as_deref()),
+        ("email", query.email.as_deref()),
+        ("from", query.from.as_deref()),
+        ("to", query.to.as_deref()),
+    ]
+}
+
+async fn list(
+    State(state): State<AppState>,
+    op: Operator,
+    Query(raw): Query<PaymentQuery>,
+) -> PageResult {
+    op.require(Permission::Read)?;
+    let query = api_query(&raw);
+    let filter = filter_of(&query)?;
+    let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
+    let rows = {
+        let mut pooled = PooledConn::acquire(&state.database)
+            .await
+            .map_err(internal)?;
+        payments::list(&mut pooled.conn(), &filter, after.as_ref(), DEFAULT_LIMIT)
+            .await
+            .map_err(ApiError::from)?
+    };
+    let pairs = filter_pairs(&query);
+    let next = match rows.last() {
+        Some(last) if rows.len() as i64 == DEFAULT_LIMIT => {
+            let cursor = encode_cursor(&last.key());
+            let mut with_cursor = pairs.clone();
+            with_cursor.push(("cursor", Some(&cursor)));
+            Some(format!("/dashboard/payments{}", query_string(&with_cursor)))
+        }
+        _ => None,
+    };
+    let body = html! {
+        h1 { "Payments" }
+        (filter_form(&query))
+        p.actions {
+            a href={ "/dashboard/payments.csv" (query_string(&pairs)) } download { "Download CSV" }
+            @if query.cursor.is_some() { " · " a href={ "/dashboard/payments" (query_string(&pairs)) } { "Newest" } }
+        }
+        @if rows.is_empty() {
+            p.empty { "No payments match these filters." }
+        } @else {
+            (table(&rows))
+        }
+        @if let Some(next) = next { p.pager { a rel="next" href=(next) { "Older payments →" } } }
+    };
+    Ok(page(&op, "Payments", body))
+}
+
+fn filter_form(query: &PaymentQuery) -> Markup {
+    html! {
+        form.filters method="get" action="/dashboard/payments" {
+            (select("status", "Status", STATUSES, query.status.as_deref()))
+            (select("kind", "Kind", &["door", "device"], query.kind.as_deref()))
+            label { "Door" input type="text" name="door" value=[query.door.as_deref()] size="8"; }
+            label { "Device" input type="text" name="device" value=[query.device.as_deref()] size="8"; }
+            label { "Email" input type="email" name="email" value=[query.email.as_deref()]; }
+            label { "From" input type="date" name="from" value=[query.from.as_deref()]; }
+            label { "To" input type="date" name="to" value=[query.to.as_deref()]; }
+            button type="submit" { "Filter" }
+        }
+    }
+}
+
+fn table(rows: &[PaymentRow]) -> Markup {
+    html! {
+        div.scroll {
+            table.payments {
+                thead { tr { th { "Created" } th { "Status" } th { "Amount" } th { "Refunded" } th { "For" } th { "Email" } th { "Payment" } } }
+                tbody {
+                    @for row in rows {
+                        tr {
+                            td { (when(row.created_at)) }
+                            td { (badge(&row.status)) }
+                            td.num { (money(row.amount, &row.currency)) }
+                            td.num { @if row.amount_refunded > 0 { (money(row.amount_refunded, &row.currency)) } }
+                            td { (target(row)) }
+                            td { (row.email) }
+                            td { a href={ "/dashboard/payments/" (row.payment_id) } { (short_id(&row.payment_id)) } }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn target(row: &PaymentRow) -> Markup {
+    html! {
+        @if let Some(door) = &row.door_uid {
+            a href={ "/dashboard/doors/" (door) } { "door " (door) }
+        } @else if let Some(device) = &row.device_uid {
+            a href={ "/dashboard/devices/" (device) } { "device " (device) }
+            @if let Some(plan) = &row.plan_id { " · " (plan) }
+        }
+    }
+}
+
+fn short_id(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
+
+/// The filtered list as CSV, streamed in keyset chunks (a million rows never sit in
+/// memory at once).
+async fn export(
+    State(state): State<AppState>,
+    op: Operator,
+    Query(raw): Query<PaymentQuery>,
+) -> PageResult {
+    op.require(Permission::Read)?;
+    let filter = filter_of(&api_query(&raw))?;
+    let header_line = format!("{}\n", CSV_COLUMNS.join(","));
+    let chunks = futures::stream::unfold(
+        Some((state.database.clone(), filter, None::<PageKey>)),
+        |cursor| async move {
+            let (database, filter, after) = cursor?;
+            match next_chunk(&database, &filter, after.as_ref()).await {
+                Ok((text, Some(last))) => Some((Ok(text), Some((database, filter, Some(last))))),
+                Ok((text, None)) => Some((Ok(text), None)),
+                Err(error) => {
+                    tracing::error!(error = %error, "payments CSV export failed mid-stream");
+                    Some((Err(std::io::Error::other(error.to_string())), None))
+                }
+            }
+        },
+    );
+    let body = futures::stream::iter([Ok::<_, std::io::Error>(header_line)]).chain(chunks);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"payments.csv\"",
+            ),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+use futures::StreamExt as _;
+
+const CSV_COLUMNS: [&str; 13] = [
+    "payment_id",
+    "created_at",
+    "status",
+    "kind",
+    "door_uid",
+    "device_uid",
+    "plan_id",
+    "amount",
+    "amount_received",
+    "amount_refunded",
+    "currency",
+    "email",
+    "succeeded_at",
+];
+
+/// One chunk of CSV lines and, when the chunk was full, where the next one starts.
+async fn next_chunk(
+    database: &crate::store::Database,
+    filter: &PaymentFilter,
+    after: Option<&PageKey>,
+) -> Result<(String, Option<PageKey>), ApiError> {
+    let mut pooled = PooledConn::acquire(database).await.map_err(internal)?;
+    let rows = payments::list(&mut pooled.conn(), filter, after, CSV_CHUNK).await?;
+    let mut text = String::new();
+    for row in &rows {
+        text.push_str(&csv_line(row));
+    }
+    let next = (rows.len() as i64 == CSV_CHUNK)
+        .then(|| rows.last().map(PaymentRow::key))
+        .flatten();
+    Ok((text, next))
+}
+
+pub fn csv_line(row: &PaymentRow) -> String {
+    let rfc3339 = |at: chrono::DateTime<chrono::Utc>| at.to_rfc3339();
+    let fields = [
+        row.payment_id.clone(),
+        rfc3339(row.created_at),
+        row.status.clone(),
+        row.kind.clone(),
+        row.door_uid.clone().unwrap_or_default(),
+        row.device_uid.clone().unwrap_or_default(),
+        row.plan_id.clone().unwrap_or_default(),
+        row.amount.to_string(),
+        row.amount_received.to_string(),
+        row.amount_refunded.to_string(),
+        row.currency.clone(),
+        row.email.clone(),
+        row.succeeded_at.map(rfc3339).unwrap_or_default(),
+    ];
+    let quoted: Vec<String> = fields.iter().map(|field| csv_field(field)).collect();
+    format!("{}\n", quoted.join(","))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct DetailQuery {
+    refunded: Option<String>,
+}
+
+async fn detail(
+    State(state): State<AppState>,
+    op: Operator,
+    Path(id): Path<String>,
+    Query(notice): Query<DetailQuery>,
+) -> PageResult {
+    op.require(Permission::Read)?;
+    let row = {
+        let mut pooled = PooledConn::acquire(&state.database)
+            .await
+            .map_err(internal)?;
+        payments::get(&mut pooled.conn(), &id)
+            .await
+            .map_err(ApiError::from)?
+    };
+    let row = row.ok_or_else(|| ApiError::NotFound(format!("no payment {id:?}")))?;
+    let events: Vec<JournalEventView> = state
+        .journal
+        .aggregate_events("Payment", &id, None)
+        .await
+        .map_err(internal)?
+        .into_iter()
+        .map(JournalEventView::from)
+        .collect();
+    let refundable = matches!(row.status.as_str(), "succeeded" | "partially_refunded");
+    let body = html! {
+        h1 { "Payment " (short_id(&row.payment_id)) " " (badge(&row.status)) }
+        @if notice.refunded.is_some() {
+            p.notice role="status" { "Refund requested. The refunded total changes when Stripe confirms it." }
+        }
+        dl.facts {
+            dt { "Payment id" } dd { code { (row.payment_id) } }
+            dt { "Amount" } dd { (money(row.amount, &row.currency)) }
+            dt { "Received" } dd { (money(row.amount_received, &row.currency)) }
+            dt { "Refunded" } dd { (money(row.amount_refunded, &row.currency)) }
+            dt { "For" } dd { (target(&row)) }
+            dt { "Guest" } dd { (row.email) }
+            dt { "Created" } dd { (when(row.created_at)) }
+            dt { "Succeeded" } dd { (when_opt(row.succeeded_at)) }
+            @if let Some(reason) = &row.last_failure_reason { dt { "Last failure" } dd { (reason) } }
+            dt { "Stripe" } dd { (row.stripe_payment_intent.as_deref().unwrap_or("—")) }
+            @if row.kind == "device" {
+                dt { "Session" } dd { a href={ "/dashboard/sessions?payment=" (row.payment_id) } { "sessions of this payment" } }
+            }
+        }
+        @if refundable && may(&op, Permission::Refund) {
+            (refund_form(&op, &row))
+        }
+        h2 { "History" }
+        @if events.is_empty() {
+            p.empty { "No journal events for this payment." }
+        } @else {
+            (history(&events))
+        }
+    };
+    Ok(page(&op, "Payment", body))
+}
+
+fn refund_form(op: &Operator, row: &PaymentRow) -> Markup {
+    let rest = row.amount_received - row.amount_refunded;
+    html! {
+        section.refund {
+            h2 { "Refund" }
+            form method="post" action={ "/dashboard/payments/" (row.payment_id) "/refund" } {
+                (csrf_field(op))
+                label {
+                    "Amount (" (row.currency.to_ascii_uppercase()) ", empty for the whole "
+                    (money(rest, &row.currency)) ")"
+                    input type="text" name="amount" inputmode="decimal" placeholder="e.g. 2.50";
+                }
+                label { "Reason" input type="text" name="reason"; }
+                button #refund-button type="submit" { "Refund…" }
+            }
+        }
+    }
+}
+
+/// The journal entries of one aggregate, in order.
+pub fn history(events: &[JournalEventView]) -> Markup {
+    html! {
+        ol.history {
+            @for event in events {
+                li {
+                    span.seq { "#" (event.sequence) }
+                    " " strong { (event.event_type) }
+                    " · " (when(event.recorded_at))
+                    " · position " (event.position)
+                    details { summary { "details" } pre { code { (serde_json::to_string_pretty(&event.payload).unwrap_or_default()) } } }
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RefundForm {
+    amount: Option<String>,
+    reason: Option<String>,
+    /// Present on the confirmation page's button only.
+    confirm: Option<String>,
+}
+
+async fn refund(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    OperatorForm { operator: op, form }: OperatorForm<RefundForm>,
+) -> PageResult {
+    op.require(Permission::Refund)?;
+    let row = {
+        let mut pooled = PooledConn::acquire(&state.database)
+            .await
+            .map_err(internal)?;
+        payments::get(&mut pooled.conn(), &id)
+            .await
+            .map_err(ApiError::from)?
+    };
+    let row = row.ok_or_else(|| ApiError::NotFound(format!("no payment {id:?}")))?;
+    let amount = filled(&form.amount)
+        .map(|text| minor_units(text, &row.currency))
+        .transpose()?;
+    let reason = filled(&form.reason).map(str::to_owned);
+    if form.confirm.as_deref() != Some("yes") {
+        return Ok(confirmation(&op, &row, amount, reason.as_deref()));
+    }
+    let _accepted = operator_actions::refund(
+        State(state),
+        op.principal.clone(),
+        Path(id.clone()),
+        ApiJson(RefundBody { amount, reason }),
+    )
+    .await?;
+    Ok(see_other(&format!("/dashboard/payments/{id}?refunded=1")))
+}
+
+fn confirmation(
+    op: &Operator,
+    row: &PaymentRow,
+    amount: Option<i64>,
+    reason: Option<&str>,
+) -> Response {
+    let rest = row.amount_received - row.amount_refunded;
+    let shown = money(amount.unwrap_or(rest), &row.currency);
+    let body = html! {
+        h1 { "Confirm the refund" }
+        p { "Refund " strong { (shown) } " of payment " code { (row.payment_id) } " to " (row.email) "?" }
+        p { "Stripe is asked at once; this cannot be undone." }
+        form method="post" action={ "/dashboard/payments/" (row.payment_id) "/refund" } {
+            (csrf_field(op))
+            @if let Some(amount) = amount { input type="hidden" name="amount" value=(major_units(amount)); }
+            @if let Some(reason) = reason { input type="hidden" name="reason" value=(reason); }
+            input type="hidden" name="confirm" value="yes";
+            button #confirm-refund type="submit" { "Confirm refund of " (shown) }
+            " " a href={ "/dashboard/payments/" (row.payment_id) } { "Cancel" }
+        }
+    };
+    page(op, "Confirm refund", body)
+}
+
+/// `2.50` → 250; a whole number is major units too (`3` → 300). Two decimals at most.
+pub fn minor_units(text: &str, currency: &str) -> Result<i64, ApiError> {
+    let invalid = || {
+        ApiError::Invalid(format!(
+            "amount must be a positive number of {} such as 2.50, not {text:?}",
+            currency.to_ascii_uppercase()
+        ))
+    };
+    let (whole, fraction) = text.trim().split_once('.').unwrap_or((text.trim(), ""));
+    if whole.is_empty() && fraction.is_empty() || fraction.len() > 2 {
+        return Err(invalid());
+    }
+    let whole: i64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| invalid())?
+    };
+    let fraction: i64 = match fraction.len() {
+        0 => 0,
+        1 => fraction.parse::<i64>().map_err(|_| invalid())? * 10,
+        _ => fraction.parse().map_err(|_| invalid())?,
+    };
+    let minor = whole
+        .checked_mul(100)
+        .and_then(|cents| cents.checked_add(fraction))
+        .ok_or_else(invalid)?;
+    if minor <= 0 {
+        return Err(invalid());
+    }
+    Ok(minor)
+}
+
+fn major_units(minor: i64) -> String {
+    format!("{}.{:02}", minor / 100, minor % 100)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_typed_by_people_become_minor_units() {
+        assert_eq!(minor_units("2.50", "eur").unwrap(), 250);
+        assert_eq!(minor_units("3", "eur").unwrap(), 300);
+        assert_eq!(minor_units("0.5", "eur").unwrap(), 50);
+        assert_eq!(minor_units(" 12.05 ", "eur").unwrap(), 1205);
+        for bad in ["", "0", "-1", "1.234", "abc", "1,50", "."] {
+            assert!(minor_units(bad, "eur").is_err(), "{bad:?}");
+        }
+        assert_eq!(major_units(250), "2.50");
+    }
+}
