@@ -18,8 +18,10 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::accounts::{password, users};
 use crate::config::Settings;
 use crate::cqrs::CommandMetadata;
+use crate::http::auth::Role;
 use crate::http::AppState;
 use crate::sim::shelly::{ShellySimConfig, ShellySimHandle};
 use crate::sim::stripe::{StripeSimConfig, StripeSimHandle};
@@ -33,6 +35,19 @@ pub const DEMO_DEVICE_UID: &str = "sauna";
 pub const DEMO_SHELLY_ID: &str = "3c61052d7e90";
 const DEMO_STRIPE_KEY: &str = "sk_test_latchkey_demo";
 const DEMO_WEBHOOK_SECRET: &str = "whsec_latchkey_demo";
+/// The operator account the demo creates on its first run, so the dashboard can be
+/// tried right away.
+pub const DEMO_ADMIN_EMAIL: &str = "admin@latchkey.demo";
+
+/// How to log in to the demo's dashboard.
+#[derive(Debug, Clone)]
+pub enum DemoAdmin {
+    /// Created by this run: a one-time password, shown once. The first login asks for a
+    /// new password and enrols an authenticator app.
+    Created { one_time_password: String },
+    /// Created by an earlier run on this database; its owner chose the password.
+    Existing,
+}
 
 /// A running demo: the server and the three simulators.
 pub struct Demo {
@@ -42,6 +57,7 @@ pub struct Demo {
     pub stripe: StripeSimHandle,
     pub ttlock: TtlockSimHandle,
     pub shelly: ShellySimHandle,
+    pub admin: DemoAdmin,
     shutdown: CancellationToken,
     server: JoinHandle<anyhow::Result<()>>,
 }
@@ -78,6 +94,7 @@ impl Demo {
         let state = application.state().clone();
         stripe.set_webhook_url(format!("{url}/api/stripe/webhook"));
         seed(&state).await?;
+        let admin = seed_admin(&state).await?;
         let shutdown = application.shutdown_token();
         let server = tokio::spawn(application.run_until_stopped());
         Ok(Demo {
@@ -86,6 +103,7 @@ impl Demo {
             stripe,
             ttlock,
             shelly,
+            admin,
             shutdown,
             server,
         })
@@ -186,4 +204,19 @@ async fn seed(state: &AppState) -> anyhow::Result<()> {
             .context("registering the demo device")?;
     }
     Ok(())
+}
+
+/// Creates the demo admin with a one-time password unless a previous run did. Only a
+/// database without any user gets one: the demo never adds an account beside real ones.
+async fn seed_admin(state: &AppState) -> anyhow::Result<DemoAdmin> {
+    let database = &state.database;
+    if !users::list(database).await?.is_empty() {
+        return Ok(DemoAdmin::Existing);
+    }
+    let one_time_password = password::one_time();
+    let hash = password::hash(&one_time_password)?;
+    users::create(database, DEMO_ADMIN_EMAIL, Role::Admin, &hash, true)
+        .await
+        .map_err(|error| anyhow::anyhow!("creating the demo admin: {error}"))?;
+    Ok(DemoAdmin::Created { one_time_password })
 }

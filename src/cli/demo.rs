@@ -5,7 +5,7 @@ use std::time::Instant;
 use anyhow::Context;
 
 use crate::config::{DatabaseUrl, Settings};
-use crate::demo::Demo;
+use crate::demo::{Demo, DemoAdmin, DEMO_ADMIN_EMAIL};
 use crate::startup::{self, BuildOptions};
 use crate::ui::qr;
 
@@ -58,6 +58,7 @@ fn print_banner(demo: &Demo, database: &str, millis: u128) {
          TTLock: {ttlock}\n  \
          Shelly: {shelly}\n\n\
          Stickers: {url}/api/doors/{door}/qr.svg  {url}/api/devices/{device}/qr.svg\n\n\
+         Operator dashboard: {url}/login\n  {login}\n\n\
          Scan to open the door's pay page:\n{code}\n\
          Ctrl-C stops the demo.\n",
         use_url = demo.use_url(),
@@ -67,5 +68,19 @@ fn print_banner(demo: &Demo, database: &str, millis: u128) {
         url = demo.url,
         door = crate::demo::DEMO_DOOR_UID,
         device = crate::demo::DEMO_DEVICE_UID,
+        login = admin_login(&demo.admin),
     );
+}
+
+fn admin_login(admin: &DemoAdmin) -> String {
+    match admin {
+        DemoAdmin::Created { one_time_password } => format!(
+            "email {DEMO_ADMIN_EMAIL}, one-time password {one_time_password}\n  \
+             (the first login asks for a new password and enrols an authenticator app)"
+        ),
+        DemoAdmin::Existing => format!(
+            "the accounts of an earlier run ({DEMO_ADMIN_EMAIL}); forgotten the password? \
+             `latchkey user reset-password --email {DEMO_ADMIN_EMAIL}`"
+        ),
+    }
 }

@@ -11,6 +11,7 @@ mod checkout;
 mod dashboard_api;
 mod dashboard_browser;
 mod dashboard_pages;
+mod demo;
 mod device_sessions;
 mod door_access;
 mod guest_browser;
