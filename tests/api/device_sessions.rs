@@ -238,7 +238,9 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    for _ in 0..300 {
+    // 20 s: generous because CI runs these beside headless browsers on two cores; in
+    // isolation the waits end within a second or two.
+    for _ in 0..800 {
         if check().await {
             return true;
         }
