@@ -82,7 +82,7 @@ padding:.5rem 0;border-bottom:1px solid var(--line)}\
 nav.dash a{padding:.35rem .6rem;border-radius:.4rem;color:var(--ink);text-decoration:none}\
 nav.dash a[aria-current=page]{background:var(--brand);color:var(--brand-text)}\
 nav.dash form{display:inline;margin-left:auto}\
-nav.dash .who{color:var(--muted);font-size:.9rem}\
+nav.dash .who{color:var(--muted);font-size:.9rem;overflow-wrap:anywhere}\
 nav.dash button,form.inline button{padding:.35rem .7rem;width:auto}\
 form.inline{display:inline}\
 .visually-hidden{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)}\
