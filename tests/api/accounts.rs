@@ -38,6 +38,7 @@ on_both_backends!(
     first_login_with_a_one_time_password_forces_a_new_password_and_enrolment,
     the_json_api_accepts_the_session_cookie_and_wants_the_csrf_header_for_writes,
     latchkey_user_create_bootstraps_an_admin,
+    an_admin_changes_roles_resets_two_factor_and_passwords_but_keeps_one_admin,
 );
 
 async fn login_needs_the_password_then_the_code_and_a_wrong_code_is_refused(backend: Backend) {
@@ -638,4 +639,78 @@ async fn latchkey_user_create_bootstraps_an_admin(backend: Backend) {
     let list = run(&["user", "list"], None);
     assert!(String::from_utf8_lossy(&list.stdout).contains("root@example.com"));
     db.close().await;
+}
+
+async fn an_admin_changes_roles_resets_two_factor_and_passwords_but_keeps_one_admin(
+    backend: Backend,
+) {
+    let app = spawn_app(backend).await;
+    let admin = enrolled_user(&app.database, "boss@example.com", Role::Admin).await;
+    let operator = enrolled_user(&app.database, "op@example.com", Role::Operator).await;
+    let mut agent = Agent::new(&app.address);
+    agent.log_in(&app.database, &admin).await;
+    let csrf = agent.get("/users").await.csrf();
+    let user = |id: String| {
+        let database = app.database.clone();
+        async move { users::by_id(&database, &id).await.unwrap().unwrap() }
+    };
+
+    let unknown_role = agent
+        .post(
+            &format!("/users/{}/role", operator.user_id),
+            &[("csrf_token", &csrf), ("role", "owner")],
+        )
+        .await;
+    assert_eq!(unknown_role.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(unknown_role
+        .body
+        .contains("Choose admin, operator or auditor"));
+    let to_auditor = agent
+        .post(
+            &format!("/users/{}/role", operator.user_id),
+            &[("csrf_token", &csrf), ("role", "auditor")],
+        )
+        .await;
+    assert_eq!(to_auditor.location.as_deref(), Some("/users?done=role"));
+    assert_eq!(user(operator.user_id.clone()).await.role, Role::Auditor);
+
+    let reset_2fa = agent
+        .post(
+            &format!("/users/{}/reset-2fa", operator.user_id),
+            &[("csrf_token", &csrf)],
+        )
+        .await;
+    assert_eq!(reset_2fa.location.as_deref(), Some("/users?done=2fa"));
+    assert!(!user(operator.user_id.clone()).await.totp_confirmed);
+
+    let reset_password = agent
+        .post(
+            &format!("/users/{}/reset-password", operator.user_id),
+            &[("csrf_token", &csrf)],
+        )
+        .await;
+    assert_eq!(reset_password.status, StatusCode::OK);
+    let reset = user(operator.user_id.clone()).await;
+    assert!(reset.must_change_password);
+    assert!(!password::verify(PASSWORD, &reset.password_hash));
+
+    // An admin cannot demote or deactivate themselves, so an admin always remains.
+    for (path, form) in [
+        (
+            "role",
+            vec![("csrf_token", csrf.as_str()), ("role", "operator")],
+        ),
+        ("deactivate", vec![("csrf_token", csrf.as_str())]),
+    ] {
+        let refused = agent
+            .post(&format!("/users/{}/{path}", admin.user_id), &form)
+            .await;
+        assert_eq!(refused.status, StatusCode::CONFLICT, "{path}");
+        assert!(
+            refused.body.contains("another admin changes your role"),
+            "{path}"
+        );
+    }
+    assert_eq!(user(admin.user_id.clone()).await.role, Role::Admin);
+    app.stop().await;
 }

@@ -263,36 +263,42 @@ pub struct RoleForm {
     role: String,
 }
 
+/// A user action's answer: back to the list with a note, or the error page.
+type ActionResult = Result<Response, Response>;
+
+/// Back to the list with `done` as the note, once the store has done its part.
+fn done<E: Into<anyhow::Error>>(result: Result<(), E>, done: &str) -> Response {
+    match result {
+        Ok(()) => Redirect::to(&format!("/users?done={done}")).into_response(),
+        Err(error) => internal(error),
+    }
+}
+
 /// POST /users/{id}/role
 pub async fn change_role(
     State(state): State<AppState>,
     Path(user_id): Path<String>,
     form: OperatorForm<RoleForm>,
-) -> Response {
+) -> ActionResult {
     let op = form.operator;
-    let user = match target(&state, &op, &user_id).await {
-        Ok(user) => user,
-        Err(response) => return response,
-    };
+    let user = target(&state, &op, &user_id).await?;
     let Some(role) = Role::parse(&form.form.role) else {
-        return render(
+        return Err(render(
             &state,
             &op,
             Some((false, "Choose admin, operator or auditor.".into())),
             None,
             StatusCode::UNPROCESSABLE_ENTITY,
         )
-        .await;
+        .await);
     };
     if role != Role::Admin {
-        if let Err(response) = keep_an_admin(&state, &op, &user).await {
-            return response;
-        }
+        keep_an_admin(&state, &op, &user).await?;
     }
-    match users::set_role(&state.database, &user.user_id, role).await {
-        Ok(()) => Redirect::to("/users?done=role").into_response(),
-        Err(error) => internal(error),
-    }
+    Ok(done(
+        users::set_role(&state.database, &user.user_id, role).await,
+        "role",
+    ))
 }
 
 /// POST /users/{id}/deactivate
@@ -300,19 +306,13 @@ pub async fn deactivate(
     State(state): State<AppState>,
     Path(user_id): Path<String>,
     form: OperatorForm<EmptyForm>,
-) -> Response {
-    let op = form.operator;
-    let user = match target(&state, &op, &user_id).await {
-        Ok(user) => user,
-        Err(response) => return response,
-    };
-    if let Err(response) = keep_an_admin(&state, &op, &user).await {
-        return response;
-    }
-    match users::deactivate(&state.database, &user.user_id).await {
-        Ok(()) => Redirect::to("/users?done=deactivated").into_response(),
-        Err(error) => internal(error),
-    }
+) -> ActionResult {
+    let user = target(&state, &form.operator, &user_id).await?;
+    keep_an_admin(&state, &form.operator, &user).await?;
+    Ok(done(
+        users::deactivate(&state.database, &user.user_id).await,
+        "deactivated",
+    ))
 }
 
 /// POST /users/{id}/reactivate
@@ -320,16 +320,12 @@ pub async fn reactivate(
     State(state): State<AppState>,
     Path(user_id): Path<String>,
     form: OperatorForm<EmptyForm>,
-) -> Response {
-    let op = form.operator;
-    let user = match target(&state, &op, &user_id).await {
-        Ok(user) => user,
-        Err(response) => return response,
-    };
-    match users::reactivate(&state.database, &user.user_id).await {
-        Ok(()) => Redirect::to("/users?done=reactivated").into_response(),
-        Err(error) => internal(error),
-    }
+) -> ActionResult {
+    let user = target(&state, &form.operator, &user_id).await?;
+    Ok(done(
+        users::reactivate(&state.database, &user.user_id).await,
+        "reactivated",
+    ))
 }
 
 /// POST /users/{id}/reset-2fa
@@ -337,16 +333,12 @@ pub async fn reset_2fa(
     State(state): State<AppState>,
     Path(user_id): Path<String>,
     form: OperatorForm<EmptyForm>,
-) -> Response {
-    let op = form.operator;
-    let user = match target(&state, &op, &user_id).await {
-        Ok(user) => user,
-        Err(response) => return response,
-    };
-    match users::reset_totp(&state.database, &user.user_id).await {
-        Ok(()) => Redirect::to("/users?done=2fa").into_response(),
-        Err(error) => internal(error),
-    }
+) -> ActionResult {
+    let user = target(&state, &form.operator, &user_id).await?;
+    Ok(done(
+        users::reset_totp(&state.database, &user.user_id).await,
+        "2fa",
+    ))
 }
 
 /// POST /users/{id}/reset-password: a new one-time password, shown once; sessions end.
@@ -354,29 +346,23 @@ pub async fn reset_password(
     State(state): State<AppState>,
     Path(user_id): Path<String>,
     form: OperatorForm<EmptyForm>,
-) -> Response {
+) -> ActionResult {
     let op = form.operator;
-    let user = match target(&state, &op, &user_id).await {
-        Ok(user) => user,
-        Err(response) => return response,
-    };
+    let user = target(&state, &op, &user_id).await?;
     let one_time = password::one_time();
-    let hash = match password::hash(&one_time) {
-        Ok(hash) => hash,
-        Err(error) => return internal(error),
-    };
-    if let Err(error) = users::set_password(&state.database, &user.user_id, &hash, true).await {
-        return internal(error);
-    }
-    if let Err(error) = sessions::delete_all_for_user(&state.database, &user.user_id).await {
-        return internal(error);
-    }
-    render(
+    let hash = password::hash(&one_time).map_err(internal)?;
+    users::set_password(&state.database, &user.user_id, &hash, true)
+        .await
+        .map_err(internal)?;
+    sessions::delete_all_for_user(&state.database, &user.user_id)
+        .await
+        .map_err(internal)?;
+    Ok(render(
         &state,
         &op,
         None,
         Some((&user.email, &one_time)),
         StatusCode::OK,
     )
-    .await
+    .await)
 }
