@@ -149,10 +149,12 @@ impl Application {
         let buses = Arc::new(Buses::new(&database, &appended, &ports));
         if stripe.options.processor.is_none() {
             // Stripe events become Payment facts unless a test supplies its own processor.
-            stripe.options.processor = Some(Arc::new(PaymentProcessor::new(
-                buses.clone(),
-                database.clone(),
-            )));
+            // The clone shares the live credentials (the key's mode follows a settings
+            // save) and holds no processor itself.
+            let key_mode = stripe.clone();
+            stripe.options.processor = Some(Arc::new(
+                PaymentProcessor::new(buses.clone(), database.clone()).checking_mode_of(key_mode),
+            ));
         }
         background.extend(stripe.spawn_background(metrics.clone(), shutdown.child_token()));
         if options.workflows.enabled {
