@@ -14,6 +14,7 @@ pub mod journal_api;
 pub mod openapi;
 pub mod operations;
 pub mod operator_actions;
+pub mod parked;
 pub mod payments;
 pub mod read_params;
 pub mod reports;
@@ -97,6 +98,7 @@ pub fn router(state: AppState) -> Router {
         .merge(devices::router())
         .merge(health_modules::router())
         .merge(operator_actions::router())
+        .merge(parked::router())
         .merge(stripe_webhook::router())
         .merge(crate::ui::router())
         .layer(middleware::from_fn_with_state(

@@ -37,3 +37,4 @@ mod stripe_webhook;
 mod subscriptions;
 mod support;
 mod ttlock;
+mod workflow_parking;
