@@ -370,8 +370,10 @@ async fn a_reaction_failing_past_the_attempt_limit_is_parked_and_retried(backend
     let test_database = TestDatabase::create(backend).await;
     let database = test_database.connect().await;
     append_counters(&database, &Default::default(), 10).await;
-    let mut options = BuildOptions::default();
-    options.subscriptions = crate::helpers::fast_subscriptions();
+    let options = BuildOptions {
+        subscriptions: crate::helpers::fast_subscriptions(),
+        ..Default::default()
+    };
     let park_after = options.subscriptions.park_after_attempts;
     let app = spawn_app_with(test_database, options).await;
     let reactor = crate::support::Reactor::new("stubborn");
