@@ -15,6 +15,7 @@ pub mod journal_api;
 pub mod openapi;
 pub mod operations;
 pub mod operator_actions;
+pub mod parked;
 pub mod payments;
 pub mod read_params;
 pub mod reports;
@@ -98,6 +99,7 @@ pub fn router(state: AppState) -> Router {
         .merge(devices::router())
         .merge(health_modules::router())
         .merge(operator_actions::router())
+        .merge(parked::router())
         .merge(stripe_webhook::router())
         .merge(crate::ui::router())
         .layer(middleware::from_fn_with_state(

@@ -191,6 +191,15 @@ impl Journal {
         })
     }
 
+    /// The event at `position`, if any (a parked reaction names its event this way).
+    pub async fn at_position(&self, position: i64) -> Result<Option<JournalEvent>, sqlx::Error> {
+        let sql = format!("SELECT {COLUMNS} FROM events WHERE position = $1");
+        on_pool!(&self.database, pool => {
+            let row = sqlx::query(&sql).bind(position).fetch_optional(pool).await?;
+            row.as_ref().map(JournalEvent::from_row).transpose()
+        })
+    }
+
     /// The number of events in the journal.
     pub async fn count(&self) -> Result<i64, sqlx::Error> {
         on_pool!(&self.database, pool => {

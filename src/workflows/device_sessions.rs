@@ -29,6 +29,7 @@ use uuid::Uuid;
 use crate::cqrs::{Buses, CommandMetadata};
 use crate::reconciler::Clock;
 use crate::store::journal::JournalEvent;
+use crate::store::parking::permanent;
 use crate::store::subscription::{Delivery, Subscriber};
 use crate::store::Tx;
 
@@ -147,17 +148,25 @@ impl DeviceSessionWorkflow {
         let payment_id = session_id;
         let (payment, _) = self.buses.payments.load(&payment_id.to_string()).await?;
         let Some(PaymentTarget::Device { plan_id, .. }) = payment.target().cloned() else {
-            anyhow::bail!("payment {payment_id} is not a device payment");
+            return Err(permanent(format!(
+                "payment {payment_id} is not a device payment"
+            )));
         };
         let (device, _) = self.buses.devices.load(device_uid).await?;
+        // Missing data cannot appear by retrying the same event: park it for an operator
+        // (who can restore the device or plan and retry) instead of halting every device.
         let relay = device
             .relay_target()
-            .ok_or_else(|| anyhow::anyhow!("device {device_uid} has no relay"))?;
+            .ok_or_else(|| permanent(format!("device {device_uid} has no relay")))?;
         // The plan as it was paid for; fall back to the device's current plan of that id.
         let minutes = device
             .plan(&plan_id)
             .map(|plan| plan.minutes)
-            .ok_or_else(|| anyhow::anyhow!("device {device_uid} no longer has plan {plan_id}"))?;
+            .ok_or_else(|| {
+                permanent(format!(
+                    "device {device_uid} no longer has plan {plan_id}; restore the plan and retry"
+                ))
+            })?;
         Ok(SessionTerms {
             session_id,
             payment_id,

@@ -79,7 +79,7 @@ async fn page_until(
 }
 
 /// A form post as `login`, with its CSRF token.
-async fn post_form(
+pub(crate) async fn post_form(
     app: &TestApp,
     path: &str,
     login: &Login,

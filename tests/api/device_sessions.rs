@@ -197,7 +197,7 @@ async fn register_washer(app: &TestApp) {
 }
 
 /// Starts a device checkout; returns the payment and its Checkout Session.
-async fn checkout(app: &TestApp) -> (Uuid, String) {
+pub(crate) async fn checkout(app: &TestApp) -> (Uuid, String) {
     let response = app
         .post_json(
             "/api/checkout/device/washer",
@@ -263,7 +263,7 @@ pub(crate) async fn session_state(world: &World, session_id: Uuid) -> Option<Ses
     state_on(&world.app, session_id).await
 }
 
-async fn state_on(app: &TestApp, session_id: Uuid) -> Option<SessionState> {
+pub(crate) async fn state_on(app: &TestApp, session_id: Uuid) -> Option<SessionState> {
     session(app, session_id).await.state()
 }
 
@@ -271,7 +271,7 @@ async fn payment_status(world: &World, payment_id: Uuid) -> PaymentStatus {
     status_on(&world.app, payment_id).await
 }
 
-async fn status_on(app: &TestApp, payment_id: Uuid) -> PaymentStatus {
+pub(crate) async fn status_on(app: &TestApp, payment_id: Uuid) -> PaymentStatus {
     app.state
         .buses
         .payments

@@ -203,6 +203,7 @@ pub fn fast_subscriptions() -> SubscriptionOptions {
         retry_delay: Duration::from_millis(20),
         retry_delay_max: Duration::from_millis(200),
         takeover_interval: Duration::from_millis(200),
+        park_after_attempts: 5,
     }
 }
 
@@ -276,6 +277,16 @@ impl TestApp {
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// GET with a bearer token.
+    pub async fn get_with_token(&self, path: &str, token: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .bearer_auth(token)
             .send()
             .await
             .expect("request sent")

@@ -38,3 +38,4 @@ mod stripe_webhook;
 mod subscriptions;
 mod support;
 mod ttlock;
+mod workflow_parking;

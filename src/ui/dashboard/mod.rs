@@ -13,6 +13,7 @@ pub mod catalogue;
 pub mod chart;
 pub mod deliveries;
 pub mod home;
+pub mod parked;
 pub mod payments;
 pub mod reports;
 pub mod sessions;
@@ -46,6 +47,7 @@ pub fn router() -> Router<AppState> {
         .merge(audit::router())
         .merge(reports::router())
         .merge(deliveries::router())
+        .merge(parked::router())
 }
 
 async fn script() -> Response {

@@ -58,6 +58,11 @@ pub const NAV: &[NavItem] = &[
         permission: Permission::Read,
     },
     NavItem {
+        label: "Parked",
+        path: "/dashboard/parked",
+        permission: Permission::Read,
+    },
+    NavItem {
         label: "Settings",
         path: "/settings",
         permission: Permission::Administer,
