@@ -43,6 +43,7 @@ on_both_backends!(
     api_bases_saved_in_settings_must_be_https_and_never_take_environment_secrets,
     a_checkout_session_event_must_name_the_recorded_session,
     an_event_of_the_other_mode_is_not_applied,
+    a_refunded_code_the_lock_keeps_is_shown_as_still_valid_never_revoked,
 );
 
 async fn app_with(
@@ -1033,6 +1034,125 @@ async fn an_event_of_the_other_mode_is_not_applied(backend: Backend) {
         detail.contains("live-mode event while the secret key is in test mode"),
         "{detail}"
     );
+    app.stop().await;
+}
+
+/// Item 9: on a lock without a gateway, refunding deletes only TTLock's cloud record; the
+/// revocation records `still_valid_until`, the refund confirmation warns, and the guest
+/// page says the code keeps working until its end instead of "revoked".
+async fn a_refunded_code_the_lock_keeps_is_shown_as_still_valid_never_revoked(backend: Backend) {
+    use latchkey::payments::stripe_facts;
+    use latchkey_aggregates::door::services::IssuedPasscode;
+    let (app, _) = crate::checkout::app_with_fake_stripe(backend).await;
+    let started: Value = app
+        .post_json(
+            "/api/checkout/door/77",
+            None,
+            &json!({"email": "guest@example.com"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let payment_id: uuid::Uuid = started["payment_id"].as_str().unwrap().parse().unwrap();
+    let token = started["status_url"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    // The lock has no gateway: TTLock hands out a period passcode the lock keeps offline.
+    let buses = crate::history::Buses::new(&app.database, &app.appended);
+    let now = chrono::Utc::now();
+    let valid_to = now + chrono::Duration::hours(2);
+    buses.locks.queue_issue(Ok(IssuedPasscode {
+        passcode_id: 77001,
+        code: "48151623".into(),
+        valid_from: now,
+        valid_to,
+        remotely_revocable: false,
+    }));
+    buses
+        .doors
+        .execute(
+            "77",
+            DoorCommand::IssueAccessCode {
+                payment_id,
+                actor: Actor::System,
+                at: now,
+            },
+            latchkey::cqrs::CommandMetadata::new("system", "test"),
+        )
+        .await
+        .unwrap();
+    let intent = format!("pi_test_{}", payment_id.simple());
+    let event = |id: &str, kind: &str, object: Value| {
+        json!({"id": id, "object": "event", "type": kind, "livemode": false,
+               "created": chrono::Utc::now().timestamp(), "data": {"object": object}})
+    };
+    let succeeded = event(
+        "evt_paid",
+        "payment_intent.succeeded",
+        json!({"id": intent, "object": "payment_intent", "amount": 1500, "amount_received": 1500,
+               "currency": "eur", "status": "succeeded", "latest_charge": "ch_77",
+               "metadata": {"latchkey_payment_id": payment_id.to_string()}}),
+    );
+    stripe_facts::apply(&app.state.buses, &app.database, &succeeded)
+        .await
+        .unwrap();
+
+    let admin = enrolled_user(&app.database, "admin@example.com", Role::Admin).await;
+    let mut agent = Agent::new(&app.address);
+    agent.log_in(&app.database, &admin).await;
+    let detail_path = format!("/dashboard/payments/{payment_id}");
+    let listed = eventually(50, Duration::from_millis(100), || {
+        let mut agent = agent.clone();
+        let path = detail_path.clone();
+        async move { agent.get(&path).await.status == StatusCode::OK }
+    })
+    .await;
+    assert!(listed, "the payment never reached the payments page");
+    let csrf = agent.get(&detail_path).await.csrf();
+    let confirmation = agent
+        .post(&format!("{detail_path}/refund"), &[("csrf_token", &csrf)])
+        .await;
+    assert_eq!(confirmation.status, StatusCode::OK, "{}", confirmation.body);
+    assert!(
+        confirmation.body.contains("cannot be removed remotely"),
+        "{}",
+        confirmation.body
+    );
+
+    let refunded = event(
+        "evt_refunded",
+        "charge.refunded",
+        json!({"id": "ch_77", "object": "charge", "payment_intent": intent, "amount": 1500,
+               "amount_refunded": 1500, "currency": "eur", "metadata": {}}),
+    );
+    stripe_facts::apply(&app.state.buses, &app.database, &refunded)
+        .await
+        .unwrap();
+    let recorded = eventually(100, Duration::from_millis(100), || async {
+        let (door, _) = app.state.buses.doors.load("77").await.unwrap();
+        door.access_code(payment_id)
+            .is_some_and(|code| code.still_valid_until == Some(valid_to))
+    })
+    .await;
+    assert!(recorded, "the revocation did not record still_valid_until");
+    let answer = app.get(&format!("/api/access/{token}")).await;
+    assert_eq!(answer.status(), StatusCode::GONE);
+    let body = answer.text().await.unwrap();
+    assert!(body.contains("keeps opening the door until"), "{body}");
+    assert!(!body.contains("Access revoked"), "{body}");
+    let page = app
+        .get(&format!("/access/{token}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("keeps opening the door until"), "{page}");
+    assert!(!page.contains("Access revoked"), "{page}");
     app.stop().await;
 }
 
