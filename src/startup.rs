@@ -192,7 +192,12 @@ impl Application {
                 shutdown.child_token(),
             ));
         }
+        let checkout_limits = Arc::new(crate::http::checkout_limits::CheckoutLimits::new(
+            settings.security.checkout_per_address_per_minute,
+            settings.security.checkout_per_target_per_minute,
+        ));
         let state = AppState {
+            checkout_limits,
             settings,
             settings_store,
             database,
@@ -241,12 +246,13 @@ impl Application {
         let router = http::router(self.state.clone());
         self.state.metrics.set_gauge("latchkey_up", &[], 1.0);
         info!(port = self.port, "serving");
-        let shutdown = self.shutdown.clone();
-        // Connection info gives the login rate limit its per-address counter.
-        let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-        let served = axum::serve(self.listener, service)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
+        let served = http::serve::serve(
+            self.listener,
+            router,
+            &self.state.settings.security.limits,
+            self.shutdown.clone(),
+        )
+        .await;
         self.shutdown.cancel();
         for task in self.background {
             let _ = task.await;

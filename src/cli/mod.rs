@@ -6,7 +6,7 @@ mod demo;
 mod export;
 pub mod rebuild;
 pub mod replay;
-mod token;
+pub mod token;
 pub mod user;
 pub mod verify;
 

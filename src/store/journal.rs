@@ -207,6 +207,14 @@ impl Journal {
         })
     }
 
+    /// The highest position written: the event count (barring positions of rolled-back
+    /// appends), read from the unique index on `position`, not by a scan.
+    pub async fn head_position(&self) -> Result<i64, sqlx::Error> {
+        on_pool!(&self.database, pool => {
+            sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM events").fetch_one(pool).await
+        })
+    }
+
     /// Walks every event in (aggregate type, aggregate id, sequence) order, in pages, and
     /// hands each to `visit`; stops early when `visit` returns false.
     pub async fn walk_by_aggregate(

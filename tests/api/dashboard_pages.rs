@@ -32,7 +32,7 @@ pub(crate) async fn login(database: &latchkey::store::Database, role: Role) -> L
     let user = users::create(database, &email, role, "not-a-password-hash", false)
         .await
         .unwrap();
-    users::begin_totp(database, &user.user_id, "JBSWY3DPEHPK3PXP")
+    users::begin_totp(database, &user.user_id, "JBSWY3DPEHPK3PXP", None)
         .await
         .unwrap();
     users::confirm_totp(database, &user.user_id, 1, &[])

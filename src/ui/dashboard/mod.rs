@@ -39,6 +39,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/static/dashboard.js", get(script))
         .route("/static/dashboard.css", get(style))
+        .route("/static/shell.css", get(shell_style))
         .merge(home::router())
         .merge(payments::router())
         .merge(sessions::router())
@@ -58,6 +59,10 @@ async fn script() -> Response {
 
 async fn style() -> Response {
     static_file("text/css; charset=utf-8", include_str!("dashboard.css"))
+}
+
+async fn shell_style() -> Response {
+    static_file("text/css; charset=utf-8", shell::SHELL_CSS)
 }
 
 fn static_file(content_type: &'static str, body: &'static str) -> Response {
