@@ -95,6 +95,7 @@ async fn checkout(
         guest_email: "guest@example.com".to_owned(),
         actor: Actor::Guest,
         at,
+        offer: None,
     };
     pay(&buses.payments, id, command).await;
     id

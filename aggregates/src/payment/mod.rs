@@ -19,6 +19,7 @@ pub use aggregate::Payment;
 pub use commands::PaymentCommand;
 pub use error::PaymentError;
 pub use events::{
-    PaymentEvent, PaymentKind, PaymentStatus, PaymentTarget, StripeEventRef, StripeReport,
+    LockedOffer, PaymentEvent, PaymentKind, PaymentStatus, PaymentTarget, StripeEventRef,
+    StripeReport,
 };
 pub use services::{PaymentGateway, PaymentServices};
