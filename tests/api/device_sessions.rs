@@ -106,7 +106,7 @@ impl Sims {
         self.shelly.relay(PLUG, 0).unwrap().log
     }
 
-    fn relay_is_on(&self) -> bool {
+    pub(crate) fn relay_is_on(&self) -> bool {
         self.shelly.relay(PLUG, 0).unwrap().output
     }
 
@@ -267,7 +267,7 @@ async fn state_on(app: &TestApp, session_id: Uuid) -> Option<SessionState> {
     session(app, session_id).await.state()
 }
 
-async fn payment_status(world: &World, payment_id: Uuid) -> PaymentStatus {
+pub(crate) async fn payment_status(world: &World, payment_id: Uuid) -> PaymentStatus {
     status_on(&world.app, payment_id).await
 }
 
@@ -282,7 +282,7 @@ async fn status_on(app: &TestApp, payment_id: Uuid) -> PaymentStatus {
         .status()
 }
 
-async fn device_is_free(world: &World) -> bool {
+pub(crate) async fn device_is_free(world: &World) -> bool {
     free_on(&world.app).await
 }
 

@@ -25,6 +25,7 @@ mod operations;
 mod operator_actions;
 mod projections;
 mod read_api;
+mod refunds;
 mod settings;
 mod shelly;
 mod sim_helpers;

@@ -154,9 +154,11 @@ impl RefundLedger {
     }
 
     /// A refund counts in a charge total reported at `at` if it existed then and had not
-    /// failed yet.
+    /// failed yet. Stripe's clock has one-second steps: a failure in the same second as the
+    /// report is taken to follow it (charge reports come from creating refunds, and a
+    /// refund fails after its creation).
     fn was_in_charge_total(refund: &KnownRefund, at: DateTime<Utc>) -> bool {
-        let failed_before = refund.status.is_final_failure() && refund.reported_at <= at;
+        let failed_before = refund.status.is_final_failure() && refund.reported_at < at;
         refund.created_at <= at && !failed_before
     }
 
