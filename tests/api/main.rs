@@ -26,6 +26,7 @@ mod operations;
 mod operator_actions;
 mod projections;
 mod read_api;
+mod refunds;
 mod security;
 mod settings;
 mod shelly;
