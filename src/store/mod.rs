@@ -10,6 +10,7 @@
 pub mod chain;
 pub mod inbox;
 pub mod journal;
+pub mod merkle;
 pub mod repository;
 pub mod subscription;
 
