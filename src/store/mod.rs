@@ -6,10 +6,13 @@
 //! - [`journal`]: reads events in global order, for subscribers and auditors.
 //! - [`subscription`]: runs named subscribers over the journal, exactly once each.
 //! - [`chain`]: the tamper-evident hash chain and its verification.
+//! - [`ledger`]: the global Merkle commitment, its sealer, signed checkpoints and proofs
+//!   (over [`merkle`]).
 
 pub mod chain;
 pub mod inbox;
 pub mod journal;
+pub mod ledger;
 pub mod merkle;
 pub mod repository;
 pub mod subscription;

@@ -21,6 +21,7 @@ mod helpers;
 mod history;
 mod integrations_wiring;
 mod journal;
+mod ledger;
 mod operations;
 mod operator_actions;
 mod projections;
