@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_dashboard;
+mod bench_ledger;
 mod demo;
 mod export;
 pub mod ledger;
