@@ -966,7 +966,10 @@ impl Payment {
             .refund(gateway_request)
             .await
             .map_err(|error| gateway_error(format!("refund {payment_intent_id}"), error))?;
-        let committed_minor = self.amount_refunded_minor.max(self.expected_refunded_minor);
+        let mut committed_minor = self.amount_refunded_minor.max(self.expected_refunded_minor);
+        if crate::planted::active(crate::planted::Bug::RefundDoubleCount) {
+            committed_minor = self.amount_refunded_minor + self.expected_refunded_minor;
+        }
         Ok(vec![PaymentEvent::RefundRequested {
             refund_request_id: request.refund_request_id,
             expected_amount_refunded: checkout
