@@ -22,8 +22,9 @@ pub const UNPAID_ON_MAX_SECONDS: i64 = 600;
 /// passes at least every 5 s) and one retry, the relay is OFF 45 s after the end when the
 /// relay was reachable all along.
 pub const OFF_AFTER_END_MAX_SECONDS: i64 = 45;
-/// A manual ON is justified this long (an operator testing the machine).
-pub const MANUAL_ON_MAX_SECONDS: i64 = 1800;
+/// A manual ON is bounded by the timer the Shelly adapter gives it (4 hours) and
+/// justified that long.
+pub const MANUAL_ON_MAX_SECONDS: i64 = latchkey::integrations::shelly::gateway::MANUAL_ON_AUTO_OFF.as_secs() as i64;
 /// A refunded or disputed payment's door code is deleted within this time when the lock
 /// is reachable (TTLock outages here last at most 5 minutes; retries back off from 5 s).
 pub const REVOKE_MAX_SECONDS: i64 = 1200;
@@ -95,13 +96,13 @@ impl World {
                 continue;
             }
             if let (Some(end), Some(session)) = (last_end, ended_session) {
-                let excused = relay.last_fault_at.is_some_and(|fault| fault >= end)
+                let excused = !relay.on_by_command
+                    || relay.last_fault_at.is_some_and(|fault| fault >= end)
                     || self.checks.behind_back.get(&device).is_some_and(|at| *at >= end)
                     || self.manual_on.get(&device).is_some_and(|at| *at >= end - Duration::seconds(MANUAL_ON_MAX_SECONDS));
                 if !excused && now - end > Duration::seconds(OFF_AFTER_END_MAX_SECONDS) {
                     self.violation(format!(
-                        "access: relay of {device} still ON {}s after session {session} ended, the relay reachable throughout",
-                        (now - end).num_seconds()
+                        "access: relay of {device} still ON more than {OFF_AFTER_END_MAX_SECONDS}s after session {session} ended, the relay reachable throughout"
                     ));
                 }
             }

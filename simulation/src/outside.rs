@@ -142,6 +142,8 @@ pub struct Relay {
     /// The last time a fault touched this relay (offline, lost answer, rate limit): the
     /// OFF-after-end bound is only owed when the relay was reachable throughout.
     pub last_fault_at: Option<DateTime<Utc>>,
+    /// Whether the relay is ON because Latchkey switched it ON (not a hand on the switch).
+    pub on_by_command: bool,
 }
 
 pub struct ShellyModel {
@@ -205,9 +207,13 @@ impl ShellyModel {
             return Err(RelayError::permanent("simulated: the relay is locked by its owner"));
         }
         relay.on = command.on;
+        relay.on_by_command = command.on;
+        // The adapter (`integrations::shelly::gateway`) gives an ON without a session
+        // timer its own: `MANUAL_ON_AUTO_OFF`.
+        let manual = latchkey::integrations::shelly::gateway::MANUAL_ON_AUTO_OFF.as_secs();
         relay.auto_off_at = command
-            .auto_off_seconds
-            .filter(|_| command.on)
+            .on
+            .then(|| command.auto_off_seconds.unwrap_or(manual))
             .map(|seconds| now + Duration::seconds(seconds as i64));
         if lost {
             relay.last_fault_at = Some(now);

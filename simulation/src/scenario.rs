@@ -218,10 +218,10 @@ impl World {
                     self.manual_on.insert(device.clone(), self.now);
                     let back = self.rng.range(30, 600);
                     self.at(back, Action::ManualRelay { device: device.clone(), on: false });
-                } else {
+                }
+                if self.device(&device, command).is_ok() && !on {
                     self.manual_on.remove(&device);
                 }
-                let _ = self.device(&device, command);
             }
             Action::ShellyOffline { device, seconds } => {
                 if let Some(key) = crate::world::relay_key(&self.devices, &device) {
@@ -245,6 +245,7 @@ impl World {
                     let now = self.now;
                     if let Some(relay) = lock(&self.shelly).relays.get_mut(&key) {
                         relay.on = !relay.on;
+                        relay.on_by_command = false;
                         relay.auto_off_at = None;
                         relay.last_fault_at = Some(now);
                     }

@@ -14,10 +14,11 @@ struct Args {
     trace: bool,
     bug: Option<Bug>,
     threads: u64,
+    verbose: bool,
 }
 
 fn parse() -> Result<Args, String> {
-    let mut args = Args { seeds: 100, from: 0, trace: false, bug: None, threads: 2 };
+    let mut args = Args { seeds: 100, from: 0, trace: false, bug: None, threads: 2, verbose: false };
     let mut words = std::env::args().skip(1);
     while let Some(word) = words.next() {
         let mut value = |name: &str| words.next().ok_or(format!("{name} needs a value"));
@@ -31,6 +32,7 @@ fn parse() -> Result<Args, String> {
             }
             "--threads" => args.threads = number(value("--threads")?, "--threads")?.max(1),
             "--trace" => args.trace = true,
+            "--verbose" => args.verbose = true,
             "--bug" => {
                 let name = value("--bug")?;
                 let bug = Bug::parse(&name).ok_or_else(|| {
@@ -92,6 +94,11 @@ fn main() -> ExitCode {
                 outcome.violations.len() - 1,
                 outcome.seed
             );
+            if args.verbose {
+                for violation in &outcome.violations {
+                    println!("    {violation}");
+                }
+            }
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
