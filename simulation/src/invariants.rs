@@ -15,16 +15,18 @@ use crate::stripe::IntentStatus;
 use crate::world::{InboxStatus, World};
 
 /// A relay ON with no paying session, no manual ON and no session ending is corrected by
-/// the sweep (every 5 min) once the relay answers; 10 minutes covers a sweep plus an
-/// offline window and its retries.
-pub const UNPAID_ON_MAX_SECONDS: i64 = 600;
+/// the sweep (every 5 min) once the relay answers; the sweep does not retry a failed OFF
+/// sooner, so 20 minutes covers an offline window plus a few sweeps whose read or OFF met
+/// a rate limit.
+pub const UNPAID_ON_MAX_SECONDS: i64 = 1200;
 /// "OFF within a second in the normal case": allowing the reconciler's own pacing (it
 /// passes at least every 5 s) and one retry, the relay is OFF 45 s after the end when the
 /// relay was reachable all along.
 pub const OFF_AFTER_END_MAX_SECONDS: i64 = 45;
 /// A manual ON is bounded by the timer the Shelly adapter gives it (4 hours) and
 /// justified that long.
-pub const MANUAL_ON_MAX_SECONDS: i64 = latchkey::integrations::shelly::gateway::MANUAL_ON_AUTO_OFF.as_secs() as i64;
+pub const MANUAL_ON_MAX_SECONDS: i64 =
+    latchkey::integrations::shelly::gateway::MANUAL_ON_AUTO_OFF.as_secs() as i64;
 /// A refunded or disputed payment's door code is deleted within this time when the lock
 /// is reachable (TTLock outages here last at most 5 minutes; retries back off from 5 s).
 pub const REVOKE_MAX_SECONDS: i64 = 1200;
@@ -58,7 +60,11 @@ impl World {
         let now = self.now;
         let devices = self.devices.clone();
         for (device, shelly, _) in devices {
-            let relay = lock(&self.shelly).relays.get(&(shelly, 0)).cloned().unwrap_or_default();
+            let relay = lock(&self.shelly)
+                .relays
+                .get(&(shelly, 0))
+                .cloned()
+                .unwrap_or_default();
             if !relay.on {
                 self.checks.unpaid_on_since.remove(&device);
                 continue;
@@ -68,7 +74,10 @@ impl World {
             let mut ended_session = None;
             for (id, stream) in &self.store.sessions {
                 let session = &stream.state;
-                if session.terms().is_none_or(|terms| terms.device_uid != device) {
+                if session
+                    .terms()
+                    .is_none_or(|terms| terms.device_uid != device)
+                {
                     continue;
                 }
                 match session.state() {
@@ -81,7 +90,9 @@ impl World {
                         }
                     }
                     Some(state) if state.is_ended() => {
-                        let end = session.ended_at().max(session.ends_at().filter(|end| *end <= now));
+                        let end = session
+                            .ended_at()
+                            .max(session.ends_at().filter(|end| *end <= now));
                         if end > last_end {
                             last_end = end;
                             ended_session = Some(id.clone());
@@ -90,7 +101,10 @@ impl World {
                     _ => {}
                 }
             }
-            let manual = self.manual_on.get(&device).is_some_and(|at| now - *at < Duration::seconds(MANUAL_ON_MAX_SECONDS));
+            let manual = self
+                .manual_on
+                .get(&device)
+                .is_some_and(|at| now - *at < Duration::seconds(MANUAL_ON_MAX_SECONDS));
             if live || manual {
                 self.checks.unpaid_on_since.remove(&device);
                 continue;
@@ -98,17 +112,30 @@ impl World {
             if let (Some(end), Some(session)) = (last_end, ended_session) {
                 let excused = !relay.on_by_command
                     || relay.last_fault_at.is_some_and(|fault| fault >= end)
-                    || self.checks.behind_back.get(&device).is_some_and(|at| *at >= end)
-                    || self.manual_on.get(&device).is_some_and(|at| *at >= end - Duration::seconds(MANUAL_ON_MAX_SECONDS));
+                    || self
+                        .checks
+                        .behind_back
+                        .get(&device)
+                        .is_some_and(|at| *at >= end)
+                    || self
+                        .manual_on
+                        .get(&device)
+                        .is_some_and(|at| *at >= end - Duration::seconds(MANUAL_ON_MAX_SECONDS));
                 if !excused && now - end > Duration::seconds(OFF_AFTER_END_MAX_SECONDS) {
                     self.violation(format!(
                         "access: relay of {device} still ON more than {OFF_AFTER_END_MAX_SECONDS}s after session {session} ended, the relay reachable throughout"
                     ));
                 }
             }
-            let since = *self.checks.unpaid_on_since.entry(device.clone()).or_insert(now);
+            let since = *self
+                .checks
+                .unpaid_on_since
+                .entry(device.clone())
+                .or_insert(now);
             if now - since > Duration::seconds(UNPAID_ON_MAX_SECONDS) {
-                self.violation(format!("access: relay of {device} ON with no paying session since {since}"));
+                self.violation(format!(
+                    "access: relay of {device} ON with no paying session since {since}"
+                ));
             }
         }
     }
@@ -118,7 +145,9 @@ impl World {
         let mut due: Vec<Uuid> = Vec::new();
         for stream in self.store.payments.values() {
             let payment = &stream.state;
-            let Some(id) = payment.payment_id() else { continue };
+            let Some(id) = payment.payment_id() else {
+                continue;
+            };
             let fully_refunded = payment.status() == PaymentStatus::Refunded;
             if fully_refunded || payment.is_disputed() {
                 due.push(id);
@@ -131,10 +160,15 @@ impl World {
             }
             let live = lock(&self.ttlock).locks.values().any(|lock| {
                 lock.has_gateway
-                    && lock.passcodes.values().any(|code| code.payment_id == id && !code.deleted && code.valid_to > now)
+                    && lock
+                        .passcodes
+                        .values()
+                        .any(|code| code.payment_id == id && !code.deleted && code.valid_to > now)
             });
             if live {
-                self.violation(format!("access: live door code for refunded or disputed payment {id} since {since}"));
+                self.violation(format!(
+                    "access: live door code for refunded or disputed payment {id} since {since}"
+                ));
             }
         }
     }
@@ -150,20 +184,33 @@ impl World {
         let intents: Vec<_> = lock(&self.stripe).intents.values().cloned().collect();
         for intent in intents {
             let id = intent.payment_id;
-            let (payment, _) = self.store.load::<latchkey_aggregates::payment::Payment>(&id.to_string());
+            let (payment, _) = self
+                .store
+                .load::<latchkey_aggregates::payment::Payment>(&id.to_string());
             let received = payment.amount_received().map_or(0, |m| m.amount_minor);
             let refunded = payment.amount_refunded().map_or(0, |m| m.amount_minor);
             if received != intent.amount_received {
-                self.violation(format!("money: payment {id} received {received} in the journal, {} at Stripe", intent.amount_received));
+                self.violation(format!(
+                    "money: payment {id} received {received} in the journal, {} at Stripe",
+                    intent.amount_received
+                ));
             }
             if refunded != intent.amount_refunded {
-                self.violation(format!("money: payment {id} refunded {refunded} in the journal, {} at Stripe", intent.amount_refunded));
+                self.violation(format!(
+                    "money: payment {id} refunded {refunded} in the journal, {} at Stripe",
+                    intent.amount_refunded
+                ));
             }
             if refunded > received || intent.amount_refunded > intent.amount_received {
-                self.violation(format!("money: payment {id} refunded more than it received"));
+                self.violation(format!(
+                    "money: payment {id} refunded more than it received"
+                ));
             }
             if intent.status == IntentStatus::RequiresCapture {
-                self.violation(format!("money: authorization of payment {id} neither captured nor released ({})", payment.status()));
+                self.violation(format!(
+                    "money: authorization of payment {id} neither captured nor released ({})",
+                    payment.status()
+                ));
             }
             if received > 0 {
                 let refundable = payment.refundable().map_or(0, |m| m.amount_minor);
@@ -179,7 +226,12 @@ impl World {
             .refunds
             .iter()
             .filter(|refund| !keys.insert(refund.idempotency_key.clone()))
-            .map(|refund| format!("money: Stripe refunded twice for request {}", refund.idempotency_key))
+            .map(|refund| {
+                format!(
+                    "money: Stripe refunded twice for request {}",
+                    refund.idempotency_key
+                )
+            })
             .collect();
         drop(stripe);
         for text in twice {
@@ -188,8 +240,12 @@ impl World {
     }
 
     fn check_sessions_and_guests(&mut self) {
-        let sessions: Vec<(String, Option<SessionState>)> =
-            self.store.sessions.iter().map(|(id, s)| (id.clone(), s.state.state())).collect();
+        let sessions: Vec<(String, Option<SessionState>)> = self
+            .store
+            .sessions
+            .iter()
+            .map(|(id, s)| (id.clone(), s.state.state()))
+            .collect();
         for (id, state) in &sessions {
             if !state.is_some_and(|state| state.is_ended()) {
                 self.violation(format!("access: session {id} never ended ({state:?})"));
@@ -207,7 +263,12 @@ impl World {
             .journal
             .iter()
             .filter(|e| e.event_type == "AccessCodeIssued")
-            .filter_map(|e| e.payload.get("payment_id").and_then(Value::as_str).map(str::to_string))
+            .filter_map(|e| {
+                e.payload
+                    .get("payment_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
             .collect();
         let intents: Vec<_> = lock(&self.stripe).intents.values().cloned().collect();
         for intent in intents {
@@ -218,10 +279,20 @@ impl World {
             let id = intent.payment_id.to_string();
             let made_whole = intent.status == IntentStatus::Canceled
                 || (intent.amount_received > 0 && intent.amount_refunded == intent.amount_received);
-            let served = if intent.manual_capture { activated.contains(&id) } else { coded.contains(&id) };
+            let served = if intent.manual_capture {
+                activated.contains(&id)
+            } else {
+                coded.contains(&id)
+            };
             if !served && !made_whole {
-                let kind = if intent.manual_capture { "device" } else { "door" };
-                self.violation(format!("guests: {kind} payment {id} paid but neither served nor made whole"));
+                let kind = if intent.manual_capture {
+                    "device"
+                } else {
+                    "door"
+                };
+                self.violation(format!(
+                    "guests: {kind} payment {id} paid but neither served nor made whole"
+                ));
             }
         }
     }
@@ -230,10 +301,17 @@ impl World {
         let acked: Vec<String> = self.acked.iter().cloned().collect();
         for event_id in acked {
             match self.inbox.get(&event_id) {
-                None => self.violation(format!("ledger: webhook {event_id} acknowledged but not in the inbox")),
-                Some(row) if !matches!(row.status, InboxStatus::Processed | InboxStatus::Ignored) => {
+                None => self.violation(format!(
+                    "ledger: webhook {event_id} acknowledged but not in the inbox"
+                )),
+                Some(row)
+                    if !matches!(row.status, InboxStatus::Processed | InboxStatus::Ignored) =>
+                {
                     let error = row.last_error.clone().unwrap_or_default();
-                    self.violation(format!("ledger: webhook {event_id} never processed ({} attempts): {error}", row.attempts));
+                    self.violation(format!(
+                        "ledger: webhook {event_id} never processed ({} attempts): {error}",
+                        row.attempts
+                    ));
                 }
                 _ => {}
             }
@@ -241,24 +319,39 @@ impl World {
         let mut facts: BTreeMap<String, usize> = BTreeMap::new();
         for entry in &self.store.journal {
             if entry.aggregate_type != "Payment"
-                || matches!(entry.event_type.as_str(), "StripeReportIgnored" | "DuplicateConfirmationIgnored")
+                || matches!(
+                    entry.event_type.as_str(),
+                    "StripeReportIgnored" | "DuplicateConfirmationIgnored"
+                )
             {
                 continue;
             }
-            if let Some(id) = entry.payload.pointer("/stripe_event/id").and_then(Value::as_str) {
+            if let Some(id) = entry
+                .payload
+                .pointer("/stripe_event/id")
+                .and_then(Value::as_str)
+            {
                 *facts.entry(id.to_string()).or_default() += 1;
             }
         }
         for (event_id, count) in facts {
             if count > 1 {
-                self.violation(format!("ledger: Stripe event {event_id} recorded {count} times"));
+                self.violation(format!(
+                    "ledger: Stripe event {event_id} recorded {count} times"
+                ));
             }
         }
         let end = self.store.journal.len();
-        for (name, checkpoint) in [("workflow:device_sessions", self.device_workflow.clone()), ("workflow:door_access", self.door_workflow.clone())] {
+        for (name, checkpoint) in [
+            ("workflow:device_sessions", self.device_workflow.clone()),
+            ("workflow:door_access", self.door_workflow.clone()),
+        ] {
             if checkpoint.position < end {
                 let error = checkpoint.last_error.unwrap_or_default();
-                self.violation(format!("ledger: {name} stalled at #{} of {end}: {error}", checkpoint.position + 1));
+                self.violation(format!(
+                    "ledger: {name} stalled at #{} of {end}: {error}",
+                    checkpoint.position + 1
+                ));
             }
         }
     }

@@ -90,7 +90,9 @@ pub fn run(seed: u64, print_trace: bool) -> Outcome {
         step(&mut world, chosen);
         steps += 1;
         if steps > STEPS_MAX {
-            world.violations.push(format!("ledger: the run did not settle within {STEPS_MAX} steps"));
+            world.violations.push(format!(
+                "ledger: the run did not settle within {STEPS_MAX} steps"
+            ));
             break;
         }
     }
@@ -111,7 +113,11 @@ fn ready(world: &World) -> Vec<Subsystem> {
     if world.queue.keys().next().is_some_and(|(at, _)| *at <= now) {
         ready.push(Subsystem::Timed);
     }
-    if world.inbox.values().any(|row| pending(row.status) && row.due <= now) {
+    if world
+        .inbox
+        .values()
+        .any(|row| pending(row.status) && row.due <= now)
+    {
         ready.push(Subsystem::Inbox);
     }
     for (checkpoint, subsystem) in [
@@ -140,9 +146,20 @@ fn next_wakeup(world: &World) -> Option<chrono::DateTime<chrono::Utc>> {
     let journal_end = world.store.journal.len();
     let candidates = [
         world.queue.keys().next().map(|(at, _)| *at),
-        world.inbox.values().filter(|row| pending(row.status)).map(|row| row.due).min(),
-        world.device_workflow.not_before.filter(|_| world.device_workflow.position < journal_end),
-        world.door_workflow.not_before.filter(|_| world.door_workflow.position < journal_end),
+        world
+            .inbox
+            .values()
+            .filter(|row| pending(row.status))
+            .map(|row| row.due)
+            .min(),
+        world
+            .device_workflow
+            .not_before
+            .filter(|_| world.device_workflow.position < journal_end),
+        world
+            .door_workflow
+            .not_before
+            .filter(|_| world.door_workflow.position < journal_end),
         world.jobs.values().map(|(at, _, _)| *at).min(),
         world.reconciler.next_pass,
         lock(&world.shelly).next_timer(),
@@ -153,7 +170,9 @@ fn next_wakeup(world: &World) -> Option<chrono::DateTime<chrono::Utc>> {
 fn step(world: &mut World, subsystem: Subsystem) {
     match subsystem {
         Subsystem::Timed => {
-            let Some((key, action)) = world.queue.pop_first() else { return };
+            let Some((key, action)) = world.queue.pop_first() else {
+                return;
+            };
             let _ = key;
             world.perform(action);
         }

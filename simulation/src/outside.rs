@@ -66,7 +66,9 @@ impl TtlockModel {
 
     fn issue(&mut self, request: &PasscodeRequest) -> Result<IssuedPasscode, LockError> {
         if !self.online() {
-            return Err(LockError::retryable("simulated: TTLock gateway offline (-2012)"));
+            return Err(LockError::retryable(
+                "simulated: TTLock gateway offline (-2012)",
+            ));
         }
         if self.rng.chance(self.faults.refused) {
             return Err(LockError::retryable(
@@ -101,7 +103,9 @@ impl TtlockModel {
 
     fn delete(&mut self, lock_id: i64, passcode_id: i64) -> Result<(), LockError> {
         if !self.online() {
-            return Err(LockError::retryable("simulated: TTLock gateway offline (-2012)"));
+            return Err(LockError::retryable(
+                "simulated: TTLock gateway offline (-2012)",
+            ));
         }
         let Some(lock) = self.locks.get_mut(&lock_id) else {
             return Err(LockError::permanent("simulated: no such lock (-4043)"));
@@ -175,7 +179,10 @@ impl ShellyModel {
     }
 
     pub fn next_timer(&self) -> Option<DateTime<Utc>> {
-        self.relays.values().filter_map(|relay| relay.auto_off_at).min()
+        self.relays
+            .values()
+            .filter_map(|relay| relay.auto_off_at)
+            .min()
     }
 
     fn reachable(&mut self, key: &(String, u32)) -> Result<(), RelayError> {
@@ -189,7 +196,9 @@ impl ShellyModel {
         }
         if self.rng.chance(self.faults.rate_limited) {
             relay.last_fault_at = Some(now);
-            return Err(RelayError::retryable("simulated: 429 rate limited (1 request/s)"));
+            return Err(RelayError::retryable(
+                "simulated: 429 rate limited (1 request/s)",
+            ));
         }
         Ok(())
     }
@@ -204,7 +213,9 @@ impl ShellyModel {
             return Err(RelayError::permanent("simulated: DEVICE_NOT_FOUND"));
         };
         if refused {
-            return Err(RelayError::permanent("simulated: the relay is locked by its owner"));
+            return Err(RelayError::permanent(
+                "simulated: the relay is locked by its owner",
+            ));
         }
         relay.on = command.on;
         relay.on_by_command = command.on;

@@ -41,8 +41,18 @@ pub fn device_faults(rng: &mut Rng) -> DeviceFaults {
 
 fn plans(device: usize) -> Vec<UsagePlan> {
     vec![
-        UsagePlan { plan_id: "short".into(), name: "Short".into(), minutes: 5 + device as u32, price: price(150) },
-        UsagePlan { plan_id: "long".into(), name: "Long".into(), minutes: 20, price: price(400) },
+        UsagePlan {
+            plan_id: "short".into(),
+            name: "Short".into(),
+            minutes: 5 + device as u32,
+            price: price(150),
+        },
+        UsagePlan {
+            plan_id: "long".into(),
+            name: "Long".into(),
+            minutes: 20,
+            price: price(400),
+        },
     ]
 }
 
@@ -52,7 +62,9 @@ pub fn setup(world: &mut World) {
     for (index, lock_id) in [101_i64, 102].into_iter().enumerate() {
         let uid = lock_id.to_string();
         let has_gateway = index == 0 || world.rng.chance(70);
-        lock(&world.ttlock).locks.insert(lock_id, new_lock(has_gateway));
+        lock(&world.ttlock)
+            .locks
+            .insert(lock_id, new_lock(has_gateway));
         let command = DoorCommand::RegisterDoor {
             door_uid: uid.clone(),
             lock_id,
@@ -70,7 +82,9 @@ pub fn setup(world: &mut World) {
     for index in 0..2 {
         let uid = format!("washer-{index}");
         let shelly = format!("shelly{index}");
-        lock(&world.shelly).relays.insert((shelly.clone(), 0), new_relay());
+        lock(&world.shelly)
+            .relays
+            .insert((shelly.clone(), 0), new_relay());
         let command = DeviceCommand::RegisterDevice {
             device_uid: uid.clone(),
             name: format!("Washer {index}"),
@@ -99,11 +113,22 @@ fn plan_timeline(world: &mut World) {
         let double_submit = world.rng.chance(10);
         let action = if world.rng.chance(50) {
             let door = world.doors[world.rng.pick(world.doors.len())].0.clone();
-            Action::DoorCheckout { door, double_submit }
+            Action::DoorCheckout {
+                door,
+                double_submit,
+            }
         } else {
             let device = world.devices[world.rng.pick(world.devices.len())].0.clone();
-            let plan = if world.rng.chance(50) { "short" } else { "long" };
-            Action::DeviceCheckout { device, plan: plan.into(), double_submit }
+            let plan = if world.rng.chance(50) {
+                "short"
+            } else {
+                "long"
+            };
+            Action::DeviceCheckout {
+                device,
+                plan: plan.into(),
+                double_submit,
+            }
         };
         world.at(when, action);
     }
@@ -114,12 +139,26 @@ fn plan_timeline(world: &mut World) {
         let door = world.doors[world.rng.pick(world.doors.len())].0.clone();
         let device = world.devices[world.rng.pick(world.devices.len())].0.clone();
         let action = match world.rng.range(0, 7) {
-            0 | 1 => Action::OperatorRefund { pick, partial: world.rng.chance(50), retry: None },
+            0 | 1 => Action::OperatorRefund {
+                pick,
+                partial: world.rng.chance(50),
+                retry: None,
+            },
             2 => Action::OperatorForceEnd { pick },
             3 => Action::DoorMaintenance { door, on: true },
             4 => Action::DeviceMaintenance { device, on: true },
-            5 => Action::RemovePlan { device, plan: if world.rng.chance(50) { "short".into() } else { "long".into() } },
-            _ => Action::DoorPrice { door, price: world.rng.range(300, 900) },
+            5 => Action::RemovePlan {
+                device,
+                plan: if world.rng.chance(50) {
+                    "short".into()
+                } else {
+                    "long".into()
+                },
+            },
+            _ => Action::DoorPrice {
+                door,
+                price: world.rng.range(300, 900),
+            },
         };
         world.at(when, action);
     }
@@ -129,14 +168,21 @@ fn plan_timeline(world: &mut World) {
         let pick = world.rng.next_u64();
         let device = world.devices[world.rng.pick(world.devices.len())].0.clone();
         let action = match world.rng.range(0, 9) {
-            0 => Action::ShellyOffline { device, seconds: world.rng.range(20, 180) },
+            0 => Action::ShellyOffline {
+                device,
+                seconds: world.rng.range(20, 180),
+            },
             1 => Action::ShellyReboot { device },
             2 => Action::RelayBehindBack { device },
-            3 => Action::TtlockOffline { seconds: world.rng.range(30, 300) },
+            3 => Action::TtlockOffline {
+                seconds: world.rng.range(30, 300),
+            },
             4 => Action::LapseAuthorization { pick },
             5 => Action::Dispute { pick },
             6 => Action::Crash,
-            7 => Action::ClockJump { seconds: world.rng.range(30, 600) },
+            7 => Action::ClockJump {
+                seconds: world.rng.range(30, 600),
+            },
             _ => Action::ManualRelay { device, on: true },
         };
         world.at(when, action);
@@ -147,10 +193,15 @@ impl World {
     pub fn perform(&mut self, action: Action) {
         self.trace.note(self.now, &format!("{action:?}"));
         match action {
-            Action::DoorCheckout { door, double_submit } => self.door_checkout(&door, double_submit),
-            Action::DeviceCheckout { device, plan, double_submit } => {
-                self.device_checkout(&device, &plan, double_submit)
-            }
+            Action::DoorCheckout {
+                door,
+                double_submit,
+            } => self.door_checkout(&door, double_submit),
+            Action::DeviceCheckout {
+                device,
+                plan,
+                double_submit,
+            } => self.device_checkout(&device, &plan, double_submit),
             Action::GuestPays { payment } => {
                 if let Some(intent) = self.intent_of(payment) {
                     lock(&self.stripe).pay(&intent);
@@ -165,7 +216,11 @@ impl World {
                 } else {
                     Action::CheckoutExpires { payment }
                 };
-                let delay = if retries { self.rng.range(20, 90) } else { 1800 };
+                let delay = if retries {
+                    self.rng.range(20, 90)
+                } else {
+                    1800
+                };
                 self.at(delay, next);
             }
             Action::CheckoutExpires { payment } => {
@@ -174,11 +229,24 @@ impl World {
                 }
             }
             Action::Deliver { event_id, attempt } => self.deliver(event_id, attempt),
-            Action::OperatorRefund { pick, partial, retry } => self.operator_refund(pick, partial, retry),
+            Action::OperatorRefund {
+                pick,
+                partial,
+                retry,
+            } => self.operator_refund(pick, partial, retry),
             Action::OperatorForceEnd { pick } => self.operator_force_end(pick),
             Action::DoorMaintenance { door, on } => {
-                let status = if on { DoorStatus::Maintenance } else { DoorStatus::Active };
-                let command = DoorCommand::SetDoorStatus { status, reason: "operator".into(), actor: Actor::operator("op"), at: self.now };
+                let status = if on {
+                    DoorStatus::Maintenance
+                } else {
+                    DoorStatus::Active
+                };
+                let command = DoorCommand::SetDoorStatus {
+                    status,
+                    reason: "operator".into(),
+                    actor: Actor::operator("op"),
+                    at: self.now,
+                };
                 let _ = self.door(&door, command);
                 if on {
                     let back = self.rng.range(60, 900);
@@ -186,8 +254,17 @@ impl World {
                 }
             }
             Action::DeviceMaintenance { device, on } => {
-                let status = if on { DeviceStatus::Maintenance } else { DeviceStatus::Active };
-                let command = DeviceCommand::SetDeviceStatus { status, reason: "operator".into(), actor: Actor::operator("op"), at: self.now };
+                let status = if on {
+                    DeviceStatus::Maintenance
+                } else {
+                    DeviceStatus::Active
+                };
+                let command = DeviceCommand::SetDeviceStatus {
+                    status,
+                    reason: "operator".into(),
+                    actor: Actor::operator("op"),
+                    at: self.now,
+                };
                 let _ = self.device(&device, command);
                 if on {
                     let back = self.rng.range(60, 900);
@@ -195,29 +272,68 @@ impl World {
                 }
             }
             Action::RemovePlan { device, plan } => {
-                let Some(index) = self.devices.iter().position(|(uid, _, _)| *uid == device) else { return };
-                let plans: Vec<UsagePlan> = self.devices[index].2.iter().filter(|p| p.plan_id != plan).cloned().collect();
-                let command = DeviceCommand::ChangePlans { plans, actor: Actor::operator("op"), at: self.now };
+                let Some(index) = self.devices.iter().position(|(uid, _, _)| *uid == device) else {
+                    return;
+                };
+                let plans: Vec<UsagePlan> = self.devices[index]
+                    .2
+                    .iter()
+                    .filter(|p| p.plan_id != plan)
+                    .cloned()
+                    .collect();
+                let command = DeviceCommand::ChangePlans {
+                    plans,
+                    actor: Actor::operator("op"),
+                    at: self.now,
+                };
                 let _ = self.device(&device, command);
                 let back = self.rng.range(120, 900);
                 self.at(back, Action::RestorePlans { device });
             }
             Action::RestorePlans { device } => {
-                let Some(index) = self.devices.iter().position(|(uid, _, _)| *uid == device) else { return };
+                let Some(index) = self.devices.iter().position(|(uid, _, _)| *uid == device) else {
+                    return;
+                };
                 let plans = self.devices[index].2.clone();
-                let command = DeviceCommand::ChangePlans { plans, actor: Actor::operator("op"), at: self.now };
+                let command = DeviceCommand::ChangePlans {
+                    plans,
+                    actor: Actor::operator("op"),
+                    at: self.now,
+                };
                 let _ = self.device(&device, command);
             }
-            Action::DoorPrice { door, price: amount } => {
-                let command = DoorCommand::UpdateDoor { name: None, location: None, time_zone: None, price: Some(price(amount)), access_minutes: None, actor: Actor::operator("op"), at: self.now };
+            Action::DoorPrice {
+                door,
+                price: amount,
+            } => {
+                let command = DoorCommand::UpdateDoor {
+                    name: None,
+                    location: None,
+                    time_zone: None,
+                    price: Some(price(amount)),
+                    access_minutes: None,
+                    actor: Actor::operator("op"),
+                    at: self.now,
+                };
                 let _ = self.door(&door, command);
             }
             Action::ManualRelay { device, on } => {
-                let command = DeviceCommand::SwitchRelay { on, reason: "operator switched the relay".into(), actor: Actor::operator("op"), at: self.now };
+                let command = DeviceCommand::SwitchRelay {
+                    on,
+                    reason: "operator switched the relay".into(),
+                    actor: Actor::operator("op"),
+                    at: self.now,
+                };
                 if on {
                     self.manual_on.insert(device.clone(), self.now);
                     let back = self.rng.range(30, 600);
-                    self.at(back, Action::ManualRelay { device: device.clone(), on: false });
+                    self.at(
+                        back,
+                        Action::ManualRelay {
+                            device: device.clone(),
+                            on: false,
+                        },
+                    );
                 }
                 if self.device(&device, command).is_ok() && !on {
                     self.manual_on.remove(&device);
@@ -257,14 +373,24 @@ impl World {
                 lock(&self.ttlock).offline_until = until;
             }
             Action::LapseAuthorization { pick } => {
-                let held: Vec<String> = lock(&self.stripe).intents.values().filter(|i| i.status == IntentStatus::RequiresCapture).map(|i| i.id.clone()).collect();
+                let held: Vec<String> = lock(&self.stripe)
+                    .intents
+                    .values()
+                    .filter(|i| i.status == IntentStatus::RequiresCapture)
+                    .map(|i| i.id.clone())
+                    .collect();
                 if !held.is_empty() {
                     let intent = &held[(pick % held.len() as u64) as usize];
                     lock(&self.stripe).lapse_authorization(intent);
                 }
             }
             Action::Dispute { pick } => {
-                let paid: Vec<String> = lock(&self.stripe).intents.values().filter(|i| i.status == IntentStatus::Succeeded).map(|i| i.id.clone()).collect();
+                let paid: Vec<String> = lock(&self.stripe)
+                    .intents
+                    .values()
+                    .filter(|i| i.status == IntentStatus::Succeeded)
+                    .map(|i| i.id.clone())
+                    .collect();
                 if !paid.is_empty() {
                     let intent = &paid[(pick % paid.len() as u64) as usize];
                     lock(&self.stripe).dispute(intent);
@@ -276,32 +402,62 @@ impl World {
     }
 
     fn intent_of(&self, payment: Uuid) -> Option<String> {
-        self.guests.iter().find(|g| g.payment_id == payment).map(|g| g.intent.clone())
+        self.guests
+            .iter()
+            .find(|g| g.payment_id == payment)
+            .map(|g| g.intent.clone())
     }
 
     fn door_checkout(&mut self, door_uid: &str, double_submit: bool) {
         let (door, _) = self.store.load::<latchkey_aggregates::door::Door>(door_uid);
-        let Some(amount) = door.price().filter(|_| door.is_accepting_payments()).cloned() else {
-            self.trace.note(self.now, "checkout refused: the door is not taking payments");
+        let Some(amount) = door
+            .price()
+            .filter(|_| door.is_accepting_payments())
+            .cloned()
+        else {
+            self.trace.note(
+                self.now,
+                "checkout refused: the door is not taking payments",
+            );
             return;
         };
-        let target = PaymentTarget::Door { door_uid: door_uid.to_string() };
+        let target = PaymentTarget::Door {
+            door_uid: door_uid.to_string(),
+        };
         self.checkout(target, amount, false, double_submit);
     }
 
     fn device_checkout(&mut self, device_uid: &str, plan_id: &str, double_submit: bool) {
-        let (device, _) = self.store.load::<latchkey_aggregates::device::Device>(device_uid);
-        let Some(plan) = device.plan(plan_id).filter(|_| device.is_accepting_sessions()).cloned() else {
-            self.trace.note(self.now, "checkout refused: no such plan, or the device is in maintenance");
+        let (device, _) = self
+            .store
+            .load::<latchkey_aggregates::device::Device>(device_uid);
+        let Some(plan) = device
+            .plan(plan_id)
+            .filter(|_| device.is_accepting_sessions())
+            .cloned()
+        else {
+            self.trace.note(
+                self.now,
+                "checkout refused: no such plan, or the device is in maintenance",
+            );
             return;
         };
-        let target = PaymentTarget::Device { device_uid: device_uid.to_string(), plan_id: plan_id.to_string() };
+        let target = PaymentTarget::Device {
+            device_uid: device_uid.to_string(),
+            plan_id: plan_id.to_string(),
+        };
         self.checkout(target, plan.price, true, double_submit);
     }
 
     /// The mirror of `payments::checkout`: lock the price, create the Checkout Session,
     /// remember its ids; then the guest's fate is drawn.
-    fn checkout(&mut self, target: PaymentTarget, amount: latchkey_aggregates::Money, manual: bool, double_submit: bool) {
+    fn checkout(
+        &mut self,
+        target: PaymentTarget,
+        amount: latchkey_aggregates::Money,
+        manual: bool,
+        double_submit: bool,
+    ) {
         let payment_id = self.rng.uuid();
         let start = PaymentCommand::StartCheckout {
             payment_id,
@@ -317,7 +473,8 @@ impl World {
         if double_submit {
             let _ = self.payment(payment_id, start);
         }
-        let (session, intent) = lock(&self.stripe).create_checkout(payment_id, amount.amount_minor, "eur", manual);
+        let (session, intent) =
+            lock(&self.stripe).create_checkout(payment_id, amount.amount_minor, "eur", manual);
         self.refs.insert(session.clone(), payment_id);
         self.refs.insert(intent.clone(), payment_id);
         let record = PaymentCommand::RecordCheckoutSession {
@@ -328,7 +485,11 @@ impl World {
             at: self.now,
         };
         let _ = self.payment(payment_id, record);
-        self.guests.push(Guest { payment_id, intent, device: manual });
+        self.guests.push(Guest {
+            payment_id,
+            intent,
+            device: manual,
+        });
         let fate = self.rng.range(0, 99);
         let payment = payment_id;
         match fate {
@@ -338,11 +499,23 @@ impl World {
             }
             70..=79 => {
                 let delay = self.rng.range(10, 60);
-                self.at(delay, Action::GuestDeclined { payment, retries: true });
+                self.at(
+                    delay,
+                    Action::GuestDeclined {
+                        payment,
+                        retries: true,
+                    },
+                );
             }
             80..=84 => {
                 let delay = self.rng.range(10, 60);
-                self.at(delay, Action::GuestDeclined { payment, retries: false });
+                self.at(
+                    delay,
+                    Action::GuestDeclined {
+                        payment,
+                        retries: false,
+                    },
+                );
             }
             _ => self.at(1800, Action::CheckoutExpires { payment }),
         }
@@ -354,16 +527,34 @@ impl World {
         let roll = self.rng.range(0, 99);
         if roll < 8 {
             let retry = [60, 300, 1800, 3600][(attempt as usize).min(3)];
-            self.at(retry, Action::Deliver { event_id, attempt: attempt + 1 });
+            self.at(
+                retry,
+                Action::Deliver {
+                    event_id,
+                    attempt: attempt + 1,
+                },
+            );
             return;
         }
         self.endpoint(&event_id);
         if roll < 14 {
             let retry = [60, 300, 1800, 3600][(attempt as usize).min(3)];
-            self.at(retry, Action::Deliver { event_id, attempt: attempt + 1 });
+            self.at(
+                retry,
+                Action::Deliver {
+                    event_id,
+                    attempt: attempt + 1,
+                },
+            );
         } else if roll < 18 {
             let again = self.rng.range(0, 5);
-            self.at(again, Action::Deliver { event_id, attempt: attempt + 1 });
+            self.at(
+                again,
+                Action::Deliver {
+                    event_id,
+                    attempt: attempt + 1,
+                },
+            );
         }
     }
 
@@ -376,13 +567,24 @@ impl World {
                 70..=89 => self.rng.range(3, 60),
                 _ => self.rng.range(60, 1200),
             };
-            self.at(delay, Action::Deliver { event_id, attempt: 0 });
+            self.at(
+                delay,
+                Action::Deliver {
+                    event_id,
+                    attempt: 0,
+                },
+            );
         }
     }
 
     /// `POST /api/payments/{id}/refund`: an operator refunds part or all; a request that
     /// failed at Stripe for a retryable reason is sent again with the same key.
-    fn operator_refund(&mut self, pick: u64, partial: bool, retry: Option<(Uuid, Uuid, Option<latchkey_aggregates::Money>)>) {
+    fn operator_refund(
+        &mut self,
+        pick: u64,
+        partial: bool,
+        retry: Option<(Uuid, Uuid, Option<latchkey_aggregates::Money>)>,
+    ) {
         let (payment_id, request_id, amount) = match retry {
             Some(retry) => retry,
             None => {
@@ -390,14 +592,21 @@ impl World {
                     .store
                     .payments
                     .iter()
-                    .filter(|(_, s)| matches!(s.state.status(), PaymentStatus::Succeeded | PaymentStatus::PartiallyRefunded))
+                    .filter(|(_, s)| {
+                        matches!(
+                            s.state.status(),
+                            PaymentStatus::Succeeded | PaymentStatus::PartiallyRefunded
+                        )
+                    })
                     .map(|(_, s)| s.state.payment_id().unwrap_or_default())
                     .collect();
                 if refundable.is_empty() {
                     return;
                 }
                 let payment_id = refundable[(pick % refundable.len() as u64) as usize];
-                let (payment, _) = self.store.load::<latchkey_aggregates::payment::Payment>(&payment_id.to_string());
+                let (payment, _) = self
+                    .store
+                    .load::<latchkey_aggregates::payment::Payment>(&payment_id.to_string());
                 let left = payment.refundable().map_or(0, |m| m.amount_minor);
                 let amount = (partial && left > 1).then(|| price(self.rng.range(1, left - 1)));
                 (payment_id, self.rng.uuid(), amount)
@@ -411,13 +620,29 @@ impl World {
             at: self.now,
         };
         match self.payment(payment_id, command) {
-            Err(Refusal::User(message)) if message.contains("simulated: Stripe") && self.rng.chance(80) => {
+            Err(Refusal::User(message))
+                if message.contains("simulated: Stripe") && self.rng.chance(80) =>
+            {
                 let later = self.rng.range(20, 300);
-                self.at(later, Action::OperatorRefund { pick, partial, retry: Some((payment_id, request_id, amount)) });
+                self.at(
+                    later,
+                    Action::OperatorRefund {
+                        pick,
+                        partial,
+                        retry: Some((payment_id, request_id, amount)),
+                    },
+                );
             }
             Err(Refusal::Crashed) => {
                 let later = self.rng.range(20, 300);
-                self.at(later, Action::OperatorRefund { pick, partial, retry: Some((payment_id, request_id, amount)) });
+                self.at(
+                    later,
+                    Action::OperatorRefund {
+                        pick,
+                        partial,
+                        retry: Some((payment_id, request_id, amount)),
+                    },
+                );
             }
             _ => {}
         }
@@ -435,7 +660,11 @@ impl World {
             return;
         }
         let id = live[(pick % live.len() as u64) as usize].clone();
-        let command = SessionCommand::ForceEndSession { reason: "operator".into(), actor: Actor::operator("op"), at: self.now };
+        let command = SessionCommand::ForceEndSession {
+            reason: "operator".into(),
+            actor: Actor::operator("op"),
+            at: self.now,
+        };
         let _ = self.session(&id, command);
     }
 }

@@ -79,7 +79,9 @@ impl Store {
         A: Aggregate,
         Store: Streams<A>,
     {
-        self.streams_ref().get(id).map_or(0, |stream| stream.version)
+        self.streams_ref()
+            .get(id)
+            .map_or(0, |stream| stream.version)
     }
 
     /// Appends `events` produced by a command that loaded version `expected`; `state` is

@@ -152,7 +152,11 @@ impl StripeModel {
     }
 
     fn metadata(intent: &Intent) -> Value {
-        let kind = if intent.manual_capture { "device" } else { "door" };
+        let kind = if intent.manual_capture {
+            "device"
+        } else {
+            "door"
+        };
         json!({"latchkey_payment_id": intent.payment_id.to_string(), "latchkey_kind": kind})
     }
 
@@ -193,7 +197,9 @@ impl StripeModel {
 
     /// The guest's card was declined (they may try again).
     pub fn decline(&mut self, intent_id: &str) {
-        let Some(intent) = self.intents.get(intent_id).cloned() else { return };
+        let Some(intent) = self.intents.get(intent_id).cloned() else {
+            return;
+        };
         if intent.status != IntentStatus::RequiresPaymentMethod {
             return;
         }
@@ -204,7 +210,9 @@ impl StripeModel {
 
     /// The guest paid: collected (door) or authorized for manual capture (device).
     pub fn pay(&mut self, intent_id: &str) {
-        let Some(mut intent) = self.intents.get(intent_id).cloned() else { return };
+        let Some(mut intent) = self.intents.get(intent_id).cloned() else {
+            return;
+        };
         if intent.status != IntentStatus::RequiresPaymentMethod {
             return;
         }
@@ -213,7 +221,10 @@ impl StripeModel {
             intent.amount_capturable = intent.amount;
             intent.ever_authorized = true;
             self.intents.insert(intent.id.clone(), intent.clone());
-            self.emit("checkout.session.completed", Self::session_object(&intent, "unpaid"));
+            self.emit(
+                "checkout.session.completed",
+                Self::session_object(&intent, "unpaid"),
+            );
             self.emit(
                 "payment_intent.amount_capturable_updated",
                 Self::intent_object(&intent),
@@ -225,19 +236,27 @@ impl StripeModel {
             self.intents.insert(intent.id.clone(), intent.clone());
             self.emit("charge.succeeded", Self::charge_object(&intent));
             self.emit("payment_intent.succeeded", Self::intent_object(&intent));
-            self.emit("checkout.session.completed", Self::session_object(&intent, "paid"));
+            self.emit(
+                "checkout.session.completed",
+                Self::session_object(&intent, "paid"),
+            );
         }
     }
 
     /// The guest walked away: the Checkout Session expires and its intent is cancelled.
     pub fn expire_checkout(&mut self, intent_id: &str) {
-        let Some(mut intent) = self.intents.get(intent_id).cloned() else { return };
+        let Some(mut intent) = self.intents.get(intent_id).cloned() else {
+            return;
+        };
         if intent.status != IntentStatus::RequiresPaymentMethod {
             return;
         }
         intent.status = IntentStatus::Canceled;
         self.intents.insert(intent.id.clone(), intent.clone());
-        self.emit("checkout.session.expired", Self::session_object(&intent, "unpaid"));
+        self.emit(
+            "checkout.session.expired",
+            Self::session_object(&intent, "unpaid"),
+        );
         let mut object = Self::intent_object(&intent);
         object["cancellation_reason"] = json!("abandoned");
         self.emit("payment_intent.canceled", object);
@@ -245,7 +264,9 @@ impl StripeModel {
 
     /// An uncaptured authorization lapses (Stripe cancels it after 7 days; here, sooner).
     pub fn lapse_authorization(&mut self, intent_id: &str) {
-        let Some(mut intent) = self.intents.get(intent_id).cloned() else { return };
+        let Some(mut intent) = self.intents.get(intent_id).cloned() else {
+            return;
+        };
         if intent.status != IntentStatus::RequiresCapture {
             return;
         }
@@ -259,7 +280,9 @@ impl StripeModel {
 
     /// The guest's bank opens a dispute on a collected charge.
     pub fn dispute(&mut self, intent_id: &str) {
-        let Some(mut intent) = self.intents.get(intent_id).cloned() else { return };
+        let Some(mut intent) = self.intents.get(intent_id).cloned() else {
+            return;
+        };
         if intent.status != IntentStatus::Succeeded || intent.disputed {
             return;
         }
@@ -287,14 +310,18 @@ impl StripeModel {
         act: impl FnOnce(&mut Self) -> Result<Option<String>, GatewayError>,
     ) -> Result<Option<String>, GatewayError> {
         if self.rng.chance(self.faults.unreachable) {
-            return Err(GatewayError::retryable("simulated: Stripe could not be reached"));
+            return Err(GatewayError::retryable(
+                "simulated: Stripe could not be reached",
+            ));
         }
         let answer = match self.replay(key) {
             Some(answer) => answer,
             None => {
                 let before = self.fresh.len();
                 let answer = act(self);
-                if answer.is_ok() || answer.as_ref().is_err_and(|e| e.kind != latchkey_aggregates::payment::services::GatewayErrorKind::Retryable) {
+                if answer.is_ok() || answer.as_ref().is_err_and(|e| {
+                    e.kind != latchkey_aggregates::payment::services::GatewayErrorKind::Retryable
+                }) {
                     self.idempotency.insert(key.to_string(), answer.clone());
                 }
                 if self.fresh.len() > before && self.rng.chance(self.faults.webhook_races_answer) {
@@ -305,14 +332,18 @@ impl StripeModel {
             }
         };
         if self.rng.chance(self.faults.answer_lost) {
-            return Err(GatewayError::retryable("simulated: Stripe's answer was lost (timeout)"));
+            return Err(GatewayError::retryable(
+                "simulated: Stripe's answer was lost (timeout)",
+            ));
         }
         answer
     }
 
     fn capture(&mut self, request: &CaptureRequest) -> Result<Option<String>, GatewayError> {
         let Some(mut intent) = self.intents.get(&request.payment_intent_id).cloned() else {
-            return Err(GatewayError::permanent("resource_missing: no such payment_intent"));
+            return Err(GatewayError::permanent(
+                "resource_missing: no such payment_intent",
+            ));
         };
         if intent.status != IntentStatus::RequiresCapture {
             return Err(GatewayError::permanent(
@@ -320,10 +351,14 @@ impl StripeModel {
             ));
         }
         if request.amount_to_capture.amount_minor > intent.amount_capturable {
-            return Err(GatewayError::permanent("amount_to_capture exceeds amount_capturable"));
+            return Err(GatewayError::permanent(
+                "amount_to_capture exceeds amount_capturable",
+            ));
         }
         if self.rng.chance(self.faults.capture_declined) {
-            return Err(GatewayError::permanent("card_declined: the capture was declined"));
+            return Err(GatewayError::permanent(
+                "card_declined: the capture was declined",
+            ));
         }
         if !self.started_sessions.contains(&intent.payment_id) {
             self.violations.push(format!(
@@ -341,9 +376,14 @@ impl StripeModel {
         Ok(None)
     }
 
-    fn cancel(&mut self, request: &CancelAuthorizationRequest) -> Result<Option<String>, GatewayError> {
+    fn cancel(
+        &mut self,
+        request: &CancelAuthorizationRequest,
+    ) -> Result<Option<String>, GatewayError> {
         let Some(mut intent) = self.intents.get(&request.payment_intent_id).cloned() else {
-            return Err(GatewayError::permanent("resource_missing: no such payment_intent"));
+            return Err(GatewayError::permanent(
+                "resource_missing: no such payment_intent",
+            ));
         };
         if intent.status != IntentStatus::RequiresCapture {
             return Err(GatewayError::permanent(
@@ -361,10 +401,14 @@ impl StripeModel {
 
     fn refund(&mut self, request: &RefundRequest) -> Result<Option<String>, GatewayError> {
         let Some(mut intent) = self.intents.get(&request.payment_intent_id).cloned() else {
-            return Err(GatewayError::permanent("resource_missing: no such payment_intent"));
+            return Err(GatewayError::permanent(
+                "resource_missing: no such payment_intent",
+            ));
         };
         if intent.status != IntentStatus::Succeeded {
-            return Err(GatewayError::permanent("charge_not_refundable: nothing was collected"));
+            return Err(GatewayError::permanent(
+                "charge_not_refundable: nothing was collected",
+            ));
         }
         if request.amount.amount_minor > intent.amount_received - intent.amount_refunded {
             return Err(GatewayError::permanent(
@@ -372,7 +416,9 @@ impl StripeModel {
             ));
         }
         if self.rng.chance(self.faults.refund_refused) {
-            return Err(GatewayError::permanent("charge_disputed: the refund was refused"));
+            return Err(GatewayError::permanent(
+                "charge_disputed: the refund was refused",
+            ));
         }
         let refund_id = self.next_id("re");
         intent.amount_refunded += request.amount.amount_minor;
@@ -401,7 +447,9 @@ impl StripePort {
 impl PaymentGateway for StripePort {
     async fn capture(&self, request: CaptureRequest) -> Result<(), GatewayError> {
         let key = request.idempotency_key.clone();
-        self.model().call(&key, |model| model.capture(&request)).map(|_| ())
+        self.model()
+            .call(&key, |model| model.capture(&request))
+            .map(|_| ())
     }
 
     async fn cancel_authorization(
@@ -409,7 +457,9 @@ impl PaymentGateway for StripePort {
         request: CancelAuthorizationRequest,
     ) -> Result<(), GatewayError> {
         let key = request.idempotency_key.clone();
-        self.model().call(&key, |model| model.cancel(&request)).map(|_| ())
+        self.model()
+            .call(&key, |model| model.cancel(&request))
+            .map(|_| ())
     }
 
     async fn refund(&self, request: RefundRequest) -> Result<RefundReceipt, GatewayError> {

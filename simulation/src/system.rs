@@ -37,7 +37,9 @@ impl World {
 
     pub fn device_workflow_step(&mut self) {
         let position = self.device_workflow.position;
-        let Some(entry) = self.store.journal.get(position).cloned() else { return };
+        let Some(entry) = self.store.journal.get(position).cloned() else {
+            return;
+        };
         let result = match entry.aggregate_type {
             "Payment" => self.device_on_payment(&entry),
             "Device" => self.device_on_device(&entry),
@@ -46,12 +48,22 @@ impl World {
         };
         let now = self.now;
         let checkpoint = &mut self.device_workflow;
-        advance(checkpoint, result, now, &entry, &mut self.trace, "workflow:device_sessions");
+        advance(
+            checkpoint,
+            result,
+            now,
+            &entry,
+            &mut self.trace,
+            "workflow:device_sessions",
+        );
     }
 
     fn device_on_payment(&mut self, event: &Entry) -> Reaction {
         let status = event.payload.get("status").and_then(Value::as_str);
-        let reserve = matches!(event.event_type.as_str(), "PaymentAuthorized" | "PaymentSucceeded");
+        let reserve = matches!(
+            event.event_type.as_str(),
+            "PaymentAuthorized" | "PaymentSucceeded"
+        );
         let refunded = event.event_type == "RefundRecorded" && status == Some("refunded");
         if !reserve && !refunded {
             return Ok(());
@@ -68,6 +80,9 @@ impl World {
                 at: self.now,
             };
             return tolerate(self.session(&event.aggregate_id, command));
+        }
+        if self.store.version::<DeviceSession>(&event.aggregate_id) > 0 {
+            return Ok(());
         }
         let command = DeviceCommand::ReserveDevice {
             session_id: payment_id,
@@ -86,7 +101,9 @@ impl World {
             .map(Uuid::parse_str)
             .transpose()
             .map_err(|e| format!("{e}"))?;
-        let Some(session_id) = session_id else { return Ok(()) };
+        let Some(session_id) = session_id else {
+            return Ok(());
+        };
         let queued = match event.event_type.as_str() {
             "DeviceReserved" => false,
             "DeviceReservationQueued" => true,
@@ -94,9 +111,17 @@ impl World {
         };
         let terms = self.terms(&event.aggregate_id, session_id)?;
         let command = if queued {
-            SessionCommand::QueueSession { terms, actor: Actor::System, at: self.now }
+            SessionCommand::QueueSession {
+                terms,
+                actor: Actor::System,
+                at: self.now,
+            }
         } else {
-            SessionCommand::OpenSession { terms, actor: Actor::System, at: self.now }
+            SessionCommand::OpenSession {
+                terms,
+                actor: Actor::System,
+                at: self.now,
+            }
         };
         tolerate(self.session(&session_id.to_string(), command))
     }
@@ -107,7 +132,9 @@ impl World {
             return Err(format!("payment {session_id} is not a device payment"));
         };
         let (device, _) = self.store.load::<Device>(device_uid);
-        let relay = device.relay_target().ok_or_else(|| format!("device {device_uid} has no relay"))?;
+        let relay = device
+            .relay_target()
+            .ok_or_else(|| format!("device {device_uid} has no relay"))?;
         let minutes = device
             .plan(&plan_id)
             .map(|plan| plan.minutes)
@@ -132,7 +159,9 @@ impl World {
             return Ok(());
         }
         let (session, _) = self.store.load::<DeviceSession>(&event.aggregate_id);
-        let Some(terms) = session.terms().cloned() else { return Ok(()) };
+        let Some(terms) = session.terms().cloned() else {
+            return Ok(());
+        };
         let (current, _) = self.store.load::<Payment>(&terms.payment_id.to_string());
         let authorized = current.status() == PaymentStatus::Authorized;
         if event.event_type == "SessionActivated" {
@@ -173,7 +202,9 @@ impl World {
 
     pub fn door_workflow_step(&mut self) {
         let position = self.door_workflow.position;
-        let Some(entry) = self.store.journal.get(position).cloned() else { return };
+        let Some(entry) = self.store.journal.get(position).cloned() else {
+            return;
+        };
         let result = match entry.aggregate_type {
             "Payment" => self.door_on_payment(&entry),
             "Door" => self.door_on_door(&entry),
@@ -181,14 +212,25 @@ impl World {
         };
         let now = self.now;
         let checkpoint = &mut self.door_workflow;
-        advance(checkpoint, result, now, &entry, &mut self.trace, "workflow:door_access");
+        advance(
+            checkpoint,
+            result,
+            now,
+            &entry,
+            &mut self.trace,
+            "workflow:door_access",
+        );
     }
 
     fn door_on_payment(&mut self, event: &Entry) -> Reaction {
         let payment_id: Uuid = event.aggregate_id.parse().map_err(|e| format!("{e}"))?;
         let status = event.payload.get("status").and_then(Value::as_str);
         let command = match event.event_type.as_str() {
-            "PaymentSucceeded" => DoorCommand::IssueAccessCode { payment_id, actor: Actor::System, at: self.now },
+            "PaymentSucceeded" => DoorCommand::IssueAccessCode {
+                payment_id,
+                actor: Actor::System,
+                at: self.now,
+            },
             "RefundRecorded" if status == Some("refunded") => DoorCommand::RevokeAccessCode {
                 payment_id,
                 reason: "the payment was refunded in full".to_string(),
@@ -198,7 +240,9 @@ impl World {
             _ => return Ok(()),
         };
         let (payment, _) = self.store.load::<Payment>(&event.aggregate_id);
-        let Some(door) = door_target(&payment) else { return Ok(()) };
+        let Some(door) = door_target(&payment) else {
+            return Ok(());
+        };
         tolerate(self.door(&door, command))
     }
 
@@ -214,16 +258,34 @@ impl World {
         let max = WORKFLOW_RETRY_MAX_SECONDS;
         match (event.event_type.as_str(), payment) {
             ("AccessCodeIssueFailed", Some(payment)) => {
-                if payload.get("retryable").and_then(Value::as_bool) != Some(true) || attempt >= MAX_ISSUE_ATTEMPTS {
+                if payload.get("retryable").and_then(Value::as_bool) != Some(true)
+                    || attempt >= MAX_ISSUE_ATTEMPTS
+                {
                     return Ok(());
                 }
                 let due = self.now + Duration::seconds(backoff_seconds(base, max, attempt));
-                self.schedule(format!("issue:{door}:{payment}:{attempt}"), due, Job::Issue { door, payment });
+                self.schedule(
+                    format!("issue:{door}:{payment}:{attempt}"),
+                    due,
+                    Job::Issue { door, payment },
+                );
             }
             ("AccessCodeRevocationPending", Some(payment)) => {
                 let due = self.now + Duration::seconds(backoff_seconds(base, max, attempt));
-                let reason = payload.get("reason").and_then(Value::as_str).unwrap_or("revocation retry").to_string();
-                self.schedule(format!("revoke:{door}:{payment}:{attempt}"), due, Job::Revoke { door, payment, reason });
+                let reason = payload
+                    .get("reason")
+                    .and_then(Value::as_str)
+                    .unwrap_or("revocation retry")
+                    .to_string();
+                self.schedule(
+                    format!("revoke:{door}:{payment}:{attempt}"),
+                    due,
+                    Job::Revoke {
+                        door,
+                        payment,
+                        reason,
+                    },
+                );
             }
             ("AccessCodeIssued", Some(payment)) => {
                 let valid_to = payload
@@ -231,7 +293,11 @@ impl World {
                     .cloned()
                     .and_then(|value| serde_json::from_value(value).ok())
                     .ok_or("AccessCodeIssued without valid_to")?;
-                self.schedule(format!("expire:{door}:{payment}"), valid_to, Job::Expire { door });
+                self.schedule(
+                    format!("expire:{door}:{payment}"),
+                    valid_to,
+                    Job::Expire { door },
+                );
             }
             _ => {}
         }
@@ -254,13 +320,40 @@ impl World {
                 .map(|(key, (at, attempts, job))| (*at, key.clone(), *attempts, job.clone()))
                 .collect();
             due.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-            due.into_iter().map(|(_, key, attempts, job)| (key, attempts, job)).collect()
+            due.into_iter()
+                .map(|(_, key, attempts, job)| (key, attempts, job))
+                .collect()
         };
         for (key, attempts, job) in due {
             let (door, command) = match job.clone() {
-                Job::Issue { door, payment } => (door, DoorCommand::IssueAccessCode { payment_id: payment, actor: Actor::System, at: now }),
-                Job::Revoke { door, payment, reason } => (door, DoorCommand::RevokeAccessCode { payment_id: payment, reason, actor: Actor::System, at: now }),
-                Job::Expire { door } => (door, DoorCommand::ExpireAccessCodes { actor: Actor::System, at: now }),
+                Job::Issue { door, payment } => (
+                    door,
+                    DoorCommand::IssueAccessCode {
+                        payment_id: payment,
+                        actor: Actor::System,
+                        at: now,
+                    },
+                ),
+                Job::Revoke {
+                    door,
+                    payment,
+                    reason,
+                } => (
+                    door,
+                    DoorCommand::RevokeAccessCode {
+                        payment_id: payment,
+                        reason,
+                        actor: Actor::System,
+                        at: now,
+                    },
+                ),
+                Job::Expire { door } => (
+                    door,
+                    DoorCommand::ExpireAccessCodes {
+                        actor: Actor::System,
+                        at: now,
+                    },
+                ),
             };
             let result = match self.door(&door, command) {
                 Ok(_) => Ok(()),
@@ -275,7 +368,10 @@ impl World {
                 Err(error) => {
                     let attempt = attempts + 1;
                     let retry = now + Duration::seconds(backoff_seconds(2, 300, attempt));
-                    self.trace.note(now, &format!("job {key} failed ({error}); again at {retry}"));
+                    self.trace.note(
+                        now,
+                        &format!("job {key} failed ({error}); again at {retry}"),
+                    );
                     self.jobs.insert(key, (retry, attempt, job));
                 }
             }
@@ -293,7 +389,13 @@ impl World {
         for session_id in sessions {
             let (mut session, _) = self.store.load::<DeviceSession>(&session_id);
             if just_started && decide(&session, now) != Decision::NotLive {
-                let _ = self.session(&session_id, SessionCommand::CheckRelay { actor: Actor::System, at: now });
+                let _ = self.session(
+                    &session_id,
+                    SessionCommand::CheckRelay {
+                        actor: Actor::System,
+                        at: now,
+                    },
+                );
                 session = self.store.load::<DeviceSession>(&session_id).0;
             }
             let retry_at = self.reconciler.retry.get(&session_id).map(|(_, at)| *at);
@@ -316,22 +418,38 @@ impl World {
                     actor: Actor::System,
                     at: now,
                 },
-                Decision::SwitchOn => SessionCommand::SwitchRelayOn { actor: Actor::System, at: now },
-                Decision::Finish => SessionCommand::FinishSession { actor: Actor::System, at: now },
+                Decision::SwitchOn => SessionCommand::SwitchRelayOn {
+                    actor: Actor::System,
+                    at: now,
+                },
+                Decision::Finish => SessionCommand::FinishSession {
+                    actor: Actor::System,
+                    at: now,
+                },
             };
             let outcome = self.session(&session_id, command);
             let (after, _) = self.store.load::<DeviceSession>(&session_id);
             let stuck = match outcome {
                 Ok(_) | Err(Refusal::User(_)) => {
                     after.last_relay_error().is_some()
-                        && matches!(after.state(), Some(SessionState::Opened | SessionState::Finishing))
+                        && matches!(
+                            after.state(),
+                            Some(SessionState::Opened | SessionState::Finishing)
+                        )
                 }
                 Err(_) => true,
             };
             if stuck {
-                let failures = self.reconciler.retry.get(&session_id).map_or(0, |(n, _)| *n) + 1;
+                let failures = self
+                    .reconciler
+                    .retry
+                    .get(&session_id)
+                    .map_or(0, |(n, _)| *n)
+                    + 1;
                 let at = now + Duration::seconds(backoff_seconds(2, 30, failures));
-                self.reconciler.retry.insert(session_id.clone(), (failures, at));
+                self.reconciler
+                    .retry
+                    .insert(session_id.clone(), (failures, at));
                 next_due = earliest(next_due, Some(at));
                 next_due = earliest(next_due, after.grace_ends_at());
             } else {
@@ -346,6 +464,7 @@ impl World {
             .is_none_or(|last| now >= last + Duration::seconds(SWEEP_INTERVAL_SECONDS));
         if sweep_due {
             self.reconciler.last_sweep = Some(now);
+            self.trace.note(now, "sweep");
             self.sweep();
         }
         self.reconciler.next_pass = Some(next_due.max(now + Duration::milliseconds(10)));
@@ -361,14 +480,24 @@ impl World {
             .collect();
         for device_uid in free {
             let (device, _) = self.store.load::<Device>(&device_uid);
-            let Some(target) = device.relay_target() else { continue };
+            let Some(target) = device.relay_target() else {
+                continue;
+            };
             if device.relay_is_on() == Some(true) {
                 continue;
             }
-            let status = futures::executor::block_on(
-                self.session_services_relay().status(target),
-            );
-            if !status.is_ok_and(|outcome| outcome.is_on) {
+            let status = futures::executor::block_on(self.session_services_relay().status(target));
+            let on = match status {
+                Ok(outcome) => outcome.is_on,
+                Err(error) => {
+                    self.trace.note(
+                        self.now,
+                        &format!("sweep: could not read the relay of {device_uid}: {error}"),
+                    );
+                    continue;
+                }
+            };
+            if !on {
                 continue;
             }
             let command = DeviceCommand::SwitchRelay {
@@ -409,8 +538,17 @@ fn advance(
             checkpoint.failures += 1;
             let pause = backoff_seconds(1, 30, checkpoint.failures);
             checkpoint.not_before = Some(now + Duration::seconds(pause));
-            trace.note(now, &format!("{name} failed on #{} {}: {error}", entry.position, entry.event_type));
-            checkpoint.last_error = Some(format!("#{} {} {}: {error}", entry.position, entry.event_type, entry.aggregate_id));
+            trace.note(
+                now,
+                &format!(
+                    "{name} failed on #{} {}: {error}",
+                    entry.position, entry.event_type
+                ),
+            );
+            checkpoint.last_error = Some(format!(
+                "#{} {} {}: {error}",
+                entry.position, entry.event_type, entry.aggregate_id
+            ));
         }
     }
 }

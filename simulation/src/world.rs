@@ -46,28 +46,83 @@ pub enum Refusal {
 /// What the timed queue holds.
 #[derive(Clone, Debug)]
 pub enum Action {
-    DoorCheckout { door: String, double_submit: bool },
-    DeviceCheckout { device: String, plan: String, double_submit: bool },
-    GuestPays { payment: Uuid },
-    GuestDeclined { payment: Uuid, retries: bool },
-    CheckoutExpires { payment: Uuid },
-    Deliver { event_id: String, attempt: u32 },
-    OperatorRefund { pick: u64, partial: bool, retry: Option<(Uuid, Uuid, Option<Money>)> },
-    OperatorForceEnd { pick: u64 },
-    DoorMaintenance { door: String, on: bool },
-    DeviceMaintenance { device: String, on: bool },
-    RemovePlan { device: String, plan: String },
-    RestorePlans { device: String },
-    DoorPrice { door: String, price: i64 },
-    ManualRelay { device: String, on: bool },
-    ShellyOffline { device: String, seconds: i64 },
-    ShellyReboot { device: String },
-    RelayBehindBack { device: String },
-    TtlockOffline { seconds: i64 },
-    LapseAuthorization { pick: u64 },
-    Dispute { pick: u64 },
+    DoorCheckout {
+        door: String,
+        double_submit: bool,
+    },
+    DeviceCheckout {
+        device: String,
+        plan: String,
+        double_submit: bool,
+    },
+    GuestPays {
+        payment: Uuid,
+    },
+    GuestDeclined {
+        payment: Uuid,
+        retries: bool,
+    },
+    CheckoutExpires {
+        payment: Uuid,
+    },
+    Deliver {
+        event_id: String,
+        attempt: u32,
+    },
+    OperatorRefund {
+        pick: u64,
+        partial: bool,
+        retry: Option<(Uuid, Uuid, Option<Money>)>,
+    },
+    OperatorForceEnd {
+        pick: u64,
+    },
+    DoorMaintenance {
+        door: String,
+        on: bool,
+    },
+    DeviceMaintenance {
+        device: String,
+        on: bool,
+    },
+    RemovePlan {
+        device: String,
+        plan: String,
+    },
+    RestorePlans {
+        device: String,
+    },
+    DoorPrice {
+        door: String,
+        price: i64,
+    },
+    ManualRelay {
+        device: String,
+        on: bool,
+    },
+    ShellyOffline {
+        device: String,
+        seconds: i64,
+    },
+    ShellyReboot {
+        device: String,
+    },
+    RelayBehindBack {
+        device: String,
+    },
+    TtlockOffline {
+        seconds: i64,
+    },
+    LapseAuthorization {
+        pick: u64,
+    },
+    Dispute {
+        pick: u64,
+    },
     Crash,
-    ClockJump { seconds: i64 },
+    ClockJump {
+        seconds: i64,
+    },
 }
 
 /// The webhook inbox row (the mirror of `store::inbox`).
@@ -98,9 +153,18 @@ pub struct Checkpoint {
 
 #[derive(Clone, Debug)]
 pub enum Job {
-    Issue { door: String, payment: Uuid },
-    Revoke { door: String, payment: Uuid, reason: String },
-    Expire { door: String },
+    Issue {
+        door: String,
+        payment: Uuid,
+    },
+    Revoke {
+        door: String,
+        payment: Uuid,
+        reason: String,
+    },
+    Expire {
+        door: String,
+    },
 }
 
 #[derive(Clone, Debug, Default)]
@@ -170,7 +234,10 @@ pub fn epoch() -> DateTime<Utc> {
 }
 
 fn eur(amount: i64) -> Money {
-    Money::new(amount, Currency::parse("eur").unwrap_or_else(|_| unreachable!()))
+    Money::new(
+        amount,
+        Currency::parse("eur").unwrap_or_else(|_| unreachable!()),
+    )
 }
 
 impl World {
@@ -179,7 +246,11 @@ impl World {
         let stripe_faults = crate::scenario::stripe_faults(&mut rng);
         let lock_faults = crate::scenario::device_faults(&mut rng);
         let relay_faults = crate::scenario::device_faults(&mut rng);
-        let crash_percent_per_mille = if rng.chance(40) { rng.range(1, 15) as u32 } else { 0 };
+        let crash_percent_per_mille = if rng.chance(40) {
+            rng.range(1, 15) as u32
+        } else {
+            0
+        };
         let stripe = Arc::new(Mutex::new(StripeModel::new(rng.fork(1), stripe_faults)));
         let ttlock = Arc::new(Mutex::new(TtlockModel::new(rng.fork(2), lock_faults)));
         let shelly = Arc::new(Mutex::new(ShellyModel::new(rng.fork(3), relay_faults)));
@@ -255,14 +326,21 @@ impl World {
         for _ in 0..latchkey::cqrs::CONFLICT_ATTEMPTS_MAX {
             let (mut state, version) = self.store.load::<A>(id);
             let sink = EventSink::default();
-            let handled = futures::executor::block_on(state.handle(command.clone(), services, &sink));
+            let handled =
+                futures::executor::block_on(state.handle(command.clone(), services, &sink));
             let events = futures::executor::block_on(sink.collect());
             self.deliver_racing_webhooks();
             if let Err(error) = handled {
                 return Err(Refusal::User(error.to_string()));
             }
-            if !events.is_empty() && self.rng.next_u64() % 1000 < u64::from(self.crash_percent_per_mille) {
-                self.crash(&format!("before appending {} events to {} {id}", events.len(), A::TYPE));
+            if !events.is_empty()
+                && self.rng.next_u64() % 1000 < u64::from(self.crash_percent_per_mille)
+            {
+                self.crash(&format!(
+                    "before appending {} events to {} {id}",
+                    events.len(),
+                    A::TYPE
+                ));
                 return Err(Refusal::Crashed);
             }
             if let Some(entries) = self.store.commit(id, version, state, events) {
@@ -272,7 +350,10 @@ impl World {
                 self.sync_started_sessions(&entries);
                 return Ok(entries);
             }
-            self.trace.note(self.now, &format!("conflict on {} {id}; re-running the command", A::TYPE));
+            self.trace.note(
+                self.now,
+                &format!("conflict on {} {id}; re-running the command", A::TYPE),
+            );
         }
         Err(Refusal::Conflict)
     }
@@ -316,7 +397,8 @@ impl World {
     /// The process dies: what lived only in memory is gone; the journal, the inbox, the
     /// checkpoints and the scheduled jobs survive.
     pub fn crash(&mut self, at_point: &str) {
-        self.trace.note(self.now, &format!("CRASH {at_point}; restarting"));
+        self.trace
+            .note(self.now, &format!("CRASH {at_point}; restarting"));
         self.reconciler = ReconcilerState {
             just_started: true,
             ..Default::default()
@@ -329,7 +411,10 @@ impl World {
     fn deliver_racing_webhooks(&mut self) {
         let racing: Vec<String> = std::mem::take(&mut lock(&self.stripe).racing);
         for event_id in racing {
-            self.trace.note(self.now, &format!("webhook {event_id} races the call that caused it"));
+            self.trace.note(
+                self.now,
+                &format!("webhook {event_id} races the call that caused it"),
+            );
             if self.endpoint(&event_id) {
                 self.process_delivery(&event_id);
             }
@@ -339,10 +424,14 @@ impl World {
     /// `POST /api/stripe/webhook`: store durably, then answer 2xx. Returns whether the
     /// delivery is in the inbox.
     pub fn endpoint(&mut self, event_id: &str) -> bool {
-        if latchkey_aggregates::planted::active(latchkey_aggregates::planted::Bug::WebhookAckedBeforeDurable) {
+        if latchkey_aggregates::planted::active(
+            latchkey_aggregates::planted::Bug::WebhookAckedBeforeDurable,
+        ) {
             self.acked.insert(event_id.to_string());
             if self.rng.chance(20) {
-                self.crash(&format!("after acknowledging {event_id}, before storing it"));
+                self.crash(&format!(
+                    "after acknowledging {event_id}, before storing it"
+                ));
                 return false;
             }
         }
@@ -360,14 +449,20 @@ impl World {
 
     /// One processing attempt of one delivery (the mirror of `stripe_facts::apply`).
     pub fn process_delivery(&mut self, event_id: &str) {
-        let Some(event) = lock(&self.stripe).event(event_id).cloned() else { return };
-        let Some(row) = self.inbox.get(event_id).cloned() else { return };
+        let Some(event) = lock(&self.stripe).event(event_id).cloned() else {
+            return;
+        };
+        let Some(row) = self.inbox.get(event_id).cloned() else {
+            return;
+        };
         if matches!(row.status, InboxStatus::Processed | InboxStatus::Ignored) {
             return;
         }
         let outcome = self.apply_stripe_event(&event);
         let now = self.now;
-        let Some(row) = self.inbox.get_mut(event_id) else { return };
+        let Some(row) = self.inbox.get_mut(event_id) else {
+            return;
+        };
         row.attempts += 1;
         match outcome {
             Ok(true) => row.status = InboxStatus::Processed,
@@ -380,14 +475,18 @@ impl World {
             }
         }
         let status = row.status;
-        self.trace.note(now, &format!("inbox {event_id}: {status:?}"));
+        self.trace
+            .note(now, &format!("inbox {event_id}: {status:?}"));
     }
 
     /// `Ok(true)` applied, `Ok(false)` ignored, `Err` retry later.
     fn apply_stripe_event(&mut self, event: &Value) -> Result<bool, String> {
         let (references, command) = match translate(event, self.now) {
             Err(_) | Ok(Translation::Ignore { .. }) => return Ok(false),
-            Ok(Translation::Apply { references, command }) => (references, command),
+            Ok(Translation::Apply {
+                references,
+                command,
+            }) => (references, command),
         };
         let found = references.iter().find_map(|reference| match reference {
             PaymentReference::PaymentId(id) => Some(*id),
@@ -397,9 +496,13 @@ impl World {
         });
         let Some(payment_id) = found else {
             return match references.first() {
-                Some(PaymentReference::Charge(_)) => Err("no payment known yet for the charge".into()),
+                Some(PaymentReference::Charge(_)) => {
+                    Err("no payment known yet for the charge".into())
+                }
                 Some(PaymentReference::PaymentIntent(_))
-                    if references.iter().any(|r| matches!(r, PaymentReference::Charge(_))) =>
+                    if references
+                        .iter()
+                        .any(|r| matches!(r, PaymentReference::Charge(_))) =>
                 {
                     Err("no payment known yet for the payment intent".into())
                 }
@@ -408,13 +511,19 @@ impl World {
         };
         let object = &event["data"]["object"];
         for field in ["id", "payment_intent", "latest_charge", "charge"] {
-            if let Some(id) = object.get(field).and_then(Value::as_str).filter(|id| !id.is_empty()) {
+            if let Some(id) = object
+                .get(field)
+                .and_then(Value::as_str)
+                .filter(|id| !id.is_empty())
+            {
                 self.refs.entry(id.to_string()).or_insert(payment_id);
             }
         }
         match self.payment(payment_id, command) {
             Ok(_) => Ok(true),
-            Err(Refusal::User(message)) if message == PaymentError::NotStarted.to_string() => Ok(false),
+            Err(Refusal::User(message)) if message == PaymentError::NotStarted.to_string() => {
+                Ok(false)
+            }
             Err(Refusal::User(message)) => Err(format!("the ledger refused this fact: {message}")),
             Err(other) => Err(format!("could not record the fact: {other:?}")),
         }
@@ -427,7 +536,10 @@ pub fn backoff_seconds(base: i64, max: i64, attempt: u32) -> i64 {
     base.saturating_mul(factor).min(max)
 }
 
-pub fn relay_key(devices: &[(String, String, Vec<UsagePlan>)], device: &str) -> Option<(String, u32)> {
+pub fn relay_key(
+    devices: &[(String, String, Vec<UsagePlan>)],
+    device: &str,
+) -> Option<(String, u32)> {
     devices
         .iter()
         .find(|(uid, _, _)| uid == device)

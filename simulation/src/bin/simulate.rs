@@ -18,11 +18,21 @@ struct Args {
 }
 
 fn parse() -> Result<Args, String> {
-    let mut args = Args { seeds: 100, from: 0, trace: false, bug: None, threads: 2, verbose: false };
+    let mut args = Args {
+        seeds: 100,
+        from: 0,
+        trace: false,
+        bug: None,
+        threads: 2,
+        verbose: false,
+    };
     let mut words = std::env::args().skip(1);
     while let Some(word) = words.next() {
         let mut value = |name: &str| words.next().ok_or(format!("{name} needs a value"));
-        let number = |text: String, name: &str| text.parse::<u64>().map_err(|_| format!("{name} takes a whole number, not {text:?}"));
+        let number = |text: String, name: &str| {
+            text.parse::<u64>()
+                .map_err(|_| format!("{name} takes a whole number, not {text:?}"))
+        };
         match word.as_str() {
             "--seeds" => args.seeds = number(value("--seeds")?, "--seeds")?,
             "--from" => args.from = number(value("--from")?, "--from")?,
@@ -64,25 +74,41 @@ fn main() -> ExitCode {
     };
     let started = Instant::now();
     let seeds: Vec<u64> = (args.from..args.from + args.seeds).collect();
-    let threads = if args.trace { 1 } else { args.threads.min(args.seeds.max(1)) };
+    let threads = if args.trace {
+        1
+    } else {
+        args.threads.min(args.seeds.max(1))
+    };
     let bug = args.bug;
     let trace = args.trace;
     let mut outcomes: Vec<latchkey_simulation::Outcome> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|worker| {
-                let mine: Vec<u64> = seeds.iter().copied().filter(|seed| seed % threads == worker).collect();
+                let mine: Vec<u64> = seeds
+                    .iter()
+                    .copied()
+                    .filter(|seed| seed % threads == worker)
+                    .collect();
                 scope.spawn(move || {
                     #[cfg(feature = "planted-bugs")]
                     latchkey_aggregates::planted::plant(bug);
                     let _ = bug;
-                    mine.into_iter().map(|seed| latchkey_simulation::run(seed, trace)).collect::<Vec<_>>()
+                    mine.into_iter()
+                        .map(|seed| latchkey_simulation::run(seed, trace))
+                        .collect::<Vec<_>>()
                 })
             })
             .collect();
-        handles.into_iter().flat_map(|handle| handle.join().unwrap_or_default()).collect()
+        handles
+            .into_iter()
+            .flat_map(|handle| handle.join().unwrap_or_default())
+            .collect()
     });
     outcomes.sort_by_key(|outcome| outcome.seed);
-    let bug_flag = args.bug.map(|bug| format!(" --bug {}", bug.name())).unwrap_or_default();
+    let bug_flag = args
+        .bug
+        .map(|bug| format!(" --bug {}", bug.name()))
+        .unwrap_or_default();
     let mut failed = 0;
     for outcome in &outcomes {
         if outcome.failed() {
@@ -108,7 +134,10 @@ fn main() -> ExitCode {
         outcomes.len(),
         outcomes.len() as f64 / elapsed.max(1e-9)
     );
-    println!("simulated {} seeds, {failed} failed, trace hash of the last run {last:016x}", outcomes.len());
+    println!(
+        "simulated {} seeds, {failed} failed, trace hash of the last run {last:016x}",
+        outcomes.len()
+    );
     if failed > 0 {
         ExitCode::FAILURE
     } else {
