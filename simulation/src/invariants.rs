@@ -142,7 +142,7 @@ impl World {
 
     fn check_door_codes(&mut self) {
         let now = self.now;
-        let mut due: Vec<Uuid> = Vec::new();
+        let mut due: Vec<(Uuid, &str)> = Vec::new();
         for stream in self.store.payments.values() {
             let payment = &stream.state;
             let Some(id) = payment.payment_id() else {
@@ -150,10 +150,10 @@ impl World {
             };
             let fully_refunded = payment.status() == PaymentStatus::Refunded;
             if fully_refunded || payment.is_disputed() {
-                due.push(id);
+                due.push((id, if fully_refunded { "refunded" } else { "disputed" }));
             }
         }
-        for id in due {
+        for (id, why) in due {
             let since = *self.checks.must_revoke_since.entry(id).or_insert(now);
             if now - since <= Duration::seconds(REVOKE_MAX_SECONDS) {
                 continue;
@@ -167,7 +167,7 @@ impl World {
             });
             if live {
                 self.violation(format!(
-                    "access: live door code for refunded or disputed payment {id} since {since}"
+                    "access: live door code for {why} payment {id} since {since}"
                 ));
             }
         }
@@ -207,8 +207,9 @@ impl World {
                 ));
             }
             if intent.status == IntentStatus::RequiresCapture {
+                let session = self.access_of(&intent);
                 self.violation(format!(
-                    "money: authorization of payment {id} neither captured nor released ({})",
+                    "money: authorization of payment {id} neither captured nor released (payment {}, {session})",
                     payment.status()
                 ));
             }
@@ -291,10 +292,31 @@ impl World {
                     "door"
                 };
                 self.violation(format!(
-                    "guests: {kind} payment {id} paid but neither served nor made whole"
+                    "guests: {kind} payment {id} paid but neither served nor made whole ({})",
+                    self.access_of(&intent)
                 ));
             }
         }
+    }
+
+    /// What the guest got: the session's state, or the door code's.
+    fn access_of(&self, intent: &crate::stripe::Intent) -> String {
+        let id = intent.payment_id;
+        if intent.manual_capture {
+            let (session, _) = self
+                .store
+                .load::<latchkey_aggregates::session::DeviceSession>(&id.to_string());
+            return session
+                .state()
+                .map_or("no session".to_string(), |state| format!("session {state:?}"));
+        }
+        self.store
+            .doors
+            .values()
+            .find_map(|door| door.state.access_code(id))
+            .map_or("no code requested".to_string(), |code| {
+                format!("code {:?}", code.state)
+            })
     }
 
     fn check_ledger(&mut self) {

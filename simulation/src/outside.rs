@@ -78,9 +78,26 @@ impl TtlockModel {
         let Some(lock) = self.locks.get_mut(&request.lock_id) else {
             return Err(LockError::permanent("simulated: no such lock (-4043)"));
         };
+        let remotely_revocable = lock.has_gateway;
+        // The adapter derives the code from `latchkey-access-<payment>` and, when TTLock
+        // answers "duplicate", reuses the grant it finds (`find_same_grant`): a retry after
+        // a lost answer gets the passcode the first attempt created.
+        let existing = lock
+            .passcodes
+            .iter()
+            .find(|(_, code)| code.payment_id == request.payment_id && !code.deleted)
+            .map(|(id, code)| (*id, code.valid_to));
+        if let Some((passcode_id, valid_to)) = existing {
+            return Ok(IssuedPasscode {
+                passcode_id,
+                code: format!("{:08}", passcode_id * 7919 % 100_000_000),
+                valid_from: request.valid_from,
+                valid_to,
+                remotely_revocable,
+            });
+        }
         self.next_passcode += 1;
         let passcode_id = self.next_passcode;
-        let remotely_revocable = lock.has_gateway;
         lock.passcodes.insert(
             passcode_id,
             Passcode {

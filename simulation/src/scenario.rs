@@ -287,8 +287,11 @@ impl World {
                     at: self.now,
                 };
                 let _ = self.device(&device, command);
-                let back = self.rng.range(120, 900);
-                self.at(back, Action::RestorePlans { device });
+                // Half the time the plan is gone for good (a catalogue edit, not a pause).
+                if self.rng.chance(50) {
+                    let back = self.rng.range(120, 900);
+                    self.at(back, Action::RestorePlans { device });
+                }
             }
             Action::RestorePlans { device } => {
                 let Some(index) = self.devices.iter().position(|(uid, _, _)| *uid == device) else {
