@@ -34,7 +34,7 @@ pub const REVOKE_MAX_SECONDS: i64 = 1200;
 #[derive(Default)]
 pub struct Tracking {
     pub unpaid_on_since: BTreeMap<String, DateTime<Utc>>,
-    pub must_revoke_since: BTreeMap<Uuid, DateTime<Utc>>,
+    pub must_revoke_since: BTreeMap<(Uuid, &'static str), DateTime<Utc>>,
     pub behind_back: BTreeMap<String, DateTime<Utc>>,
 }
 
@@ -142,7 +142,7 @@ impl World {
 
     fn check_door_codes(&mut self) {
         let now = self.now;
-        let mut due: Vec<(Uuid, &str)> = Vec::new();
+        let mut due: Vec<(Uuid, &'static str)> = Vec::new();
         for stream in self.store.payments.values() {
             let payment = &stream.state;
             let Some(id) = payment.payment_id() else {
@@ -150,11 +150,22 @@ impl World {
             };
             let fully_refunded = payment.status() == PaymentStatus::Refunded;
             if fully_refunded || payment.is_disputed() {
-                due.push((id, if fully_refunded { "refunded" } else { "disputed" }));
+                due.push((
+                    id,
+                    if fully_refunded {
+                        "refunded"
+                    } else {
+                        "disputed"
+                    },
+                ));
             }
         }
         for (id, why) in due {
-            let since = *self.checks.must_revoke_since.entry(id).or_insert(now);
+            let since = *self
+                .checks
+                .must_revoke_since
+                .entry((id, why))
+                .or_insert(now);
             if now - since <= Duration::seconds(REVOKE_MAX_SECONDS) {
                 continue;
             }
@@ -306,9 +317,9 @@ impl World {
             let (session, _) = self
                 .store
                 .load::<latchkey_aggregates::session::DeviceSession>(&id.to_string());
-            return session
-                .state()
-                .map_or("no session".to_string(), |state| format!("session {state:?}"));
+            return session.state().map_or("no session".to_string(), |state| {
+                format!("session {state:?}")
+            });
         }
         self.store
             .doors

@@ -193,3 +193,73 @@ fn step(world: &mut World, subsystem: Subsystem) {
         Subsystem::Reconciler => world.reconciler_step(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_seed_gives_the_same_trace_hash() {
+        for seed in 0..20 {
+            let first = run(seed, false);
+            let second = run(seed, false);
+            assert_eq!(first.trace_hash, second.trace_hash, "seed {seed}");
+            assert_eq!(first.violations, second.violations, "seed {seed}");
+            assert!(first.events > 10, "seed {seed} did something");
+        }
+        assert_ne!(run(1, false).trace_hash, run(2, false).trace_hash);
+    }
+}
+
+/// Each planted bug is found within 1,000 seeds, by the invariant it breaks. Run with
+/// `cargo test -p latchkey-simulation --features planted-bugs`.
+#[cfg(all(test, feature = "planted-bugs"))]
+mod planted_bugs {
+    use latchkey_aggregates::planted::{plant, Bug};
+
+    use super::run;
+
+    /// The first seed below 1,000 whose run breaks the invariant `signature` names.
+    fn first_failing_seed(bug: Bug, signature: &str) -> Option<u64> {
+        plant(Some(bug));
+        let found = (0..1000).find(|seed| {
+            run(*seed, false)
+                .violations
+                .iter()
+                .any(|violation| violation.contains(signature))
+        });
+        plant(None);
+        if let Some(seed) = found {
+            println!("{}: first failing seed {seed}", bug.name());
+        }
+        found
+    }
+
+    #[test]
+    fn refund_double_count_is_found() {
+        assert!(first_failing_seed(Bug::RefundDoubleCount, "is still refundable").is_some());
+    }
+
+    #[test]
+    fn capture_failure_dropped_is_found() {
+        let signature = "neither captured nor released (payment authorized, session Completed)";
+        assert!(first_failing_seed(Bug::CaptureFailureDropped, signature).is_some());
+    }
+
+    #[test]
+    fn hold_kept_after_session_failed_is_found() {
+        let signature = "neither captured nor released (payment authorized, session Failed)";
+        assert!(first_failing_seed(Bug::HoldKeptAfterSessionFailed, signature).is_some());
+    }
+
+    #[test]
+    fn relay_left_on_at_the_end_is_found() {
+        assert!(first_failing_seed(Bug::RelayLeftOnAtEnd, "still ON more than").is_some());
+    }
+
+    #[test]
+    fn webhook_acknowledged_before_durable_is_found() {
+        let signature = "acknowledged but not in the inbox";
+        assert!(first_failing_seed(Bug::WebhookAckedBeforeDurable, signature).is_some());
+    }
+}

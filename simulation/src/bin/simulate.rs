@@ -110,6 +110,7 @@ fn main() -> ExitCode {
         .map(|bug| format!(" --bug {}", bug.name()))
         .unwrap_or_default();
     let mut failed = 0;
+    let _ = std::io::Write::flush(&mut std::io::stdout());
     for outcome in &outcomes {
         if outcome.failed() {
             failed += 1;
