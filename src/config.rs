@@ -371,12 +371,15 @@ impl Settings {
     }
 }
 
-/// A positive whole number.
-fn positive(value: Option<&str>, variable: &'static str, default: u64) -> Result<u64, ConfigError> {
+/// A positive whole number (a count of events, seconds, connections, requests…).
+fn positive<T>(value: Option<&str>, variable: &'static str, default: T) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + From<u8>,
+{
     match value {
         None => Ok(default),
-        Some(raw) => match raw.parse::<u64>() {
-            Ok(count) if count > 0 => Ok(count),
+        Some(raw) => match raw.parse::<T>() {
+            Ok(count) if count > T::from(0) => Ok(count),
             _ => Err(ConfigError {
                 variable,
                 reason: format!("{raw:?} is not a positive whole number"),
@@ -409,25 +412,6 @@ fn minutes(
 /// A comma-separated list of CIDR ranges.
 fn cidrs(value: &str, variable: &'static str) -> Result<Vec<crate::net_policy::Cidr>, ConfigError> {
     crate::net_policy::parse_cidrs(value).map_err(|reason| ConfigError { variable, reason })
-}
-
-/// A positive whole number.
-fn positive(
-    value: Option<&str>,
-    variable: &'static str,
-    default: usize,
-) -> Result<usize, ConfigError> {
-    match value {
-        None => Ok(default),
-        Some(raw) => raw
-            .parse::<usize>()
-            .ok()
-            .filter(|count| *count > 0)
-            .ok_or_else(|| ConfigError {
-                variable,
-                reason: format!("{raw:?} is not a positive whole number"),
-            }),
-    }
 }
 
 /// A brand name fits in a page header: at most 80 characters, no control characters.

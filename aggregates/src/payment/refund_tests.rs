@@ -47,6 +47,7 @@ fn paid(amount: i64) -> Vec<PaymentEvent> {
             },
             price: eur(amount),
             guest_email: "guest@example.com".to_owned(),
+            offer: None,
             at: at(0),
         },
         PaymentEvent::PaymentSucceeded {
