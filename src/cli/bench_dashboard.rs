@@ -147,7 +147,7 @@ async fn log_in(database: &crate::store::Database) -> anyhow::Result<String> {
     )
     .await
     .map_err(|error| anyhow::anyhow!("creating the benchmark user: {error}"))?;
-    users::begin_totp(database, &user.user_id, "JBSWY3DPEHPK3PXP").await?;
+    users::begin_totp(database, &user.user_id, "JBSWY3DPEHPK3PXP", None).await?;
     users::confirm_totp(database, &user.user_id, 1, &[]).await?;
     let (cookie, _) = sessions::create(database, &user.user_id, SessionStage::Full).await?;
     Ok(format!("{}={cookie}", sessions::COOKIE_NAME))
@@ -219,7 +219,7 @@ fn print_results(results: &[(u64, Vec<Timing>)]) {
     }
 }
 
-async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<String> {
+pub(super) async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<String> {
     let mut conn = sqlx::PgConnection::connect(admin_url)
         .await
         .with_context(|| {
@@ -233,7 +233,7 @@ async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<String> 
     Ok(url.to_string())
 }
 
-async fn drop_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
+pub(super) async fn drop_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
     let mut conn = sqlx::PgConnection::connect(admin_url).await?;
     sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .execute(&mut conn)

@@ -13,7 +13,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::{
     audit, catalogue, checkout, devices, doors, health_modules, journal_api, operator_actions,
-    payments, reports, sessions, stripe_webhook, AppState,
+    parked, payments, reports, sessions, stripe_webhook, AppState,
 };
 
 pub fn router() -> Router<AppState> {
@@ -52,6 +52,10 @@ pub struct ErrorDetail {
         journal_api::events,
         journal_api::aggregate_state,
         journal_api::verify,
+        journal_api::list_checkpoints,
+        journal_api::public_key,
+        journal_api::inclusion_proof,
+        journal_api::consistency_proof,
         operator_actions::refund,
         operator_actions::force_end,
         operator_actions::sync_doors,
@@ -73,6 +77,9 @@ pub struct ErrorDetail {
         stripe_webhook::get_diagnostics,
         stripe_webhook::run_catch_up,
         health_modules::modules,
+        parked::list,
+        parked::retry,
+        parked::skip,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&BearerAuth),

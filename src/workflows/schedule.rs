@@ -218,6 +218,8 @@ async fn run(buses: &Buses, job: &Job) -> anyhow::Result<()> {
                 payment_id,
                 actor: Actor::System,
                 at: Utc::now(),
+                // A retry: the Door reuses the minutes its first request recorded.
+                locked_minutes: None,
             },
         ),
         Job::RevokeAccessCode {

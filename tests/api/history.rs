@@ -367,6 +367,7 @@ impl History {
             guest_email: email,
             actor: Actor::Guest,
             at,
+            offer: None,
         };
         pay(bus, id, start).await;
         let session = PaymentCommand::RecordCheckoutSession {
@@ -474,6 +475,7 @@ impl History {
                 payment_id: id,
                 actor: Actor::System,
                 at,
+                locked_minutes: None,
             };
             self.door(door.uid, command).await;
         }
@@ -481,6 +483,7 @@ impl History {
             payment_id: id,
             actor: Actor::System,
             at: at + Duration::seconds(10),
+            locked_minutes: None,
         };
         self.door(door.uid, command).await;
         if self.rng.gen_bool(0.3) {

@@ -23,7 +23,8 @@ use uuid::Uuid;
 use super::commands::{PaymentCommand, RefundSubmissionOutcome};
 use super::error::PaymentError;
 use super::events::{
-    PaymentEvent, PaymentKind, PaymentStatus, PaymentTarget, StripeEventRef, StripeReport,
+    LockedOffer, PaymentEvent, PaymentKind, PaymentStatus, PaymentTarget, StripeEventRef,
+    StripeReport,
 };
 use super::refunds::{
     refund_idempotency_key, KnownRefund, OrderedRefund, RefundLedger, RefundStatus, RequestState,
@@ -64,6 +65,7 @@ struct Checkout {
     price: Money,
     guest_email: String,
     started_at: DateTime<Utc>,
+    offer: Option<LockedOffer>,
 }
 
 /// The facts the status is derived from. Each only ever moves one way, which is why the
@@ -129,6 +131,7 @@ impl Aggregate for Payment {
                 price,
                 guest_email,
                 at,
+                offer,
             } => {
                 self.checkout = Some(Checkout {
                     payment_id,
@@ -136,6 +139,7 @@ impl Aggregate for Payment {
                     price,
                     guest_email,
                     started_at: at,
+                    offer,
                 });
                 self.status = PaymentStatus::Pending;
             }
@@ -348,6 +352,14 @@ impl Payment {
         self.target().map(PaymentTarget::kind)
     }
 
+    /// The offer locked at checkout beyond the price; `None` for payments started before
+    /// offers were locked (see [`LockedOffer`] for the fallback).
+    pub fn locked_offer(&self) -> Option<&LockedOffer> {
+        self.checkout
+            .as_ref()
+            .and_then(|checkout| checkout.offer.as_ref())
+    }
+
     /// The price locked at checkout (API.md's `amount`).
     pub fn price(&self) -> Option<&Money> {
         self.checkout.as_ref().map(|checkout| &checkout.price)
@@ -481,6 +493,7 @@ impl Payment {
                 price,
                 guest_email,
                 at,
+                offer,
                 ..
             } => self.start_checkout(Checkout {
                 payment_id,
@@ -488,6 +501,7 @@ impl Payment {
                 price,
                 guest_email,
                 started_at: at,
+                offer,
             }),
             PaymentCommand::RecordCheckoutSession {
                 checkout_session_id,
@@ -627,7 +641,8 @@ impl Payment {
             let same = existing.payment_id == requested.payment_id
                 && existing.target == requested.target
                 && existing.price == requested.price
-                && existing.guest_email == requested.guest_email;
+                && existing.guest_email == requested.guest_email
+                && existing.offer == requested.offer;
             if same {
                 return Ok(vec![]);
             }
@@ -643,6 +658,7 @@ impl Payment {
             price: requested.price,
             guest_email: requested.guest_email,
             at: requested.started_at,
+            offer: requested.offer,
         }])
     }
 

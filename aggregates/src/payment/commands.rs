@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::events::{PaymentTarget, StripeEventRef};
+use super::events::{LockedOffer, PaymentTarget, StripeEventRef};
 use super::refunds::RefundStatus;
 use crate::{Actor, Money};
 
@@ -25,6 +25,9 @@ pub enum PaymentCommand {
         guest_email: String,
         actor: Actor,
         at: DateTime<Utc>,
+        /// The offer beyond the price (minutes, names, hash); see [`LockedOffer`].
+        #[serde(default)]
+        offer: Option<LockedOffer>,
     },
     /// Records the Checkout Session the application created at Stripe.
     RecordCheckoutSession {

@@ -50,6 +50,30 @@ pub enum PaymentKind {
     Device,
 }
 
+/// What the guest bought, beyond the price, as the catalogue offered it when checkout
+/// started (issue 14). Issuing a door code and opening a device session use these values,
+/// never the catalogue's current ones, so an edit or a deleted plan between checkout and
+/// payment changes nothing the guest paid for.
+///
+/// Payments started before this existed have no offer (`CheckoutStarted.offer` is
+/// absent); for them the workflows fall back to the catalogue's current values — the
+/// door's access minutes, the device plan of the same id — and a plan deleted since parks
+/// the reaction for an operator instead of guessing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockedOffer {
+    /// Door: the access minutes; device: the plan's minutes.
+    pub minutes: u32,
+    /// The door's or device's name as the guest saw it.
+    pub target_name: String,
+    /// The device plan's name; `None` for a door.
+    #[serde(default)]
+    pub plan_name: Option<String>,
+    /// SHA-256 (hex) over the whole offer — kind, door/device, plan, price, currency,
+    /// minutes, names — shown on the guest's page so guest and operator can tell which
+    /// offer a payment was for.
+    pub hash: String,
+}
+
 /// The payment statuses of API.md, spelled the same way in JSON.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -131,6 +155,9 @@ pub enum PaymentEvent {
         price: Money,
         guest_email: String,
         at: DateTime<Utc>,
+        /// The rest of the offer; absent in journals written before it was locked.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offer: Option<LockedOffer>,
     },
     /// We created the Stripe Checkout Session (and maybe already know its PaymentIntent).
     CheckoutSessionCreated {

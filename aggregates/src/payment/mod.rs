@@ -22,7 +22,8 @@ pub use aggregate::Payment;
 pub use commands::{PaymentCommand, RefundSubmissionOutcome};
 pub use error::PaymentError;
 pub use events::{
-    PaymentEvent, PaymentKind, PaymentStatus, PaymentTarget, StripeEventRef, StripeReport,
+    LockedOffer, PaymentEvent, PaymentKind, PaymentStatus, PaymentTarget, StripeEventRef,
+    StripeReport,
 };
 pub use refunds::RefundStatus;
 pub use services::{PaymentGateway, PaymentServices};

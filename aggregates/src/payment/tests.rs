@@ -51,6 +51,7 @@ fn start_checkout(price: Money) -> PaymentCommand {
         guest_email: "guest@example.com".to_owned(),
         actor: Actor::Guest,
         at: at(0),
+        offer: None,
     }
 }
 
@@ -61,6 +62,7 @@ fn checkout_started(price: Money) -> PaymentEvent {
         price,
         guest_email: "guest@example.com".to_owned(),
         at: at(0),
+        offer: None,
     }
 }
 
@@ -1145,4 +1147,46 @@ async fn a_partial_refund_of_a_fully_refunded_payment_is_refused() {
     .then_expect_error(PaymentError::NotRefundable {
         status: PaymentStatus::Refunded,
     });
+}
+
+#[test]
+fn a_checkout_started_without_an_offer_still_loads() {
+    // A journal written before offers were locked: no `offer` field at all.
+    let stored = serde_json::json!({"type": "CheckoutStarted",
+        "payment_id": PAYMENT_ID, "target": {"kind": "door", "door_uid": "7001"},
+        "price": {"amount_minor": 500, "currency": "eur"},
+        "guest_email": "guest@example.com", "at": at(0)});
+    let event: PaymentEvent = serde_json::from_value(stored).unwrap();
+    let PaymentEvent::CheckoutStarted { offer, .. } = &event else {
+        panic!("{event:?}");
+    };
+    assert_eq!(offer, &None);
+    let mut payment = Payment::default();
+    Aggregate::apply(&mut payment, event);
+    assert!(payment.locked_offer().is_none());
+}
+
+#[tokio::test]
+async fn the_offer_is_part_of_what_checkout_locks() {
+    let offer = LockedOffer {
+        minutes: 45,
+        target_name: "Front door".to_owned(),
+        plan_name: None,
+        hash: "abc".to_owned(),
+    };
+    let mut command = start_checkout(eur(500));
+    if let PaymentCommand::StartCheckout { offer: slot, .. } = &mut command {
+        *slot = Some(offer.clone());
+    }
+    let events = PaymentTest::with(fake().1)
+        .given_no_previous_events()
+        .when_async(command.clone())
+        .await
+        .inspect_result()
+        .unwrap();
+    let mut payment = Payment::default();
+    for event in events {
+        Aggregate::apply(&mut payment, event);
+    }
+    assert_eq!(payment.locked_offer(), Some(&offer));
 }

@@ -174,11 +174,40 @@ impl CheckoutGateway for StripeCheckoutGateway {
 pub struct PaymentProcessor {
     buses: Arc<Buses>,
     database: Database,
+    /// Where the current key's mode is read, when events are checked against it.
+    stripe: Option<super::StripeRuntime>,
 }
 
 impl PaymentProcessor {
     pub fn new(buses: Arc<Buses>, database: Database) -> Self {
-        PaymentProcessor { buses, database }
+        PaymentProcessor {
+            buses,
+            database,
+            stripe: None,
+        }
+    }
+
+    /// Refuses events whose `livemode` differs from the mode of the key in use (read
+    /// from `stripe` at each event, so a key saved on the settings page counts at once):
+    /// a test-mode event must never move a live ledger, nor the reverse.
+    pub fn checking_mode_of(mut self, stripe: super::StripeRuntime) -> Self {
+        self.stripe = Some(stripe);
+        self
+    }
+
+    fn wrong_mode(&self, event: &serde_json::Value) -> Option<String> {
+        let expected = self.stripe.as_ref()?.livemode()?;
+        let livemode = event.get("livemode")?.as_bool()?;
+        (livemode != expected).then(|| {
+            let mode = |live: bool| if live { "live" } else { "test" };
+            format!(
+                "a {}-mode event while the secret key is in {} mode (livemode {livemode}): \
+                 not applied; check which Stripe account and mode the webhook endpoint and \
+                 STRIPE_WEBHOOK_SECRET belong to",
+                mode(livemode),
+                mode(expected)
+            )
+        })
     }
 }
 
@@ -188,6 +217,10 @@ impl DeliveryProcessor for PaymentProcessor {
         let event = delivery.json().map_err(|error| {
             ProcessError::retryable(format!("stored payload is not JSON: {error}"))
         })?;
+        if let Some(reason) = self.wrong_mode(&event) {
+            tracing::warn!(event_id = %delivery.event_id, %reason, "stripe event of the other mode");
+            return Ok(ProcessOutcome::Ignored { reason });
+        }
         match stripe_facts::apply(&self.buses, &self.database, &event).await {
             Ok(StripeOutcome::Applied { payment_id }) => Ok(ProcessOutcome::Processed {
                 payment_id: Some(payment_id.to_string()),
