@@ -44,13 +44,17 @@
 //! | `PaymentFailed` | an attempt failed (the guest may retry) | `payment_intent_id, reason, attempt, status, stripe_event, at` |
 //! | `PaymentSucceeded` | Stripe collected the money | `payment_intent_id, charge_id?, amount_received, status, stripe_event, at` |
 //! | `DuplicateConfirmationIgnored` | the same success reported again (audit `duplicate_payment_ignored`) | `payment_intent_id, stripe_event, at` |
-//! | `RefundRecorded` | Stripe reported a higher cumulative refunded total | `charge_id, amount_refunded (cumulative), refunded_increase, status, stripe_event, at` |
+//! | `RefundRecorded` | Stripe's cumulative refunded total changed (down when a refund failed) | `charge_id, amount_refunded (cumulative), refunded_increase (may be negative), status, stripe_event, at, charge_amount_refunded?, refund_id?, refund_request_id?` |
 //! | `StripeReportIgnored` | a stale, repeated or contradicted Stripe report | `report (authorization\|failure\|refund\|cancellation\|checkout_expiry\|dispute), reason, stripe_event, at` |
 //! | `PaymentCaptureRequested` | we asked Stripe to capture | `payment_intent_id, amount_to_capture, at` |
 //! | `PaymentCancellationRequested` | we asked Stripe to release the authorization | `payment_intent_id, reason, at` |
 //! | `PaymentCancelled` | Stripe cancelled the PaymentIntent | `payment_intent_id, cancellation_reason?, status, stripe_event, at` |
 //! | `CheckoutExpired` | the Checkout Session expired unpaid | `checkout_session_id, status, stripe_event, at` |
-//! | `RefundRequested` | someone decided to refund; Stripe accepted the request | `refund_request_id, amount, reason, actor, stripe_refund_id, expected_amount_refunded, at` |
+//! | `RefundRequested` | (first design, old journals only) someone decided to refund; Stripe accepted | `refund_request_id, amount, reason, actor, stripe_refund_id, expected_amount_refunded, at` |
+//! | `RefundOrdered` | someone decided to refund; journalled before Stripe is asked | `refund_request_id, amount, reason, actor, at, asked_for_the_rest` |
+//! | `RefundSubmitted` | Stripe answered our refund request with a refund | `refund_request_id, stripe_refund_id, amount, refund_status, at` |
+//! | `RefundSubmissionFailed` | Stripe refused our refund request | `refund_request_id, reason, at` |
+//! | `StripeRefundReported` | `refund.created/updated/failed` | `refund_id, charge_id, amount, refund_status, refund_created, refund_request_id?, failure_reason?, stripe_event, at` |
 //! | `PaymentDisputed` | the bank opened a dispute | `dispute_id, amount, reason, stripe_event, at` |
 //!
 //! ## Door

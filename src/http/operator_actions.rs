@@ -2,7 +2,7 @@
 //! sync doors from TTLock's lock list.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
 use chrono::Utc;
@@ -10,6 +10,7 @@ use latchkey_aggregates::door::DoorCommand;
 use latchkey_aggregates::payment::PaymentCommand;
 use latchkey_aggregates::session::SessionCommand;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -44,12 +45,19 @@ pub struct RefundAccepted {
     pub status: String,
 }
 
-/// Asks Stripe to refund; the payment's refunded total changes when Stripe confirms.
+/// Decides a refund (journalled with who and why); the refund job asks Stripe, and the
+/// payment's refunded total changes when Stripe reports the refund.
+///
+/// With an `Idempotency-Key` header (as Stripe's own API takes it) the request may be
+/// retried safely: the same key with the same body gets the same answer and one refund;
+/// the same key with another body is refused with 409.
 #[utoipa::path(post, path = "/api/payments/{id}/refund", tag = "payments",
-    params(("id" = String, Path, description = "Payment UUID")),
+    params(("id" = String, Path, description = "Payment UUID"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Up to 255 characters; a retry with the same key and body refunds once")),
     request_body = RefundBody,
     responses(
         (status = 202, body = RefundAccepted),
+        (status = 400, body = super::openapi::ErrorBody),
         (status = 401, body = super::openapi::ErrorBody),
         (status = 403, body = super::openapi::ErrorBody),
         (status = 404, body = super::openapi::ErrorBody),
@@ -60,38 +68,98 @@ pub async fn refund(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<RefundBody>,
 ) -> Result<(StatusCode, Json<RefundAccepted>), ApiError> {
+    let key = idempotency_key(&headers)?;
+    let accepted = request_refund(&state, &principal, &id, body, key.as_deref()).await?;
+    Ok((StatusCode::ACCEPTED, Json(accepted)))
+}
+
+/// Longest `Idempotency-Key` accepted, as Stripe's.
+const IDEMPOTENCY_KEY_MAX_CHARS: usize = 255;
+
+/// The request's `Idempotency-Key`, if any: visible ASCII, at most 255 characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|key| !key.is_empty() && key.len() <= IDEMPOTENCY_KEY_MAX_CHARS)
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX_CHARS} visible ASCII characters (a UUID is a good choice)"
+            ))
+        })?;
+    Ok(Some(key.to_string()))
+}
+
+/// The refund request id of `key` on this payment: the same key always names the same
+/// request, so a retried POST finds the request it already made.
+pub fn refund_request_id_for_key(payment_id: Uuid, key: &str) -> Uuid {
+    let digest = Sha256::digest(format!("latchkey refund {payment_id} {key}").as_bytes());
+    let mut bytes = [0_u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
+const DEFAULT_REFUND_REASON: &str = "refunded by an operator";
+
+/// Decides a refund for `principal` (shared by the API and the dashboard's form).
+pub async fn request_refund(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+    body: RefundBody,
+    idempotency_key: Option<&str>,
+) -> Result<RefundAccepted, ApiError> {
     principal.require(Permission::Refund)?;
-    let payment_id = uuid_of("payment", &id)?;
+    let payment_id = uuid_of("payment", id)?;
     state.require_stripe()?;
-    let (payment, _) = state.buses.payments.load(&id).await?;
+    let (payment, _) = state.buses.payments.load(id).await?;
     let Some(price) = payment.price() else {
         return Err(ApiError::NotFound(format!("no payment {id:?}")));
     };
-    let refund_request_id = Uuid::new_v4();
+    let reason = body
+        .reason
+        .unwrap_or_else(|| DEFAULT_REFUND_REASON.to_string());
+    let refund_request_id = match idempotency_key {
+        Some(key) => refund_request_id_for_key(payment_id, key),
+        None => Uuid::new_v4(),
+    };
+    let accepted = RefundAccepted {
+        payment_id,
+        refund_request_id,
+        status: "requested".to_string(),
+    };
+    if let Some(previous) = payment.refund_request(refund_request_id) {
+        let same_amount = match body.amount {
+            Some(amount) => !previous.asked_for_the_rest && previous.amount_minor == amount,
+            None => previous.asked_for_the_rest,
+        };
+        if !same_amount || previous.reason != reason {
+            return Err(ApiError::Conflict(
+                "this Idempotency-Key was already used for another refund of this payment (a different amount or reason); use a new key for a new refund".into(),
+            ));
+        }
+        return Ok(accepted);
+    }
     let command = PaymentCommand::RequestRefund {
         refund_request_id,
         amount: body.amount.map(|amount| price.with_amount(amount)),
-        reason: body
-            .reason
-            .unwrap_or_else(|| "refunded by an operator".to_string()),
+        reason,
         actor: principal.actor(),
         at: Utc::now(),
     };
     state
         .buses
         .payments
-        .execute(&id, command, principal.command_metadata())
+        .execute(id, command, principal.command_metadata())
         .await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(RefundAccepted {
-            payment_id,
-            refund_request_id,
-            status: "requested".to_string(),
-        }),
-    ))
+    Ok(accepted)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

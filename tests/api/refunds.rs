@@ -191,7 +191,65 @@ async fn a_refund_that_fails_later_takes_the_refunded_total_back_down(backend: B
     world.app.stop().await;
 }
 
+async fn a_refund_post_retried_with_its_idempotency_key_refunds_once(backend: Backend) {
+    let world = crate::device_sessions::world(backend).await;
+    let payment_id = pay(&world).await;
+    assert!(
+        wait_for(|| async { payment_status(&world, payment_id).await == PaymentStatus::Succeeded })
+            .await,
+        "captured"
+    );
+    let path = format!("/api/payments/{payment_id}/refund");
+    let post = |key: &str, body: serde_json::Value| {
+        let request = world
+            .app
+            .client
+            .post(format!("{}{path}", world.app.address))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("Idempotency-Key", key)
+            .json(&body);
+        async move { request.send().await.unwrap() }
+    };
+    let body = json!({"amount": 100, "reason": "slow spin"});
+    let first = post("retry-me", body.clone()).await;
+    assert_eq!(first.status(), 202);
+    let first: serde_json::Value = first.json().await.unwrap();
+    // The client timed out and sends the same request again, before and after Stripe.
+    let again = post("retry-me", body.clone()).await;
+    assert_eq!(again.status(), 202);
+    let again: serde_json::Value = again.json().await.unwrap();
+    assert_eq!(again, first, "the same key gets the same answer");
+    assert!(
+        wait_for(|| async { amount_refunded(&world, payment_id).await == 100 }).await,
+        "refunded"
+    );
+    let late = post("retry-me", body).await;
+    assert_eq!(late.status(), 202);
+    let other = post("retry-me", json!({"amount": 150, "reason": "slow spin"})).await;
+    assert_eq!(
+        other.status(),
+        409,
+        "the same key with another body is refused"
+    );
+    let long_key = post(&"k".repeat(256), json!({"amount": 1})).await;
+    assert_eq!(long_key.status(), 400);
+    assert!(
+        wait_for(|| async {
+            latchkey::workflows::schedule::pending(&world.app.database)
+                .await
+                .unwrap()
+                == 0
+        })
+        .await,
+        "the refund job is done"
+    );
+    assert_eq!(refund_amounts_asked(&world), vec![100], "one Stripe refund");
+    assert_eq!(amount_refunded(&world, payment_id).await, 100);
+    world.app.stop().await;
+}
+
 on_both_backends!(
+    a_refund_post_retried_with_its_idempotency_key_refunds_once,
     a_slow_stripe_answer_then_the_rest_refunds_exactly_the_rest,
     a_refund_that_fails_later_takes_the_refunded_total_back_down,
 );

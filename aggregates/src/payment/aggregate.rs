@@ -26,7 +26,9 @@ use super::events::{
     LockedOffer, PaymentEvent, PaymentKind, PaymentStatus, PaymentTarget, StripeEventRef,
     StripeReport,
 };
-use super::refunds::{refund_idempotency_key, KnownRefund, RefundLedger, RefundStatus};
+use super::refunds::{
+    refund_idempotency_key, KnownRefund, OrderedRefund, RefundLedger, RefundStatus, RequestState,
+};
 use super::services::{CancelAuthorizationRequest, CaptureRequest, PaymentServices, RefundRequest};
 use crate::{Currency, Money};
 
@@ -270,10 +272,15 @@ impl Aggregate for Payment {
                 refund_request_id,
                 amount,
                 reason,
+                asked_for_the_rest,
                 ..
             } => {
-                self.refunds
-                    .record_request(refund_request_id, amount.amount_minor, reason);
+                let ordered = OrderedRefund {
+                    amount_minor: amount.amount_minor,
+                    reason,
+                    asked_for_the_rest,
+                };
+                self.refunds.record_request(refund_request_id, ordered);
             }
             PaymentEvent::RefundSubmitted {
                 refund_request_id,
@@ -397,6 +404,11 @@ impl Payment {
     /// Stripe's cumulative refunded total.
     pub fn amount_refunded(&self) -> Option<Money> {
         self.money(self.refunds.refunded_minor())
+    }
+
+    /// One of our refund requests, as decided.
+    pub fn refund_request(&self, refund_request_id: Uuid) -> Option<&RequestState> {
+        self.refunds.request(refund_request_id)
     }
 
     /// Refunds requested and not yet accounted for by Stripe.
@@ -1220,6 +1232,7 @@ impl Payment {
             });
         }
         let refundable = checkout.price.with_amount(refundable_minor);
+        let asked_for_the_rest = request.amount.is_none();
         let amount = request.amount.unwrap_or_else(|| refundable.clone());
         check_currency(&checkout.price, &amount)?;
         if !amount.is_positive() {
@@ -1237,6 +1250,7 @@ impl Payment {
             reason: request.reason,
             actor: request.actor,
             at: request.at,
+            asked_for_the_rest,
         }])
     }
 

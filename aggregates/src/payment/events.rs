@@ -275,10 +275,14 @@ pub enum PaymentEvent {
     /// job then asks Stripe with an idempotency key derived from `refund_request_id`.
     RefundOrdered {
         refund_request_id: Uuid,
+        /// What is asked of Stripe; for "refund the rest", the rest as decided here.
         amount: Money,
         reason: String,
         actor: Actor,
         at: DateTime<Utc>,
+        /// The person asked for "the rest" rather than for `amount`.
+        #[serde(default)]
+        asked_for_the_rest: bool,
     },
     /// Stripe answered our refund request by creating `stripe_refund_id`. Whether (and how
     /// much) it counts is decided by Stripe's reports of that refund, never by this answer.

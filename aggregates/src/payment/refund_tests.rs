@@ -78,6 +78,19 @@ fn ordered(n: u128, amount: i64) -> PaymentEvent {
         reason: REASON.to_owned(),
         actor: Actor::operator("alice"),
         at: at(10),
+        asked_for_the_rest: false,
+    }
+}
+
+/// "Refund the rest", decided as `amount`.
+fn rest_ordered(n: u128, amount: i64) -> PaymentEvent {
+    PaymentEvent::RefundOrdered {
+        refund_request_id: request_id(n),
+        amount: eur(amount),
+        reason: REASON.to_owned(),
+        actor: Actor::operator("alice"),
+        at: at(10),
+        asked_for_the_rest: true,
     }
 }
 
@@ -234,7 +247,7 @@ async fn the_rest_after_a_partial_refund_whose_webhook_won_the_race_is_exactly_t
         .given(given)
         .when_async(request(2, None))
         .await
-        .then_expect_events(vec![ordered(2, 2000)]);
+        .then_expect_events(vec![rest_ordered(2, 2000)]);
 }
 
 #[tokio::test]
@@ -259,7 +272,7 @@ async fn a_charge_report_recorded_before_our_request_leaves_exactly_the_rest() {
         .given(with(given, vec![ordered(2, 1000)]))
         .when_async(request(3, None))
         .await
-        .then_expect_events(vec![ordered(3, 1000)]);
+        .then_expect_events(vec![rest_ordered(3, 1000)]);
 }
 
 #[tokio::test]
@@ -268,7 +281,7 @@ async fn a_request_not_yet_answered_reserves_its_amount() {
         .given(with(paid(3000), vec![ordered(1, 1000)]))
         .when_async(request(2, None))
         .await
-        .then_expect_events(vec![ordered(2, 2000)]);
+        .then_expect_events(vec![rest_ordered(2, 2000)]);
 }
 
 #[tokio::test]
@@ -381,7 +394,7 @@ async fn the_charge_report_after_the_refund_report_counts_the_refund_once() {
         .given(given)
         .when_async(request(2, None))
         .await
-        .then_expect_events(vec![ordered(2, 2000)]);
+        .then_expect_events(vec![rest_ordered(2, 2000)]);
 }
 
 #[tokio::test]
@@ -540,7 +553,7 @@ async fn a_refund_that_fails_later_takes_the_total_back_down() {
         .given(after)
         .when_async(request(2, None))
         .await
-        .then_expect_events(vec![ordered(2, 3000)]);
+        .then_expect_events(vec![rest_ordered(2, 3000)]);
 }
 
 #[tokio::test]

@@ -101,6 +101,9 @@ pub struct RequestState {
     pub amount_minor: i64,
     /// Why, as the person or workflow said it.
     pub reason: String,
+    /// "Refund the rest" rather than an amount.
+    #[serde(default)]
+    pub asked_for_the_rest: bool,
     /// The refund Stripe created for it, once Stripe answered (or a webhook named it).
     pub stripe_refund_id: Option<String>,
     /// Stripe refused the request: it refunded nothing and reserves nothing.
@@ -111,6 +114,13 @@ pub struct RequestState {
     /// Journals written before the ledger existed: the request is accounted for once the
     /// charge total reaches this cumulative amount.
     pub legacy_settled_at_minor: Option<i64>,
+}
+
+/// A refund decision, as `RefundOrdered` records it.
+pub struct OrderedRefund {
+    pub amount_minor: i64,
+    pub reason: String,
+    pub asked_for_the_rest: bool,
 }
 
 /// The newest `charge.refunded` total.
@@ -255,12 +265,13 @@ impl RefundLedger {
 
     // Recording (called from `apply` only).
 
-    pub fn record_request(&mut self, refund_request_id: Uuid, amount_minor: i64, reason: String) {
+    pub fn record_request(&mut self, refund_request_id: Uuid, ordered: OrderedRefund) {
         self.requests
             .entry(refund_request_id)
             .or_insert(RequestState {
-                amount_minor,
-                reason,
+                amount_minor: ordered.amount_minor,
+                reason: ordered.reason,
+                asked_for_the_rest: ordered.asked_for_the_rest,
                 stripe_refund_id: None,
                 refused: false,
                 in_charge_total: false,
@@ -283,6 +294,7 @@ impl RefundLedger {
             RequestState {
                 amount_minor,
                 reason,
+                asked_for_the_rest: false,
                 stripe_refund_id: Some(stripe_refund_id),
                 refused: false,
                 in_charge_total: false,

@@ -11,13 +11,13 @@ use axum::Router;
 use latchkey_projections::payments::{self, PageKey, PaymentFilter, PaymentRow};
 use maud::{html, Markup};
 use serde::Deserialize;
+use uuid::Uuid;
 
 use super::{
     badge, csrf_field, filled, may, money, page, query_string, see_other, select, when, when_opt,
     Operator, OperatorForm, PageResult,
 };
 use crate::http::auth::Permission;
-use crate::http::extract::ApiJson;
 use crate::http::journal_api::JournalEventView;
 use crate::http::operator_actions::{self, RefundBody};
 use crate::http::payments::{decode_cursor, encode_cursor, filter_of, PaymentQuery, STATUSES};
@@ -362,6 +362,8 @@ struct RefundForm {
     reason: Option<String>,
     /// Present on the confirmation page's button only.
     confirm: Option<String>,
+    /// Made once per confirmation page: a double click or a resent form refunds once.
+    idempotency_key: Option<String>,
 }
 
 async fn refund(
@@ -393,11 +395,12 @@ async fn refund(
             lingering.as_deref(),
         ));
     }
-    let _accepted = operator_actions::refund(
-        State(state),
-        op.principal.clone(),
-        Path(id.clone()),
-        ApiJson(RefundBody { amount, reason }),
+    let _accepted = operator_actions::request_refund(
+        &state,
+        &op.principal,
+        &id,
+        RefundBody { amount, reason },
+        filled(&form.idempotency_key),
     )
     .await?;
     Ok(see_other(&format!("/dashboard/payments/{id}?refunded=1")))
@@ -439,6 +442,7 @@ fn confirmation(
             @if let Some(amount) = amount { input type="hidden" name="amount" value=(major_units(amount)); }
             @if let Some(reason) = reason { input type="hidden" name="reason" value=(reason); }
             input type="hidden" name="confirm" value="yes";
+            input type="hidden" name="idempotency_key" value=(Uuid::new_v4());
             button #confirm-refund type="submit" { "Confirm refund of " (shown) }
             " " a href={ "/dashboard/payments/" (row.payment_id) } { "Cancel" }
         }
