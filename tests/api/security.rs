@@ -242,6 +242,7 @@ async fn an_auditor_never_sees_a_passcode_and_an_admin_reveal_is_explicit(backen
                 payment_id: uuid::Uuid::new_v4(),
                 actor: Actor::System,
                 at: chrono::Utc::now(),
+                locked_minutes: None,
             },
             latchkey::cqrs::CommandMetadata::new("system", "test"),
         )
