@@ -24,6 +24,7 @@ use crate::store::subscription::{self, Subscriber, SubscriptionOptions, Subscrip
 use crate::store::{Database, PoolSize};
 use crate::workflows::device_sessions::DeviceSessionWorkflow;
 use crate::workflows::door_access::{DoorAccessWorkflow, RetryPolicy};
+use crate::workflows::refunds::RefundWorkflow;
 use crate::workflows::schedule::{self, ScheduleOptions};
 use latchkey_aggregates::door::MAX_ISSUE_ATTEMPTS;
 
@@ -120,6 +121,12 @@ impl Application {
                 shutdown.clone(),
             ));
         }
+        background.push(crate::store::ledger::spawn_sealer(
+            database.clone(),
+            appended.clone(),
+            settings.ledger.clone(),
+            shutdown.child_token(),
+        ));
         for subscriber in options.subscribers {
             background.push(subscriptions.spawn(subscriber, shutdown.child_token()));
         }
@@ -149,10 +156,12 @@ impl Application {
         let buses = Arc::new(Buses::new(&database, &appended, &ports));
         if stripe.options.processor.is_none() {
             // Stripe events become Payment facts unless a test supplies its own processor.
-            stripe.options.processor = Some(Arc::new(PaymentProcessor::new(
-                buses.clone(),
-                database.clone(),
-            )));
+            // The clone shares the live credentials (the key's mode follows a settings
+            // save) and holds no processor itself.
+            let key_mode = stripe.clone();
+            stripe.options.processor = Some(Arc::new(
+                PaymentProcessor::new(buses.clone(), database.clone()).checking_mode_of(key_mode),
+            ));
         }
         background.extend(stripe.spawn_background(metrics.clone(), shutdown.child_token()));
         if options.workflows.enabled {
@@ -166,6 +175,8 @@ impl Application {
                 },
             );
             background.push(subscriptions.spawn(Arc::new(door_access), shutdown.child_token()));
+            let refunds = RefundWorkflow::new(database.clone());
+            background.push(subscriptions.spawn(Arc::new(refunds), shutdown.child_token()));
             let clock = options
                 .workflows
                 .clock

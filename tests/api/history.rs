@@ -91,6 +91,8 @@ fn actor_of_payment(command: &PaymentCommand) -> Actor {
         | PaymentCommand::RecordFailure { actor, .. }
         | PaymentCommand::ConfirmPayment { actor, .. }
         | PaymentCommand::RecordRefund { actor, .. }
+        | PaymentCommand::RecordRefundUpdate { actor, .. }
+        | PaymentCommand::RecordRefundSubmission { actor, .. }
         | PaymentCommand::RecordCancellation { actor, .. }
         | PaymentCommand::RecordCheckoutExpired { actor, .. }
         | PaymentCommand::RecordDispute { actor, .. }
@@ -398,6 +400,7 @@ impl History {
             payment_intent_id: Some(format!("pi_{n}")),
             charge_id: format!("ch_{n}"),
             amount_refunded: total,
+            refund_request_id: None,
             stripe_event,
             actor: Actor::Stripe,
             at,

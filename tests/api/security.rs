@@ -41,6 +41,9 @@ on_both_backends!(
     a_password_change_ends_other_sessions_and_resets_revoke_tokens,
     totp_secrets_are_sealed_at_rest_under_the_master_key,
     api_bases_saved_in_settings_must_be_https_and_never_take_environment_secrets,
+    a_checkout_session_event_must_name_the_recorded_session,
+    an_event_of_the_other_mode_is_not_applied,
+    a_refunded_code_the_lock_keeps_is_shown_as_still_valid_never_revoked,
 );
 
 async fn app_with(
@@ -936,6 +939,221 @@ async fn totp_secrets_are_sealed_at_rest_under_the_master_key(backend: Backend) 
         secret,
     };
     again.log_in(&app.database, &test_user).await;
+    app.stop().await;
+}
+
+/// Item 10: a `checkout.session.*` event whose session is not the one recorded for the
+/// payment its metadata names is not applied, and binds none of its ids; the recorded
+/// session confirms the payment.
+async fn a_checkout_session_event_must_name_the_recorded_session(backend: Backend) {
+    use latchkey::payments::{refs, stripe_facts};
+    use latchkey::stripe_events::PaymentReference;
+    let (app, _) = crate::checkout::app_with_fake_stripe(backend).await;
+    let started: Value = app
+        .post_json(
+            "/api/checkout/door/77",
+            None,
+            &json!({"email": "guest@example.com"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let payment_id: uuid::Uuid = started["payment_id"].as_str().unwrap().parse().unwrap();
+    let completed = |event_id: &str, session: &str, intent: &str| {
+        json!({"id": event_id, "object": "event", "type": "checkout.session.completed",
+               "created": chrono::Utc::now().timestamp(), "livemode": false,
+               "data": {"object": {"id": session, "object": "checkout.session",
+                   "payment_status": "paid", "payment_intent": intent, "amount_total": 1500,
+                   "currency": "eur", "metadata": {"latchkey_payment_id": payment_id.to_string()}}}})
+    };
+    let forged = completed("evt_forged", "cs_forged", "pi_forged");
+    let outcome = stripe_facts::apply(&app.state.buses, &app.database, &forged).await;
+    let refusal = outcome.expect_err("a forged session is not applied");
+    assert!(refusal.0.contains("not the session recorded"), "{refusal}");
+    let (payment, _) = app
+        .state
+        .buses
+        .payments
+        .load(&payment_id.to_string())
+        .await
+        .unwrap();
+    assert_eq!(
+        payment.status(),
+        latchkey_aggregates::payment::PaymentStatus::Pending
+    );
+    let bound = refs::resolve(
+        &app.database,
+        &[PaymentReference::PaymentIntent("pi_forged".into())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(bound, None, "a refused event bound its payment intent");
+
+    let session = format!("cs_test_{}", payment_id.simple());
+    let intent = format!("pi_test_{}", payment_id.simple());
+    let genuine = completed("evt_genuine", &session, &intent);
+    let outcome = stripe_facts::apply(&app.state.buses, &app.database, &genuine)
+        .await
+        .unwrap();
+    assert_eq!(outcome, stripe_facts::StripeOutcome::Applied { payment_id });
+    app.stop().await;
+}
+
+/// Item 10: a live-mode event reaching a server with a test key (or the reverse) is
+/// stored, and ignored with the reason; nothing is applied.
+async fn an_event_of_the_other_mode_is_not_applied(backend: Backend) {
+    use crate::stripe_support::{spawn_stripe_app, Setup};
+    let database = TestDatabase::create(backend).await;
+    let app = spawn_stripe_app(
+        &database,
+        Setup {
+            api_base: Some("http://127.0.0.1:9".to_string()),
+            ..Setup::default()
+        },
+    )
+    .await;
+    assert_eq!(app.stripe.livemode(), Some(false));
+    let event_id = crate::stripe_support::unique_event_id();
+    let mut body: Value = serde_json::from_str(&crate::stripe_support::event(
+        &event_id,
+        "payment_intent.succeeded",
+    ))
+    .unwrap();
+    body["livemode"] = json!(true);
+    let answer = app.post_signed(&body.to_string()).await;
+    assert_eq!(answer.status(), 200);
+    let path = format!("/api/stripe/deliveries/{event_id}");
+    let ignored = eventually(100, Duration::from_millis(100), || async {
+        let response = app.get_authorized(&path).await;
+        response.text().await.unwrap().contains("\"ignored\"")
+    })
+    .await;
+    let detail = app.get_authorized(&path).await.text().await.unwrap();
+    assert!(ignored, "{detail}");
+    assert!(
+        detail.contains("live-mode event while the secret key is in test mode"),
+        "{detail}"
+    );
+    app.stop().await;
+}
+
+/// Item 9: on a lock without a gateway, refunding deletes only TTLock's cloud record; the
+/// revocation records `still_valid_until`, the refund confirmation warns, and the guest
+/// page says the code keeps working until its end instead of "revoked".
+async fn a_refunded_code_the_lock_keeps_is_shown_as_still_valid_never_revoked(backend: Backend) {
+    use latchkey::payments::stripe_facts;
+    use latchkey_aggregates::door::services::IssuedPasscode;
+    let (app, _) = crate::checkout::app_with_fake_stripe(backend).await;
+    let started: Value = app
+        .post_json(
+            "/api/checkout/door/77",
+            None,
+            &json!({"email": "guest@example.com"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let payment_id: uuid::Uuid = started["payment_id"].as_str().unwrap().parse().unwrap();
+    let token = started["status_url"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    // The lock has no gateway: TTLock hands out a period passcode the lock keeps offline.
+    let buses = crate::history::Buses::new(&app.database, &app.appended);
+    let now = chrono::Utc::now();
+    let valid_to = now + chrono::Duration::hours(2);
+    buses.locks.queue_issue(Ok(IssuedPasscode {
+        passcode_id: 77001,
+        code: "48151623".into(),
+        valid_from: now,
+        valid_to,
+        remotely_revocable: false,
+    }));
+    buses
+        .doors
+        .execute(
+            "77",
+            DoorCommand::IssueAccessCode {
+                payment_id,
+                actor: Actor::System,
+                at: now,
+            },
+            latchkey::cqrs::CommandMetadata::new("system", "test"),
+        )
+        .await
+        .unwrap();
+    let intent = format!("pi_test_{}", payment_id.simple());
+    let event = |id: &str, kind: &str, object: Value| {
+        json!({"id": id, "object": "event", "type": kind, "livemode": false,
+               "created": chrono::Utc::now().timestamp(), "data": {"object": object}})
+    };
+    let succeeded = event(
+        "evt_paid",
+        "payment_intent.succeeded",
+        json!({"id": intent, "object": "payment_intent", "amount": 1500, "amount_received": 1500,
+               "currency": "eur", "status": "succeeded", "latest_charge": "ch_77",
+               "metadata": {"latchkey_payment_id": payment_id.to_string()}}),
+    );
+    stripe_facts::apply(&app.state.buses, &app.database, &succeeded)
+        .await
+        .unwrap();
+
+    let admin = enrolled_user(&app.database, "admin@example.com", Role::Admin).await;
+    let mut agent = Agent::new(&app.address);
+    agent.log_in(&app.database, &admin).await;
+    let detail_path = format!("/dashboard/payments/{payment_id}");
+    let listed = eventually(50, Duration::from_millis(100), || {
+        let mut agent = agent.clone();
+        let path = detail_path.clone();
+        async move { agent.get(&path).await.status == StatusCode::OK }
+    })
+    .await;
+    assert!(listed, "the payment never reached the payments page");
+    let csrf = agent.get(&detail_path).await.csrf();
+    let confirmation = agent
+        .post(&format!("{detail_path}/refund"), &[("csrf_token", &csrf)])
+        .await;
+    assert_eq!(confirmation.status, StatusCode::OK, "{}", confirmation.body);
+    assert!(
+        confirmation.body.contains("cannot be removed remotely"),
+        "{}",
+        confirmation.body
+    );
+
+    let refunded = event(
+        "evt_refunded",
+        "charge.refunded",
+        json!({"id": "ch_77", "object": "charge", "payment_intent": intent, "amount": 1500,
+               "amount_refunded": 1500, "currency": "eur", "metadata": {}}),
+    );
+    stripe_facts::apply(&app.state.buses, &app.database, &refunded)
+        .await
+        .unwrap();
+    let recorded = eventually(100, Duration::from_millis(100), || async {
+        let (door, _) = app.state.buses.doors.load("77").await.unwrap();
+        door.access_code(payment_id)
+            .is_some_and(|code| code.still_valid_until == Some(valid_to))
+    })
+    .await;
+    assert!(recorded, "the revocation did not record still_valid_until");
+    let answer = app.get(&format!("/api/access/{token}")).await;
+    assert_eq!(answer.status(), StatusCode::GONE);
+    let body = answer.text().await.unwrap();
+    assert!(body.contains("keeps opening the door until"), "{body}");
+    assert!(!body.contains("Access revoked"), "{body}");
+    let page = app
+        .get(&format!("/access/{token}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("keeps opening the door until"), "{page}");
+    assert!(!page.contains("Access revoked"), "{page}");
     app.stop().await;
 }
 

@@ -67,6 +67,10 @@ pub struct AccessCode {
     pub issue_attempts: u32,
     pub revocation_attempts: u32,
     pub last_error: Option<String>,
+    /// Set by a revocation that could only delete the cloud record: the code still opens
+    /// the door until then.
+    #[serde(default)]
+    pub still_valid_until: Option<DateTime<Utc>>,
     /// The access minutes recorded with the request: what the guest bought.
     #[serde(default)]
     pub access_minutes: Option<u32>,
@@ -82,6 +86,7 @@ impl AccessCode {
             valid_from: None,
             valid_to: None,
             remotely_revocable: false,
+            still_valid_until: None,
             issue_attempts: 0,
             revocation_attempts: 0,
             last_error: None,
@@ -196,10 +201,15 @@ impl Aggregate for Door {
                 access.issue_attempts = attempt;
                 access.last_error = Some(reason);
             }
-            DoorEvent::AccessCodeRevoked { payment_id, .. } => {
+            DoorEvent::AccessCodeRevoked {
+                payment_id,
+                still_valid_until,
+                ..
+            } => {
                 let access = self.code_entry(payment_id);
                 access.state = AccessCodeState::Revoked;
                 access.last_error = None;
+                access.still_valid_until = still_valid_until;
             }
             DoorEvent::AccessCodeRevocationPending {
                 payment_id,
@@ -576,6 +586,7 @@ impl Door {
                 reason,
                 actor,
                 at,
+                still_valid_until: None,
             }]);
         };
         let event = match services
@@ -589,6 +600,11 @@ impl Door {
                 reason,
                 actor,
                 at,
+                // A code the lock keeps offline outlives its cloud record.
+                still_valid_until: access
+                    .filter(|access| !access.remotely_revocable)
+                    .and_then(|access| access.valid_to)
+                    .filter(|end| *end > at),
             },
             Err(error) => DoorEvent::AccessCodeRevocationPending {
                 payment_id,

@@ -122,6 +122,7 @@ fn revoked(passcode_id: Option<i64>, minute: i64) -> DoorEvent {
         reason: "payment refunded".to_owned(),
         actor: Actor::System,
         at: at(minute),
+        still_valid_until: None,
     }
 }
 

@@ -11,6 +11,7 @@ use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::refunds::RefundStatus;
 use crate::{Actor, Money};
 
 /// What a payment buys: time at a door, or a plan on a device.
@@ -197,7 +198,8 @@ pub enum PaymentEvent {
         stripe_event: StripeEventRef,
         at: DateTime<Utc>,
     },
-    /// Stripe reported a higher cumulative refunded total for the charge.
+    /// Stripe's cumulative refunded total for the charge changed (up with a refund, down
+    /// when one fails): the one event projections and workflows read for refunds.
     RefundRecorded {
         charge_id: String,
         /// Cumulative, as Stripe reports it: never lowered by a late, older report.
@@ -207,6 +209,17 @@ pub enum PaymentEvent {
         status: PaymentStatus,
         stripe_event: StripeEventRef,
         at: DateTime<Utc>,
+        /// The charge's cumulative `amount_refunded` when the change came from a
+        /// `charge.refunded` report.
+        #[serde(default)]
+        charge_amount_refunded: Option<Money>,
+        /// The refund (`re_…`) when the change came from a refund report. Both `None`: a
+        /// journal older than the refund ledger, whose totals all were charge reports.
+        #[serde(default)]
+        refund_id: Option<String>,
+        /// Our refund request the report names (through its idempotency key), if any.
+        #[serde(default)]
+        refund_request_id: Option<Uuid>,
     },
     /// A Stripe report that is stale, repeated or contradicted by a stronger fact.
     StripeReportIgnored {
@@ -244,6 +257,8 @@ pub enum PaymentEvent {
         at: DateTime<Utc>,
     },
     /// Someone decided to refund; Stripe accepted the request as `stripe_refund_id`.
+    /// Written by the first design, which called Stripe inside the command; new journals
+    /// write `RefundOrdered` then `RefundSubmitted` instead. Still read from old journals.
     RefundRequested {
         refund_request_id: Uuid,
         amount: Money,
@@ -253,6 +268,46 @@ pub enum PaymentEvent {
         /// The cumulative refunded total Stripe should report once this refund lands;
         /// further requests may only refund what lies above it.
         expected_amount_refunded: Money,
+        at: DateTime<Utc>,
+    },
+    /// Someone decided to refund (an operator, or a workflow making a guest whole). Journalled
+    /// before Stripe is asked, so who and why are kept whatever Stripe answers; the refund
+    /// job then asks Stripe with an idempotency key derived from `refund_request_id`.
+    RefundOrdered {
+        refund_request_id: Uuid,
+        amount: Money,
+        reason: String,
+        actor: Actor,
+        at: DateTime<Utc>,
+    },
+    /// Stripe answered our refund request by creating `stripe_refund_id`. Whether (and how
+    /// much) it counts is decided by Stripe's reports of that refund, never by this answer.
+    RefundSubmitted {
+        refund_request_id: Uuid,
+        stripe_refund_id: String,
+        amount: Money,
+        refund_status: RefundStatus,
+        at: DateTime<Utc>,
+    },
+    /// Stripe refused our refund request (e.g. already refunded elsewhere); nothing was
+    /// refunded and the request no longer reserves its amount.
+    RefundSubmissionFailed {
+        refund_request_id: Uuid,
+        reason: String,
+        at: DateTime<Utc>,
+    },
+    /// Stripe reported one refund (`refund.created`, `refund.updated`, `refund.failed`).
+    StripeRefundReported {
+        refund_id: String,
+        charge_id: String,
+        amount: Money,
+        refund_status: RefundStatus,
+        /// The refund's own `created` (Stripe's clock).
+        refund_created: DateTime<Utc>,
+        /// Our request, from the refund's `latchkey_refund_request_id` metadata.
+        refund_request_id: Option<Uuid>,
+        failure_reason: Option<String>,
+        stripe_event: StripeEventRef,
         at: DateTime<Utc>,
     },
     /// The guest's bank opened a dispute (`charge.dispute.created`).
@@ -282,6 +337,10 @@ impl DomainEvent for PaymentEvent {
             Self::CheckoutExpired { .. } => "CheckoutExpired",
             Self::RefundRequested { .. } => "RefundRequested",
             Self::PaymentDisputed { .. } => "PaymentDisputed",
+            Self::RefundOrdered { .. } => "RefundOrdered",
+            Self::RefundSubmitted { .. } => "RefundSubmitted",
+            Self::RefundSubmissionFailed { .. } => "RefundSubmissionFailed",
+            Self::StripeRefundReported { .. } => "StripeRefundReported",
         };
         name.to_owned()
     }

@@ -44,6 +44,9 @@ fn token_error(error: ApiError, branding: &Branding) -> HtmlError {
         ApiError::NotFound(_) => "Link not valid",
         ApiError::Gone(message) if message.starts_with("Access revoked") => "Access revoked",
         ApiError::Gone(message) if message.starts_with("Expired") => "Expired",
+        ApiError::Gone(message) if message.starts_with("Refund recorded") => {
+            "Refunded — code still works until its end"
+        }
         ApiError::Gone(_) => "Not completed",
         _ => "",
     };

@@ -155,10 +155,16 @@ pub async fn access(state: &AppState, token: &str) -> Result<AccessStatus, ApiEr
             ))
         }
         PaymentStatus::Refunded => {
+            if let Some(until) = door
+                .access_code(payment_id)
+                .and_then(|code| still_valid(code, &door))
+            {
+                return Err(ApiError::Gone(until));
+            }
             return Err(ApiError::Gone(
                 "Access revoked: this payment was refunded, so its code no longer opens the door."
                     .to_string(),
-            ))
+            ));
         }
         PaymentStatus::Succeeded | PaymentStatus::PartiallyRefunded => {}
     }
@@ -173,9 +179,14 @@ pub async fn access(state: &AppState, token: &str) -> Result<AccessStatus, ApiEr
             status.message = "Paid. Your code is being sent to the lock…".to_string();
             Ok(status)
         }
-        AccessCodeState::Revoked | AccessCodeState::RevocationPending => Err(ApiError::Gone(
-            "Access revoked: this code no longer opens the door.".to_string(),
-        )),
+        AccessCodeState::Revoked | AccessCodeState::RevocationPending => {
+            if let Some(until) = still_valid(code, &door) {
+                return Err(ApiError::Gone(until));
+            }
+            Err(ApiError::Gone(
+                "Access revoked: this code no longer opens the door.".to_string(),
+            ))
+        }
         AccessCodeState::Expired => Err(expired()),
         AccessCodeState::Issued => {
             if code.valid_to.is_some_and(|end| end <= Utc::now()) {
@@ -191,6 +202,26 @@ pub async fn access(state: &AppState, token: &str) -> Result<AccessStatus, ApiEr
             Ok(status)
         }
     }
+}
+
+/// For a code the lock keeps offline (no gateway), what its revocation really did: the
+/// cloud record is gone but the code opens the door until its end. `None` when the code
+/// is gone from the lock (or its time is over anyway).
+pub fn still_valid(code: &latchkey_aggregates::door::AccessCode, door: &Door) -> Option<String> {
+    let until = code
+        .still_valid_until
+        .or_else(|| {
+            (!code.remotely_revocable)
+                .then_some(code.valid_to)
+                .flatten()
+        })
+        .filter(|until| *until > Utc::now())?;
+    let zone = door.time_zone().unwrap_or("UTC");
+    Some(format!(
+        "Refund recorded, but this lock has no internet gateway: its code could not be \
+         removed remotely and keeps opening the door until {}.",
+        crate::ui::layout::local_time(until, zone)
+    ))
 }
 
 fn expired() -> ApiError {
