@@ -1082,6 +1082,7 @@ async fn a_refunded_code_the_lock_keeps_is_shown_as_still_valid_never_revoked(ba
                 payment_id,
                 actor: Actor::System,
                 at: now,
+                locked_minutes: None,
             },
             latchkey::cqrs::CommandMetadata::new("system", "test"),
         )
