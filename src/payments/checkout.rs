@@ -212,7 +212,7 @@ async fn start(
         guest_email: guest_email.clone(),
         actor: Actor::Guest,
         at: Utc::now(),
-        offer: Some(offer),
+        offer: Some(Box::new(offer)),
     };
     state
         .buses

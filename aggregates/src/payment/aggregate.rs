@@ -501,7 +501,7 @@ impl Payment {
                 price,
                 guest_email,
                 started_at: at,
-                offer,
+                offer: offer.map(|offer| *offer),
             }),
             PaymentCommand::RecordCheckoutSession {
                 checkout_session_id,

@@ -25,9 +25,10 @@ pub enum PaymentCommand {
         guest_email: String,
         actor: Actor,
         at: DateTime<Utc>,
-        /// The offer beyond the price (minutes, names, hash); see [`LockedOffer`].
+        /// The offer beyond the price (minutes, names, hash); see [`LockedOffer`]. Boxed:
+        /// commands travel by value and this is their largest field.
         #[serde(default)]
-        offer: Option<LockedOffer>,
+        offer: Option<Box<LockedOffer>>,
     },
     /// Records the Checkout Session the application created at Stripe.
     RecordCheckoutSession {

@@ -1176,7 +1176,7 @@ async fn the_offer_is_part_of_what_checkout_locks() {
     };
     let mut command = start_checkout(eur(500));
     if let PaymentCommand::StartCheckout { offer: slot, .. } = &mut command {
-        *slot = Some(offer.clone());
+        *slot = Some(Box::new(offer.clone()));
     }
     let events = PaymentTest::with(fake().1)
         .given_no_previous_events()
