@@ -433,7 +433,7 @@ pub fn check_api_base(environment: &Settings, name: &str, base: &url::Url) -> Re
     }
     let host = base.host_str().unwrap_or_default().to_ascii_lowercase();
     let allowed = &environment.security.allowed_api_hosts;
-    if base.scheme() == "https" || allowed.iter().any(|allowed| *allowed == host) {
+    if base.scheme() == "https" || allowed.contains(&host) {
         return Ok(());
     }
     Err(format!(
