@@ -147,6 +147,7 @@ impl DeviceSessionWorkflow {
     async fn terms(&self, device_uid: &str, session_id: Uuid) -> anyhow::Result<SessionTerms> {
         let payment_id = session_id;
         let (payment, _) = self.buses.payments.load(&payment_id.to_string()).await?;
+        let locked_minutes = payment.locked_offer().map(|offer| offer.minutes);
         let Some(PaymentTarget::Device { plan_id, .. }) = payment.target().cloned() else {
             return Err(permanent(format!(
                 "payment {payment_id} is not a device payment"
@@ -158,15 +159,19 @@ impl DeviceSessionWorkflow {
         let relay = device
             .relay_target()
             .ok_or_else(|| permanent(format!("device {device_uid} has no relay")))?;
-        // The plan as it was paid for; fall back to the device's current plan of that id.
-        let minutes = device
-            .plan(&plan_id)
-            .map(|plan| plan.minutes)
-            .ok_or_else(|| {
-                permanent(format!(
+        // The plan's minutes as locked at checkout; a payment older than locked offers
+        // falls back to the device's current plan of that id, and parks if it is gone.
+        let minutes = match locked_minutes {
+            Some(minutes) => minutes,
+            None => device
+                .plan(&plan_id)
+                .map(|plan| plan.minutes)
+                .ok_or_else(|| {
+                    permanent(format!(
                     "device {device_uid} no longer has plan {plan_id}; restore the plan and retry"
                 ))
-            })?;
+                })?,
+        };
         Ok(SessionTerms {
             session_id,
             payment_id,

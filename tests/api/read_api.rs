@@ -95,6 +95,7 @@ async fn checkout(
         guest_email: "guest@example.com".to_owned(),
         actor: Actor::Guest,
         at,
+        offer: None,
     };
     pay(&buses.payments, id, command).await;
     id
@@ -126,6 +127,7 @@ async fn refund(buses: &Buses, id: Uuid, total: i64, currency: &str, at: DateTim
         payment_intent_id: Some(format!("pi_{id}")),
         charge_id: format!("ch_{id}"),
         amount_refunded: money(total, currency),
+        refund_request_id: None,
         stripe_event: stripe_event(at),
         actor: Actor::Stripe,
         at: at + Span::minutes(2),

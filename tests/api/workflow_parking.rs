@@ -8,14 +8,14 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::dashboard_pages::{login, page, post_form};
-use crate::device_sessions::{checkout, state_on, wait_for, world, World};
+use crate::device_sessions::{state_on, wait_for, world, World};
 use crate::helpers::{Backend, TestApp, ADMIN_TOKEN};
 use crate::on_both_backends;
 use crate::sim_helpers::{DUAL, PLUG};
 
 const CARD: &str = "4242424242424242";
 
-async fn register_dryer(app: &TestApp) {
+pub(crate) async fn register_dryer(app: &TestApp) {
     let device = json!({"uid": "dryer", "name": "Dryer", "location": "Lyon", "time_zone": "Europe/Paris",
                         "shelly_device_id": DUAL, "shelly_channel": 0,
                         "plans": [{"plan_id": "d45", "name": "45 minutes", "minutes": 45, "price": 400, "currency": "eur"}]});
@@ -25,7 +25,7 @@ async fn register_dryer(app: &TestApp) {
     assert_eq!(response.status(), 201);
 }
 
-async fn set_washer_plans(app: &TestApp, plans: Value) {
+pub(crate) async fn set_washer_plans(app: &TestApp, plans: Value) {
     let response = app
         .patch_json(
             "/api/devices/washer",
@@ -36,7 +36,71 @@ async fn set_washer_plans(app: &TestApp, plans: Value) {
     assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
 }
 
-async fn parked(app: &TestApp) -> Vec<Value> {
+/// A washer checkout as an instance from before locked offers journalled it: a
+/// `CheckoutStarted` without `offer`, so the workflow falls back to the catalogue's plan.
+async fn checkout_without_locked_offer(app: &TestApp) -> (Uuid, String) {
+    use latchkey::cqrs::CommandMetadata;
+    use latchkey::payments::checkout::CheckoutRequest;
+    use latchkey_aggregates::payment::{PaymentCommand, PaymentTarget};
+    use latchkey_aggregates::{Actor, Currency, Money};
+    let payment_id = Uuid::new_v4();
+    let target = PaymentTarget::Device {
+        device_uid: "washer".into(),
+        plan_id: "p30".into(),
+    };
+    let price = Money::new(300, Currency::parse("eur").unwrap());
+    let metadata = CommandMetadata::new("guest", "checkout");
+    let start = PaymentCommand::StartCheckout {
+        payment_id,
+        target: target.clone(),
+        price: price.clone(),
+        guest_email: "a@example.com".into(),
+        actor: Actor::Guest,
+        at: chrono::Utc::now(),
+        offer: None,
+    };
+    let id = payment_id.to_string();
+    app.state
+        .buses
+        .payments
+        .execute(&id, start, metadata.clone())
+        .await
+        .unwrap();
+    let created = app
+        .state
+        .gateways
+        .current()
+        .checkout
+        .create_checkout(CheckoutRequest {
+            payment_id,
+            target,
+            price,
+            description: "Washer — 30 minutes".into(),
+            guest_email: "a@example.com".into(),
+            manual_capture: true,
+            success_url: "http://localhost/ok".into(),
+            cancel_url: "http://localhost/cancel".into(),
+            idempotency_key: format!("latchkey-checkout-{payment_id}"),
+        })
+        .await
+        .unwrap();
+    let record = PaymentCommand::RecordCheckoutSession {
+        checkout_session_id: created.checkout_session_id.clone(),
+        payment_intent_id: created.payment_intent_id.clone(),
+        expires_at: created.expires_at,
+        actor: Actor::Guest,
+        at: chrono::Utc::now(),
+    };
+    app.state
+        .buses
+        .payments
+        .execute(&id, record, metadata)
+        .await
+        .unwrap();
+    (payment_id, created.checkout_session_id)
+}
+
+pub(crate) async fn parked(app: &TestApp) -> Vec<Value> {
     let response = app
         .get_with_token("/api/parked-reactions", ADMIN_TOKEN)
         .await;
@@ -45,7 +109,7 @@ async fn parked(app: &TestApp) -> Vec<Value> {
     body["items"].as_array().unwrap().clone()
 }
 
-async fn pay_dryer(world: &World) -> Uuid {
+pub(crate) async fn pay_dryer(world: &World) -> Uuid {
     let response = world
         .app
         .post_json(
@@ -72,14 +136,14 @@ async fn pay_dryer(world: &World) -> Uuid {
     payment_id
 }
 
-/// A starts checkout on the washer; its plan is deleted before A pays, so the device
-/// workflow cannot open A's session (the plan is gone): that reaction is parked, B on the
-/// dryer is served meanwhile, and once the plan is back an operator's retry serves A.
+/// A's payment comes from a journal older than locked offers; its plan is deleted before
+/// A pays, so the device workflow cannot know A's minutes: that reaction is parked, B on
+/// the dryer is served meanwhile, and once the plan is back an operator's retry serves A.
 async fn a_reaction_that_fails_for_one_payment_is_parked_and_others_keep_flowing(backend: Backend) {
     let world = world(backend).await;
     let app = &world.app;
     register_dryer(app).await;
-    let (payment_a, session_a) = checkout(app).await;
+    let (payment_a, session_a) = checkout_without_locked_offer(app).await;
     set_washer_plans(app, json!([{"plan_id": "p60", "name": "60 minutes", "minutes": 60, "price": 500, "currency": "eur"}])).await;
     world.sims.stripe.pay(&session_a, CARD).unwrap();
     assert!(
@@ -197,7 +261,7 @@ on_both_backends!(a_reaction_that_fails_for_one_payment_is_parked_and_others_kee
 async fn skipping_a_parked_reaction_is_an_operator_decision(backend: Backend) {
     let world = world(backend).await;
     let app = &world.app;
-    let (_, session_a) = checkout(app).await;
+    let (_, session_a) = checkout_without_locked_offer(app).await;
     set_washer_plans(app, json!([{"plan_id": "p60", "name": "60 minutes", "minutes": 60, "price": 500, "currency": "eur"}])).await;
     world.sims.stripe.pay(&session_a, CARD).unwrap();
     assert!(wait_for(|| async { !parked(app).await.is_empty() }).await);

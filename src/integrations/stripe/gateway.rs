@@ -1,6 +1,7 @@
 //! The Payment aggregate's `PaymentGateway` port and the checkout port on the Stripe
 //! client, and the inbox's `DeliveryProcessor` on the Payment aggregate.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -8,7 +9,7 @@ use latchkey_aggregates::payment::services::{
     CancelAuthorizationRequest, CaptureRequest, GatewayError, PaymentGateway, RefundReceipt,
     RefundRequest,
 };
-use latchkey_aggregates::payment::PaymentTarget;
+use latchkey_aggregates::payment::{PaymentTarget, RefundStatus};
 
 use super::client::{
     CheckoutRequest as StripeCheckoutRequest, CheckoutTarget, StripeApiError, StripeClient,
@@ -19,6 +20,7 @@ use crate::payments::checkout::{CheckoutCreated, CheckoutError, CheckoutGateway,
 use crate::payments::stripe_facts::{self, StripeOutcome};
 use crate::store::inbox::InboxDelivery;
 use crate::store::Database;
+use crate::stripe_events::{PAYMENT_ID_METADATA, REFUND_REQUEST_METADATA};
 
 fn gateway_error(error: StripeApiError) -> GatewayError {
     if error.retryable() {
@@ -65,17 +67,37 @@ impl PaymentGateway for StripePaymentGateway {
     }
 
     async fn refund(&self, request: RefundRequest) -> Result<RefundReceipt, GatewayError> {
+        let metadata = HashMap::from([
+            (
+                PAYMENT_ID_METADATA.to_string(),
+                request.payment_id.to_string(),
+            ),
+            (
+                REFUND_REQUEST_METADATA.to_string(),
+                request.refund_request_id.to_string(),
+            ),
+        ]);
         let refund = self
             .client
             .refund(
                 &request.payment_intent_id,
                 Some(request.amount.amount_minor),
+                metadata,
                 &request.idempotency_key,
             )
             .await
             .map_err(gateway_error)?;
+        // A status this version does not know is still a refund Stripe created; its
+        // `refund.*` webhooks decide what it counts for.
+        let status = refund
+            .status
+            .as_deref()
+            .and_then(RefundStatus::parse)
+            .unwrap_or(RefundStatus::Pending);
         Ok(RefundReceipt {
             refund_id: refund.id,
+            amount: request.amount.with_amount(refund.amount),
+            status,
         })
     }
 }
