@@ -245,6 +245,7 @@ async fn an_auditor_never_sees_a_passcode_and_an_admin_reveal_is_explicit(backen
                 payment_id: uuid::Uuid::new_v4(),
                 actor: Actor::System,
                 at: chrono::Utc::now(),
+                locked_minutes: None,
             },
             latchkey::cqrs::CommandMetadata::new("system", "test"),
         )
@@ -1081,6 +1082,7 @@ async fn a_refunded_code_the_lock_keeps_is_shown_as_still_valid_never_revoked(ba
                 payment_id,
                 actor: Actor::System,
                 at: now,
+                locked_minutes: None,
             },
             latchkey::cqrs::CommandMetadata::new("system", "test"),
         )
