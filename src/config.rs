@@ -123,6 +123,8 @@ pub struct Settings {
     pub accounts: crate::accounts::AccountSettings,
     /// Address policies, the metrics token, API base restrictions and server limits.
     pub security: SecuritySettings,
+    /// Signed checkpoints of the journal's global commitment.
+    pub ledger: LedgerSettings,
 }
 
 /// What the "Security" section of the README describes: who is believed, what may be
@@ -184,6 +186,28 @@ impl Default for ServerLimits {
             request_timeout: std::time::Duration::from_secs(30),
             max_connections: 1024,
             body_limit_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// The verifiable ledger's key and checkpoint cadence (`LATCHKEY_SIGNING_KEY`,
+/// `LATCHKEY_CHECKPOINT_EVERY_EVENTS`, `LATCHKEY_CHECKPOINT_EVERY_SECONDS`).
+#[derive(Clone, Debug)]
+pub struct LedgerSettings {
+    /// Without a key the journal is still sealed, but no checkpoint is signed.
+    pub signing_key: Option<crate::store::ledger::LedgerKey>,
+    /// Sign a checkpoint once this many events were sealed since the last one.
+    pub checkpoint_every_events: u64,
+    /// Or once this long has passed since the last one, if any event was sealed since.
+    pub checkpoint_every: std::time::Duration,
+}
+
+impl Default for LedgerSettings {
+    fn default() -> Self {
+        LedgerSettings {
+            signing_key: None,
+            checkpoint_every_events: 1_000,
+            checkpoint_every: std::time::Duration::from_secs(3_600),
         }
     }
 }
@@ -311,6 +335,28 @@ impl Settings {
                     ..ServerLimits::default()
                 },
             },
+            ledger: LedgerSettings {
+                signing_key: get("LATCHKEY_SIGNING_KEY")
+                    .map(|seed| {
+                        crate::store::ledger::LedgerKey::from_base64_seed(seed).map_err(|reason| {
+                            ConfigError {
+                                variable: "LATCHKEY_SIGNING_KEY",
+                                reason,
+                            }
+                        })
+                    })
+                    .transpose()?,
+                checkpoint_every_events: positive(
+                    get("LATCHKEY_CHECKPOINT_EVERY_EVENTS"),
+                    "LATCHKEY_CHECKPOINT_EVERY_EVENTS",
+                    1_000,
+                )?,
+                checkpoint_every: std::time::Duration::from_secs(positive(
+                    get("LATCHKEY_CHECKPOINT_EVERY_SECONDS"),
+                    "LATCHKEY_CHECKPOINT_EVERY_SECONDS",
+                    3_600,
+                )?),
+            },
             log_format: match get("LATCHKEY_LOG_FORMAT") {
                 None | Some("text") => LogFormat::Text,
                 Some("json") => LogFormat::Json,
@@ -322,6 +368,20 @@ impl Settings {
                 }
             },
         })
+    }
+}
+
+/// A positive whole number.
+fn positive(value: Option<&str>, variable: &'static str, default: u64) -> Result<u64, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(raw) => match raw.parse::<u64>() {
+            Ok(count) if count > 0 => Ok(count),
+            _ => Err(ConfigError {
+                variable,
+                reason: format!("{raw:?} is not a positive whole number"),
+            }),
+        },
     }
 }
 

@@ -121,6 +121,12 @@ impl Application {
                 shutdown.clone(),
             ));
         }
+        background.push(crate::store::ledger::spawn_sealer(
+            database.clone(),
+            appended.clone(),
+            settings.ledger.clone(),
+            shutdown.child_token(),
+        ));
         for subscriber in options.subscribers {
             background.push(subscriptions.spawn(subscriber, shutdown.child_token()));
         }

@@ -29,6 +29,9 @@ pub enum BenchTarget {
     /// Render times of the operator pages over 1,000,000 payments in a fresh PostgreSQL
     /// database, against a 1,000-payment baseline measured in the same run.
     Dashboard(super::bench_dashboard::DashboardArgs),
+    /// Append throughput with the global commitment against without it, and `verify` of
+    /// 1,000,000 events, in a fresh PostgreSQL database.
+    Ledger(super::bench_ledger::LedgerArgs),
 }
 
 pub async fn run(target: BenchTarget, settings: &Settings) -> anyhow::Result<()> {
@@ -39,6 +42,7 @@ pub async fn run(target: BenchTarget, settings: &Settings) -> anyhow::Result<()>
             concurrency,
         } => webhooks(settings, &url, n, concurrency).await,
         BenchTarget::Dashboard(args) => super::bench_dashboard::run(args).await,
+        BenchTarget::Ledger(args) => super::bench_ledger::run(args).await,
     }
 }
 

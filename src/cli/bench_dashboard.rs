@@ -219,7 +219,7 @@ fn print_results(results: &[(u64, Vec<Timing>)]) {
     }
 }
 
-async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<String> {
+pub(super) async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<String> {
     let mut conn = sqlx::PgConnection::connect(admin_url)
         .await
         .with_context(|| {
@@ -233,7 +233,7 @@ async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<String> 
     Ok(url.to_string())
 }
 
-async fn drop_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
+pub(super) async fn drop_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
     let mut conn = sqlx::PgConnection::connect(admin_url).await?;
     sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .execute(&mut conn)

@@ -2,8 +2,10 @@
 
 mod bench;
 mod bench_dashboard;
+mod bench_ledger;
 mod demo;
 mod export;
+pub mod ledger;
 pub mod rebuild;
 pub mod replay;
 pub mod token;
@@ -36,8 +38,17 @@ pub enum Command {
     /// Serve with in-process Stripe, TTLock and Shelly simulators and a seeded door and
     /// device; print the URLs to open (database: DATABASE_URL, else ./latchkey-demo.db).
     Demo(demo::DemoArgs),
-    /// Recompute every aggregate's hash chain; exit non-zero naming the first broken link.
-    Verify,
+    /// Check the journal against its global commitment and signed checkpoints, and every
+    /// aggregate's hash chain; exit non-zero naming the first bad position.
+    Verify(verify::VerifyArgs),
+    /// Seal the journal, sign a checkpoint (size, root, time) with LATCHKEY_SIGNING_KEY,
+    /// store it and print it as JSON; `--public-key` prints the public key.
+    Checkpoint(ledger::CheckpointArgs),
+    /// Print an inclusion proof of the event at POSITION against the latest checkpoint, or
+    /// `--consistency OLD NEW` between two checkpoints' tree sizes.
+    Prove(ledger::ProveArgs),
+    /// Check a proof printed by `prove` (offline: no database needed).
+    CheckProof(ledger::CheckProofArgs),
     /// Write the journal (or a range of it) to stdout as NDJSON, in position order.
     Export(export::ExportArgs),
     /// Print an aggregate's state as JSON after the events recorded at or before a time.
@@ -112,7 +123,10 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo(args) => demo::run(settings, args).await,
-        Command::Verify => verify::run(&settings).await,
+        Command::Verify(args) => verify::run(&settings, args).await,
+        Command::Checkpoint(args) => ledger::checkpoint(&settings, args).await,
+        Command::Prove(args) => ledger::prove(&settings, args).await,
+        Command::CheckProof(args) => ledger::check_proof(&settings, args),
         Command::Export(args) => export::run(&settings, args).await,
         Command::Replay(args) => replay::run(&settings, args).await,
         Command::Rebuild(args) => rebuild::run(&settings, args).await,

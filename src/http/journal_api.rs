@@ -1,6 +1,7 @@
 //! The auditors' view of the journal itself: `GET /api/events` (global order),
 //! `GET /api/aggregates/{type}/{id}?at=` (state at a time, by replay) and
-//! `GET /api/verify` (the hash chains).
+//! `GET /api/verify` (the global commitment, signed checkpoints and hash chains), and the
+//! verifiable ledger's checkpoints and proofs under `/api/ledger/…`.
 //!
 //! Door passcodes are masked (`"code": "***"`) for every role: auditors read the whole
 //! history but need no live codes, and a code in an API answer ends up in scripts, logs
@@ -20,8 +21,9 @@ use super::auth::{Permission, Principal};
 use super::read_params::{self, internal, ReadQuery};
 use super::{ApiError, AppState};
 use crate::cli::replay::{self, ReplayError, ReplayedState};
-use crate::cli::verify::verify_journal;
+use crate::cli::verify::{pinned_key, verify_all};
 use crate::store::journal::{EventFilter, JournalEvent};
+use crate::store::ledger::{self, Checkpoint, ConsistencyProof, InclusionProof, ProofError};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -31,6 +33,10 @@ pub fn router() -> Router<AppState> {
             get(aggregate_state),
         )
         .route("/api/verify", get(verify))
+        .route("/api/ledger/checkpoints", get(list_checkpoints))
+        .route("/api/ledger/public-key", get(public_key))
+        .route("/api/ledger/proofs/inclusion", get(inclusion_proof))
+        .route("/api/ledger/proofs/consistency", get(consistency_proof))
 }
 
 /// A journal event as API.md shapes it.
@@ -245,18 +251,26 @@ pub fn mask_passcodes(value: &mut Value) {
     }
 }
 
-/// The outcome of recomputing every hash chain.
+/// The outcome of checking the journal against its commitment and its hash chains.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct VerifyView {
-    /// True when every chain is intact.
+    /// True when nothing was found wrong.
     pub ok: bool,
     pub events_checked: u64,
     pub aggregates_checked: u64,
-    /// The first broken link, in words; `null` when intact.
+    /// The first broken hash chain link, in words; `null` when intact.
     pub broken: Option<String>,
+    /// The first problem with the global commitment, in words; `null` when intact.
+    pub ledger_problem: Option<String>,
+    /// The journal position of the first problem found, when there is one.
+    pub first_bad_position: Option<i64>,
+    pub sealed_events: u64,
+    pub checkpoints_checked: usize,
+    pub latest_checkpoint: Option<Checkpoint>,
 }
 
-/// Recomputes every aggregate's hash chain.
+/// Checks the journal against its global commitment and every stored checkpoint (pinned
+/// to LATCHKEY_SIGNING_KEY's public key when the server has it), then every hash chain.
 #[utoipa::path(get, path = "/api/verify", tag = "auditors",
     responses(
         (status = 200, body = VerifyView),
@@ -267,11 +281,153 @@ pub async fn verify(
     principal: Principal,
 ) -> Result<Json<VerifyView>, ApiError> {
     principal.require(Permission::Read)?;
-    let outcome = verify_journal(&state.journal).await?;
+    let key = pinned_key(&state.settings, None)?;
+    let (ledger, chains) = verify_all(&state.journal, Vec::new(), key.as_ref()).await?;
+    let first_bad_position = ledger
+        .problem
+        .as_ref()
+        .and_then(|problem| problem.position)
+        .or(chains.broken.as_ref().and_then(|link| link.position));
     Ok(Json(VerifyView {
-        ok: outcome.broken.is_none(),
-        events_checked: outcome.events_checked,
-        aggregates_checked: outcome.aggregates_checked,
-        broken: outcome.broken.map(|link| link.to_string()),
+        ok: ledger.problem.is_none() && chains.broken.is_none(),
+        events_checked: chains.events_checked,
+        aggregates_checked: chains.aggregates_checked,
+        broken: chains.broken.map(|link| link.to_string()),
+        ledger_problem: ledger.problem.map(|problem| problem.to_string()),
+        first_bad_position,
+        sealed_events: ledger.sealed_size,
+        checkpoints_checked: ledger.checkpoints_checked,
+        latest_checkpoint: ledger.latest_checkpoint,
     }))
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CheckpointList {
+    /// Every signed checkpoint, smallest tree first.
+    pub items: Vec<Checkpoint>,
+}
+
+/// Every signed checkpoint of the journal's global commitment.
+#[utoipa::path(get, path = "/api/ledger/checkpoints", tag = "auditors",
+    responses(
+        (status = 200, body = CheckpointList),
+        (status = 401, body = super::openapi::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_checkpoints(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<CheckpointList>, ApiError> {
+    principal.require(Permission::Read)?;
+    Ok(Json(CheckpointList {
+        items: ledger::checkpoints(&state.database).await?,
+    }))
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PublicKeyView {
+    /// Base64 Ed25519 public key that signs checkpoints.
+    pub public_key: String,
+}
+
+/// The public key checkpoints are signed with (503 when LATCHKEY_SIGNING_KEY is unset).
+#[utoipa::path(get, path = "/api/ledger/public-key", tag = "auditors",
+    responses(
+        (status = 200, body = PublicKeyView),
+        (status = 401, body = super::openapi::ErrorBody),
+        (status = 503, body = super::openapi::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn public_key(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<PublicKeyView>, ApiError> {
+    principal.require(Permission::Read)?;
+    let key = state.settings.ledger.signing_key.as_ref().ok_or_else(|| {
+        ApiError::NotConfigured(
+            "no checkpoint signing key: set LATCHKEY_SIGNING_KEY (openssl rand -base64 32)".into(),
+        )
+    })?;
+    Ok(Json(PublicKeyView {
+        public_key: key.public_key_base64(),
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct InclusionQuery {
+    /// The journal position of the event.
+    pub position: Option<String>,
+}
+
+fn proof_error(error: ProofError) -> ApiError {
+    match error {
+        ProofError::NotFound(message) => ApiError::NotFound(message),
+        ProofError::Failed(error) => ApiError::Internal(error),
+    }
+}
+
+fn whole_number(name: &str, value: Option<&str>) -> Result<i64, ApiError> {
+    let value = value.ok_or_else(|| ApiError::Invalid(format!("{name} is required")))?;
+    value
+        .parse::<i64>()
+        .ok()
+        .filter(|number| *number > 0)
+        .ok_or_else(|| {
+            ApiError::Invalid(format!(
+                "{name} must be a positive whole number, not {value:?}"
+            ))
+        })
+}
+
+/// Inclusion proof of one event against the latest signed checkpoint (`latchkey prove`).
+#[utoipa::path(get, path = "/api/ledger/proofs/inclusion", tag = "auditors",
+    params(InclusionQuery),
+    responses(
+        (status = 200, body = InclusionProof),
+        (status = 401, body = super::openapi::ErrorBody),
+        (status = 404, body = super::openapi::ErrorBody),
+        (status = 422, body = super::openapi::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn inclusion_proof(
+    State(state): State<AppState>,
+    principal: Principal,
+    ReadQuery(query): ReadQuery<InclusionQuery>,
+) -> Result<Json<InclusionProof>, ApiError> {
+    principal.require(Permission::Read)?;
+    let position = whole_number("position", query.position.as_deref())?;
+    let proof = ledger::prove_inclusion(&state.journal, position)
+        .await
+        .map_err(proof_error)?;
+    Ok(Json(proof))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ConsistencyQuery {
+    /// Tree size of the older checkpoint.
+    pub old: Option<String>,
+    /// Tree size of the newer checkpoint.
+    pub new: Option<String>,
+}
+
+/// Consistency proof between two signed checkpoints (`latchkey prove --consistency`).
+#[utoipa::path(get, path = "/api/ledger/proofs/consistency", tag = "auditors",
+    params(ConsistencyQuery),
+    responses(
+        (status = 200, body = ConsistencyProof),
+        (status = 401, body = super::openapi::ErrorBody),
+        (status = 404, body = super::openapi::ErrorBody),
+        (status = 422, body = super::openapi::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn consistency_proof(
+    State(state): State<AppState>,
+    principal: Principal,
+    ReadQuery(query): ReadQuery<ConsistencyQuery>,
+) -> Result<Json<ConsistencyProof>, ApiError> {
+    principal.require(Permission::Read)?;
+    let old = whole_number("old", query.old.as_deref())?;
+    let new = whole_number("new", query.new.as_deref())?;
+    let proof = ledger::prove_consistency(&state.database, old as u64, new as u64)
+        .await
+        .map_err(proof_error)?;
+    Ok(Json(proof))
 }

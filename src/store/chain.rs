@@ -96,11 +96,16 @@ pub struct BrokenLink {
     pub aggregate_type: String,
     pub aggregate_id: String,
     pub sequence: i64,
+    /// The journal position of the event, when known.
+    pub position: Option<i64>,
     pub reason: String,
 }
 
 impl std::fmt::Display for BrokenLink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(position) = self.position {
+            write!(f, "position {position}, ")?;
+        }
         write!(
             f,
             "{} {} sequence {}: {}",
@@ -141,6 +146,7 @@ impl ChainVerifier {
                 aggregate_type: fields.aggregate_type.to_string(),
                 aggregate_id: fields.aggregate_id.to_string(),
                 sequence: fields.sequence,
+                position: None,
                 reason,
             })
         };

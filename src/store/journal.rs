@@ -54,7 +54,7 @@ impl JournalEvent {
         }
     }
 
-    fn from_row<R>(row: &R) -> Result<Self, sqlx::Error>
+    pub(crate) fn from_row<R>(row: &R) -> Result<Self, sqlx::Error>
     where
         R: Row,
         for<'c> &'c str: sqlx::ColumnIndex<R>,
@@ -89,7 +89,8 @@ pub struct EventFilter {
     pub aggregate_id: Option<String>,
 }
 
-const COLUMNS: &str = "position, transaction_id, aggregate_type, aggregate_id, sequence, \
+pub(crate) const COLUMNS: &str =
+    "position, transaction_id, aggregate_type, aggregate_id, sequence, \
                        event_type, event_version, payload, metadata, recorded_at";
 
 /// Read access to the journal.

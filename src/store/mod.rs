@@ -7,11 +7,15 @@
 //! - [`subscription`]: runs named subscribers over the journal, exactly once each.
 //! - [`parking`]: workflow reactions set aside for an operator instead of halting.
 //! - [`chain`]: the tamper-evident hash chain and its verification.
+//! - [`ledger`]: the global Merkle commitment, its sealer, signed checkpoints and proofs
+//!   (over [`merkle`]).
 
 pub mod chain;
 pub mod inbox;
 pub mod journal;
 pub mod parking;
+pub mod ledger;
+pub mod merkle;
 pub mod repository;
 pub mod subscription;
 

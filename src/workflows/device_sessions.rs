@@ -3,7 +3,7 @@
 //!
 //! | fact | decision |
 //! |---|---|
-//! | `PaymentAuthorized` / `PaymentSucceeded` of a device payment | Device: reserve (or queue) session = payment id |
+//! | `PaymentAuthorized` / `PaymentSucceeded` of a device payment with no session yet | Device: reserve (or queue) session = payment id |
 //! | `DeviceReserved` | DeviceSession: open with the plan's minutes and a grace period |
 //! | `DeviceReservationQueued` | DeviceSession: queue |
 //! | `SessionActivated` (relay confirmed ON) | Payment: capture an authorized payment |
@@ -91,6 +91,14 @@ impl DeviceSessionWorkflow {
                     .execute(&event.aggregate_id, command, Self::metadata(event))
                     .await,
             );
+        }
+        // The session exists: the device was reserved for it when the payment was first
+        // authorized. Reserving again on the capture's `PaymentSucceeded` would, once that
+        // session has ended, hand the device to a finished session for good (found by the
+        // simulation, seed 42).
+        let (_, session_version) = self.buses.sessions.load(&event.aggregate_id).await?;
+        if session_version > 0 {
+            return Ok(());
         }
         let command = DeviceCommand::ReserveDevice {
             session_id: payment_id,

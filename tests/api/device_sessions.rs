@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use latchkey::integrations::shelly::ShellyCloudConfig;
 use latchkey::reconciler::Clock;
 use latchkey::sim::shelly::{RelayLogEntry, RelaySource, ShellySimConfig, ShellySimHandle};
-use latchkey::sim::stripe::{StripeSimConfig, StripeSimHandle};
+use latchkey::sim::stripe::{DeliveryMode, StripeSimConfig, StripeSimHandle};
 use latchkey::sim::FaultSettings;
 use latchkey::startup::BuildOptions;
 use latchkey::store::journal::{Journal, JournalEvent};
@@ -544,6 +544,67 @@ async fn a_second_guest_waits_for_the_first_session_to_end(backend: Backend) {
 }
 
 on_both_backends!(a_second_guest_waits_for_the_first_session_to_end);
+
+/// Found by the simulation (`scripts/simulate --seed 42`): the capture's
+/// `payment_intent.succeeded` arriving after the session had ended reserved the device again
+/// for that finished session, so every later guest queued behind it for good.
+async fn a_capture_confirmed_after_the_session_ended_does_not_hold_the_device(backend: Backend) {
+    let world = world(backend).await;
+    let stripe = &world.sims.stripe;
+    stripe.set_delivery(DeliveryMode::Off);
+    let first = pay(&world).await;
+    for event in stripe.events() {
+        stripe.redeliver(event["id"].as_str().unwrap()).await;
+    }
+    assert!(
+        wait_for(|| async { session_state(&world, first).await == Some(SessionState::Active) })
+            .await,
+        "the first session starts"
+    );
+    assert!(
+        wait_for(|| async {
+            count_events(&world.app, "Payment", first, "PaymentCaptureRequested").await == 1
+        })
+        .await,
+        "the capture is requested; its confirmation is held back"
+    );
+    let ends_at = session(&world.app, first).await.ends_at().unwrap();
+    world.sims.advance_to(ends_at);
+    assert!(
+        wait_for(|| async {
+            session_state(&world, first).await == Some(SessionState::Completed)
+                && device_is_free(&world).await
+        })
+        .await,
+        "the first session completes and frees the device"
+    );
+    let late: Vec<String> = stripe
+        .events()
+        .iter()
+        .filter(|event| event["type"] == "payment_intent.succeeded")
+        .map(|event| event["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(late.len(), 1, "the capture's confirmation exists at Stripe");
+    stripe.redeliver(&late[0]).await;
+    assert!(
+        wait_for(|| async { payment_status(&world, first).await == PaymentStatus::Succeeded })
+            .await,
+        "the late confirmation is recorded"
+    );
+    stripe.set_delivery(DeliveryMode::Normal);
+    let second = pay(&world).await;
+    assert!(
+        wait_for(|| async { session_state(&world, second).await == Some(SessionState::Active) })
+            .await,
+        "the next guest is served at once, not queued behind a finished session: {:?}",
+        session_state(&world, second).await
+    );
+    let (device, _) = world.app.state.buses.devices.load("washer").await.unwrap();
+    assert_eq!(device.holder_session(), Some(second));
+    world.app.stop().await;
+}
+
+on_both_backends!(a_capture_confirmed_after_the_session_ended_does_not_hold_the_device);
 
 async fn the_sweep_turns_off_a_relay_switched_on_behind_our_back(backend: Backend) {
     let world = world_with(backend, |options| {

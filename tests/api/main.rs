@@ -22,6 +22,7 @@ mod history;
 mod integrations_wiring;
 mod journal;
 mod locked_offer;
+mod ledger;
 mod operations;
 mod operator_actions;
 mod projections;
