@@ -316,18 +316,18 @@ impl Settings {
                     })
                     .unwrap_or_default(),
                 bootstrap_token_always: false,
-                checkout_per_address_per_minute: positive(
+                checkout_per_address_per_minute: positive_count(
                     get("LATCHKEY_CHECKOUT_LIMIT_PER_ADDRESS"),
                     "LATCHKEY_CHECKOUT_LIMIT_PER_ADDRESS",
                     crate::http::checkout_limits::PER_ADDRESS_PER_MINUTE,
                 )?,
-                checkout_per_target_per_minute: positive(
+                checkout_per_target_per_minute: positive_count(
                     get("LATCHKEY_CHECKOUT_LIMIT_PER_TARGET"),
                     "LATCHKEY_CHECKOUT_LIMIT_PER_TARGET",
                     crate::http::checkout_limits::PER_TARGET_PER_MINUTE,
                 )?,
                 limits: ServerLimits {
-                    max_connections: positive(
+                    max_connections: positive_count(
                         get("LATCHKEY_MAX_CONNECTIONS"),
                         "LATCHKEY_MAX_CONNECTIONS",
                         ServerLimits::default().max_connections,
@@ -411,8 +411,8 @@ fn cidrs(value: &str, variable: &'static str) -> Result<Vec<crate::net_policy::C
     crate::net_policy::parse_cidrs(value).map_err(|reason| ConfigError { variable, reason })
 }
 
-/// A positive whole number.
-fn positive(
+/// A positive count (connections, starts per minute).
+fn positive_count(
     value: Option<&str>,
     variable: &'static str,
     default: usize,
