@@ -109,6 +109,10 @@ pub mod door;
 pub mod money;
 pub mod payment;
 pub mod session;
+pub mod upcast;
+
+#[cfg(test)]
+mod golden;
 
 #[cfg(any(test, feature = "testing"))]
 mod fake;
