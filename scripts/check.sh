@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
-# The CI sequence, runnable locally: format, lints, then the README's test command.
+# The CI sequence, runnable locally: format, lints, then the README's test command (scripts/test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/init_db.sh
 cargo fmt --all -- --check
-cargo clippy --all-targets -- -D warnings
-cargo test --workspace
+cargo clippy --workspace --all-targets -- -D warnings
+scripts/test

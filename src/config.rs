@@ -121,8 +121,73 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Dashboard session timeouts and login rate limits.
     pub accounts: crate::accounts::AccountSettings,
+    /// Address policies, the metrics token, API base restrictions and server limits.
+    pub security: SecuritySettings,
     /// Signed checkpoints of the journal's global commitment.
     pub ledger: LedgerSettings,
+}
+
+/// What the "Security" section of the README describes: who is believed, what may be
+/// called, who may scrape, and how much one connection may take.
+#[derive(Clone, Debug)]
+pub struct SecuritySettings {
+    /// `LATCHKEY_DEVICE_NETWORKS`: where calls to LAN device URLs may go.
+    pub device_networks: crate::net_policy::DeviceNetworks,
+    /// `LATCHKEY_TRUSTED_PROXIES`: whose forwarding headers name the client.
+    pub trusted_proxies: crate::net_policy::TrustedProxies,
+    /// `LATCHKEY_METRICS_TOKEN`: the bearer token `/metrics` asks for (closed without).
+    pub metrics_token: Option<SecretString>,
+    /// `LATCHKEY_ALLOWED_API_HOSTS`: hosts an API base saved on the settings page may
+    /// name over plain http (besides any https host).
+    pub allowed_api_hosts: Vec<String>,
+    /// Keep accepting `LATCHKEY_API_TOKEN` after an active admin account exists. Not an
+    /// environment variable on purpose: only the test harness sets it, for tests that
+    /// create accounts but drive the API with the bootstrap token.
+    pub bootstrap_token_always: bool,
+    pub limits: ServerLimits,
+    /// `LATCHKEY_CHECKOUT_LIMIT_PER_ADDRESS`: checkout starts per client address per minute.
+    pub checkout_per_address_per_minute: usize,
+    /// `LATCHKEY_CHECKOUT_LIMIT_PER_TARGET`: checkout starts per door or device per minute.
+    pub checkout_per_target_per_minute: usize,
+}
+
+impl Default for SecuritySettings {
+    fn default() -> Self {
+        SecuritySettings {
+            device_networks: Default::default(),
+            trusted_proxies: Default::default(),
+            metrics_token: None,
+            allowed_api_hosts: Vec::new(),
+            bootstrap_token_always: false,
+            limits: ServerLimits::default(),
+            checkout_per_address_per_minute: crate::http::checkout_limits::PER_ADDRESS_PER_MINUTE,
+            checkout_per_target_per_minute: crate::http::checkout_limits::PER_TARGET_PER_MINUTE,
+        }
+    }
+}
+
+/// How much one client may hold of the server (see `src/http/limits.rs`).
+#[derive(Clone, Debug)]
+pub struct ServerLimits {
+    /// A connection whose request headers have not arrived by then is closed.
+    pub header_read_timeout: std::time::Duration,
+    /// A request not answered by then gets 408.
+    pub request_timeout: std::time::Duration,
+    /// Connections served at once; more wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// Largest request body accepted (webhooks and forms are a few kilobytes).
+    pub body_limit_bytes: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            header_read_timeout: std::time::Duration::from_secs(5),
+            request_timeout: std::time::Duration::from_secs(30),
+            max_connections: 1024,
+            body_limit_bytes: 1024 * 1024,
+        }
+    }
 }
 
 /// The verifiable ledger's key and checkpoint cadence (`LATCHKEY_SIGNING_KEY`,
@@ -230,6 +295,46 @@ impl Settings {
                 .saturating_mul(60),
                 ..Default::default()
             },
+            security: SecuritySettings {
+                device_networks: crate::net_policy::DeviceNetworks::new(cidrs(
+                    get("LATCHKEY_DEVICE_NETWORKS")
+                        .unwrap_or(crate::net_policy::DEFAULT_DEVICE_NETWORKS),
+                    "LATCHKEY_DEVICE_NETWORKS",
+                )?),
+                trusted_proxies: crate::net_policy::TrustedProxies::new(cidrs(
+                    get("LATCHKEY_TRUSTED_PROXIES").unwrap_or(""),
+                    "LATCHKEY_TRUSTED_PROXIES",
+                )?),
+                metrics_token: get("LATCHKEY_METRICS_TOKEN").map(secret),
+                allowed_api_hosts: get("LATCHKEY_ALLOWED_API_HOSTS")
+                    .map(|hosts| {
+                        hosts
+                            .split(',')
+                            .map(|host| host.trim().to_ascii_lowercase())
+                            .filter(|host| !host.is_empty())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                bootstrap_token_always: false,
+                checkout_per_address_per_minute: positive(
+                    get("LATCHKEY_CHECKOUT_LIMIT_PER_ADDRESS"),
+                    "LATCHKEY_CHECKOUT_LIMIT_PER_ADDRESS",
+                    crate::http::checkout_limits::PER_ADDRESS_PER_MINUTE,
+                )?,
+                checkout_per_target_per_minute: positive(
+                    get("LATCHKEY_CHECKOUT_LIMIT_PER_TARGET"),
+                    "LATCHKEY_CHECKOUT_LIMIT_PER_TARGET",
+                    crate::http::checkout_limits::PER_TARGET_PER_MINUTE,
+                )?,
+                limits: ServerLimits {
+                    max_connections: positive(
+                        get("LATCHKEY_MAX_CONNECTIONS"),
+                        "LATCHKEY_MAX_CONNECTIONS",
+                        ServerLimits::default().max_connections,
+                    )?,
+                    ..ServerLimits::default()
+                },
+            },
             ledger: LedgerSettings {
                 signing_key: get("LATCHKEY_SIGNING_KEY")
                     .map(|seed| {
@@ -299,6 +404,30 @@ fn minutes(
         },
     };
     Ok(std::time::Duration::from_secs(count.saturating_mul(60)))
+}
+
+/// A comma-separated list of CIDR ranges.
+fn cidrs(value: &str, variable: &'static str) -> Result<Vec<crate::net_policy::Cidr>, ConfigError> {
+    crate::net_policy::parse_cidrs(value).map_err(|reason| ConfigError { variable, reason })
+}
+
+/// A positive whole number.
+fn positive(
+    value: Option<&str>,
+    variable: &'static str,
+    default: usize,
+) -> Result<usize, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(raw) => raw
+            .parse::<usize>()
+            .ok()
+            .filter(|count| *count > 0)
+            .ok_or_else(|| ConfigError {
+                variable,
+                reason: format!("{raw:?} is not a positive whole number"),
+            }),
+    }
 }
 
 /// A brand name fits in a page header: at most 80 characters, no control characters.

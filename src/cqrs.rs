@@ -7,6 +7,7 @@
 //! [`CONFLICT_ATTEMPTS_MAX`] consecutive conflicts does the caller see a conflict error.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use cqrs_es::persist::PersistedEventStore;
@@ -16,7 +17,7 @@ use tracing::debug;
 
 use latchkey_aggregates::device::{Device, DeviceServices};
 use latchkey_aggregates::door::{Door, DoorServices};
-use latchkey_aggregates::payment::{Payment, PaymentServices};
+use latchkey_aggregates::payment::{Payment, PaymentGateway, PaymentServices};
 use latchkey_aggregates::session::{DeviceSession, SessionServices};
 
 use crate::gateways::Gateways;
@@ -176,6 +177,9 @@ pub struct Buses {
     pub doors: CommandBus<Door>,
     pub devices: CommandBus<Device>,
     pub sessions: CommandBus<DeviceSession>,
+    /// Stripe for the money jobs (refund, capture, release), which call it outside any
+    /// command so that a command re-run after a conflict never repeats a money move.
+    pub payment_gateway: Arc<dyn PaymentGateway>,
 }
 
 impl Buses {
@@ -201,6 +205,7 @@ impl Buses {
                 appended.clone(),
                 SessionServices::new(gateways.relays.clone()),
             ),
+            payment_gateway: gateways.payments.clone(),
         }
     }
 }

@@ -108,6 +108,7 @@ impl Gateways {
         let mut config = ShellyConfig::new(cloud);
         // The domain already adds its margin to the session's remaining time.
         config.auto_off_margin_s = 0;
+        config.device_networks = settings.security.device_networks.clone();
         let client = ShellyClient::new(config, health.clone())
             .map_err(|error| anyhow::anyhow!("Shelly client: {error}"))?;
         gateways.shelly = Some(client.clone());

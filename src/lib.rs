@@ -21,6 +21,9 @@ pub mod http;
 pub mod integrations;
 /// Prometheus metrics registry.
 pub mod metrics;
+
+/// Address policies: device networks (SSRF) and trusted proxies.
+pub mod net_policy;
 /// Starting checkouts, guest tokens, Stripe id lookups.
 pub mod payments;
 /// The read models (crate `latchkey-projections`) run as journal subscribers; lag.

@@ -301,7 +301,13 @@ impl SettingsStore {
             .iter()
             .map(|(field, value)| (field.name.to_string(), value.to_string()))
             .collect();
-        Settings::from_vars(&vars).map_err(|error| SaveError::Invalid(error.to_string()))?;
+        let parsed =
+            Settings::from_vars(&vars).map_err(|error| SaveError::Invalid(error.to_string()))?;
+        for (field, _) in &changes {
+            if let Some(base) = api_base(&parsed, field.name) {
+                check_api_base(&self.environment, field.name, base).map_err(SaveError::Invalid)?;
+            }
+        }
         for (field, value) in changes {
             self.upsert(field, value, by).await?;
             tracing::info!(setting = field.name, by, "setting saved");
@@ -387,8 +393,74 @@ impl SettingsStore {
     }
 }
 
+/// The API base URL settings: where an integration's credentials are sent.
+const API_BASES: [&str; 3] = ["STRIPE_API_BASE", "TTLOCK_API_BASE", "SHELLY_SERVER"];
+
+/// The API base `name` in `settings`, if it is one and set.
+fn api_base<'a>(settings: &'a Settings, name: &str) -> Option<&'a url::Url> {
+    match name {
+        "STRIPE_API_BASE" => settings.stripe.api_base.as_ref(),
+        "TTLOCK_API_BASE" => settings.ttlock.api_base.as_ref(),
+        "SHELLY_SERVER" => settings.shelly.server.as_ref(),
+        _ => None,
+    }
+}
+
+/// Whether the environment supplies any secret of the integration whose base is `name`:
+/// then a base saved on the settings page would receive the environment's secret.
+fn environment_secret_for(environment: &Settings, name: &str) -> bool {
+    match name {
+        "STRIPE_API_BASE" => environment.stripe.secret_key.is_some(),
+        "TTLOCK_API_BASE" => {
+            environment.ttlock.client_secret.is_some() || environment.ttlock.password.is_some()
+        }
+        "SHELLY_SERVER" => environment.shelly.auth_key.is_some(),
+        _ => false,
+    }
+}
+
+/// An API base saved on the settings page must be https (or a host the environment
+/// allows in `LATCHKEY_ALLOWED_API_HOSTS`, e.g. a simulator), and may not redirect the
+/// environment's own secrets: a secret set in the environment only ever goes to the
+/// host the environment named (or the default).
+pub fn check_api_base(environment: &Settings, name: &str, base: &url::Url) -> Result<(), String> {
+    if environment_secret_for(environment, name) {
+        return Err(format!(
+            "{name} cannot be saved here while this integration's credentials come from the \
+             environment (they would be sent to a host the environment did not name); set \
+             {name} in the environment instead"
+        ));
+    }
+    let host = base.host_str().unwrap_or_default().to_ascii_lowercase();
+    let allowed = &environment.security.allowed_api_hosts;
+    if base.scheme() == "https" || allowed.iter().any(|allowed| *allowed == host) {
+        return Ok(());
+    }
+    Err(format!(
+        "{name} must be an https:// URL; {base} is not (a plain-http host must be listed in \
+         LATCHKEY_ALLOWED_API_HOSTS)"
+    ))
+}
+
 /// `environment`, with every integration setting it leaves unset taken from `stored`.
+/// A stored API base that [`check_api_base`] refuses now (the environment changed since
+/// it was saved) is ignored, with a warning.
 pub fn overlay(environment: &Settings, stored: &Settings) -> Settings {
+    let mut stored = stored.clone();
+    for name in API_BASES {
+        let refused = api_base(&stored, name)
+            .map(|base| check_api_base(environment, name, base))
+            .and_then(Result::err);
+        if let Some(reason) = refused {
+            tracing::warn!(setting = name, %reason, "a stored API base is ignored");
+            match name {
+                "STRIPE_API_BASE" => stored.stripe.api_base = None,
+                "TTLOCK_API_BASE" => stored.ttlock.api_base = None,
+                _ => stored.shelly.server = None,
+            }
+        }
+    }
+    let stored = &stored;
     let mut out = environment.clone();
     let (stripe, ttlock, shelly) = (&stored.stripe, &stored.ttlock, &stored.shelly);
     fill(&mut out.stripe.secret_key, &stripe.secret_key);

@@ -24,6 +24,7 @@ use crate::store::subscription::{self, Subscriber, SubscriptionOptions, Subscrip
 use crate::store::{Database, PoolSize};
 use crate::workflows::device_sessions::DeviceSessionWorkflow;
 use crate::workflows::door_access::{DoorAccessWorkflow, RetryPolicy};
+use crate::workflows::refunds::RefundWorkflow;
 use crate::workflows::schedule::{self, ScheduleOptions};
 use latchkey_aggregates::door::MAX_ISSUE_ATTEMPTS;
 
@@ -155,10 +156,12 @@ impl Application {
         let buses = Arc::new(Buses::new(&database, &appended, &ports));
         if stripe.options.processor.is_none() {
             // Stripe events become Payment facts unless a test supplies its own processor.
-            stripe.options.processor = Some(Arc::new(PaymentProcessor::new(
-                buses.clone(),
-                database.clone(),
-            )));
+            // The clone shares the live credentials (the key's mode follows a settings
+            // save) and holds no processor itself.
+            let key_mode = stripe.clone();
+            stripe.options.processor = Some(Arc::new(
+                PaymentProcessor::new(buses.clone(), database.clone()).checking_mode_of(key_mode),
+            ));
         }
         background.extend(stripe.spawn_background(metrics.clone(), shutdown.child_token()));
         if options.workflows.enabled {
@@ -172,6 +175,8 @@ impl Application {
                 },
             );
             background.push(subscriptions.spawn(Arc::new(door_access), shutdown.child_token()));
+            let refunds = RefundWorkflow::new(database.clone());
+            background.push(subscriptions.spawn(Arc::new(refunds), shutdown.child_token()));
             let clock = options
                 .workflows
                 .clock
@@ -198,7 +203,12 @@ impl Application {
                 shutdown.child_token(),
             ));
         }
+        let checkout_limits = Arc::new(crate::http::checkout_limits::CheckoutLimits::new(
+            settings.security.checkout_per_address_per_minute,
+            settings.security.checkout_per_target_per_minute,
+        ));
         let state = AppState {
+            checkout_limits,
             settings,
             settings_store,
             database,
@@ -247,12 +257,13 @@ impl Application {
         let router = http::router(self.state.clone());
         self.state.metrics.set_gauge("latchkey_up", &[], 1.0);
         info!(port = self.port, "serving");
-        let shutdown = self.shutdown.clone();
-        // Connection info gives the login rate limit its per-address counter.
-        let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-        let served = axum::serve(self.listener, service)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
+        let served = http::serve::serve(
+            self.listener,
+            router,
+            &self.state.settings.security.limits,
+            self.shutdown.clone(),
+        )
+        .await;
         self.shutdown.cancel();
         for task in self.background {
             let _ = task.await;

@@ -10,13 +10,17 @@
 //! `amount_refunded` for refunds — never computed from deltas here.
 
 use chrono::{DateTime, TimeZone, Utc};
-use latchkey_aggregates::payment::{PaymentCommand, StripeEventRef};
+use latchkey_aggregates::payment::refunds::refund_request_of_key;
+use latchkey_aggregates::payment::{PaymentCommand, RefundStatus, StripeEventRef};
 use latchkey_aggregates::{Actor, Currency, Money};
 use serde_json::Value;
 use uuid::Uuid;
 
-/// Metadata key holding our payment id on Checkout Sessions and PaymentIntents.
+/// Metadata key holding our payment id on Checkout Sessions, PaymentIntents and refunds.
 pub const PAYMENT_ID_METADATA: &str = "latchkey_payment_id";
+
+/// Metadata key holding our refund request id on the refunds we create.
+pub const REFUND_REQUEST_METADATA: &str = "latchkey_refund_request_id";
 
 /// How to find the payment a Stripe event is about, best first.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,6 +32,8 @@ pub enum PaymentReference {
 }
 
 /// What to do with one Stripe event.
+// One lives per event being processed, briefly; boxing the command buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Translation {
     /// Execute `command` on the payment found through the first matching reference.
@@ -118,10 +124,36 @@ pub fn translate(event: &Value, at: DateTime<Utc>) -> Result<Translation, Transl
             payment_intent_id: optional_string(object, "payment_intent"),
             charge_id: reader.string(object, "id")?,
             amount_refunded: reader.money(object, "amount_refunded")?,
+            refund_request_id: reader.our_refund_request(),
             stripe_event,
             actor,
             at,
         },
+        "refund.created" | "refund.updated" | "refund.failed" => {
+            let status = reader.string(object, "status")?;
+            let Some(refund_status) = RefundStatus::parse(&status) else {
+                return Ok(Translation::Ignore {
+                    reason: format!("refund status {status} is not known to Latchkey"),
+                });
+            };
+            PaymentCommand::RecordRefundUpdate {
+                refund_id: reader.string(object, "id")?,
+                charge_id: reader.string(object, "charge")?,
+                payment_intent_id: optional_string(object, "payment_intent"),
+                amount: reader.money(object, "amount")?,
+                refund_status,
+                refund_created: reader.time(object, "created")?,
+                refund_request_id: object
+                    .get("metadata")
+                    .and_then(|metadata| metadata.get(REFUND_REQUEST_METADATA))
+                    .and_then(Value::as_str)
+                    .and_then(|id| Uuid::parse_str(id).ok()),
+                failure_reason: optional_string(object, "failure_reason"),
+                stripe_event,
+                actor,
+                at,
+            }
+        }
         "charge.dispute.created" => PaymentCommand::RecordDispute {
             dispute_id: reader.string(object, "id")?,
             amount: reader.money(object, "amount")?,
@@ -161,7 +193,8 @@ fn references(event_type: &str, object: &Value) -> Vec<PaymentReference> {
             .extend(optional_string(object, "payment_intent").map(PaymentReference::PaymentIntent));
     } else if event_type.starts_with("payment_intent.") {
         references.extend(id.map(PaymentReference::PaymentIntent));
-    } else if event_type.starts_with("charge.dispute.") {
+    } else if event_type.starts_with("charge.dispute.") || event_type.starts_with("refund.") {
+        // Disputes and refunds name the PaymentIntent and the charge they belong to.
         references
             .extend(optional_string(object, "payment_intent").map(PaymentReference::PaymentIntent));
         references.extend(optional_string(object, "charge").map(PaymentReference::Charge));
@@ -242,6 +275,23 @@ impl<'a> EventReader<'a> {
             id: self.event_id.to_string(),
             created,
         }
+    }
+
+    /// Our refund request behind the event: Stripe echoes the request's idempotency key.
+    fn our_refund_request(&self) -> Option<Uuid> {
+        self.event
+            .get("request")
+            .and_then(|request| request.get("idempotency_key"))
+            .and_then(Value::as_str)
+            .and_then(refund_request_of_key)
+    }
+
+    fn time(&self, object: &Value, field: &str) -> Result<DateTime<Utc>, TranslateError> {
+        object
+            .get(field)
+            .and_then(Value::as_i64)
+            .and_then(|seconds| Utc.timestamp_opt(seconds, 0).single())
+            .ok_or_else(|| self.problem(format!("{} has no unix time {field}", self.event_type)))
     }
 
     fn problem(&self, problem: String) -> TranslateError {
@@ -351,6 +401,60 @@ mod tests {
         assert!(
             matches!(command, PaymentCommand::RecordRefund { amount_refunded, .. } if amount_refunded.amount_minor == 200)
         );
+    }
+
+    #[test]
+    fn a_refund_report_names_our_request_and_the_charge_report_carries_its_key() {
+        let request = "0f1c1f7e-6d1f-4b4e-9d0e-3c2b1a0f9e8d";
+        let object = json!({"id": "re_1", "object": "refund", "amount": 300, "charge": "ch_1",
+            "created": 1_700_000_000, "currency": "eur", "payment_intent": "pi_1",
+            "status": "failed", "failure_reason": "expired_or_canceled_card",
+            "metadata": {"latchkey_payment_id": PAYMENT, "latchkey_refund_request_id": request}});
+        let Translation::Apply {
+            references,
+            command,
+        } = translate(&event("refund.failed", object), now()).unwrap()
+        else {
+            panic!("expected a command")
+        };
+        assert_eq!(
+            references[0],
+            PaymentReference::PaymentId(Uuid::parse_str(PAYMENT).unwrap())
+        );
+        match command {
+            PaymentCommand::RecordRefundUpdate {
+                refund_id,
+                refund_status,
+                refund_request_id,
+                failure_reason,
+                amount,
+                ..
+            } => {
+                assert_eq!(refund_id, "re_1");
+                assert_eq!(refund_status, RefundStatus::Failed);
+                assert_eq!(refund_request_id, Uuid::parse_str(request).ok());
+                assert_eq!(failure_reason.as_deref(), Some("expired_or_canceled_card"));
+                assert_eq!(amount.amount_minor, 300);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let mut charge = event(
+            "charge.refunded",
+            json!({"id": "ch_1", "payment_intent": "pi_1", "amount_refunded": 300, "currency": "eur"}),
+        );
+        charge["request"] =
+            json!({"id": "req_1", "idempotency_key": format!("latchkey-refund-{request}")});
+        let Translation::Apply {
+            command:
+                PaymentCommand::RecordRefund {
+                    refund_request_id, ..
+                },
+            ..
+        } = translate(&charge, now()).unwrap()
+        else {
+            panic!("expected a refund")
+        };
+        assert_eq!(refund_request_id, Uuid::parse_str(request).ok());
     }
 
     #[test]

@@ -108,6 +108,7 @@ pub mod device;
 pub mod door;
 pub mod money;
 pub mod payment;
+pub mod planted;
 pub mod session;
 pub mod upcast;
 

@@ -95,6 +95,22 @@ pub const ACTIONS: &[(&str, &str, Rule)] = &[
         "RefundRequested",
         Rule::Fixed("refund_requested"),
     ),
+    ("Payment", "RefundOrdered", Rule::Fixed("refund_requested")),
+    (
+        "Payment",
+        "RefundSubmitted",
+        Rule::Fixed("refund_submitted"),
+    ),
+    (
+        "Payment",
+        "RefundSubmissionFailed",
+        Rule::Fixed("refund_submission_failed"),
+    ),
+    (
+        "Payment",
+        "StripeRefundReported",
+        Rule::Fixed("stripe_refund_reported"),
+    ),
     (
         "Payment",
         "PaymentDisputed",

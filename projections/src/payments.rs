@@ -217,7 +217,11 @@ impl Projection for PaymentsProjection {
             | PaymentEvent::StripeReportIgnored { .. }
             | PaymentEvent::PaymentCaptureRequested { .. }
             | PaymentEvent::PaymentCancellationRequested { .. }
-            | PaymentEvent::RefundRequested { .. } => {}
+            | PaymentEvent::RefundRequested { .. }
+            | PaymentEvent::RefundOrdered { .. }
+            | PaymentEvent::RefundSubmitted { .. }
+            | PaymentEvent::RefundSubmissionFailed { .. }
+            | PaymentEvent::StripeRefundReported { .. } => {}
         }
         Ok(())
     }

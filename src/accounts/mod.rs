@@ -24,8 +24,12 @@ pub struct AccountSettings {
     pub session_idle: Duration,
     /// A session ends this long after login, used or not.
     pub session_lifetime: Duration,
-    /// Failed logins per account within `failure_window` before logins are refused.
+    /// Failed logins per account within `failure_window` before each further try must
+    /// wait (1 s after the last failure, doubling per failure, at most
+    /// `account_backoff_max`): guessing slows to a crawl, but the account's owner is
+    /// never locked out for longer than that.
     pub max_failures_per_account: u32,
+    pub account_backoff_max: Duration,
     /// Failed logins per client address within `failure_window`.
     pub max_failures_per_address: u32,
     pub failure_window: Duration,
@@ -37,6 +41,7 @@ impl Default for AccountSettings {
             session_idle: Duration::from_secs(30 * 60),
             session_lifetime: Duration::from_secs(12 * 60 * 60),
             max_failures_per_account: 10,
+            account_backoff_max: Duration::from_secs(60),
             max_failures_per_address: 30,
             failure_window: Duration::from_secs(15 * 60),
         }

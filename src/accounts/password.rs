@@ -32,6 +32,21 @@ pub fn verify(password: &str, stored: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// [`verify`] on the blocking pool: an argon2 hash takes tens of milliseconds of CPU,
+/// which on an async worker would stall webhooks and pages under a login flood.
+pub async fn verify_off_thread(password: &str, stored: &str) -> bool {
+    let (password, stored) = (password.to_string(), stored.to_string());
+    tokio::task::spawn_blocking(move || verify(&password, &stored))
+        .await
+        .unwrap_or(false)
+}
+
+/// [`hash`] on the blocking pool, for the same reason.
+pub async fn hash_off_thread(password: &str) -> anyhow::Result<String> {
+    let password = password.to_string();
+    tokio::task::spawn_blocking(move || hash(&password)).await?
+}
+
 /// Why a new password is refused, in words for the person choosing it.
 pub fn check_policy(password: &str) -> Result<(), String> {
     let length = password.chars().count();

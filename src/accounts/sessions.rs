@@ -149,6 +149,21 @@ pub async fn delete_all_for_user(database: &Database, user_id: &str) -> StoreRes
     Ok(ended)
 }
 
+/// Ends every session of a user but `keep` (a password change: whoever else was logged in
+/// with the old password is logged out; the person who changed it stays).
+pub async fn delete_others_for_user(
+    database: &Database,
+    user_id: &str,
+    keep_session_hash: &str,
+) -> StoreResult<u64> {
+    let sql = "DELETE FROM user_sessions WHERE user_id = $1 AND session_hash <> $2";
+    let ended = on_pool!(database, pool => {
+        sqlx::query(sql).bind(user_id).bind(keep_session_hash).execute(pool).await.map(|done| done.rows_affected())
+    })?;
+    tracing::info!(user_id, ended, "other sessions of a user ended");
+    Ok(ended)
+}
+
 /// The session id from the request's `Cookie` header(s), if any.
 pub fn cookie_value(headers: &HeaderMap) -> Option<String> {
     read_cookie(headers, COOKIE_NAME)

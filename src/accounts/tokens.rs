@@ -78,3 +78,75 @@ pub async fn revoke_all_for_user(database: &Database, user_id: &str) -> StoreRes
     on_pool!(database, pool => sqlx::query(sql).bind(user_id).execute(pool).await.map(|done| done.rows_affected()))?;
     Ok(())
 }
+
+/// A token as `latchkey token list` shows it: never the token, only its last four.
+#[derive(Clone, Debug)]
+pub struct TokenRow {
+    pub token_id: Option<String>,
+    pub label: String,
+    pub role: String,
+    /// The owning user's email, for tokens made on the account page.
+    pub owner: Option<String>,
+    pub last4: Option<String>,
+    pub created_at: String,
+    pub revoked: bool,
+}
+
+/// Every API token, oldest first.
+pub async fn list_all(database: &Database) -> StoreResult<Vec<TokenRow>> {
+    let sql = "SELECT t.token_id, t.label, t.role, u.email, t.last4, \
+               CAST(t.created_at AS TEXT), t.revoked_at IS NOT NULL \
+               FROM api_tokens t LEFT JOIN users u ON u.user_id = t.user_id \
+               ORDER BY t.created_at, t.label";
+    type Row = (
+        Option<String>,
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        String,
+        bool,
+    );
+    let rows: Vec<Row> = on_pool!(database, pool => sqlx::query_as(sql).fetch_all(pool).await)?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(token_id, label, role, owner, last4, created_at, revoked)| TokenRow {
+                token_id,
+                label,
+                role,
+                owner,
+                last4,
+                created_at,
+                revoked,
+            },
+        )
+        .collect())
+}
+
+/// Revokes the live token whose id is `id_or_label`, else every live token labelled so
+/// (tokens made before ids existed have only a label); returns how many.
+pub async fn revoke_by_id_or_label(database: &Database, id_or_label: &str) -> StoreResult<u64> {
+    let sql = "UPDATE api_tokens SET revoked_at = CURRENT_TIMESTAMP WHERE token_id = $1 \
+               AND revoked_at IS NULL";
+    let by_id = on_pool!(database, pool => {
+        sqlx::query(sql).bind(id_or_label).execute(pool).await.map(|done| done.rows_affected())
+    })?;
+    if by_id > 0 {
+        tracing::info!(token_id = id_or_label, "api token revoked");
+        return Ok(by_id);
+    }
+    let sql = "UPDATE api_tokens SET revoked_at = CURRENT_TIMESTAMP WHERE label = $1 \
+               AND revoked_at IS NULL";
+    let by_label = on_pool!(database, pool => {
+        sqlx::query(sql).bind(id_or_label).execute(pool).await.map(|done| done.rows_affected())
+    })?;
+    if by_label > 0 {
+        tracing::info!(
+            label = id_or_label,
+            revoked = by_label,
+            "api tokens revoked"
+        );
+    }
+    Ok(by_label)
+}

@@ -6,19 +6,95 @@ use crate::store::Database;
 
 use super::{now_ms, secret_hash, StoreResult};
 
-/// One operator account.
-#[derive(Clone, Debug)]
+/// One operator account. `Debug` leaves out the password hash and the TOTP secret.
+#[derive(Clone)]
 pub struct User {
     pub user_id: String,
     pub email: String,
     pub role: Role,
     pub password_hash: String,
     pub must_change_password: bool,
-    pub totp_secret: Option<String>,
+    /// As stored: sealed under the master key when one is configured.
+    pub totp_secret: Option<StoredTotpSecret>,
     pub totp_confirmed: bool,
     pub totp_last_step: Option<i64>,
     pub deactivated_ms: Option<i64>,
     pub created_ms: i64,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("user_id", &self.user_id)
+            .field("email", &self.email)
+            .field("role", &self.role)
+            .field("must_change_password", &self.must_change_password)
+            .field("totp_confirmed", &self.totp_confirmed)
+            .field("deactivated_ms", &self.deactivated_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A TOTP secret as the `users` table keeps it. With `LATCHKEY_MASTER_KEY` set it is
+/// sealed (AES-256-GCM, the user's id as associated data, so it cannot be moved to
+/// another account): `sealed:<key id>:<hex>`. Without a master key it is stored as typed
+/// (base32) — the documented fallback — and sealed the next time the user enrols.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredTotpSecret(String);
+
+const SEALED_PREFIX: &str = "sealed:";
+
+impl std::fmt::Debug for StoredTotpSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoredTotpSecret([REDACTED])")
+    }
+}
+
+impl StoredTotpSecret {
+    fn seal(
+        user_id: &str,
+        secret: &str,
+        key: Option<&crate::secrets::MasterKey>,
+    ) -> anyhow::Result<StoredTotpSecret> {
+        Ok(match key {
+            None => StoredTotpSecret(secret.to_string()),
+            Some(key) => {
+                let sealed = key.seal(&associated_data(user_id), secret)?;
+                StoredTotpSecret(format!(
+                    "{SEALED_PREFIX}{}:{}",
+                    sealed.key_id, sealed.ciphertext
+                ))
+            }
+        })
+    }
+
+    /// The base32 secret; `None` when it is sealed and `key` cannot open it (no key, or
+    /// another one): the user must then be reset and enrol again.
+    pub fn reveal(&self, user_id: &str, key: Option<&crate::secrets::MasterKey>) -> Option<String> {
+        let Some(sealed) = self.0.strip_prefix(SEALED_PREFIX) else {
+            return Some(self.0.clone());
+        };
+        let (key_id, ciphertext) = sealed.rsplit_once(':')?;
+        let sealed = crate::secrets::Sealed {
+            ciphertext: ciphertext.to_string(),
+            key_id: key_id.to_string(),
+        };
+        match key?.open(&associated_data(user_id), &sealed) {
+            Ok(secret) => Some(secret),
+            Err(error) => {
+                tracing::warn!(user_id, %error, "a stored TOTP secret does not open");
+                None
+            }
+        }
+    }
+
+    pub fn is_sealed(&self) -> bool {
+        self.0.starts_with(SEALED_PREFIX)
+    }
+}
+
+fn associated_data(user_id: &str) -> String {
+    format!("totp_secret:{user_id}")
 }
 
 impl User {
@@ -55,7 +131,7 @@ impl UserRow {
             email: self.email,
             password_hash: self.password_hash,
             must_change_password: self.must_change_password,
-            totp_secret: self.totp_secret,
+            totp_secret: self.totp_secret.map(StoredTotpSecret),
             totp_confirmed: self.totp_confirmed,
             totp_last_step: self.totp_last_step,
             deactivated_ms: self.deactivated_ms,
@@ -169,6 +245,14 @@ pub async fn active_admins(database: &Database) -> StoreResult<i64> {
     on_pool!(database, pool => sqlx::query_scalar(sql).fetch_one(pool).await)
 }
 
+/// Active admins who have finished enrolment (own password, confirmed second factor):
+/// from the first one on, the bootstrap token is refused.
+pub async fn enrolled_admins(database: &Database) -> StoreResult<i64> {
+    let sql = "SELECT COUNT(*) FROM users WHERE role = 'admin' AND deactivated_ms IS NULL \
+               AND totp_confirmed = $1 AND must_change_password = $2";
+    on_pool!(database, pool => sqlx::query_scalar(sql).bind(true).bind(false).fetch_one(pool).await)
+}
+
 async fn execute(database: &Database, sql: &str, binds: &[Bind<'_>]) -> StoreResult<u64> {
     on_pool!(database, pool => {
         let mut query = sqlx::query(sql);
@@ -213,6 +297,20 @@ pub async fn set_password(
     .map(|_| ())
 }
 
+/// An admin's password reset: a one-time password, and every session and API token of
+/// the user ends (the reset usually means the old credentials are not theirs alone).
+pub async fn reset_password(
+    database: &Database,
+    user_id: &str,
+    one_time_password_hash: &str,
+) -> StoreResult<()> {
+    set_password(database, user_id, one_time_password_hash, true).await?;
+    super::sessions::delete_all_for_user(database, user_id).await?;
+    super::tokens::revoke_all_for_user(database, user_id).await?;
+    tracing::info!(user_id, "password reset; sessions and tokens revoked");
+    Ok(())
+}
+
 pub async fn set_role(database: &Database, user_id: &str, role: Role) -> StoreResult<()> {
     let sql = "UPDATE users SET role = $1, updated_ms = $2 WHERE user_id = $3";
     execute(
@@ -251,8 +349,16 @@ pub async fn reactivate(database: &Database, user_id: &str) -> StoreResult<()> {
     Ok(())
 }
 
-/// Starts (or restarts) TOTP enrolment with a fresh secret, unconfirmed.
-pub async fn begin_totp(database: &Database, user_id: &str, secret: &str) -> StoreResult<()> {
+/// Starts (or restarts) TOTP enrolment with a fresh secret, unconfirmed; the secret is
+/// sealed under `key` when there is one.
+pub async fn begin_totp(
+    database: &Database,
+    user_id: &str,
+    secret: &str,
+    key: Option<&crate::secrets::MasterKey>,
+) -> anyhow::Result<()> {
+    let stored = StoredTotpSecret::seal(user_id, secret, key)?;
+    let secret = stored.0.as_str();
     let sql = "UPDATE users SET totp_secret = $1, totp_confirmed = $2, totp_last_step = NULL, \
                updated_ms = $3 WHERE user_id = $4 AND totp_confirmed = $2";
     execute(
@@ -265,8 +371,8 @@ pub async fn begin_totp(database: &Database, user_id: &str, secret: &str) -> Sto
             Bind::Text(user_id),
         ],
     )
-    .await
-    .map(|_| ())
+    .await?;
+    Ok(())
 }
 
 /// Confirms enrolment after a valid code and stores the backup codes' hashes.
@@ -314,7 +420,9 @@ pub async fn reset_totp(database: &Database, user_id: &str) -> StoreResult<()> {
     )
     .await?;
     replace_backup_codes(database, user_id, &[]).await?;
+    // Whoever held the lost factor may hold a session or a token too: both end.
     super::sessions::delete_all_for_user(database, user_id).await?;
+    super::tokens::revoke_all_for_user(database, user_id).await?;
     tracing::info!(user_id, "two-factor reset");
     Ok(())
 }
@@ -334,7 +442,7 @@ pub async fn replace_backup_codes(
         for code in codes {
             sqlx::query("INSERT INTO user_backup_codes (user_id, code_hash) VALUES ($1, $2)")
                 .bind(user_id)
-                .bind(secret_hash(code))
+                .bind(salted_code_hash(code, &hex::encode(super::random_bytes::<16>())))
                 .execute(&mut *conn)
                 .await?;
         }
@@ -345,9 +453,45 @@ pub async fn replace_backup_codes(
     }
 }
 
+/// How a backup code is stored: `s1$<salt>$<SHA-256 of salt, NUL, code>`, a random salt
+/// per code, so two users' equal codes (or a precomputed table) tell nothing. Codes
+/// carry 50 random bits, so a fast hash is enough once salted.
+fn salted_code_hash(code: &str, salt_hex: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(salt_hex.as_bytes())
+        .chain_update([0])
+        .chain_update(code.as_bytes())
+        .finalize();
+    format!("s1${salt_hex}${}", hex::encode(digest))
+}
+
+/// Whether `stored` (salted, or the unsalted SHA-256 of codes issued before salting)
+/// is the hash of `code`.
+fn backup_code_matches(stored: &str, code: &str) -> bool {
+    let expected = match stored
+        .strip_prefix("s1$")
+        .and_then(|rest| rest.split_once('$'))
+    {
+        Some((salt, _)) => salted_code_hash(code, salt),
+        None => secret_hash(code),
+    };
+    crate::http::auth::constant_time_eq(expected.as_bytes(), stored.as_bytes())
+}
+
 /// Spends one backup code; true when it was valid and unused.
 pub async fn use_backup_code(database: &Database, user_id: &str, typed: &str) -> StoreResult<bool> {
     let code = super::totp::normalise_backup_code(typed);
+    let sql = "SELECT code_hash FROM user_backup_codes WHERE user_id = $1 AND used_ms IS NULL";
+    let unused: Vec<String> = on_pool!(database, pool => {
+        sqlx::query_scalar(sql).bind(user_id).fetch_all(pool).await
+    })?;
+    let Some(matching) = unused
+        .iter()
+        .find(|stored| backup_code_matches(stored, &code))
+    else {
+        return Ok(false);
+    };
     let sql = "UPDATE user_backup_codes SET used_ms = $1 WHERE user_id = $2 AND code_hash = $3 \
                AND used_ms IS NULL";
     let used = execute(
@@ -356,7 +500,7 @@ pub async fn use_backup_code(database: &Database, user_id: &str, typed: &str) ->
         &[
             Bind::Int(now_ms()),
             Bind::Text(user_id),
-            Bind::Text(&secret_hash(&code)),
+            Bind::Text(matching),
         ],
     )
     .await?

@@ -147,7 +147,7 @@ async fn log_in(database: &crate::store::Database) -> anyhow::Result<String> {
     )
     .await
     .map_err(|error| anyhow::anyhow!("creating the benchmark user: {error}"))?;
-    users::begin_totp(database, &user.user_id, "JBSWY3DPEHPK3PXP").await?;
+    users::begin_totp(database, &user.user_id, "JBSWY3DPEHPK3PXP", None).await?;
     users::confirm_totp(database, &user.user_id, 1, &[]).await?;
     let (cookie, _) = sessions::create(database, &user.user_id, SessionStage::Full).await?;
     Ok(format!("{}={cookie}", sessions::COOKIE_NAME))

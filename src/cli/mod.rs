@@ -8,7 +8,7 @@ mod export;
 pub mod ledger;
 pub mod rebuild;
 pub mod replay;
-mod token;
+pub mod token;
 pub mod user;
 pub mod verify;
 

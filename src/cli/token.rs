@@ -1,4 +1,5 @@
-//! `latchkey token create`: issue an API token for scripts and auditors.
+//! `latchkey token create|list|revoke`: API tokens for scripts and auditors, and their
+//! lifecycle (a token that leaked, or whose holder left, is revoked by its id).
 
 use crate::config::Settings;
 use crate::http::auth::{create_token, Role};
@@ -14,6 +15,14 @@ pub enum TokenCommand {
         /// A name for the audit log, e.g. the machine or person that will use it.
         #[arg(long)]
         label: String,
+    },
+    /// List every token (id, label, role, owner, last four characters, created,
+    /// revoked); never the tokens themselves.
+    List,
+    /// Revoke a token by its id (from `token list`), or every live token with that label.
+    Revoke {
+        /// The token's id, or its label.
+        id_or_label: String,
     },
 }
 
@@ -35,5 +44,36 @@ pub async fn run(settings: &Settings, command: TokenCommand) -> anyhow::Result<(
             );
             Ok(())
         }
+        TokenCommand::List => {
+            for token in crate::accounts::tokens::list_all(&database).await? {
+                println!("{}", list_line(&token));
+            }
+            Ok(())
+        }
+        TokenCommand::Revoke { id_or_label } => {
+            let revoked =
+                crate::accounts::tokens::revoke_by_id_or_label(&database, &id_or_label).await?;
+            if revoked == 0 {
+                anyhow::bail!(
+                    "no live token has the id or label {id_or_label:?}; see `latchkey token list`"
+                );
+            }
+            eprintln!("{revoked} token(s) revoked");
+            Ok(())
+        }
     }
+}
+
+/// One tab-separated line of `token list`.
+pub fn list_line(token: &crate::accounts::tokens::TokenRow) -> String {
+    [
+        token.token_id.as_deref().unwrap_or("-"),
+        &token.label,
+        &token.role,
+        token.owner.as_deref().unwrap_or("-"),
+        &format!("…{}", token.last4.as_deref().unwrap_or("????")),
+        &token.created_at,
+        if token.revoked { "revoked" } else { "live" },
+    ]
+    .join("\t")
 }

@@ -98,9 +98,7 @@ pub async fn run(settings: &Settings, command: UserCommand) -> anyhow::Result<()
         UserCommand::ResetPassword { email } => {
             let user = find(&database, &email).await?;
             let one_time = password::one_time();
-            users::set_password(&database, &user.user_id, &password::hash(&one_time)?, true)
-                .await?;
-            crate::accounts::sessions::delete_all_for_user(&database, &user.user_id).await?;
+            users::reset_password(&database, &user.user_id, &password::hash(&one_time)?).await?;
             println!("{one_time}");
             eprintln!(
                 "one-time password for {}; it is not shown again",

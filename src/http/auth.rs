@@ -1,7 +1,7 @@
 //! Who is calling the operator/auditor API, and what they may do.
 //!
 //! A request authenticates with `Authorization: Bearer <token>`: either the bootstrap
-//! `LATCHKEY_API_TOKEN` (role admin) or a token from the `api_tokens` table (stored as a
+//! `LATCHKEY_API_TOKEN` (role admin, only while no enrolled admin account exists) or a token from the `api_tokens` table (stored as a
 //! SHA-256; compared by hash lookup, the bootstrap token in constant time). A token owned
 //! by a user acts with that user's current role and stops working when the user is
 //! deactivated. Without a bearer token, a logged-in dashboard session (the session
@@ -135,10 +135,7 @@ impl FromRequestParts<AppState> for Principal {
             })?;
         if let Some(bootstrap) = &state.settings.api_token {
             if constant_time_eq(token.as_bytes(), bootstrap.expose_secret().as_bytes()) {
-                return Ok(Principal {
-                    actor_id: "bootstrap".to_string(),
-                    role: Role::Admin,
-                });
+                return bootstrap_principal(state).await;
             }
         }
         match lookup_token(state, token).await? {
@@ -148,6 +145,29 @@ impl FromRequestParts<AppState> for Principal {
             )),
         }
     }
+}
+
+/// The bootstrap token's admin, while no enrolled admin account exists. Once one does, the
+/// token would be an admin credential without a second factor, never rotated and shared
+/// by whoever set up the server: it is refused from then on.
+async fn bootstrap_principal(state: &AppState) -> Result<Principal, ApiError> {
+    if !state.settings.security.bootstrap_token_always {
+        let admins = crate::accounts::users::enrolled_admins(&state.database)
+            .await
+            .map_err(|error| ApiError::Internal(error.into()))?;
+        if admins > 0 {
+            return Err(ApiError::Unauthenticated(
+                "LATCHKEY_API_TOKEN only bootstraps a server without an admin account; an \
+                 admin exists now: use a token from the account page or `latchkey token \
+                 create`, and unset LATCHKEY_API_TOKEN"
+                    .into(),
+            ));
+        }
+    }
+    Ok(Principal {
+        actor_id: "bootstrap".to_string(),
+        role: Role::Admin,
+    })
 }
 
 /// The principal of a logged-in dashboard session, for API calls the pages make.
@@ -243,12 +263,17 @@ pub async fn create_token(
     let mut bytes = [0_u8; 32];
     rand::thread_rng().fill_bytes(&mut bytes);
     let token = format!("lk_{}", hex::encode(bytes));
-    let sql = "INSERT INTO api_tokens (token_hash, role, label) VALUES ($1, $2, $3)";
+    let token_id = uuid::Uuid::new_v4().to_string();
+    let last4 = token[token.len() - 4..].to_string();
+    let sql = "INSERT INTO api_tokens (token_hash, role, label, token_id, last4) \
+               VALUES ($1, $2, $3, $4, $5)";
     on_pool!(database, pool => {
         sqlx::query(sql)
             .bind(token_hash(&token))
             .bind(role.as_str())
             .bind(label)
+            .bind(&token_id)
+            .bind(&last4)
             .execute(pool)
             .await
             .map(|_| ())

@@ -15,7 +15,7 @@ pub fn router() -> Router<AppState> {
 }
 
 #[utoipa::path(get, path = "/api/health/modules", tag = "operations",
-    responses((status = 200, description = "{modules, projections}"), (status = 401, body = super::openapi::ErrorBody)),
+    responses((status = 200, description = "{modules, projections, parked_reactions: {total, by_subscriber}}"), (status = 401, body = super::openapi::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn modules(
     State(state): State<AppState>,
@@ -42,7 +42,21 @@ pub async fn modules(
         );
     }
     let projections = crate::projections_runtime::status(&state.database).await?;
-    Ok(Json(
-        json!({ "modules": modules, "projections": projections }),
-    ))
+    // Workflow reactions set aside for an operator (see `/api/parked-reactions`).
+    let open = crate::store::parking::open_counts(&state.database)
+        .await
+        .map_err(anyhow::Error::new)?;
+    let parked_total: i64 = open.iter().map(|(_, count)| count).sum();
+    let by_subscriber: Vec<Value> = open
+        .iter()
+        .map(|(subscriber, count)| json!({ "subscriber": subscriber, "parked": count }))
+        .collect();
+    state
+        .metrics
+        .set_gauge("latchkey_reactions_parked", &[], parked_total as f64);
+    Ok(Json(json!({
+        "modules": modules,
+        "projections": projections,
+        "parked_reactions": { "total": parked_total, "by_subscriber": by_subscriber },
+    })))
 }

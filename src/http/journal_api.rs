@@ -2,6 +2,12 @@
 //! `GET /api/aggregates/{type}/{id}?at=` (state at a time, by replay) and
 //! `GET /api/verify` (the global commitment, signed checkpoints and hash chains), and the
 //! verifiable ledger's checkpoints and proofs under `/api/ledger/…`.
+//!
+//! Door passcodes are masked (`"code": "***"`) for every role: auditors read the whole
+//! history but need no live codes, and a code in an API answer ends up in scripts, logs
+//! and spreadsheets. An admin who must see one (a guest at the door without their page)
+//! adds `reveal_codes=true`; the reveal is logged with the admin's id (`passcodes
+//! revealed`, target `latchkey::audit`).
 
 use axum::extract::{Path, State};
 use axum::routing::get;
@@ -81,6 +87,8 @@ pub struct EventQuery {
     pub limit: Option<String>,
     pub aggregate_type: Option<String>,
     pub aggregate_id: Option<String>,
+    /// `true`: show door passcodes unmasked (admins only; logged).
+    pub reveal_codes: Option<String>,
 }
 
 /// The journal in global (position) order.
@@ -116,7 +124,13 @@ pub async fn events(
         aggregate_type: read_params::text("aggregate_type", query.aggregate_type.as_deref())?,
         aggregate_id: read_params::text("aggregate_id", query.aggregate_id.as_deref())?,
     };
-    let events = state.journal.page(&filter, limit).await.map_err(internal)?;
+    let reveal = reveal_codes(&principal, query.reveal_codes.as_deref(), "/api/events")?;
+    let mut events = state.journal.page(&filter, limit).await.map_err(internal)?;
+    if !reveal {
+        for event in &mut events {
+            mask_passcodes(&mut event.payload);
+        }
+    }
     let next_cursor = match events.last() {
         Some(last) if events.len() as i64 == limit => Some(last.position.to_string()),
         _ => None,
@@ -161,6 +175,8 @@ impl From<ReplayedState> for AggregateStateView {
 pub struct AtQuery {
     /// RFC 3339 time; only events recorded at or before it are replayed (default: now).
     pub at: Option<String>,
+    /// `true`: show door passcodes unmasked (admins only; logged).
+    pub reveal_codes: Option<String>,
 }
 
 /// Replays one aggregate to a point in time.
@@ -183,12 +199,55 @@ pub async fn aggregate_state(
 ) -> Result<Json<AggregateStateView>, ApiError> {
     principal.require(Permission::Read)?;
     let at = read_params::time("at", query.at.as_deref())?;
+    let reveal = reveal_codes(&principal, query.reveal_codes.as_deref(), "/api/aggregates")?;
     match replay::state_at(&state.journal, &aggregate_type, &id, at).await {
-        Ok(replayed) => Ok(Json(replayed.into())),
+        Ok(mut replayed) => {
+            if !reveal {
+                mask_passcodes(&mut replayed.state);
+            }
+            Ok(Json(replayed.into()))
+        }
         Err(error @ (ReplayError::UnknownType(_) | ReplayError::NotFound(..))) => {
             Err(ApiError::NotFound(error.to_string()))
         }
         Err(ReplayError::Failed(error)) => Err(ApiError::Internal(error)),
+    }
+}
+
+/// Whether this answer may carry passcodes: only when an admin asks, and then logged.
+fn reveal_codes(principal: &Principal, asked: Option<&str>, route: &str) -> Result<bool, ApiError> {
+    match asked {
+        None | Some("false") => Ok(false),
+        Some("true") => {
+            principal.require(Permission::Administer)?;
+            tracing::warn!(
+                target: "latchkey::audit",
+                actor = principal.actor_id,
+                route,
+                "passcodes revealed"
+            );
+            Ok(true)
+        }
+        Some(other) => Err(ApiError::Invalid(format!(
+            "reveal_codes must be true or false, not {other:?}"
+        ))),
+    }
+}
+
+/// Replaces every door passcode (a string under a `code` key, at any depth) with `***`.
+pub fn mask_passcodes(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, value) in map.iter_mut() {
+                if key == "code" && value.is_string() {
+                    *value = Value::String("***".to_string());
+                } else {
+                    mask_passcodes(value);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(mask_passcodes),
+        _ => {}
     }
 }
 

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod auth;
 pub mod catalogue;
 pub mod checkout;
+pub mod checkout_limits;
 pub mod devices;
 pub mod domain_errors;
 pub mod doors;
@@ -14,14 +15,16 @@ pub mod journal_api;
 pub mod openapi;
 pub mod operations;
 pub mod operator_actions;
+pub mod parked;
 pub mod payments;
 pub mod read_params;
 pub mod reports;
+pub mod security_headers;
+pub mod serve;
 pub mod sessions;
 pub mod stripe_webhook;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
@@ -40,10 +43,6 @@ use crate::store::Database;
 
 pub use error::ApiError;
 
-/// A request that takes longer than this is answered 408 and its work dropped; nothing we
-/// serve should come close, and a stuck handler must not hold a connection forever.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
@@ -59,6 +58,8 @@ pub struct AppState {
     pub stripe: StripeRuntime,
     /// Settings saved from the dashboard, overlaid on the environment (which wins).
     pub settings_store: crate::settings_store::SettingsStore,
+    /// Checkout starts per client address and per door/device (429 past them).
+    pub checkout_limits: Arc<checkout_limits::CheckoutLimits>,
 }
 
 impl AppState {
@@ -89,6 +90,7 @@ impl AppState {
 
 /// The whole application router.
 pub fn router(state: AppState) -> Router {
+    let limits = state.settings.security.limits.clone();
     Router::new()
         .merge(operations::router())
         .merge(read_router())
@@ -97,15 +99,29 @@ pub fn router(state: AppState) -> Router {
         .merge(devices::router())
         .merge(health_modules::router())
         .merge(operator_actions::router())
+        .merge(parked::router())
         .merge(stripe_webhook::router())
         .merge(crate::ui::router())
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,
         ))
+        // A request not answered within the limit gets 408 and its work is dropped: a
+        // stuck handler must not hold a connection forever.
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
+            limits.request_timeout,
+        ))
+        // Webhooks and forms are kilobytes; a bigger body is refused (413) unread.
+        .layer(axum::extract::DefaultBodyLimit::max(
+            limits.body_limit_bytes,
+        ))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            limits.body_limit_bytes,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            security_headers::add,
         ))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request| {

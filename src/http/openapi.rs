@@ -13,7 +13,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::{
     audit, catalogue, checkout, devices, doors, health_modules, journal_api, operator_actions,
-    payments, reports, sessions, stripe_webhook, AppState,
+    parked, payments, reports, sessions, stripe_webhook, AppState,
 };
 
 pub fn router() -> Router<AppState> {
@@ -77,6 +77,9 @@ pub struct ErrorDetail {
         stripe_webhook::get_diagnostics,
         stripe_webhook::run_catch_up,
         health_modules::modules,
+        parked::list,
+        parked::retry,
+        parked::skip,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&BearerAuth),

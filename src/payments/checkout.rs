@@ -8,7 +8,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use latchkey_aggregates::payment::{PaymentCommand, PaymentTarget};
+use latchkey_aggregates::payment::{LockedOffer, PaymentCommand, PaymentTarget};
 use latchkey_aggregates::{Actor, Money};
 use serde::Serialize;
 use uuid::Uuid;
@@ -109,11 +109,13 @@ pub async fn start_door_checkout(
             "door {door_uid} has no price yet"
         )));
     };
-    let description = format!("{} — {minutes} minutes", door.name().unwrap_or(door_uid));
+    let door_name = door.name().unwrap_or(door_uid).to_string();
+    let description = format!("{door_name} — {minutes} minutes");
     let target = PaymentTarget::Door {
         door_uid: door_uid.to_string(),
     };
-    start(state, target, price, description, email, false).await
+    let offer = lock_offer(&target, &price, minutes, door_name, None);
+    start(state, target, price, offer, description, email, false).await
 }
 
 /// Starts a device payment for one of its plans (authorized now, captured when the relay
@@ -138,18 +140,59 @@ pub async fn start_device_checkout(
             "device {device_uid} is not taking new sessions (maintenance or a full queue)"
         )));
     }
-    let description = format!("{} — {}", device.name().unwrap_or(device_uid), plan.name);
+    let device_name = device.name().unwrap_or(device_uid).to_string();
+    let description = format!("{device_name} — {}", plan.name);
     let target = PaymentTarget::Device {
         device_uid: device_uid.to_string(),
         plan_id: plan.plan_id.clone(),
     };
-    start(state, target, plan.price, description, email, true).await
+    let offer = lock_offer(
+        &target,
+        &plan.price,
+        plan.minutes,
+        device_name,
+        Some(plan.name.clone()),
+    );
+    start(state, target, plan.price, offer, description, email, true).await
+}
+
+/// The offer as the catalogue makes it now, with its hash (see [`LockedOffer`]). The hash
+/// covers a versioned, `|`-separated line of every field, so equal offers hash equal on
+/// any machine and any edit changes it.
+pub fn lock_offer(
+    target: &PaymentTarget,
+    price: &Money,
+    minutes: u32,
+    target_name: String,
+    plan_name: Option<String>,
+) -> LockedOffer {
+    use sha2::{Digest, Sha256};
+    let (kind, uid, plan_id) = match target {
+        PaymentTarget::Door { door_uid } => ("door", door_uid.as_str(), ""),
+        PaymentTarget::Device {
+            device_uid,
+            plan_id,
+        } => ("device", device_uid.as_str(), plan_id.as_str()),
+    };
+    let line = format!(
+        "offer-v1|{kind}|{uid}|{plan_id}|{}|{}|{minutes}|{target_name}|{}",
+        price.amount_minor,
+        price.currency,
+        plan_name.as_deref().unwrap_or("")
+    );
+    LockedOffer {
+        minutes,
+        target_name,
+        plan_name,
+        hash: hex::encode(Sha256::digest(line.as_bytes())),
+    }
 }
 
 async fn start(
     state: &AppState,
     target: PaymentTarget,
     price: Money,
+    offer: LockedOffer,
     description: String,
     guest_email: String,
     manual_capture: bool,
@@ -169,6 +212,7 @@ async fn start(
         guest_email: guest_email.clone(),
         actor: Actor::Guest,
         at: Utc::now(),
+        offer: Some(offer),
     };
     state
         .buses

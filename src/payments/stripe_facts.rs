@@ -1,5 +1,7 @@
-//! Applying one Stripe event to the ledger: translate it, find its payment, remember the
-//! Stripe ids it reveals, execute the Payment command.
+//! Applying one Stripe event to the ledger: translate it, find its payment, check that a
+//! checkout session event concerns the session recorded for that payment, execute the
+//! Payment command, and only then remember the Stripe ids it reveals (an event the ledger
+//! refused must not bind ids that later events would be matched by).
 //!
 //! Called by the webhook inbox (inline and by its retry worker) and by the catch-up job,
 //! at least once per event: everything here is idempotent (the Payment aggregate ignores a
@@ -63,7 +65,9 @@ pub async fn apply(
     let Some(payment_id) = found else {
         return not_found(&references);
     };
-    remember_ids(database, event, payment_id).await?;
+    if let Some(refused) = foreign_checkout_session(database, event, payment_id).await? {
+        return refused;
+    }
     let metadata =
         CommandMetadata::new("stripe", "webhook").with("stripe_event_id", event_id.clone());
     match buses
@@ -72,6 +76,8 @@ pub async fn apply(
         .await
     {
         Ok(()) => {
+            // A failure here is retried; the fact is applied once however often it comes.
+            remember_ids(database, event, payment_id).await?;
             tracing::info!(payment_id = %payment_id, stripe_event = %event_id, "Stripe event applied");
             Ok(StripeOutcome::Applied { payment_id })
         }
@@ -107,6 +113,49 @@ fn not_found(references: &[PaymentReference]) -> Result<StripeOutcome, RetryLate
                 .to_string(),
         }),
     }
+}
+
+/// A `checkout.session.*` event must be about the Checkout Session we created for the
+/// payment its metadata names (recorded in `payment_refs` when the checkout started): a
+/// session made elsewhere with copied metadata must not confirm our payment. A session
+/// bound to another payment is ignored (with the reason kept); one we never recorded is
+/// retried and stays visible as failed rather than applied.
+async fn foreign_checkout_session(
+    database: &Database,
+    event: &Value,
+    payment_id: Uuid,
+) -> Result<Option<Result<StripeOutcome, RetryLater>>, RetryLater> {
+    let is_checkout = event
+        .get("type")
+        .and_then(Value::as_str)
+        .is_some_and(|kind| kind.starts_with("checkout.session."));
+    if !is_checkout {
+        return Ok(None);
+    }
+    let session_id = event["data"]["object"]["id"].as_str().unwrap_or_default();
+    let reference = [PaymentReference::CheckoutSession(session_id.to_string())];
+    let owner = refs::resolve(database, &reference)
+        .await
+        .map_err(|error| RetryLater(format!("looking up the checkout session failed: {error}")))?;
+    Ok(match owner {
+        Some(owner) if owner == payment_id => None,
+        Some(owner) => {
+            tracing::warn!(payment_id = %payment_id, session_id, owner = %owner, "a checkout session event names another payment");
+            Some(Ok(StripeOutcome::Ignored {
+                reason: format!(
+                    "checkout session {session_id} belongs to payment {owner}, not to payment \
+                     {payment_id} named in its metadata"
+                ),
+            }))
+        }
+        None => {
+            tracing::warn!(payment_id = %payment_id, session_id, "a checkout session event for a session we never created");
+            Some(Err(RetryLater(format!(
+                "checkout session {session_id} is not the session recorded for payment \
+                 {payment_id}: not applied"
+            ))))
+        }
+    })
 }
 
 /// Remembers the Stripe ids this event shows for the payment, for later events that carry

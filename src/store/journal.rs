@@ -192,10 +192,27 @@ impl Journal {
         })
     }
 
+    /// The event at `position`, if any (a parked reaction names its event this way).
+    pub async fn at_position(&self, position: i64) -> Result<Option<JournalEvent>, sqlx::Error> {
+        let sql = format!("SELECT {COLUMNS} FROM events WHERE position = $1");
+        on_pool!(&self.database, pool => {
+            let row = sqlx::query(&sql).bind(position).fetch_optional(pool).await?;
+            row.as_ref().map(JournalEvent::from_row).transpose()
+        })
+    }
+
     /// The number of events in the journal.
     pub async fn count(&self) -> Result<i64, sqlx::Error> {
         on_pool!(&self.database, pool => {
             sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(pool).await
+        })
+    }
+
+    /// The highest position written: the event count (barring positions of rolled-back
+    /// appends), read from the unique index on `position`, not by a scan.
+    pub async fn head_position(&self) -> Result<i64, sqlx::Error> {
+        on_pool!(&self.database, pool => {
+            sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM events").fetch_one(pool).await
         })
     }
 

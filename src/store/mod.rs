@@ -5,6 +5,7 @@
 //!   that also chains every event's hash and wakes subscribers.
 //! - [`journal`]: reads events in global order, for subscribers and auditors.
 //! - [`subscription`]: runs named subscribers over the journal, exactly once each.
+//! - [`parking`]: workflow reactions set aside for an operator instead of halting.
 //! - [`chain`]: the tamper-evident hash chain and its verification.
 //! - [`ledger`]: the global Merkle commitment, its sealer, signed checkpoints and proofs
 //!   (over [`merkle`]).
@@ -12,6 +13,7 @@
 pub mod chain;
 pub mod inbox;
 pub mod journal;
+pub mod parking;
 pub mod ledger;
 pub mod merkle;
 pub mod repository;

@@ -8,11 +8,17 @@
 //!
 //! Wake-ups: an append in this process signals at once ([`AppendSignal`]); appends by other
 //! processes arrive through PostgreSQL's NOTIFY ([`listen_for_appends`]). A slow poll is
-//! kept only as a safety net. A failing batch is retried with exponential backoff and
-//! never skipped: a projection that silently dropped an event would be wrong forever.
+//! kept only as a safety net. A failing projection batch is retried with exponential
+//! backoff and never skipped: a projection that silently dropped an event would be wrong
+//! forever. A workflow ([`Delivery::Effects`]) whose reaction fails for good — a
+//! [`permanent`](super::parking::permanent) error, or `park_after_attempts` failures in a
+//! row on one event — parks that event ([`super::parking`]) and moves on, so one poison
+//! event never stops the workflow for every other aggregate; transient failures below that
+//! count are still retried with backoff.
 
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -24,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::journal::{self, CheckpointError, Cursor, Journal, JournalEvent};
+use super::parking;
 use super::repository::AppendSignal;
 use super::{Database, Tx};
 use crate::metrics::Metrics;
@@ -90,6 +97,11 @@ pub struct SubscriptionOptions {
     pub retry_delay_max: Duration,
     /// How often an instance that does not hold a subscriber's lock tries to take it over.
     pub takeover_interval: Duration,
+    /// Failures in a row on one event after which a workflow parks it and moves on. With
+    /// the default backoff (200 ms doubling to 30 s) twelve attempts span about three
+    /// minutes: long enough to ride out a restart of the database or a flapping network,
+    /// short enough that other sites' guests are not kept waiting behind one event.
+    pub park_after_attempts: u32,
 }
 
 impl Default for SubscriptionOptions {
@@ -100,6 +112,7 @@ impl Default for SubscriptionOptions {
             retry_delay: Duration::from_millis(200),
             retry_delay_max: Duration::from_secs(30),
             takeover_interval: Duration::from_secs(2),
+            park_after_attempts: 12,
         }
     }
 }
@@ -111,6 +124,10 @@ pub struct SubscriptionRuntime {
     appended: AppendSignal,
     options: SubscriptionOptions,
     metrics: Arc<Metrics>,
+    /// Per subscriber: the position of the event its reactions keep failing on, and how
+    /// many times in a row. In memory: a restart starts counting again, which only delays
+    /// parking.
+    failures: Arc<Mutex<HashMap<String, (i64, u32)>>>,
 }
 
 /// What one batch did.
@@ -136,6 +153,7 @@ impl SubscriptionRuntime {
             appended,
             options,
             metrics,
+            failures: Arc::default(),
         }
     }
 
@@ -151,9 +169,11 @@ impl SubscriptionRuntime {
         }
     }
 
-    /// Reacts to events one at a time, moving the checkpoint after each.
+    /// Reacts to events one at a time, moving the checkpoint after each. Retries asked for
+    /// by an operator run first; a reaction that fails for good parks its event.
     async fn run_effects_batch(&self, subscriber: &dyn Subscriber) -> anyhow::Result<BatchOutcome> {
         let name = subscriber.name();
+        let retried = self.run_retry_requests(subscriber).await?;
         journal::ensure_checkpoint(self.database(), name).await?;
         let mut from = journal::current_checkpoint(self.database(), name)
             .await?
@@ -163,17 +183,33 @@ impl SubscriptionRuntime {
             .read_after(from, self.options.batch_size)
             .await?;
         if events.is_empty() {
-            return Ok(BatchOutcome::Idle);
+            return Ok(if retried > 0 {
+                BatchOutcome::Handled(retried)
+            } else {
+                BatchOutcome::Idle
+            });
         }
         let mut handled = 0;
         for event in &events {
-            subscriber.react(event).await.map_err(|error| {
-                error.context(format!(
-                    "subscriber {name} failed on {} {} sequence {} (position {})",
-                    event.aggregate_type, event.aggregate_id, event.sequence, event.position
-                ))
-            })?;
+            let parked = match subscriber.react(event).await {
+                Ok(()) => None,
+                Err(error) => {
+                    let error = error.context(format!(
+                        "subscriber {name} failed on {} {} sequence {} (position {})",
+                        event.aggregate_type, event.aggregate_id, event.sequence, event.position
+                    ));
+                    let attempts = self.count_failure(name, event.position);
+                    if !parking::is_permanent(&error) && attempts < self.options.park_after_attempts
+                    {
+                        return Err(error);
+                    }
+                    Some((format!("{error:#}"), attempts))
+                }
+            };
             let mut tx = self.database().begin().await?;
+            if let Some((error, attempts)) = &parked {
+                parking::park(&mut tx, name, event, error, *attempts).await?;
+            }
             match journal::advance_checkpoint(&mut tx, name, from, event.cursor(), 1).await {
                 Ok(()) => tx.commit().await?,
                 Err(CheckpointError::Moved) => {
@@ -181,6 +217,21 @@ impl SubscriptionRuntime {
                     return Ok(BatchOutcome::Lost);
                 }
                 Err(CheckpointError::Database(error)) => return Err(error.into()),
+            }
+            self.clear_failures(name);
+            if let Some((error, attempts)) = parked {
+                self.metrics
+                    .increment("latchkey_reactions_parked_total", &[("subscriber", name)]);
+                error!(
+                    subscriber = name,
+                    position = event.position,
+                    aggregate_type = %event.aggregate_type,
+                    aggregate_id = %event.aggregate_id,
+                    event_type = %event.event_type,
+                    attempts,
+                    error.message = %error,
+                    "reaction parked for an operator; the subscriber moves on"
+                );
             }
             from = event.cursor();
             handled += 1;
@@ -190,7 +241,51 @@ impl SubscriptionRuntime {
             &[("subscriber", name)],
             from.position as f64,
         );
-        Ok(BatchOutcome::Handled(handled))
+        Ok(BatchOutcome::Handled(handled + retried))
+    }
+
+    /// Counts one more failure of `subscriber` on the event at `position`; returns the
+    /// failures in a row on that event, this one included.
+    fn count_failure(&self, subscriber: &str, position: i64) -> u32 {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = failures
+            .entry(subscriber.to_string())
+            .or_insert((position, 0));
+        if entry.0 != position {
+            *entry = (position, 0);
+        }
+        entry.1 += 1;
+        entry.1
+    }
+
+    fn clear_failures(&self, subscriber: &str) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        failures.remove(subscriber);
+    }
+
+    /// Runs the reactions an operator asked to retry: a success resolves the row, a
+    /// failure parks it again with its new error. The checkpoint does not move: these
+    /// events are behind it already.
+    async fn run_retry_requests(&self, subscriber: &dyn Subscriber) -> anyhow::Result<usize> {
+        let name = subscriber.name();
+        let requests = parking::retry_requests(self.database(), name).await?;
+        for request in &requests {
+            let outcome = match self.journal.at_position(request.position).await? {
+                Some(event) => subscriber.react(&event).await.map_err(|e| format!("{e:#}")),
+                None => Err(format!("no event at position {}", request.position)),
+            };
+            let failure = outcome.err();
+            parking::settle_retry(self.database(), &request.parked_id, failure.as_deref()).await?;
+            info!(
+                subscriber = name,
+                parked_id = %request.parked_id,
+                position = request.position,
+                resolved = failure.is_none(),
+                error = failure.as_deref().unwrap_or(""),
+                "parked reaction retried"
+            );
+        }
+        Ok(requests.len())
     }
 
     async fn run_transactional_batch(

@@ -1,7 +1,8 @@
 //! The page shell every HTML page shares, and the HTML error page.
 //!
 //! Pages are small server-rendered documents: one style sheet, at most one deferred
-//! script, no web fonts. Every page sends `Referrer-Policy: no-referrer` (as a meta tag)
+//! script, no web fonts, no inline script or style (the Content-Security-Policy forbids
+//! them). Every page sends `Referrer-Policy: no-referrer` (a header, and a meta tag)
 //! because guest URLs carry capability tokens that must not leak to a logo's host.
 
 use axum::http::{header, StatusCode};
@@ -60,11 +61,12 @@ pub fn page(head: PageHead, body: Markup) -> Markup {
                 }
                 title { (head.title) " · " (branding.name) }
                 link rel="stylesheet" href="/static/app.css";
+                link rel="stylesheet" href="/static/brand.css";
                 @if head.script {
                     script src="/static/app.js" defer {}
                 }
             }
-            body style=(branding.style()) {
+            body {
                 header.brand {
                     @if let Some(logo) = &branding.logo_url {
                         img.logo src=(logo) alt={ (branding.name) " logo" } height="32";
@@ -133,6 +135,7 @@ impl From<ApiError> for HtmlError {
             ApiError::Upstream(_) => "The payment service did not answer",
             ApiError::NotConfigured(_) | ApiError::Unavailable(_) => "Temporarily unavailable",
             ApiError::Unauthenticated(_) | ApiError::Forbidden(_) => "Not allowed",
+            ApiError::RateLimited { .. } => "Too many attempts",
             ApiError::Internal(_) => "Something went wrong",
         };
         let message = match error {

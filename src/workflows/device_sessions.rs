@@ -3,7 +3,7 @@
 //!
 //! | fact | decision |
 //! |---|---|
-//! | `PaymentAuthorized` / `PaymentSucceeded` of a device payment | Device: reserve (or queue) session = payment id |
+//! | `PaymentAuthorized` / `PaymentSucceeded` of a device payment with no session yet | Device: reserve (or queue) session = payment id |
 //! | `DeviceReserved` | DeviceSession: open with the plan's minutes and a grace period |
 //! | `DeviceReservationQueued` | DeviceSession: queue |
 //! | `SessionActivated` (relay confirmed ON) | Payment: capture an authorized payment |
@@ -29,6 +29,7 @@ use uuid::Uuid;
 use crate::cqrs::{Buses, CommandMetadata};
 use crate::reconciler::Clock;
 use crate::store::journal::JournalEvent;
+use crate::store::parking::permanent;
 use crate::store::subscription::{Delivery, Subscriber};
 use crate::store::Tx;
 
@@ -91,6 +92,14 @@ impl DeviceSessionWorkflow {
                     .await,
             );
         }
+        // The session exists: the device was reserved for it when the payment was first
+        // authorized. Reserving again on the capture's `PaymentSucceeded` would, once that
+        // session has ended, hand the device to a finished session for good (found by the
+        // simulation, seed 42).
+        let (_, session_version) = self.buses.sessions.load(&event.aggregate_id).await?;
+        if session_version > 0 {
+            return Ok(());
+        }
         let command = DeviceCommand::ReserveDevice {
             session_id: payment_id,
             payment_id,
@@ -146,18 +155,31 @@ impl DeviceSessionWorkflow {
     async fn terms(&self, device_uid: &str, session_id: Uuid) -> anyhow::Result<SessionTerms> {
         let payment_id = session_id;
         let (payment, _) = self.buses.payments.load(&payment_id.to_string()).await?;
+        let locked_minutes = payment.locked_offer().map(|offer| offer.minutes);
         let Some(PaymentTarget::Device { plan_id, .. }) = payment.target().cloned() else {
-            anyhow::bail!("payment {payment_id} is not a device payment");
+            return Err(permanent(format!(
+                "payment {payment_id} is not a device payment"
+            )));
         };
         let (device, _) = self.buses.devices.load(device_uid).await?;
+        // Missing data cannot appear by retrying the same event: park it for an operator
+        // (who can restore the device or plan and retry) instead of halting every device.
         let relay = device
             .relay_target()
-            .ok_or_else(|| anyhow::anyhow!("device {device_uid} has no relay"))?;
-        // The plan as it was paid for; fall back to the device's current plan of that id.
-        let minutes = device
-            .plan(&plan_id)
-            .map(|plan| plan.minutes)
-            .ok_or_else(|| anyhow::anyhow!("device {device_uid} no longer has plan {plan_id}"))?;
+            .ok_or_else(|| permanent(format!("device {device_uid} has no relay")))?;
+        // The plan's minutes as locked at checkout; a payment older than locked offers
+        // falls back to the device's current plan of that id, and parks if it is gone.
+        let minutes = match locked_minutes {
+            Some(minutes) => minutes,
+            None => device
+                .plan(&plan_id)
+                .map(|plan| plan.minutes)
+                .ok_or_else(|| {
+                    permanent(format!(
+                    "device {device_uid} no longer has plan {plan_id}; restore the plan and retry"
+                ))
+                })?,
+        };
         Ok(SessionTerms {
             session_id,
             payment_id,

@@ -66,11 +66,13 @@ impl DoorAccessWorkflow {
         }
     }
 
-    /// The door of a door payment, or `None` for a device payment.
-    async fn door_of(&self, payment_id: &str) -> anyhow::Result<Option<String>> {
+    /// The door of a door payment with the access minutes locked at its checkout (`None`
+    /// for a payment older than locked offers), or `None` for a device payment.
+    async fn door_of(&self, payment_id: &str) -> anyhow::Result<Option<(String, Option<u32>)>> {
         let (payment, _) = self.buses.payments.load(payment_id).await?;
+        let locked_minutes = payment.locked_offer().map(|offer| offer.minutes);
         Ok(match payment.target() {
-            Some(PaymentTarget::Door { door_uid }) => Some(door_uid.clone()),
+            Some(PaymentTarget::Door { door_uid }) => Some((door_uid.clone(), locked_minutes)),
             _ => None,
         })
     }
@@ -78,11 +80,15 @@ impl DoorAccessWorkflow {
     async fn on_payment(&self, event: &JournalEvent) -> anyhow::Result<()> {
         let payment_id: Uuid = event.aggregate_id.parse()?;
         let status = event.payload.get("status").and_then(Value::as_str);
+        let Some((door_uid, locked_minutes)) = self.door_of(&event.aggregate_id).await? else {
+            return Ok(());
+        };
         let command = match event.event_type.as_str() {
             "PaymentSucceeded" => DoorCommand::IssueAccessCode {
                 payment_id,
                 actor: Actor::System,
                 at: Utc::now(),
+                locked_minutes,
             },
             "RefundRecorded" if status == Some("refunded") => DoorCommand::RevokeAccessCode {
                 payment_id,
@@ -91,9 +97,6 @@ impl DoorAccessWorkflow {
                 at: Utc::now(),
             },
             _ => return Ok(()),
-        };
-        let Some(door_uid) = self.door_of(&event.aggregate_id).await? else {
-            return Ok(());
         };
         self.execute(&door_uid, command, event).await
     }

@@ -2,6 +2,8 @@
 //!
 //! - [`door_access`]: a paid door payment gets its TTLock code; a full refund deletes it;
 //!   a code whose window ended is deleted; failed TTLock calls are retried with backoff.
+//! - [`refunds`]: a refund decision becomes a durable job that asks Stripe (with the
+//!   request's idempotency key) and records Stripe's answer.
 //! - [`schedule`]: the durable "do this later" table and the worker that runs it.
 //!
 //! Workflows run with [`Delivery::Effects`](crate::store::subscription::Delivery): each
@@ -10,4 +12,5 @@
 
 pub mod device_sessions;
 pub mod door_access;
+pub mod refunds;
 pub mod schedule;

@@ -37,6 +37,11 @@ pub enum Job {
     ExpireAccessCodes {
         door_uid: String,
     },
+    /// Ask Stripe for one refund request and record the answer.
+    SubmitRefund {
+        payment_id: Uuid,
+        refund_request_id: Uuid,
+    },
 }
 
 /// Worker tuning.
@@ -195,6 +200,13 @@ async fn claim(
 /// Executes one job. Business refusals that retrying cannot change (the code was revoked
 /// meanwhile, attempts are exhausted) complete the job; they are already in the journal.
 async fn run(buses: &Buses, job: &Job) -> anyhow::Result<()> {
+    if let Job::SubmitRefund {
+        payment_id,
+        refund_request_id,
+    } = job
+    {
+        return super::refunds::submit_refund(buses, *payment_id, *refund_request_id).await;
+    }
     let metadata = CommandMetadata::new(Actor::System.to_string(), "scheduler");
     let (door_uid, command) = match job.clone() {
         Job::IssueAccessCode {
@@ -206,6 +218,8 @@ async fn run(buses: &Buses, job: &Job) -> anyhow::Result<()> {
                 payment_id,
                 actor: Actor::System,
                 at: Utc::now(),
+                // A retry: the Door reuses the minutes its first request recorded.
+                locked_minutes: None,
             },
         ),
         Job::RevokeAccessCode {
@@ -228,6 +242,7 @@ async fn run(buses: &Buses, job: &Job) -> anyhow::Result<()> {
                 at: Utc::now(),
             },
         ),
+        Job::SubmitRefund { .. } => unreachable!("money jobs are dispatched above"),
     };
     match buses.doors.execute(&door_uid, command, metadata).await {
         Ok(()) => Ok(()),

@@ -27,7 +27,7 @@ pub async fn enrolled_user(database: &Database, email: &str, role: Role) -> Test
         .await
         .unwrap();
     let secret = totp::new_secret();
-    users::begin_totp(database, &user.user_id, &secret)
+    users::begin_totp(database, &user.user_id, &secret, None)
         .await
         .unwrap();
     let old_step = totp::step_at(chrono::Utc::now().timestamp()) - 5;
@@ -143,6 +143,25 @@ impl Agent {
             .client
             .post(format!("{}{path}", self.address))
             .header(COOKIE, self.cookie_header())
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        self.read(response).await
+    }
+
+    /// A form POST with one extra header (e.g. what a proxy adds).
+    pub async fn post_with_header(
+        &mut self,
+        path: &str,
+        header: (&str, &str),
+        form: &[(&str, &str)],
+    ) -> Page {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.address))
+            .header(COOKIE, self.cookie_header())
+            .header(header.0, header.1)
             .form(form)
             .send()
             .await

@@ -32,7 +32,7 @@ pub(crate) async fn login(database: &latchkey::store::Database, role: Role) -> L
     let user = users::create(database, &email, role, "not-a-password-hash", false)
         .await
         .unwrap();
-    users::begin_totp(database, &user.user_id, "JBSWY3DPEHPK3PXP")
+    users::begin_totp(database, &user.user_id, "JBSWY3DPEHPK3PXP", None)
         .await
         .unwrap();
     users::confirm_totp(database, &user.user_id, 1, &[])
@@ -79,7 +79,7 @@ async fn page_until(
 }
 
 /// A form post as `login`, with its CSRF token.
-async fn post_form(
+pub(crate) async fn post_form(
     app: &TestApp,
     path: &str,
     login: &Login,

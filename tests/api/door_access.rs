@@ -529,3 +529,50 @@ on_both_backends!(
     a_redelivered_payment_does_not_issue_a_second_code,
     a_crash_after_ttlock_wrote_the_code_still_issues_it_once,
 );
+
+/// The door's minutes change between the guest's checkout (60 minutes) and Stripe's
+/// webhook: the code is valid for the 60 minutes locked at checkout, not the new 15.
+async fn the_code_window_is_the_one_locked_at_checkout(backend: Backend) {
+    let world = world(backend).await;
+    let (payment_id, checkout_session) = checkout(&world.app).await;
+    let response = world
+        .app
+        .patch_json(
+            &format!("/api/doors/{GATEWAY_LOCK}"),
+            Some(ADMIN_TOKEN),
+            &json!({"access_minutes": 15}),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    world
+        .stripe
+        .pay(&checkout_session, "4242424242424242")
+        .unwrap();
+    code_reaches(&world, payment_id, AccessCodeState::Issued)
+        .await
+        .expect("a code is issued");
+    let (door, _) = world
+        .app
+        .state
+        .buses
+        .doors
+        .load(&GATEWAY_LOCK.to_string())
+        .await
+        .unwrap();
+    assert_eq!(
+        door.access_minutes(),
+        Some(15),
+        "the door now sells 15 minutes"
+    );
+    let access = door.access_code(payment_id).unwrap();
+    assert_eq!(access.access_minutes, Some(60));
+    // TTLock takes whole minutes: the window is widened to the minute, never cut.
+    let window = access.valid_to.unwrap() - access.valid_from.unwrap();
+    assert!(
+        (chrono::Duration::minutes(60)..=chrono::Duration::minutes(61)).contains(&window),
+        "the guest bought 60 minutes, got {window}"
+    );
+    world.app.stop().await;
+}
+
+on_both_backends!(the_code_window_is_the_one_locked_at_checkout);

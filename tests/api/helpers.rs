@@ -158,14 +158,40 @@ impl TestDatabase {
 
 /// The bootstrap admin token every test app accepts.
 pub const ADMIN_TOKEN: &str = "test-admin-token";
+/// The token `/metrics` asks for in tests.
+pub const METRICS_TOKEN: &str = "test-metrics-token";
 
 /// Settings for a test instance: port 0, the given database, the admin token, no
-/// integrations.
+/// integrations. Two security defaults are opened explicitly, because the simulators and
+/// most tests need them: device calls may reach loopback (where the simulators listen),
+/// and the bootstrap token keeps working after a test creates an admin account. The
+/// security tests (`tests/api/security.rs`) close both again.
 pub fn test_settings(url: &DatabaseUrl) -> Settings {
-    let vars = HashMap::from([("LATCHKEY_API_TOKEN".to_string(), ADMIN_TOKEN.to_string())]);
+    let vars = HashMap::from([
+        ("LATCHKEY_API_TOKEN".to_string(), ADMIN_TOKEN.to_string()),
+        (
+            "LATCHKEY_DEVICE_NETWORKS".to_string(),
+            "127.0.0.0/8,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16".to_string(),
+        ),
+        (
+            "LATCHKEY_METRICS_TOKEN".to_string(),
+            METRICS_TOKEN.to_string(),
+        ),
+        // Every test's client is 127.0.0.1; tests that start many checkouts must not
+        // meet the per-address limit meant for the public.
+        (
+            "LATCHKEY_CHECKOUT_LIMIT_PER_ADDRESS".to_string(),
+            "100000".to_string(),
+        ),
+        (
+            "LATCHKEY_CHECKOUT_LIMIT_PER_TARGET".to_string(),
+            "100000".to_string(),
+        ),
+    ]);
     let mut settings = Settings::from_vars(&vars).expect("default settings");
     settings.database_url = url.clone();
     settings.listen = "127.0.0.1:0".parse().unwrap();
+    settings.security.bootstrap_token_always = true;
     settings
 }
 
@@ -177,6 +203,7 @@ pub fn fast_subscriptions() -> SubscriptionOptions {
         retry_delay: Duration::from_millis(20),
         retry_delay_max: Duration::from_millis(200),
         takeover_interval: Duration::from_millis(200),
+        park_after_attempts: 5,
     }
 }
 
@@ -255,6 +282,16 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// GET with a bearer token.
+    pub async fn get_with_token(&self, path: &str, token: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
     pub async fn send_json(
         &self,
         method: reqwest::Method,
@@ -290,6 +327,16 @@ impl TestApp {
     ) -> reqwest::Response {
         self.send_json(reqwest::Method::PATCH, path, token, body)
             .await
+    }
+
+    /// `/metrics` as the scraper sees it (with the metrics token).
+    pub async fn metrics(&self) -> reqwest::Response {
+        self.client
+            .get(format!("{}/metrics", self.address))
+            .bearer_auth(METRICS_TOKEN)
+            .send()
+            .await
+            .expect("request sent")
     }
 
     /// A fresh API token with `role`.

@@ -91,6 +91,8 @@ fn actor_of_payment(command: &PaymentCommand) -> Actor {
         | PaymentCommand::RecordFailure { actor, .. }
         | PaymentCommand::ConfirmPayment { actor, .. }
         | PaymentCommand::RecordRefund { actor, .. }
+        | PaymentCommand::RecordRefundUpdate { actor, .. }
+        | PaymentCommand::RecordRefundSubmission { actor, .. }
         | PaymentCommand::RecordCancellation { actor, .. }
         | PaymentCommand::RecordCheckoutExpired { actor, .. }
         | PaymentCommand::RecordDispute { actor, .. }
@@ -365,6 +367,7 @@ impl History {
             guest_email: email,
             actor: Actor::Guest,
             at,
+            offer: None,
         };
         pay(bus, id, start).await;
         let session = PaymentCommand::RecordCheckoutSession {
@@ -397,6 +400,7 @@ impl History {
             payment_intent_id: Some(format!("pi_{n}")),
             charge_id: format!("ch_{n}"),
             amount_refunded: total,
+            refund_request_id: None,
             stripe_event,
             actor: Actor::Stripe,
             at,
@@ -471,6 +475,7 @@ impl History {
                 payment_id: id,
                 actor: Actor::System,
                 at,
+                locked_minutes: None,
             };
             self.door(door.uid, command).await;
         }
@@ -478,6 +483,7 @@ impl History {
             payment_id: id,
             actor: Actor::System,
             at: at + Duration::seconds(10),
+            locked_minutes: None,
         };
         self.door(door.uid, command).await;
         if self.rng.gen_bool(0.3) {

@@ -82,6 +82,7 @@ async fn a_door_code_issued_through_ttlock_opens_the_lock_until_revoked(backend:
         payment_id,
         actor: Actor::System,
         at: Utc::now(),
+        locked_minutes: None,
     };
     app.state
         .buses
@@ -171,6 +172,7 @@ async fn module_health_shows_a_failing_integration_with_its_error(backend: Backe
         payment_id,
         actor: Actor::System,
         at: Utc::now(),
+        locked_minutes: None,
     };
     let _ = app
         .state

@@ -9,7 +9,7 @@ async fn health_ready_and_metrics_answer(backend: Backend) {
     let app = spawn_app(backend).await;
     assert_eq!(app.get("/health").await.status(), 200);
     assert_eq!(app.get("/ready").await.status(), 200);
-    let metrics = app.get("/metrics").await;
+    let metrics = app.metrics().await;
     assert_eq!(metrics.status(), 200);
     let text = metrics.text().await.unwrap();
     assert!(text.contains("latchkey_journal_events 0"), "{text}");

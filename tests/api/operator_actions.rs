@@ -3,11 +3,15 @@
 use latchkey::http::auth::Role;
 use latchkey::payments::stripe_facts::apply;
 use latchkey::store::journal::Journal;
+use std::time::Duration;
+
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::checkout::app_with_fake_stripe;
-use crate::helpers::{spawn_app, spawn_app_with_settings, Backend, TestDatabase, ADMIN_TOKEN};
+use crate::helpers::{
+    eventually, spawn_app, spawn_app_with_settings, Backend, TestDatabase, ADMIN_TOKEN,
+};
 use crate::on_both_backends;
 
 async fn only_admins_refund_and_the_refund_is_requested_from_stripe(backend: Backend) {
@@ -47,10 +51,24 @@ async fn only_admins_refund_and_the_refund_is_requested_from_stripe(backend: Bac
         .unwrap();
     let requested = events
         .iter()
-        .find(|e| e.event_type == "RefundRequested")
-        .expect("RefundRequested");
+        .find(|e| e.event_type == "RefundOrdered")
+        .expect("the decision is journalled before Stripe is asked");
     assert_eq!(requested.payload["amount"]["amount_minor"], 500);
     assert_eq!(requested.payload["actor"]["id"], "bootstrap");
+    assert_eq!(requested.payload["reason"], "late check-in");
+    let journal = Journal::new(app.database.clone());
+    assert!(
+        eventually(200, Duration::from_millis(50), || async {
+            journal
+                .aggregate_events("Payment", &payment_id.to_string(), None)
+                .await
+                .unwrap()
+                .iter()
+                .any(|e| e.event_type == "RefundSubmitted")
+        })
+        .await,
+        "the refund job asks Stripe and records its answer"
+    );
 
     let too_much = app
         .post_json(&path, Some(ADMIN_TOKEN), &json!({"amount": 5000}))

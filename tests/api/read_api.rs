@@ -95,6 +95,7 @@ async fn checkout(
         guest_email: "guest@example.com".to_owned(),
         actor: Actor::Guest,
         at,
+        offer: None,
     };
     pay(&buses.payments, id, command).await;
     id
@@ -126,6 +127,7 @@ async fn refund(buses: &Buses, id: Uuid, total: i64, currency: &str, at: DateTim
         payment_intent_id: Some(format!("pi_{id}")),
         charge_id: format!("ch_{id}"),
         amount_refunded: money(total, currency),
+        refund_request_id: None,
         stripe_event: stripe_event(at),
         actor: Actor::Stripe,
         at: at + Span::minutes(2),
@@ -180,7 +182,7 @@ async fn every_read_route_needs_a_token_and_an_auditor_may_read(backend: Backend
     assert_eq!(verify["ok"], true);
     assert_eq!(verify["events_checked"], 2);
     let lag_reported = eventually(50, Duration::from_millis(100), || async {
-        let metrics = app.get("/metrics").await.text().await.unwrap();
+        let metrics = app.metrics().await.text().await.unwrap();
         metrics.contains("latchkey_projection_lag_events{projection=\"payments\"} 0")
             && metrics.contains("latchkey_projection_position{projection=\"payments\"} 2")
     })
@@ -188,7 +190,7 @@ async fn every_read_route_needs_a_token_and_an_auditor_may_read(backend: Backend
     assert!(
         lag_reported,
         "{}",
-        app.get("/metrics").await.text().await.unwrap()
+        app.metrics().await.text().await.unwrap()
     );
     app.stop().await;
 }

@@ -205,7 +205,10 @@ async fn saved_branding_applies_to_guest_pages(backend: Backend) {
     assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
     let guest = app.get("/pay/no-such-door").await.text().await.unwrap();
     assert!(guest.contains("Sauna Club"), "{guest}");
-    assert!(guest.contains("#aa3300"));
+    // The colour travels in the brand style sheet (pages carry no inline style).
+    assert!(guest.contains("/static/brand.css"), "{guest}");
+    let brand = app.get("/static/brand.css").await.text().await.unwrap();
+    assert!(brand.contains("#aa3300"), "{brand}");
     let bad = agent
         .post(
             "/settings/branding",

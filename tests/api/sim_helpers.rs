@@ -122,6 +122,10 @@ pub async fn shelly_env_with(
         local_timeout_ms: 300,
         auto_off_margin_s: 30,
         readback_delay_ms: 0,
+        // The simulator listens on loopback, which only an explicit range opens.
+        device_networks: latchkey::net_policy::DeviceNetworks::new(
+            latchkey::net_policy::parse_cidrs("127.0.0.0/8").unwrap(),
+        ),
     };
     adjust(&mut config);
     let health = ModuleHealth::new("shelly");

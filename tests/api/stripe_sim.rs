@@ -285,7 +285,7 @@ async fn every_post_carries_an_idempotency_key_and_retries_return_the_same_objec
     );
     let refund_key = idempotency_key(&payment_id, "refund-1");
     let refund = client
-        .refund(&intent, Some(150), &refund_key)
+        .refund(&intent, Some(150), Default::default(), &refund_key)
         .await
         .unwrap();
     assert_eq!(refund.amount, 150);
@@ -293,6 +293,7 @@ async fn every_post_carries_an_idempotency_key_and_retries_return_the_same_objec
         .refund(
             &intent,
             Some(1000),
+            Default::default(),
             &idempotency_key(&payment_id, "refund-2"),
         )
         .await;

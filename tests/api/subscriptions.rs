@@ -361,3 +361,75 @@ async fn a_reacting_subscriber_checkpoints_after_each_event(backend: Backend) {
 }
 
 on_both_backends!(a_reacting_subscriber_checkpoints_after_each_event);
+
+/// A reaction that keeps failing (not known to be permanent) is retried — each catch-up
+/// reports the failure — until `park_after_attempts`, then parked; the subscriber moves
+/// on, and an operator's retry after the cause is gone resolves it.
+async fn a_reaction_failing_past_the_attempt_limit_is_parked_and_retried(backend: Backend) {
+    use latchkey::store::parking::{self, OperatorDecision};
+    let test_database = TestDatabase::create(backend).await;
+    let database = test_database.connect().await;
+    append_counters(&database, &Default::default(), 10).await;
+    let options = BuildOptions {
+        subscriptions: crate::helpers::fast_subscriptions(),
+        ..Default::default()
+    };
+    let park_after = options.subscriptions.park_after_attempts;
+    let app = spawn_app_with(test_database, options).await;
+    let reactor = crate::support::Reactor::new("stubborn");
+    let positions: Vec<i64> = latchkey::store::journal::Journal::new(app.database.clone())
+        .page(&Default::default(), 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.position)
+        .collect();
+    let poison = positions[3];
+    reactor.fail_always_at.store(poison, Ordering::SeqCst);
+    // Transient until the limit: every attempt but the last reports the error.
+    for attempt in 1..park_after {
+        let error = app.subscriptions.catch_up(&reactor).await.unwrap_err();
+        assert!(
+            format!("{error:#}").contains("always fails"),
+            "attempt {attempt}"
+        );
+        assert!(parking::list(&app.database, None, 10)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+    app.subscriptions.catch_up(&reactor).await.unwrap();
+    let expected: Vec<i64> = positions.iter().copied().filter(|p| *p != poison).collect();
+    assert_eq!(
+        *reactor.reacted.lock().unwrap(),
+        expected,
+        "the others were reacted to"
+    );
+    let rows = parking::list(&app.database, None, 10).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].position, poison);
+    assert_eq!(rows[0].attempts, park_after as i32);
+    assert_eq!(rows[0].status, "parked");
+    assert!(rows[0].error.contains("always fails"), "{}", rows[0].error);
+
+    reactor.fail_always_at.store(-1, Ordering::SeqCst);
+    assert!(parking::decide(
+        &app.database,
+        &rows[0].parked_id,
+        OperatorDecision::Retry,
+        "test",
+        None
+    )
+    .await
+    .unwrap());
+    app.subscriptions.catch_up(&reactor).await.unwrap();
+    assert_eq!(reactor.reacted.lock().unwrap().last(), Some(&poison));
+    let row = parking::get(&app.database, &rows[0].parked_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.status, "resolved");
+    app.stop().await;
+}
+
+on_both_backends!(a_reaction_failing_past_the_attempt_limit_is_parked_and_retried);

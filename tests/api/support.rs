@@ -214,11 +214,12 @@ pub fn fake_gateways(checkout: std::sync::Arc<FakeCheckout>) -> latchkey::gatewa
 }
 
 /// Reacts (outside any transaction) by recording positions in memory; fails once at a
-/// given position.
+/// given position, or at another for as long as it is set.
 pub struct Reactor {
     pub name: String,
     pub reacted: std::sync::Mutex<Vec<i64>>,
     pub fail_once_at: AtomicI64,
+    pub fail_always_at: AtomicI64,
 }
 
 impl Reactor {
@@ -227,6 +228,7 @@ impl Reactor {
             name: name.to_string(),
             reacted: Default::default(),
             fail_once_at: AtomicI64::new(-1),
+            fail_always_at: AtomicI64::new(-1),
         }
     }
 }
@@ -252,6 +254,9 @@ impl Subscriber for Reactor {
             .is_ok()
         {
             anyhow::bail!("injected failure at position {}", event.position);
+        }
+        if self.fail_always_at.load(Ordering::SeqCst) == event.position {
+            anyhow::bail!("always fails at position {}", event.position);
         }
         self.reacted.lock().unwrap().push(event.position);
         Ok(())

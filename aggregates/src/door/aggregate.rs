@@ -67,6 +67,13 @@ pub struct AccessCode {
     pub issue_attempts: u32,
     pub revocation_attempts: u32,
     pub last_error: Option<String>,
+    /// Set by a revocation that could only delete the cloud record: the code still opens
+    /// the door until then.
+    #[serde(default)]
+    pub still_valid_until: Option<DateTime<Utc>>,
+    /// The access minutes recorded with the request: what the guest bought.
+    #[serde(default)]
+    pub access_minutes: Option<u32>,
 }
 
 impl AccessCode {
@@ -79,9 +86,11 @@ impl AccessCode {
             valid_from: None,
             valid_to: None,
             remotely_revocable: false,
+            still_valid_until: None,
             issue_attempts: 0,
             revocation_attempts: 0,
             last_error: None,
+            access_minutes: None,
         }
     }
 }
@@ -152,9 +161,14 @@ impl Aggregate for Door {
             DoorEvent::PassageModeObserved { enabled, .. } => {
                 self.passage_mode_enabled = Some(enabled);
             }
-            DoorEvent::AccessCodeRequested { payment_id, .. } => {
-                self.access_codes
-                    .insert(payment_id, AccessCode::requested(payment_id));
+            DoorEvent::AccessCodeRequested {
+                payment_id,
+                access_minutes,
+                ..
+            } => {
+                let mut access = AccessCode::requested(payment_id);
+                access.access_minutes = Some(access_minutes);
+                self.access_codes.insert(payment_id, access);
             }
             DoorEvent::AccessCodeIssued {
                 payment_id,
@@ -187,10 +201,15 @@ impl Aggregate for Door {
                 access.issue_attempts = attempt;
                 access.last_error = Some(reason);
             }
-            DoorEvent::AccessCodeRevoked { payment_id, .. } => {
+            DoorEvent::AccessCodeRevoked {
+                payment_id,
+                still_valid_until,
+                ..
+            } => {
                 let access = self.code_entry(payment_id);
                 access.state = AccessCodeState::Revoked;
                 access.last_error = None;
+                access.still_valid_until = still_valid_until;
             }
             DoorEvent::AccessCodeRevocationPending {
                 payment_id,
@@ -334,8 +353,14 @@ impl Door {
                 }
                 Ok(vec![DoorEvent::PassageModeObserved { enabled, at }])
             }
-            DoorCommand::IssueAccessCode { payment_id, at, .. } => {
-                self.issue_access_code(payment_id, at, services).await
+            DoorCommand::IssueAccessCode {
+                payment_id,
+                at,
+                locked_minutes,
+                ..
+            } => {
+                self.issue_access_code(payment_id, at, locked_minutes, services)
+                    .await
             }
             DoorCommand::RevokeAccessCode {
                 payment_id,
@@ -453,10 +478,17 @@ impl Door {
         &self,
         payment_id: Uuid,
         at: DateTime<Utc>,
+        locked_minutes: Option<u32>,
         services: &DoorServices,
     ) -> Result<Vec<DoorEvent>, DoorError> {
         let profile = self.registered()?;
         let existing = self.access_codes.get(&payment_id);
+        // What the guest bought: the minutes recorded with the first request, else those
+        // locked at checkout, else (a payment older than locked offers) the door's own.
+        let access_minutes = existing
+            .and_then(|access| access.access_minutes)
+            .or(locked_minutes)
+            .unwrap_or(profile.access_minutes);
         if let Some(access) = existing {
             match access.state {
                 AccessCodeState::Issued => return Ok(vec![]),
@@ -488,7 +520,7 @@ impl Door {
         if existing.is_none() {
             events.push(DoorEvent::AccessCodeRequested {
                 payment_id,
-                access_minutes: profile.access_minutes,
+                access_minutes,
                 at,
             });
         }
@@ -498,7 +530,7 @@ impl Door {
             payment_id,
             name: format!("Latchkey {payment_id}"),
             valid_from: at,
-            valid_to: at + Duration::minutes(i64::from(profile.access_minutes)),
+            valid_to: at + Duration::minutes(i64::from(access_minutes)),
             code: None,
         };
         let outcome = match services.locks.issue_passcode(request).await {
@@ -554,6 +586,7 @@ impl Door {
                 reason,
                 actor,
                 at,
+                still_valid_until: None,
             }]);
         };
         let event = match services
@@ -567,6 +600,11 @@ impl Door {
                 reason,
                 actor,
                 at,
+                // A code the lock keeps offline outlives its cloud record.
+                still_valid_until: access
+                    .filter(|access| !access.remotely_revocable)
+                    .and_then(|access| access.valid_to)
+                    .filter(|end| *end > at),
             },
             Err(error) => DoorEvent::AccessCodeRevocationPending {
                 payment_id,

@@ -50,6 +50,11 @@ pub enum DoorCommand {
         payment_id: Uuid,
         actor: Actor,
         at: DateTime<Utc>,
+        /// The access minutes locked at checkout. The first attempt records them
+        /// (`AccessCodeRequested.access_minutes`) and every later attempt reuses that; `None`
+        /// (a payment from before offers were locked) means the door's current minutes.
+        #[serde(default)]
+        locked_minutes: Option<u32>,
     },
     /// Deletes the payment's code from the lock (after a refund, or by an operator). For a
     /// payment with no code yet, records the revocation so none is ever issued.

@@ -111,13 +111,18 @@ pub enum DoorEvent {
         retryable: bool,
         at: DateTime<Utc>,
     },
-    /// The code is gone from the lock, or was never created (`passcode_id` is `None`).
+    /// The code is gone from the lock, or was never created (`passcode_id` is `None`) —
+    /// unless `still_valid_until` is set: then only TTLock's cloud record was deleted (a
+    /// period passcode on a lock without a gateway, which the lock keeps offline), and the
+    /// code keeps opening the door until that time. Never shown as "revoked" then.
     AccessCodeRevoked {
         payment_id: Uuid,
         passcode_id: Option<i64>,
         reason: String,
         actor: Actor,
         at: DateTime<Utc>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        still_valid_until: Option<DateTime<Utc>>,
     },
     /// Deleting the code failed; it is retried later and may still open the door.
     AccessCodeRevocationPending {

@@ -71,6 +71,7 @@ fn issue(minute: i64) -> DoorCommand {
         payment_id: PAYMENT,
         actor: Actor::System,
         at: at(minute),
+        locked_minutes: None,
     }
 }
 
@@ -121,6 +122,7 @@ fn revoked(passcode_id: Option<i64>, minute: i64) -> DoorEvent {
         reason: "payment refunded".to_owned(),
         actor: Actor::System,
         at: at(minute),
+        still_valid_until: None,
     }
 }
 
@@ -278,6 +280,58 @@ async fn a_paid_payment_gets_a_code_valid_for_the_access_duration_from_now() {
             code: None,
         })]
     );
+}
+
+#[tokio::test]
+async fn the_minutes_locked_at_checkout_win_over_the_doors_current_minutes() {
+    let (locks, services) = fake();
+    let command = DoorCommand::IssueAccessCode {
+        payment_id: PAYMENT,
+        actor: Actor::System,
+        at: at(10),
+        locked_minutes: Some(45),
+    };
+    let result = DoorTest::with(services)
+        .given(vec![registered()])
+        .when_async(command)
+        .await
+        .inspect_result()
+        .unwrap();
+    assert_eq!(
+        result[0],
+        DoorEvent::AccessCodeRequested {
+            payment_id: PAYMENT,
+            access_minutes: 45,
+            at: at(10),
+        }
+    );
+    let calls = locks.calls();
+    let [LockCall::IssuePasscode(request)] = calls.as_slice() else {
+        panic!("one issue call: {calls:?}");
+    };
+    assert_eq!(request.valid_to - request.valid_from, Duration::minutes(45));
+}
+
+#[tokio::test]
+async fn a_retry_keeps_the_minutes_of_the_first_request() {
+    let (locks, services) = fake();
+    let locked_request = DoorEvent::AccessCodeRequested {
+        payment_id: PAYMENT,
+        access_minutes: 45,
+        at: at(10),
+    };
+    DoorTest::with(services)
+        .given(vec![registered(), locked_request, issue_failed(1, 10)])
+        .when_async(issue(15))
+        .await
+        .inspect_result()
+        .unwrap();
+    let calls = locks.calls();
+    let [LockCall::IssuePasscode(request)] = calls.as_slice() else {
+        panic!("one issue call: {calls:?}");
+    };
+    assert_eq!(request.valid_from, at(15));
+    assert_eq!(request.valid_to, at(15) + Duration::minutes(45));
 }
 
 #[tokio::test]

@@ -20,11 +20,13 @@ use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::commands::PaymentCommand;
+use super::commands::{PaymentCommand, RefundSubmissionOutcome};
 use super::error::PaymentError;
 use super::events::{
-    PaymentEvent, PaymentKind, PaymentStatus, PaymentTarget, StripeEventRef, StripeReport,
+    LockedOffer, PaymentEvent, PaymentKind, PaymentStatus, PaymentTarget, StripeEventRef,
+    StripeReport,
 };
+use super::refunds::{refund_idempotency_key, KnownRefund, RefundLedger, RefundStatus};
 use super::services::{CancelAuthorizationRequest, CaptureRequest, PaymentServices, RefundRequest};
 use crate::{Currency, Money};
 
@@ -41,11 +43,8 @@ pub struct Payment {
     cancellation_requested: bool,
     /// Set once Stripe reports the success; `None` means no money was collected yet.
     amount_received_minor: Option<i64>,
-    /// Stripe's cumulative refunded total for the charge; only ever rises.
-    amount_refunded_minor: i64,
-    /// The cumulative total expected once every refund we requested lands.
-    expected_refunded_minor: i64,
-    refund_request_ids: BTreeSet<Uuid>,
+    /// Every refund Stripe reported and every refund we asked for (see [`RefundLedger`]).
+    refunds: RefundLedger,
     /// `Cancelled` or `Expired` once Stripe closed the payment unpaid.
     closed: Option<PaymentStatus>,
     failed_attempts: u32,
@@ -64,6 +63,7 @@ struct Checkout {
     price: Money,
     guest_email: String,
     started_at: DateTime<Utc>,
+    offer: Option<LockedOffer>,
 }
 
 /// The facts the status is derived from. Each only ever moves one way, which is why the
@@ -129,6 +129,7 @@ impl Aggregate for Payment {
                 price,
                 guest_email,
                 at,
+                offer,
             } => {
                 self.checkout = Some(Checkout {
                     payment_id,
@@ -136,6 +137,7 @@ impl Aggregate for Payment {
                     price,
                     guest_email,
                     started_at: at,
+                    offer,
                 });
                 self.status = PaymentStatus::Pending;
             }
@@ -199,11 +201,25 @@ impl Aggregate for Payment {
                 amount_refunded,
                 status,
                 stripe_event,
+                charge_amount_refunded,
+                refund_id,
+                refund_request_id,
                 ..
             } => {
-                debug_assert!(amount_refunded.amount_minor > self.amount_refunded_minor);
                 self.charge_id = Some(charge_id);
-                self.amount_refunded_minor = amount_refunded.amount_minor;
+                // A refund report changed the ledger already (`StripeRefundReported`);
+                // a charge report, or an old journal's total (all charge reports), is
+                // the charge's cumulative total at Stripe's time of the event.
+                if refund_id.is_none() {
+                    let charge_total =
+                        charge_amount_refunded.unwrap_or_else(|| amount_refunded.clone());
+                    self.refunds.record_charge_total(
+                        charge_total.amount_minor,
+                        stripe_event.created,
+                        refund_request_id,
+                    );
+                }
+                debug_assert_eq!(self.refunds.refunded_minor(), amount_refunded.amount_minor);
                 self.record_stripe_fact(status, stripe_event);
             }
             PaymentEvent::PaymentCaptureRequested {
@@ -236,11 +252,64 @@ impl Aggregate for Payment {
             }
             PaymentEvent::RefundRequested {
                 refund_request_id,
+                amount,
+                reason,
+                stripe_refund_id,
                 expected_amount_refunded,
                 ..
             } => {
-                self.refund_request_ids.insert(refund_request_id);
-                self.expected_refunded_minor = expected_amount_refunded.amount_minor;
+                self.refunds.record_legacy_request(
+                    refund_request_id,
+                    amount.amount_minor,
+                    reason,
+                    stripe_refund_id,
+                    expected_amount_refunded.amount_minor,
+                );
+            }
+            PaymentEvent::RefundOrdered {
+                refund_request_id,
+                amount,
+                reason,
+                ..
+            } => {
+                self.refunds
+                    .record_request(refund_request_id, amount.amount_minor, reason);
+            }
+            PaymentEvent::RefundSubmitted {
+                refund_request_id,
+                stripe_refund_id,
+                ..
+            } => {
+                self.refunds
+                    .record_submission(refund_request_id, stripe_refund_id);
+            }
+            PaymentEvent::RefundSubmissionFailed {
+                refund_request_id, ..
+            } => {
+                self.refunds.record_refusal(refund_request_id);
+            }
+            PaymentEvent::StripeRefundReported {
+                refund_id,
+                charge_id,
+                amount,
+                refund_status,
+                refund_created,
+                refund_request_id,
+                stripe_event,
+                ..
+            } => {
+                self.charge_id = Some(charge_id);
+                self.refunds.record_refund(
+                    refund_id,
+                    KnownRefund {
+                        amount_minor: amount.amount_minor,
+                        status: refund_status,
+                        reported_at: stripe_event.created,
+                        created_at: refund_created,
+                        refund_request_id,
+                    },
+                );
+                self.stripe_event_ids.insert(stripe_event.id);
             }
             PaymentEvent::PaymentDisputed {
                 dispute_id,
@@ -274,6 +343,14 @@ impl Payment {
 
     pub fn kind(&self) -> Option<PaymentKind> {
         self.target().map(PaymentTarget::kind)
+    }
+
+    /// The offer locked at checkout beyond the price; `None` for payments started before
+    /// offers were locked (see [`LockedOffer`] for the fallback).
+    pub fn locked_offer(&self) -> Option<&LockedOffer> {
+        self.checkout
+            .as_ref()
+            .and_then(|checkout| checkout.offer.as_ref())
     }
 
     /// The price locked at checkout (API.md's `amount`).
@@ -319,7 +396,29 @@ impl Payment {
 
     /// Stripe's cumulative refunded total.
     pub fn amount_refunded(&self) -> Option<Money> {
-        self.money(self.amount_refunded_minor)
+        self.money(self.refunds.refunded_minor())
+    }
+
+    /// Refunds requested and not yet accounted for by Stripe.
+    pub fn refund_in_flight(&self) -> Option<Money> {
+        self.money(self.refunds.in_flight_minor())
+    }
+
+    /// What the refund job must send Stripe for `refund_request_id`, or `None` when the
+    /// request is unknown or Stripe already answered it.
+    pub fn refund_submission(&self, refund_request_id: Uuid) -> Option<RefundRequest> {
+        if !self.refunds.awaits_submission(refund_request_id) {
+            return None;
+        }
+        let request = self.refunds.request(refund_request_id)?;
+        Some(RefundRequest {
+            payment_intent_id: self.payment_intent_id.clone()?,
+            amount: self.money(request.amount_minor)?,
+            reason: request.reason.clone(),
+            idempotency_key: refund_idempotency_key(refund_request_id),
+            payment_id: self.payment_id()?,
+            refund_request_id,
+        })
     }
 
     /// What a new refund request may still ask for.
@@ -348,9 +447,8 @@ impl Payment {
     }
 
     fn refundable_minor(&self) -> i64 {
-        let received = self.amount_received_minor.unwrap_or(0);
-        let committed = self.amount_refunded_minor.max(self.expected_refunded_minor);
-        (received - committed).max(0)
+        self.refunds
+            .refundable_minor(self.amount_received_minor.unwrap_or(0))
     }
 
     fn record_stripe_fact(&mut self, status: PaymentStatus, stripe_event: StripeEventRef) {
@@ -361,7 +459,7 @@ impl Payment {
     fn status_facts(&self) -> StatusFacts {
         StatusFacts {
             received_minor: self.amount_received_minor,
-            refunded_minor: self.amount_refunded_minor,
+            refunded_minor: self.refunds.refunded_minor(),
             closed: self.closed,
             authorized: self.authorized,
             failed: self.failed_attempts > 0,
@@ -383,6 +481,7 @@ impl Payment {
                 price,
                 guest_email,
                 at,
+                offer,
                 ..
             } => self.start_checkout(Checkout {
                 payment_id,
@@ -390,6 +489,7 @@ impl Payment {
                 price,
                 guest_email,
                 started_at: at,
+                offer,
             }),
             PaymentCommand::RecordCheckoutSession {
                 checkout_session_id,
@@ -432,16 +532,48 @@ impl Payment {
                 payment_intent_id,
                 charge_id,
                 amount_refunded,
+                refund_request_id,
                 stripe_event,
                 at,
                 ..
-            } => self.record_refund(
+            } => self.record_refund(ChargeRefundReport {
                 payment_intent_id,
                 charge_id,
                 amount_refunded,
+                refund_request_id,
                 stripe_event,
                 at,
-            ),
+            }),
+            PaymentCommand::RecordRefundUpdate {
+                refund_id,
+                charge_id,
+                payment_intent_id,
+                amount,
+                refund_status,
+                refund_created,
+                refund_request_id,
+                failure_reason,
+                stripe_event,
+                at,
+                ..
+            } => self.record_refund_update(RefundReport {
+                refund_id,
+                charge_id,
+                payment_intent_id,
+                amount,
+                refund_status,
+                refund_created,
+                refund_request_id,
+                failure_reason,
+                stripe_event,
+                at,
+            }),
+            PaymentCommand::RecordRefundSubmission {
+                refund_request_id,
+                outcome,
+                at,
+                ..
+            } => self.record_refund_submission(refund_request_id, outcome, at),
             PaymentCommand::RecordCancellation {
                 payment_intent_id,
                 cancellation_reason,
@@ -485,7 +617,7 @@ impl Payment {
                     actor,
                     at,
                 };
-                self.request_refund(request, services).await
+                self.request_refund(request)
             }
         }
     }
@@ -497,7 +629,8 @@ impl Payment {
             let same = existing.payment_id == requested.payment_id
                 && existing.target == requested.target
                 && existing.price == requested.price
-                && existing.guest_email == requested.guest_email;
+                && existing.guest_email == requested.guest_email
+                && existing.offer == requested.offer;
             if same {
                 return Ok(vec![]);
             }
@@ -513,6 +646,7 @@ impl Payment {
             price: requested.price,
             guest_email: requested.guest_email,
             at: requested.started_at,
+            offer: requested.offer,
         }])
     }
 
@@ -662,9 +796,10 @@ impl Payment {
             }]);
         }
         check_amount_within_price(&checkout.price, &amount_received)?;
-        if amount_received.amount_minor < self.amount_refunded_minor {
+        let refunded_minor = self.refunds.refunded_minor();
+        if amount_received.amount_minor < refunded_minor {
             return Err(PaymentError::ReceivedBelowRefunded {
-                refunded: checkout.price.with_amount(self.amount_refunded_minor),
+                refunded: checkout.price.with_amount(refunded_minor),
                 received: amount_received,
             });
         }
@@ -683,55 +818,201 @@ impl Payment {
         }])
     }
 
-    fn record_refund(
-        &self,
-        payment_intent_id: Option<String>,
-        charge_id: String,
-        amount_refunded: Money,
-        stripe_event: StripeEventRef,
-        at: DateTime<Utc>,
-    ) -> Result<Vec<PaymentEvent>, PaymentError> {
+    /// `charge.refunded`: the charge's cumulative total, possibly naming our request.
+    fn record_refund(&self, report: ChargeRefundReport) -> Result<Vec<PaymentEvent>, PaymentError> {
         let checkout = self.started()?;
-        check_currency(&checkout.price, &amount_refunded)?;
-        if let Some(reported) = &payment_intent_id {
+        check_currency(&checkout.price, &report.amount_refunded)?;
+        if let Some(reported) = &report.payment_intent_id {
             self.check_payment_intent(reported)?;
         }
-        self.check_charge(&charge_id)?;
-        let report = StripeReport::Refund;
-        if let Some(ignored) = self.already_recorded(report, &stripe_event, at) {
+        self.check_charge(&report.charge_id)?;
+        let kind = StripeReport::Refund;
+        if let Some(ignored) = self.already_recorded(kind, &report.stripe_event, report.at) {
             return Ok(ignored);
         }
-        // Before the success is known, the locked price is the most that can come back.
+        self.check_refund_limit(&report.amount_refunded)?;
+        let names_request_in_flight = report
+            .refund_request_id
+            .is_some_and(|id| self.refunds.is_request_in_flight(id));
+        let mut after = self.refunds.clone();
+        after.record_charge_total(
+            report.amount_refunded.amount_minor,
+            report.stripe_event.created,
+            report.refund_request_id,
+        );
+        // A total the refunds known by id already explain is no news (the charge report
+        // of a refund whose `refund.created` came first), unless it accounts for one of
+        // our requests still reserved.
+        let news =
+            after.refunded_minor() != self.refunds.refunded_minor() || names_request_in_flight;
+        if !news {
+            let reason = format!(
+                "Stripe reported {} refunded in total, not above the {} already recorded; an older report never lowers the total",
+                report.amount_refunded,
+                checkout.price.with_amount(self.refunds.refunded_minor())
+            );
+            return Ok(ignore(kind, reason, report.stripe_event, report.at));
+        }
+        let refund_request_id = report.refund_request_id;
+        let charge_amount_refunded = Some(report.amount_refunded.clone());
+        Ok(vec![self.refund_total_changed(
+            &checkout.price,
+            &after,
+            report.charge_id,
+            RefundTotalSource {
+                charge_amount_refunded,
+                refund_id: None,
+                refund_request_id,
+            },
+            report.stripe_event,
+            report.at,
+        )])
+    }
+
+    /// `refund.created` / `refund.updated` / `refund.failed`: one refund's state, counted
+    /// by its id, so a refund reported many ways is counted once and a failure uncounts it.
+    fn record_refund_update(
+        &self,
+        report: RefundReport,
+    ) -> Result<Vec<PaymentEvent>, PaymentError> {
+        let checkout = self.started()?;
+        check_currency(&checkout.price, &report.amount)?;
+        if let Some(reported) = &report.payment_intent_id {
+            self.check_payment_intent(reported)?;
+        }
+        self.check_charge(&report.charge_id)?;
+        let kind = StripeReport::Refund;
+        if let Some(ignored) = self.already_recorded(kind, &report.stripe_event, report.at) {
+            return Ok(ignored);
+        }
+        if let Some(reason) = self.refunds.refund_report_is_stale(
+            &report.refund_id,
+            report.refund_status,
+            report.stripe_event.created,
+        ) {
+            return Ok(ignore(kind, reason, report.stripe_event, report.at));
+        }
+        let mut after = self.refunds.clone();
+        after.record_refund(
+            report.refund_id.clone(),
+            KnownRefund {
+                amount_minor: report.amount.amount_minor,
+                status: report.refund_status,
+                reported_at: report.stripe_event.created,
+                created_at: report.refund_created,
+                refund_request_id: report.refund_request_id,
+            },
+        );
+        self.check_refund_limit(&checkout.price.with_amount(after.refunded_minor()))?;
+        let mut events = vec![PaymentEvent::StripeRefundReported {
+            refund_id: report.refund_id.clone(),
+            charge_id: report.charge_id.clone(),
+            amount: report.amount,
+            refund_status: report.refund_status,
+            refund_created: report.refund_created,
+            refund_request_id: report.refund_request_id,
+            failure_reason: report.failure_reason,
+            stripe_event: report.stripe_event.clone(),
+            at: report.at,
+        }];
+        if after.refunded_minor() != self.refunds.refunded_minor() {
+            events.push(self.refund_total_changed(
+                &checkout.price,
+                &after,
+                report.charge_id,
+                RefundTotalSource {
+                    refund_id: Some(report.refund_id),
+                    ..RefundTotalSource::default()
+                },
+                report.stripe_event,
+                report.at,
+            ));
+        }
+        Ok(events)
+    }
+
+    /// Refunded totals above what was received (or, before the success is known, the
+    /// locked price) mean the Stripe history is inconsistent: refused, never recorded.
+    fn check_refund_limit(&self, total: &Money) -> Result<(), PaymentError> {
+        let checkout = self.started()?;
         let limit_minor = self
             .amount_received_minor
             .unwrap_or(checkout.price.amount_minor);
-        if amount_refunded.amount_minor > limit_minor {
+        if total.amount_minor > limit_minor {
             return Err(PaymentError::RefundExceedsAmountReceived {
                 limit: checkout.price.with_amount(limit_minor),
-                reported: amount_refunded,
+                reported: total.clone(),
             });
         }
-        if amount_refunded.amount_minor <= self.amount_refunded_minor {
-            let reason = format!(
-                "Stripe reported {amount_refunded} refunded in total, not above the {} already recorded; an older report never lowers the total",
-                checkout.price.with_amount(self.amount_refunded_minor)
-            );
-            return Ok(ignore(report, reason, stripe_event, at));
-        }
+        Ok(())
+    }
+
+    /// The `RefundRecorded` that moves the total from the current ledger's to `after`'s.
+    fn refund_total_changed(
+        &self,
+        price: &Money,
+        after: &RefundLedger,
+        charge_id: String,
+        source: RefundTotalSource,
+        stripe_event: StripeEventRef,
+        at: DateTime<Utc>,
+    ) -> PaymentEvent {
+        let total_minor = after.refunded_minor();
         let status = StatusFacts {
-            refunded_minor: amount_refunded.amount_minor,
+            refunded_minor: total_minor,
             ..self.status_facts()
         }
         .status();
-        let increase = amount_refunded.amount_minor - self.amount_refunded_minor;
-        Ok(vec![PaymentEvent::RefundRecorded {
+        PaymentEvent::RefundRecorded {
             charge_id,
-            refunded_increase: checkout.price.with_amount(increase),
-            amount_refunded,
+            amount_refunded: price.with_amount(total_minor),
+            refunded_increase: price.with_amount(total_minor - self.refunds.refunded_minor()),
             status,
             stripe_event,
             at,
-        }])
+            charge_amount_refunded: source.charge_amount_refunded,
+            refund_id: source.refund_id,
+            refund_request_id: source.refund_request_id,
+        }
+    }
+
+    /// Records Stripe's answer to one of our refund requests. A second answer for the same
+    /// request (the job retried after a crash; Stripe replayed) changes nothing.
+    fn record_refund_submission(
+        &self,
+        refund_request_id: Uuid,
+        outcome: RefundSubmissionOutcome,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<PaymentEvent>, PaymentError> {
+        let checkout = self.started()?;
+        if self.refunds.request(refund_request_id).is_none() {
+            return Err(PaymentError::UnknownRefundRequest { refund_request_id });
+        }
+        if !self.refunds.awaits_submission(refund_request_id) {
+            return Ok(vec![]);
+        }
+        let event = match outcome {
+            RefundSubmissionOutcome::Accepted {
+                stripe_refund_id,
+                amount,
+                refund_status,
+            } => {
+                check_currency(&checkout.price, &amount)?;
+                PaymentEvent::RefundSubmitted {
+                    refund_request_id,
+                    stripe_refund_id,
+                    amount,
+                    refund_status,
+                    at,
+                }
+            }
+            RefundSubmissionOutcome::Refused { reason } => PaymentEvent::RefundSubmissionFailed {
+                refund_request_id,
+                reason,
+                at,
+            },
+        };
+        Ok(vec![event])
     }
 
     fn record_cancellation(
@@ -915,35 +1196,30 @@ impl Payment {
         }])
     }
 
-    async fn request_refund(
-        &self,
-        request: RefundDecision,
-        services: &PaymentServices,
-    ) -> Result<Vec<PaymentEvent>, PaymentError> {
+    /// Journals the decision to refund; no Stripe call here, so a re-run of this command
+    /// after a concurrency conflict decides again on fresh state and cannot count twice.
+    fn request_refund(&self, request: RefundDecision) -> Result<Vec<PaymentEvent>, PaymentError> {
         let checkout = self.started()?;
-        // "Refund the rest" of a payment that is already refunded in full is satisfied.
-        // It also happens when our own request raced its webhook: Stripe refunded, its
-        // `charge.refunded` was recorded first, and cqrs-es re-ran this command after the
-        // conflict; failing here would report an error for a refund that happened.
-        if self.status == PaymentStatus::Refunded && request.amount.is_none() {
+        if self.refunds.request(request.refund_request_id).is_some() {
+            return Ok(vec![]);
+        }
+        let refundable_minor = self.refundable_minor();
+        // "Refund the rest" when nothing is left (all refunded, or the rest is already
+        // being refunded) is satisfied, not an error: automatic refunds may race.
+        if request.amount.is_none() && refundable_minor == 0 && self.amount_received_minor.is_some()
+        {
             return Ok(vec![]);
         }
         let refundable_status = matches!(
             self.status,
             PaymentStatus::Succeeded | PaymentStatus::PartiallyRefunded
         );
-        let (true, Some(payment_intent_id)) = (refundable_status, self.payment_intent_id.clone())
-        else {
+        if !refundable_status || self.payment_intent_id.is_none() {
             return Err(PaymentError::NotRefundable {
                 status: self.status,
             });
-        };
-        if self.refund_request_ids.contains(&request.refund_request_id) {
-            return Ok(vec![]);
         }
-        // Refunds requested but not yet reported by Stripe count as spent, so two quick
-        // requests can never together refund more than was received.
-        let refundable = checkout.price.with_amount(self.refundable_minor());
+        let refundable = checkout.price.with_amount(refundable_minor);
         let amount = request.amount.unwrap_or_else(|| refundable.clone());
         check_currency(&checkout.price, &amount)?;
         if !amount.is_positive() {
@@ -955,27 +1231,11 @@ impl Payment {
                 refundable,
             });
         }
-        let gateway_request = RefundRequest {
-            payment_intent_id: payment_intent_id.clone(),
-            amount: amount.clone(),
-            reason: request.reason.clone(),
-            idempotency_key: format!("latchkey-refund-{}", request.refund_request_id),
-        };
-        let receipt = services
-            .gateway
-            .refund(gateway_request)
-            .await
-            .map_err(|error| gateway_error(format!("refund {payment_intent_id}"), error))?;
-        let committed_minor = self.amount_refunded_minor.max(self.expected_refunded_minor);
-        Ok(vec![PaymentEvent::RefundRequested {
+        Ok(vec![PaymentEvent::RefundOrdered {
             refund_request_id: request.refund_request_id,
-            expected_amount_refunded: checkout
-                .price
-                .with_amount(committed_minor + amount.amount_minor),
             amount,
             reason: request.reason,
             actor: request.actor,
-            stripe_refund_id: receipt.refund_id,
             at: request.at,
         }])
     }
@@ -1039,6 +1299,38 @@ impl Payment {
         self.closed
             .map(|closed| format!("payment is already {closed}"))
     }
+}
+
+/// A `charge.refunded` report's fields.
+struct ChargeRefundReport {
+    payment_intent_id: Option<String>,
+    charge_id: String,
+    amount_refunded: Money,
+    refund_request_id: Option<Uuid>,
+    stripe_event: StripeEventRef,
+    at: DateTime<Utc>,
+}
+
+/// A `refund.*` report's fields.
+struct RefundReport {
+    refund_id: String,
+    charge_id: String,
+    payment_intent_id: Option<String>,
+    amount: Money,
+    refund_status: RefundStatus,
+    refund_created: DateTime<Utc>,
+    refund_request_id: Option<Uuid>,
+    failure_reason: Option<String>,
+    stripe_event: StripeEventRef,
+    at: DateTime<Utc>,
+}
+
+/// What a `RefundRecorded` says about the report behind it.
+#[derive(Default)]
+struct RefundTotalSource {
+    charge_amount_refunded: Option<Money>,
+    refund_id: Option<String>,
+    refund_request_id: Option<Uuid>,
 }
 
 /// A refund request's parameters, grouped so `request_refund` stays readable.

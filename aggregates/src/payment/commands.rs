@@ -10,7 +10,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::events::{PaymentTarget, StripeEventRef};
+use super::events::{LockedOffer, PaymentTarget, StripeEventRef};
+use super::refunds::RefundStatus;
 use crate::{Actor, Money};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,6 +25,9 @@ pub enum PaymentCommand {
         guest_email: String,
         actor: Actor,
         at: DateTime<Utc>,
+        /// The offer beyond the price (minutes, names, hash); see [`LockedOffer`].
+        #[serde(default)]
+        offer: Option<LockedOffer>,
     },
     /// Records the Checkout Session the application created at Stripe.
     RecordCheckoutSession {
@@ -65,7 +69,33 @@ pub enum PaymentCommand {
         payment_intent_id: Option<String>,
         charge_id: String,
         amount_refunded: Money,
+        /// The request behind it, from the event's `request.idempotency_key`.
+        #[serde(default)]
+        refund_request_id: Option<Uuid>,
         stripe_event: StripeEventRef,
+        actor: Actor,
+        at: DateTime<Utc>,
+    },
+    /// `refund.created`, `refund.updated`, `refund.failed`: one refund's state.
+    RecordRefundUpdate {
+        refund_id: String,
+        charge_id: String,
+        payment_intent_id: Option<String>,
+        amount: Money,
+        refund_status: RefundStatus,
+        /// The refund's `created`.
+        refund_created: DateTime<Utc>,
+        /// From the refund's `latchkey_refund_request_id` metadata.
+        refund_request_id: Option<Uuid>,
+        failure_reason: Option<String>,
+        stripe_event: StripeEventRef,
+        actor: Actor,
+        at: DateTime<Utc>,
+    },
+    /// What Stripe answered to our refund request (sent by the refund job).
+    RecordRefundSubmission {
+        refund_request_id: Uuid,
+        outcome: RefundSubmissionOutcome,
         actor: Actor,
         at: DateTime<Utc>,
     },
@@ -106,9 +136,11 @@ pub enum PaymentCommand {
         actor: Actor,
         at: DateTime<Utc>,
     },
-    /// Asks Stripe to refund `amount` (`None`: all that is still refundable).
+    /// Decides to refund `amount` (`None`: all that is neither refunded nor already being
+    /// refunded) and journals who and why; the refund job then asks Stripe.
     /// `refund_request_id` names this request: sending it again is a no-op, and it is the
-    /// root of the Stripe idempotency key.
+    /// root of the Stripe idempotency key. Automatic refunds (a code that cannot be issued)
+    /// send this command too, with `Actor::System` and their reason.
     RequestRefund {
         refund_request_id: Uuid,
         amount: Option<Money>,
@@ -116,4 +148,18 @@ pub enum PaymentCommand {
         actor: Actor,
         at: DateTime<Utc>,
     },
+}
+
+/// Stripe's answer to one refund request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum RefundSubmissionOutcome {
+    /// Stripe created (or, for a repeated idempotency key, replayed) refund `stripe_refund_id`.
+    Accepted {
+        stripe_refund_id: String,
+        amount: Money,
+        refund_status: RefundStatus,
+    },
+    /// Stripe refused the request for good; `reason` is its message.
+    Refused { reason: String },
 }

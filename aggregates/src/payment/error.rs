@@ -48,6 +48,8 @@ pub enum PaymentError {
     NotRefundable { status: PaymentStatus },
     #[error("cannot refund {requested}: only {refundable} is still refundable")]
     RefundExceedsRefundable { requested: Money, refundable: Money },
+    #[error("no refund request {refund_request_id} on this payment")]
+    UnknownRefundRequest { refund_request_id: uuid::Uuid },
     #[error("Stripe refused to {operation}: {message}")]
     Gateway { operation: String, message: String },
 }

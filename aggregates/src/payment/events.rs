@@ -11,6 +11,7 @@ use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::refunds::RefundStatus;
 use crate::{Actor, Money};
 
 /// What a payment buys: time at a door, or a plan on a device.
@@ -47,6 +48,30 @@ impl fmt::Display for PaymentTarget {
 pub enum PaymentKind {
     Door,
     Device,
+}
+
+/// What the guest bought, beyond the price, as the catalogue offered it when checkout
+/// started (issue 14). Issuing a door code and opening a device session use these values,
+/// never the catalogue's current ones, so an edit or a deleted plan between checkout and
+/// payment changes nothing the guest paid for.
+///
+/// Payments started before this existed have no offer (`CheckoutStarted.offer` is
+/// absent); for them the workflows fall back to the catalogue's current values — the
+/// door's access minutes, the device plan of the same id — and a plan deleted since parks
+/// the reaction for an operator instead of guessing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockedOffer {
+    /// Door: the access minutes; device: the plan's minutes.
+    pub minutes: u32,
+    /// The door's or device's name as the guest saw it.
+    pub target_name: String,
+    /// The device plan's name; `None` for a door.
+    #[serde(default)]
+    pub plan_name: Option<String>,
+    /// SHA-256 (hex) over the whole offer — kind, door/device, plan, price, currency,
+    /// minutes, names — shown on the guest's page so guest and operator can tell which
+    /// offer a payment was for.
+    pub hash: String,
 }
 
 /// The payment statuses of API.md, spelled the same way in JSON.
@@ -130,6 +155,9 @@ pub enum PaymentEvent {
         price: Money,
         guest_email: String,
         at: DateTime<Utc>,
+        /// The rest of the offer; absent in journals written before it was locked.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offer: Option<LockedOffer>,
     },
     /// We created the Stripe Checkout Session (and maybe already know its PaymentIntent).
     CheckoutSessionCreated {
@@ -170,7 +198,8 @@ pub enum PaymentEvent {
         stripe_event: StripeEventRef,
         at: DateTime<Utc>,
     },
-    /// Stripe reported a higher cumulative refunded total for the charge.
+    /// Stripe's cumulative refunded total for the charge changed (up with a refund, down
+    /// when one fails): the one event projections and workflows read for refunds.
     RefundRecorded {
         charge_id: String,
         /// Cumulative, as Stripe reports it: never lowered by a late, older report.
@@ -180,6 +209,17 @@ pub enum PaymentEvent {
         status: PaymentStatus,
         stripe_event: StripeEventRef,
         at: DateTime<Utc>,
+        /// The charge's cumulative `amount_refunded` when the change came from a
+        /// `charge.refunded` report.
+        #[serde(default)]
+        charge_amount_refunded: Option<Money>,
+        /// The refund (`re_…`) when the change came from a refund report. Both `None`: a
+        /// journal older than the refund ledger, whose totals all were charge reports.
+        #[serde(default)]
+        refund_id: Option<String>,
+        /// Our refund request the report names (through its idempotency key), if any.
+        #[serde(default)]
+        refund_request_id: Option<Uuid>,
     },
     /// A Stripe report that is stale, repeated or contradicted by a stronger fact.
     StripeReportIgnored {
@@ -217,6 +257,8 @@ pub enum PaymentEvent {
         at: DateTime<Utc>,
     },
     /// Someone decided to refund; Stripe accepted the request as `stripe_refund_id`.
+    /// Written by the first design, which called Stripe inside the command; new journals
+    /// write `RefundOrdered` then `RefundSubmitted` instead. Still read from old journals.
     RefundRequested {
         refund_request_id: Uuid,
         amount: Money,
@@ -226,6 +268,46 @@ pub enum PaymentEvent {
         /// The cumulative refunded total Stripe should report once this refund lands;
         /// further requests may only refund what lies above it.
         expected_amount_refunded: Money,
+        at: DateTime<Utc>,
+    },
+    /// Someone decided to refund (an operator, or a workflow making a guest whole). Journalled
+    /// before Stripe is asked, so who and why are kept whatever Stripe answers; the refund
+    /// job then asks Stripe with an idempotency key derived from `refund_request_id`.
+    RefundOrdered {
+        refund_request_id: Uuid,
+        amount: Money,
+        reason: String,
+        actor: Actor,
+        at: DateTime<Utc>,
+    },
+    /// Stripe answered our refund request by creating `stripe_refund_id`. Whether (and how
+    /// much) it counts is decided by Stripe's reports of that refund, never by this answer.
+    RefundSubmitted {
+        refund_request_id: Uuid,
+        stripe_refund_id: String,
+        amount: Money,
+        refund_status: RefundStatus,
+        at: DateTime<Utc>,
+    },
+    /// Stripe refused our refund request (e.g. already refunded elsewhere); nothing was
+    /// refunded and the request no longer reserves its amount.
+    RefundSubmissionFailed {
+        refund_request_id: Uuid,
+        reason: String,
+        at: DateTime<Utc>,
+    },
+    /// Stripe reported one refund (`refund.created`, `refund.updated`, `refund.failed`).
+    StripeRefundReported {
+        refund_id: String,
+        charge_id: String,
+        amount: Money,
+        refund_status: RefundStatus,
+        /// The refund's own `created` (Stripe's clock).
+        refund_created: DateTime<Utc>,
+        /// Our request, from the refund's `latchkey_refund_request_id` metadata.
+        refund_request_id: Option<Uuid>,
+        failure_reason: Option<String>,
+        stripe_event: StripeEventRef,
         at: DateTime<Utc>,
     },
     /// The guest's bank opened a dispute (`charge.dispute.created`).
@@ -255,6 +337,10 @@ impl DomainEvent for PaymentEvent {
             Self::CheckoutExpired { .. } => "CheckoutExpired",
             Self::RefundRequested { .. } => "RefundRequested",
             Self::PaymentDisputed { .. } => "PaymentDisputed",
+            Self::RefundOrdered { .. } => "RefundOrdered",
+            Self::RefundSubmitted { .. } => "RefundSubmitted",
+            Self::RefundSubmissionFailed { .. } => "RefundSubmissionFailed",
+            Self::StripeRefundReported { .. } => "StripeRefundReported",
         };
         name.to_owned()
     }

@@ -10,15 +10,20 @@ mod aggregate;
 pub mod commands;
 pub mod error;
 pub mod events;
+pub mod refunds;
 pub mod services;
 
+#[cfg(test)]
+mod refund_tests;
 #[cfg(test)]
 mod tests;
 
 pub use aggregate::Payment;
-pub use commands::PaymentCommand;
+pub use commands::{PaymentCommand, RefundSubmissionOutcome};
 pub use error::PaymentError;
 pub use events::{
-    PaymentEvent, PaymentKind, PaymentStatus, PaymentTarget, StripeEventRef, StripeReport,
+    LockedOffer, PaymentEvent, PaymentKind, PaymentStatus, PaymentTarget, StripeEventRef,
+    StripeReport,
 };
+pub use refunds::RefundStatus;
 pub use services::{PaymentGateway, PaymentServices};

@@ -11,6 +11,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use uuid::Uuid;
+
+use super::refunds::RefundStatus;
 use crate::Money;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,13 +40,19 @@ pub struct RefundRequest {
     pub reason: String,
     /// `latchkey-refund-<refund request id>`.
     pub idempotency_key: String,
+    /// Sent as the refund's metadata (`latchkey_payment_id`, `latchkey_refund_request_id`),
+    /// so `refund.*` webhooks find the payment and the request.
+    pub payment_id: Uuid,
+    pub refund_request_id: Uuid,
 }
 
-/// Stripe accepted a refund; whether it lands is reported later by `charge.refunded`.
+/// Stripe created a refund; whether it counts is reported by `refund.*` / `charge.refunded`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefundReceipt {
     /// `re_…`.
     pub refund_id: String,
+    pub amount: Money,
+    pub status: RefundStatus,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -176,16 +185,20 @@ pub mod testing {
         }
 
         async fn refund(&self, request: RefundRequest) -> Result<RefundReceipt, GatewayError> {
-            self.calls.record(PaymentGatewayCall::Refund(request));
+            self.calls
+                .record(PaymentGatewayCall::Refund(request.clone()));
             let refunds_so_far = self
                 .calls
                 .all()
                 .iter()
                 .filter(|call| matches!(call, PaymentGatewayCall::Refund(_)))
                 .count();
+            let amount = request.amount.clone();
             self.refunds.next().unwrap_or_else(|| {
                 Ok(RefundReceipt {
                     refund_id: format!("re_fake_{refunds_so_far}"),
+                    amount,
+                    status: super::RefundStatus::Succeeded,
                 })
             })
         }

@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::services::testing::{FakePaymentGateway, PaymentGatewayCall};
 use super::services::{CancelAuthorizationRequest, CaptureRequest, GatewayError, RefundRequest};
+use super::RefundSubmissionOutcome;
 use super::*;
 use crate::test_support::{assert_replay_reproduces, at, eur, run};
 use crate::{Actor, Currency, Money};
@@ -50,6 +51,7 @@ fn start_checkout(price: Money) -> PaymentCommand {
         guest_email: "guest@example.com".to_owned(),
         actor: Actor::Guest,
         at: at(0),
+        offer: None,
     }
 }
 
@@ -60,6 +62,7 @@ fn checkout_started(price: Money) -> PaymentEvent {
         price,
         guest_email: "guest@example.com".to_owned(),
         at: at(0),
+        offer: None,
     }
 }
 
@@ -90,6 +93,7 @@ fn refund_report(total: i64, event_id: &str, created_minute: i64) -> PaymentComm
         payment_intent_id: Some(PI.to_owned()),
         charge_id: CHARGE.to_owned(),
         amount_refunded: eur(total),
+        refund_request_id: None,
         stripe_event: stripe(event_id, created_minute),
         actor: Actor::Stripe,
         at: at(40),
@@ -110,6 +114,9 @@ fn refund_recorded(
         status,
         stripe_event: stripe(event_id, created_minute),
         at: at(40),
+        charge_amount_refunded: Some(eur(total)),
+        refund_id: None,
+        refund_request_id: None,
     }
 }
 
@@ -163,14 +170,12 @@ fn request_refund(id: u128, amount: Option<Money>) -> PaymentCommand {
     }
 }
 
-fn refund_requested(id: u128, amount: i64, expected_total: i64, receipt: &str) -> PaymentEvent {
-    PaymentEvent::RefundRequested {
+fn refund_ordered(id: u128, amount: i64) -> PaymentEvent {
+    PaymentEvent::RefundOrdered {
         refund_request_id: Uuid::from_u128(id),
         amount: eur(amount),
         reason: "guest could not open the door".to_owned(),
         actor: Actor::operator("alice"),
-        stripe_refund_id: receipt.to_owned(),
-        expected_amount_refunded: eur(expected_total),
         at: at(50),
     }
 }
@@ -487,7 +492,7 @@ async fn a_refund_total_above_the_amount_received_is_refused() {
 // --- Refunds we request ---
 
 #[tokio::test]
-async fn requesting_a_refund_asks_stripe_once_with_a_key_derived_from_the_request() {
+async fn requesting_a_refund_journals_who_why_and_how_much_without_calling_stripe() {
     let (gateway, services) = fake();
     PaymentTest::with(services)
         .given(vec![
@@ -496,31 +501,47 @@ async fn requesting_a_refund_asks_stripe_once_with_a_key_derived_from_the_reques
         ])
         .when_async(request_refund(7, Some(eur(300))))
         .await
-        .then_expect_events(vec![refund_requested(7, 300, 300, "re_fake_1")]);
+        .then_expect_events(vec![refund_ordered(7, 300)]);
+    assert!(
+        gateway.calls().is_empty(),
+        "Stripe is asked by the refund job, never inside the command"
+    );
+}
+
+#[test]
+fn the_refund_job_asks_stripe_with_a_key_derived_from_the_request() {
+    let mut payment = Payment::default();
+    for event in [
+        checkout_started(eur(1000)),
+        succeeded(eur(1000), PaymentStatus::Succeeded),
+        refund_ordered(7, 300),
+    ] {
+        payment.apply(event);
+    }
     assert_eq!(
-        gateway.calls(),
-        vec![PaymentGatewayCall::Refund(RefundRequest {
+        payment.refund_submission(Uuid::from_u128(7)),
+        Some(RefundRequest {
             payment_intent_id: PI.to_owned(),
             amount: eur(300),
             reason: "guest could not open the door".to_owned(),
             idempotency_key: format!("latchkey-refund-{}", Uuid::from_u128(7)),
-        })]
+            payment_id: PAYMENT_ID,
+            refund_request_id: Uuid::from_u128(7),
+        })
     );
+    assert_eq!(payment.refund_submission(Uuid::from_u128(8)), None);
 }
 
 #[tokio::test]
 async fn the_same_refund_request_sent_twice_refunds_once() {
-    let (gateway, services) = fake();
-    PaymentTest::with(services)
-        .given(vec![
-            checkout_started(eur(1000)),
-            succeeded(eur(1000), PaymentStatus::Succeeded),
-            refund_requested(7, 300, 300, "re_fake_1"),
-        ])
-        .when_async(request_refund(7, Some(eur(300))))
-        .await
-        .then_expect_events(vec![]);
-    assert!(gateway.calls().is_empty());
+    given(vec![
+        checkout_started(eur(1000)),
+        succeeded(eur(1000), PaymentStatus::Succeeded),
+        refund_ordered(7, 300),
+    ])
+    .when_async(request_refund(7, Some(eur(300))))
+    .await
+    .then_expect_events(vec![]);
 }
 
 #[tokio::test]
@@ -544,7 +565,7 @@ async fn refunds_requested_but_not_yet_reported_count_against_the_refundable_amo
     given(vec![
         checkout_started(eur(1000)),
         succeeded(eur(1000), PaymentStatus::Succeeded),
-        refund_requested(7, 600, 600, "re_fake_1"),
+        refund_ordered(7, 600),
     ])
     .when_async(request_refund(8, Some(eur(600))))
     .await
@@ -563,7 +584,7 @@ async fn a_refund_without_an_amount_refunds_the_remainder() {
     ])
     .when_async(request_refund(9, None))
     .await
-    .then_expect_events(vec![refund_requested(9, 750, 1000, "re_fake_1")]);
+    .then_expect_events(vec![refund_ordered(9, 750)]);
 }
 
 #[tokio::test]
@@ -577,17 +598,33 @@ async fn a_refund_of_an_unpaid_payment_is_refused() {
 }
 
 #[tokio::test]
-async fn a_refund_stripe_refuses_records_nothing_and_says_why() {
-    let (gateway, services) = fake();
-    gateway.queue_refund(Err(GatewayError::permanent("charge already refunded")));
-    PaymentTest::with(services)
-        .given(vec![
-            checkout_started(eur(1000)),
-            succeeded(eur(1000), PaymentStatus::Succeeded),
-        ])
-        .when_async(request_refund(7, Some(eur(300))))
+async fn a_refund_stripe_refuses_is_recorded_and_frees_its_reservation() {
+    let paid = vec![
+        checkout_started(eur(1000)),
+        succeeded(eur(1000), PaymentStatus::Succeeded),
+        refund_ordered(7, 300),
+    ];
+    let refused = PaymentEvent::RefundSubmissionFailed {
+        refund_request_id: Uuid::from_u128(7),
+        reason: "charge already refunded".to_owned(),
+        at: at(51),
+    };
+    given(paid.clone())
+        .when_async(PaymentCommand::RecordRefundSubmission {
+            refund_request_id: Uuid::from_u128(7),
+            outcome: RefundSubmissionOutcome::Refused {
+                reason: "charge already refunded".to_owned(),
+            },
+            actor: Actor::System,
+            at: at(51),
+        })
         .await
-        .then_expect_error_message("Stripe refused to refund pi_1: charge already refunded");
+        .then_expect_events(vec![refused.clone()]);
+    given(paid)
+        .and(vec![refused])
+        .when_async(request_refund(8, None))
+        .await
+        .then_expect_events(vec![refund_ordered(8, 1000)]);
 }
 
 // --- Manual capture ---
@@ -1061,8 +1098,8 @@ proptest! {
 
 #[tokio::test]
 async fn refunding_the_rest_of_a_fully_refunded_payment_is_already_done() {
-    // Our own refund raced its webhook: Stripe's report landed first, then the command
-    // was re-run. Nothing is left to refund, so nothing is asked of Stripe.
+    // Nothing is left to refund (an automatic refund racing an operator's), so nothing is
+    // journalled and nothing will be asked of Stripe.
     let (gateway, services) = fake();
     TestFramework::<Payment>::with(services)
         .given(vec![
@@ -1088,4 +1125,46 @@ async fn a_partial_refund_of_a_fully_refunded_payment_is_refused() {
     .then_expect_error(PaymentError::NotRefundable {
         status: PaymentStatus::Refunded,
     });
+}
+
+#[test]
+fn a_checkout_started_without_an_offer_still_loads() {
+    // A journal written before offers were locked: no `offer` field at all.
+    let stored = serde_json::json!({"type": "CheckoutStarted",
+        "payment_id": PAYMENT_ID, "target": {"kind": "door", "door_uid": "7001"},
+        "price": {"amount_minor": 500, "currency": "eur"},
+        "guest_email": "guest@example.com", "at": at(0)});
+    let event: PaymentEvent = serde_json::from_value(stored).unwrap();
+    let PaymentEvent::CheckoutStarted { offer, .. } = &event else {
+        panic!("{event:?}");
+    };
+    assert_eq!(offer, &None);
+    let mut payment = Payment::default();
+    Aggregate::apply(&mut payment, event);
+    assert!(payment.locked_offer().is_none());
+}
+
+#[tokio::test]
+async fn the_offer_is_part_of_what_checkout_locks() {
+    let offer = LockedOffer {
+        minutes: 45,
+        target_name: "Front door".to_owned(),
+        plan_name: None,
+        hash: "abc".to_owned(),
+    };
+    let mut command = start_checkout(eur(500));
+    if let PaymentCommand::StartCheckout { offer: slot, .. } = &mut command {
+        *slot = Some(offer.clone());
+    }
+    let events = PaymentTest::with(fake().1)
+        .given_no_previous_events()
+        .when_async(command.clone())
+        .await
+        .inspect_result()
+        .unwrap();
+    let mut payment = Payment::default();
+    for event in events {
+        Aggregate::apply(&mut payment, event);
+    }
+    assert_eq!(payment.locked_offer(), Some(&offer));
 }

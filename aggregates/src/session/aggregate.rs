@@ -383,6 +383,10 @@ impl DeviceSession {
             (SessionState::Completed, _) => return Ok(vec![]),
             _ => return Err(SessionError::NotFinishable { state }),
         }
+        if crate::planted::active(crate::planted::Bug::RelayLeftOnAtEnd) {
+            events.push(SessionEvent::SessionCompleted { at });
+            return Ok(events);
+        }
         let (off_events, switched_off) = self.switch_off(at, services).await;
         events.extend(off_events);
         if switched_off {

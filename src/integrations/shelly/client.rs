@@ -73,7 +73,7 @@ impl ShellyClient {
         Ok(Self {
             inner: Arc::new(Inner {
                 cloud,
-                local: LocalRpc::new(config.local_timeout_ms)?,
+                local: LocalRpc::new(config.local_timeout_ms, config.device_networks.clone())?,
                 health,
                 auto_off_margin_s: config.auto_off_margin_s,
                 readback_delay: Duration::from_millis(config.readback_delay_ms),

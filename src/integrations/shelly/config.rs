@@ -54,6 +54,9 @@ pub struct ShellyConfig {
     pub local_timeout_ms: u64,
     pub auto_off_margin_s: u64,
     pub readback_delay_ms: u64,
+    /// Where LAN devices may be called (`LATCHKEY_DEVICE_NETWORKS`); private ranges by
+    /// default, never loopback unless named.
+    pub device_networks: crate::net_policy::DeviceNetworks,
 }
 
 impl ShellyConfig {
@@ -63,6 +66,7 @@ impl ShellyConfig {
             local_timeout_ms: DEFAULT_LOCAL_TIMEOUT_MS,
             auto_off_margin_s: DEFAULT_AUTO_OFF_MARGIN_S,
             readback_delay_ms: DEFAULT_READBACK_DELAY_MS,
+            device_networks: crate::net_policy::DeviceNetworks::default(),
         }
     }
 }

@@ -57,6 +57,9 @@ pub enum ShellyError {
     #[error("Shelly Cloud is not configured: set SHELLY_AUTH_KEY and SHELLY_SERVER, or give the device a LAN address")]
     CloudNotConfigured,
 
+    #[error("Shelly device {device} is not called: {reason}")]
+    AddressNotAllowed { device: String, reason: String },
+
     #[error("invalid relay command: {0}")]
     InvalidCommand(String),
 
@@ -100,6 +103,7 @@ impl ShellyError {
         !matches!(
             self,
             Self::InvalidCommand(_)
+                | Self::AddressNotAllowed { .. }
                 | Self::InvalidChannel { .. }
                 | Self::BadRequest { .. }
                 | Self::DeviceNotFound { .. }

@@ -1,7 +1,16 @@
 //! Local Gen2+ JSON-RPC over HTTP: `POST <device>/rpc` with a whole request frame
 //! (`{"id","src","method","params"}`), answered by a frame holding `result` or `error`.
+//!
+//! A device's address is typed by an operator, so every call is held to the device
+//! networks (`LATCHKEY_DEVICE_NETWORKS`, see `crate::net_policy`): the host is resolved
+//! and checked before anything is sent, the connection itself resolves through the same
+//! check (a name cannot re-point elsewhere between the two), redirects are never
+//! followed, and an answer that is not a JSON-RPC frame is reported by its status and
+//! size only, never by its content.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -10,22 +19,29 @@ use url::Url;
 use super::cloud::{relay_from_switch, transport_error};
 use super::error::ShellyError;
 use super::types::RelayStatus;
+use crate::net_policy::DeviceNetworks;
 
 /// Our name in RPC frames (`src`); devices echo it as `dst`.
 const RPC_SOURCE: &str = "latchkey";
 
 pub(crate) struct LocalRpc {
     http: reqwest::Client,
+    networks: DeviceNetworks,
     timeout_ms: u64,
     /// Frame ids, so a response can be matched to its request.
     next_id: AtomicU64,
 }
 
 impl LocalRpc {
-    pub(crate) fn new(timeout_ms: u64) -> Result<Self, ShellyError> {
+    pub(crate) fn new(timeout_ms: u64, networks: DeviceNetworks) -> Result<Self, ShellyError> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(timeout_ms))
             .connect_timeout(Duration::from_millis(timeout_ms))
+            // A redirect could lead anywhere (a metadata address): devices never send one.
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(CheckedResolver {
+                networks: networks.clone(),
+            }))
             // Devices serve one-shot HTTP and hold at most 6 channels: do not keep idle
             // connections open against them.
             .pool_max_idle_per_host(0)
@@ -36,6 +52,7 @@ impl LocalRpc {
             })?;
         Ok(Self {
             http,
+            networks,
             timeout_ms,
             next_id: AtomicU64::new(1),
         })
@@ -97,6 +114,7 @@ impl LocalRpc {
         params: Value,
     ) -> Result<Value, ShellyError> {
         let device = base_url.to_string();
+        self.check_address(base_url).await?;
         let url = rpc_url(base_url)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let frame = json!({ "id": id, "src": RPC_SOURCE, "method": method, "params": &params });
@@ -116,9 +134,11 @@ impl LocalRpc {
             return Err(ShellyError::AuthRequired { device });
         }
         let frame: Value = serde_json::from_str(&text).map_err(|_| {
+            // The content stays out of the message: whatever answered may not be a
+            // device, and its page must not travel back to the caller.
             let message = format!(
-                "HTTP {status}: {}",
-                text.chars().take(200).collect::<String>()
+                "HTTP {status} with {} bytes that are not a JSON-RPC frame",
+                text.len()
             );
             if status >= 500 {
                 ShellyError::Server {
@@ -139,9 +159,62 @@ impl LocalRpc {
             Some(result) => Ok(result.clone()),
             None => Err(ShellyError::UnexpectedResponse {
                 device,
-                message: format!("HTTP {status}, frame without result: {frame}"),
+                message: format!("HTTP {status}, a JSON answer without a result"),
             }),
         }
+    }
+
+    /// Refuses, before any byte is sent, a device whose host is or resolves to an
+    /// address outside the device networks.
+    async fn check_address(&self, base_url: &Url) -> Result<(), ShellyError> {
+        let refused = |reason: String| ShellyError::AddressNotAllowed {
+            device: base_url.to_string(),
+            reason,
+        };
+        let port = base_url.port_or_known_default().unwrap_or(80);
+        let addresses: Vec<IpAddr> = match base_url.host() {
+            Some(url::Host::Ipv4(v4)) => vec![IpAddr::V4(v4)],
+            Some(url::Host::Ipv6(v6)) => vec![IpAddr::V6(v6)],
+            Some(url::Host::Domain(name)) => tokio::net::lookup_host((name, port))
+                .await
+                .map_err(|error| ShellyError::Unreachable {
+                    device: base_url.to_string(),
+                    message: format!("cannot resolve {name}: {error}"),
+                })?
+                .map(|address| address.ip())
+                .collect(),
+            None => return Err(refused("the URL has no host".to_string())),
+        };
+        for address in addresses {
+            self.networks.check(address).map_err(refused)?;
+        }
+        Ok(())
+    }
+}
+
+/// Name resolution for device calls that keeps only allowed addresses, so the
+/// connection goes where [`LocalRpc::check_address`] looked.
+struct CheckedResolver {
+    networks: DeviceNetworks,
+}
+
+impl reqwest::dns::Resolve for CheckedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let networks = self.networks.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|address| networks.check(address.ip()).is_ok())
+                .collect();
+            if resolved.is_empty() {
+                let refused: Box<dyn std::error::Error + Send + Sync> =
+                    format!("{host} resolves to no address in the device networks").into();
+                return Err(refused);
+            }
+            let addresses: reqwest::dns::Addrs = Box::new(resolved.into_iter());
+            Ok(addresses)
+        })
     }
 }
 

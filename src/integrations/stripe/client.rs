@@ -368,14 +368,18 @@ impl StripeClient {
         self.post(cancel.build(), idempotency_key).await
     }
 
-    /// Refunds a PaymentIntent (the remainder, or `amount`).
+    /// Refunds a PaymentIntent (the remainder, or `amount`); `metadata` travels on the
+    /// refund and its `refund.*` events.
     pub async fn refund(
         &self,
         payment_intent: &str,
         amount: Option<i64>,
+        metadata: HashMap<String, String>,
         idempotency_key: &str,
     ) -> Result<RefundSummary, StripeApiError> {
-        let mut refund = stripe_core::refund::CreateRefund::new().payment_intent(payment_intent);
+        let mut refund = stripe_core::refund::CreateRefund::new()
+            .payment_intent(payment_intent)
+            .metadata(metadata);
         if let Some(amount) = amount {
             refund = refund.amount(amount);
         }

@@ -1,6 +1,7 @@
 //! The Payment aggregate's `PaymentGateway` port and the checkout port on the Stripe
 //! client, and the inbox's `DeliveryProcessor` on the Payment aggregate.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -8,7 +9,7 @@ use latchkey_aggregates::payment::services::{
     CancelAuthorizationRequest, CaptureRequest, GatewayError, PaymentGateway, RefundReceipt,
     RefundRequest,
 };
-use latchkey_aggregates::payment::PaymentTarget;
+use latchkey_aggregates::payment::{PaymentTarget, RefundStatus};
 
 use super::client::{
     CheckoutRequest as StripeCheckoutRequest, CheckoutTarget, StripeApiError, StripeClient,
@@ -19,6 +20,7 @@ use crate::payments::checkout::{CheckoutCreated, CheckoutError, CheckoutGateway,
 use crate::payments::stripe_facts::{self, StripeOutcome};
 use crate::store::inbox::InboxDelivery;
 use crate::store::Database;
+use crate::stripe_events::{PAYMENT_ID_METADATA, REFUND_REQUEST_METADATA};
 
 fn gateway_error(error: StripeApiError) -> GatewayError {
     if error.retryable() {
@@ -65,17 +67,37 @@ impl PaymentGateway for StripePaymentGateway {
     }
 
     async fn refund(&self, request: RefundRequest) -> Result<RefundReceipt, GatewayError> {
+        let metadata = HashMap::from([
+            (
+                PAYMENT_ID_METADATA.to_string(),
+                request.payment_id.to_string(),
+            ),
+            (
+                REFUND_REQUEST_METADATA.to_string(),
+                request.refund_request_id.to_string(),
+            ),
+        ]);
         let refund = self
             .client
             .refund(
                 &request.payment_intent_id,
                 Some(request.amount.amount_minor),
+                metadata,
                 &request.idempotency_key,
             )
             .await
             .map_err(gateway_error)?;
+        // A status this version does not know is still a refund Stripe created; its
+        // `refund.*` webhooks decide what it counts for.
+        let status = refund
+            .status
+            .as_deref()
+            .and_then(RefundStatus::parse)
+            .unwrap_or(RefundStatus::Pending);
         Ok(RefundReceipt {
             refund_id: refund.id,
+            amount: request.amount.with_amount(refund.amount),
+            status,
         })
     }
 }
@@ -152,11 +174,40 @@ impl CheckoutGateway for StripeCheckoutGateway {
 pub struct PaymentProcessor {
     buses: Arc<Buses>,
     database: Database,
+    /// Where the current key's mode is read, when events are checked against it.
+    stripe: Option<super::StripeRuntime>,
 }
 
 impl PaymentProcessor {
     pub fn new(buses: Arc<Buses>, database: Database) -> Self {
-        PaymentProcessor { buses, database }
+        PaymentProcessor {
+            buses,
+            database,
+            stripe: None,
+        }
+    }
+
+    /// Refuses events whose `livemode` differs from the mode of the key in use (read
+    /// from `stripe` at each event, so a key saved on the settings page counts at once):
+    /// a test-mode event must never move a live ledger, nor the reverse.
+    pub fn checking_mode_of(mut self, stripe: super::StripeRuntime) -> Self {
+        self.stripe = Some(stripe);
+        self
+    }
+
+    fn wrong_mode(&self, event: &serde_json::Value) -> Option<String> {
+        let expected = self.stripe.as_ref()?.livemode()?;
+        let livemode = event.get("livemode")?.as_bool()?;
+        (livemode != expected).then(|| {
+            let mode = |live: bool| if live { "live" } else { "test" };
+            format!(
+                "a {}-mode event while the secret key is in {} mode (livemode {livemode}): \
+                 not applied; check which Stripe account and mode the webhook endpoint and \
+                 STRIPE_WEBHOOK_SECRET belong to",
+                mode(livemode),
+                mode(expected)
+            )
+        })
     }
 }
 
@@ -166,6 +217,10 @@ impl DeliveryProcessor for PaymentProcessor {
         let event = delivery.json().map_err(|error| {
             ProcessError::retryable(format!("stored payload is not JSON: {error}"))
         })?;
+        if let Some(reason) = self.wrong_mode(&event) {
+            tracing::warn!(event_id = %delivery.event_id, %reason, "stripe event of the other mode");
+            return Ok(ProcessOutcome::Ignored { reason });
+        }
         match stripe_facts::apply(&self.buses, &self.database, &event).await {
             Ok(StripeOutcome::Applied { payment_id }) => Ok(ProcessOutcome::Processed {
                 payment_id: Some(payment_id.to_string()),

@@ -11,7 +11,7 @@ pub mod signature;
 
 use std::sync::{Arc, Mutex, RwLock};
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -74,6 +74,9 @@ pub struct StripeCredentials {
     /// `None` when no secret key is configured.
     pub client: Option<StripeClient>,
     pub webhook_secrets: Arc<Vec<SecretString>>,
+    /// The secret key's mode: `Some(true)` for `sk_live_…`/`rk_live_…`, `Some(false)` for
+    /// test keys; events of the other mode are not applied.
+    pub livemode: Option<bool>,
 }
 
 impl StripeCredentials {
@@ -92,9 +95,20 @@ impl StripeCredentials {
             })
             .transpose()
             .map_err(|error| anyhow::anyhow!("STRIPE_SECRET_KEY / STRIPE_API_BASE: {error}"))?;
+        let livemode = settings.stripe.secret_key.as_ref().and_then(|key| {
+            let key = key.expose_secret();
+            if key.starts_with("sk_live_") || key.starts_with("rk_live_") {
+                Some(true)
+            } else if key.starts_with("sk_test_") || key.starts_with("rk_test_") {
+                Some(false)
+            } else {
+                None
+            }
+        });
         Ok(StripeCredentials {
             client,
             webhook_secrets: Arc::new(settings.stripe.webhook_secrets.clone()),
+            livemode,
         })
     }
 }
@@ -120,6 +134,14 @@ impl StripeRuntime {
             .unwrap_or_else(|p| p.into_inner())
             .client
             .clone()
+    }
+
+    /// The mode of the secret key in use now (`None`: no key, or one of unknown form).
+    pub fn livemode(&self) -> Option<bool> {
+        self.credentials
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .livemode
     }
 
     /// The webhook signing secrets in use now.

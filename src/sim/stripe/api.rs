@@ -29,6 +29,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/_sim/checkout/{id}/pay", post(pay))
         .route("/_sim/delivery", get(get_delivery).post(set_delivery))
         .route("/_sim/fail_next", post(fail_next))
+        .route("/_sim/refunds/{id}/fail", post(fail_refund))
         .route("/_sim/requests", get(requests))
         .route("/_sim/deliveries", get(deliveries))
         .route("/_sim/events/{id}/deliver", post(redeliver))
@@ -97,6 +98,9 @@ async fn stripe_post(
             None => execute_post(&shared, &path, &body, key.as_deref()),
         },
     };
+    if let Some(delay) = shared.answer_delay() {
+        tokio::time::sleep(delay).await;
+    }
     record.status = status;
     record.replayed = replayed;
     shared.lock_state().requests.push(record);
@@ -390,4 +394,20 @@ fn default_failure_status() -> u16 {
 async fn fail_next(State(shared): State<Arc<Shared>>, Json(failure): Json<FailNext>) -> Response {
     *shared.failures.lock().unwrap_or_else(|p| p.into_inner()) = (failure.count, failure.status);
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// Makes a refund fail later (`refund.failed`), as test card 4000 0000 0000 5126 does.
+async fn fail_refund(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    let origin = Origin {
+        request_id: None,
+        idempotency_key: None,
+    };
+    let result = shared.lock_state().fail_refund(&id, &origin);
+    match result {
+        Ok((refund, events)) => {
+            shared.deliverer.dispatch(events);
+            Json(refund).into_response()
+        }
+        Err(error) => stripe_error(&error),
+    }
 }

@@ -65,6 +65,10 @@ pub(crate) struct Shared {
     /// (requests left to fail, status): makes the next API requests fail before they
     /// execute, as a Stripe outage does, to exercise the client's retries.
     failures: Mutex<(u32, u16)>,
+    /// (POSTs left to delay, delay): the next POSTs execute (and their webhooks go out)
+    /// at once, but their answers come back only after the delay — a slow Stripe, whose
+    /// webhooks overtake its answers.
+    answer_delays: Mutex<(u32, Duration)>,
 }
 
 impl Shared {
@@ -83,6 +87,16 @@ impl Shared {
             message: "Simulated Stripe failure; retry with the same idempotency key.".to_string(),
             param: None,
         })
+    }
+
+    /// Consumes one answer delay, if any is left.
+    fn answer_delay(&self) -> Option<Duration> {
+        let mut delays = lock(&self.answer_delays);
+        if delays.0 == 0 {
+            return None;
+        }
+        delays.0 -= 1;
+        Some(delays.1)
     }
 
     fn lock_state(&self) -> MutexGuard<'_, SimState> {
@@ -127,6 +141,7 @@ pub fn spawn(listener: TcpListener, config: StripeSimConfig) -> std::io::Result<
         state: Mutex::new(SimState::default()),
         deliverer,
         failures: Mutex::new((0, 500)),
+        answer_delays: Mutex::new((0, Duration::ZERO)),
     });
     let shutdown = CancellationToken::new();
     let router = api::router(shared.clone());
@@ -168,6 +183,22 @@ impl StripeSimHandle {
     /// The next `count` API requests fail with `status` before doing anything.
     pub fn fail_next(&self, count: u32, status: u16) {
         *lock(&self.shared.failures) = (count, status);
+    }
+
+    /// The next `count` POSTs are executed at once but answered after `delay`.
+    pub fn delay_next_answers(&self, count: u32, delay: Duration) {
+        *lock(&self.shared.answer_delays) = (count, delay);
+    }
+
+    /// Makes refund `refund_id` fail later, as Stripe's test card 4000 0000 0000 5126 does.
+    pub fn fail_refund(&self, refund_id: &str) -> Result<Value, SimError> {
+        let origin = state::Origin {
+            request_id: None,
+            idempotency_key: None,
+        };
+        let (refund, events) = self.shared.lock_state().fail_refund(refund_id, &origin)?;
+        self.shared.deliverer.dispatch(events);
+        Ok(refund)
     }
 
     pub fn set_delivery(&self, mode: DeliveryMode) {

@@ -611,6 +611,44 @@ impl SimState {
         Ok((refund, self.record_events(events)))
     }
 
+    /// A refund that fails after it was reported, as with test card 4000 0000 0000 5126:
+    /// the refund becomes `failed`, the money goes back to the charge (its
+    /// `amount_refunded` goes down) and `refund.failed` fires.
+    pub fn fail_refund(
+        &mut self,
+        refund_id: &str,
+        origin: &Origin,
+    ) -> Result<(Value, Vec<Value>), SimError> {
+        let mut refund = self
+            .refunds
+            .get(refund_id)
+            .cloned()
+            .ok_or_else(|| SimError::missing("refund", refund_id))?;
+        if refund["status"] == "failed" || refund["status"] == "canceled" {
+            return Err(SimError::invalid(
+                format!(
+                    "Refund {refund_id} has already {}.",
+                    refund["status"].as_str().unwrap_or("ended")
+                ),
+                None,
+            ));
+        }
+        let amount = refund["amount"].as_i64().unwrap_or(0);
+        if let Some(charge) = refund["charge"]
+            .as_str()
+            .and_then(|charge_id| self.charges.get_mut(charge_id))
+        {
+            let refunded = charge["amount_refunded"].as_i64().unwrap_or(0);
+            charge["amount_refunded"] = json!((refunded - amount).max(0));
+            charge["refunded"] = json!(false);
+        }
+        refund["status"] = json!("failed");
+        refund["failure_reason"] = json!("expired_or_canceled_card");
+        self.refunds.insert(refund_id.to_string(), refund.clone());
+        let events = vec![event("refund.failed", &refund, origin)];
+        Ok((refund, self.record_events(events)))
+    }
+
     /// `GET /v1/events`: newest first, with Stripe's filters and cursors.
     pub fn list_events(&self, params: &Params) -> Result<Value, SimError> {
         let limit = params.int("limit")?.unwrap_or(10).clamp(1, 100) as usize;

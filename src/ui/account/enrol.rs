@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::login::card_page;
 use super::operator::{csrf_refused, login_redirect, SessionUser, CSRF_FIELD};
-use crate::accounts::{now_ms, password, totp, users, SessionStage};
+use crate::accounts::{now_ms, password, sessions, totp, users, SessionStage};
 use crate::http::auth::constant_time_eq;
 use crate::http::{ApiError, AppState};
 use crate::ui::layout::{html_response, HtmlError};
@@ -120,10 +120,11 @@ pub async fn password_submit(
         )
     };
     if !user.must_change_password
-        && !password::verify(
+        && !password::verify_off_thread(
             form.current.as_deref().unwrap_or_default(),
             &user.password_hash,
         )
+        .await
     {
         return refuse("The current password is not right.");
     }
@@ -133,14 +134,21 @@ pub async fn password_submit(
     if form.new_password != form.confirm {
         return refuse("Not saved: the two new passwords differ.");
     }
-    if password::verify(&form.new_password, &user.password_hash) {
+    if password::verify_off_thread(&form.new_password, &user.password_hash).await {
         return refuse("Not saved: choose a password different from the current one.");
     }
-    let hash = match password::hash(&form.new_password) {
+    let hash = match password::hash_off_thread(&form.new_password).await {
         Ok(hash) => hash,
         Err(error) => return internal(error),
     };
     if let Err(error) = users::set_password(&state.database, &user.user_id, &hash, false).await {
+        return internal(error);
+    }
+    // Whoever else is logged in with the old password is logged out; this session stays.
+    if let Err(error) =
+        sessions::delete_others_for_user(&state.database, &user.user_id, &session.session_hash)
+            .await
+    {
         return internal(error);
     }
     tracing::info!(user_id = user.user_id, "password changed");
@@ -193,12 +201,18 @@ pub async fn enrol_page(State(state): State<AppState>, Enrolling(session): Enrol
         return Redirect::to("/account").into_response();
     }
     // One secret per enrolment: reloading the page must not invalidate a scanned code.
-    let secret = match &session.user.totp_secret {
-        Some(secret) => secret.clone(),
+    let key = state.settings_store.master_key();
+    let stored = session
+        .user
+        .totp_secret
+        .as_ref()
+        .and_then(|stored| stored.reveal(&session.user.user_id, key));
+    let secret = match stored {
+        Some(secret) => secret,
         None => {
             let secret = totp::new_secret();
             if let Err(error) =
-                users::begin_totp(&state.database, &session.user.user_id, &secret).await
+                users::begin_totp(&state.database, &session.user.user_id, &secret, key).await
             {
                 return internal(error);
             }
@@ -233,13 +247,19 @@ pub async fn enrol_submit(
     if user.must_change_password {
         return Redirect::to("/account/password").into_response();
     }
-    let Some(secret) = user.totp_secret.as_deref().filter(|_| !user.totp_confirmed) else {
+    let key = state.settings_store.master_key();
+    let Some(secret) = user
+        .totp_secret
+        .as_ref()
+        .filter(|_| !user.totp_confirmed)
+        .and_then(|stored| stored.reveal(&user.user_id, key))
+    else {
         return Redirect::to("/account/2fa").into_response();
     };
-    let Some(step) = totp::matching_step(secret, &form.code, now_ms() / 1000, None) else {
+    let Some(step) = totp::matching_step(&secret, &form.code, now_ms() / 1000, None) else {
         let body = enrol_body(
             session,
-            secret,
+            &secret,
             Some("That code is not right. Check the time on your phone and type the current code."),
         );
         return html_response(
@@ -252,7 +272,10 @@ pub async fn enrol_submit(
         return internal(error);
     }
     // Other sessions were opened with the password alone; from now on both factors count.
-    if let Err(error) = end_other_sessions(&state, &user.user_id, &session.session_hash).await {
+    if let Err(error) =
+        sessions::delete_others_for_user(&state.database, &user.user_id, &session.session_hash)
+            .await
+    {
         return internal(error);
     }
     let body = html! {
@@ -267,16 +290,4 @@ pub async fn enrol_submit(
         StatusCode::OK,
         card_page(session.branding.clone(), "Backup codes", body),
     )
-}
-
-async fn end_other_sessions(
-    state: &AppState,
-    user_id: &str,
-    keep: &str,
-) -> Result<(), sqlx::Error> {
-    let sql = "DELETE FROM user_sessions WHERE user_id = $1 AND session_hash <> $2";
-    crate::on_pool!(&state.database, pool => {
-        sqlx::query(sql).bind(user_id).bind(keep).execute(pool).await.map(|_| ())
-    })?;
-    Ok(())
 }

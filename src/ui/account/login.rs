@@ -25,18 +25,23 @@ use crate::ui::layout::{html_response, page, HtmlError, PageHead};
 /// The pre-login CSRF cookie (double submit: the form carries the same value).
 const LOGIN_COOKIE: &str = "latchkey_login";
 
-/// The client's address, when the server was started with connection info.
+/// The client's address: the TCP peer, or what a trusted proxy says it forwarded for
+/// (`LATCHKEY_TRUSTED_PROXIES`); `None` when the server runs without connection info.
 pub struct ClientAddress(pub Option<IpAddr>);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
+impl FromRequestParts<AppState> for ClientAddress {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let proxies = &state.settings.security.trusted_proxies;
         Ok(ClientAddress(
             parts
                 .extensions
                 .get::<ConnectInfo<SocketAddr>>()
-                .map(|info| info.0.ip()),
+                .map(|info| proxies.client_address(info.0.ip(), &parts.headers)),
         ))
     }
 }
@@ -47,14 +52,48 @@ pub struct NextQuery {
     logged_out: Option<String>,
 }
 
-/// Only paths on this site: never `//host` or a full URL (an open redirect).
+/// Only paths on this site: never `//host` or a full URL (an open redirect). Browsers
+/// drop TAB, CR and LF from URLs and read `\` as `/`, so `/\t/evil.example` would become
+/// `//evil.example`: any control character, whitespace or backslash, also once
+/// percent-decoded, sends the user to the dashboard instead.
 pub fn safe_next(next: Option<&str>) -> String {
+    let on_this_site = |path: &str| {
+        path.starts_with('/')
+            && !path.starts_with("//")
+            && !path
+                .chars()
+                .any(|c| c == '\\' || c.is_control() || c.is_whitespace())
+    };
     match next {
-        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') => {
+        Some(path) if on_this_site(path) && on_this_site(&percent_decoded(path)) => {
             path.to_string()
         }
         _ => "/dashboard".to_string(),
     }
+}
+
+/// `%XX` sequences decoded once (invalid ones kept as they are).
+fn percent_decoded(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let decoded = (bytes[index] == b'%')
+            .then(|| path.get(index + 1..index + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match decoded {
+            Some(byte) => {
+                out.push(byte);
+                index += 3;
+            }
+            None => {
+                out.push(bytes[index]);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn internal(error: impl Into<anyhow::Error>) -> Response {
@@ -186,7 +225,7 @@ pub async fn login_submit(
     let stored = user
         .as_ref()
         .map_or(password::decoy_hash(), |user| user.password_hash.as_str());
-    let password_ok = password::verify(&form.password, stored);
+    let password_ok = password::verify_off_thread(&form.password, stored).await;
     let next = safe_next(form.next.as_deref());
     let user = match user {
         Some(user) if password_ok && user.is_active() => user,
@@ -272,17 +311,39 @@ async fn code_session(
     parts_headers: &HeaderMap,
     state: &AppState,
 ) -> Result<SessionUser, Response> {
+    match any_session(parts_headers, state).await? {
+        None => Err(Redirect::to("/login").into_response()),
+        Some(session) if session.stage == SessionStage::Full => {
+            Err(Redirect::to("/dashboard").into_response())
+        }
+        Some(session) => Ok(session),
+    }
+}
+
+/// The session of the cookie, at whatever stage.
+async fn any_session(
+    parts_headers: &HeaderMap,
+    state: &AppState,
+) -> Result<Option<SessionUser>, Response> {
     let mut request = axum::http::Request::new(());
     *request.headers_mut() = parts_headers.clone();
     let (parts, ()) = request.into_parts();
-    match SessionUser::load(&parts, state).await {
-        Err(error) => Err(error.into_response()),
-        Ok(None) => Err(Redirect::to("/login").into_response()),
-        Ok(Some(session)) if session.stage == SessionStage::Full => {
-            Err(Redirect::to("/dashboard").into_response())
-        }
-        Ok(Some(session)) => Ok(session),
+    SessionUser::load(&parts, state)
+        .await
+        .map_err(IntoResponse::into_response)
+}
+
+/// A form post for a session, whatever its stage, must carry that session's CSRF token:
+/// even a post that would do nothing is refused without it (a cross-site form must not
+/// learn anything, nor clear a cookie).
+#[allow(clippy::result_large_err)]
+fn check_session_csrf(session: &SessionUser, sent: Option<&str>) -> Result<(), Response> {
+    if sent.is_some_and(|sent| constant_time_eq(sent.as_bytes(), session.csrf_token.as_bytes())) {
+        return Ok(());
     }
+    Err(csrf_refused()
+        .with_branding(session.branding.clone())
+        .into_response())
 }
 
 /// GET /login/code
@@ -318,18 +379,16 @@ pub async fn code_submit(
     ClientAddress(address): ClientAddress,
     Form(form): Form<CodeForm>,
 ) -> Response {
-    let session = match code_session(&headers, &state).await {
-        Ok(session) => session,
+    let session = match any_session(&headers, &state).await {
+        Ok(Some(session)) => session,
+        Ok(None) => return Redirect::to("/login").into_response(),
         Err(response) => return response,
     };
-    if !form
-        .csrf_token
-        .as_deref()
-        .is_some_and(|sent| constant_time_eq(sent.as_bytes(), session.csrf_token.as_bytes()))
-    {
-        return csrf_refused()
-            .with_branding(session.branding)
-            .into_response();
+    if let Err(refused) = check_session_csrf(&session, form.csrf_token.as_deref()) {
+        return refused;
+    }
+    if session.stage == SessionStage::Full {
+        return Redirect::to("/dashboard").into_response();
     }
     let accounts = &state.settings.accounts;
     let user = &session.user;
@@ -388,11 +447,16 @@ async fn verify_second_factor(
     user: &users::User,
     code: &str,
 ) -> Result<bool, sqlx::Error> {
-    let Some(secret) = user.totp_secret.as_deref().filter(|_| user.totp_confirmed) else {
+    let Some(secret) = user
+        .totp_secret
+        .as_ref()
+        .filter(|_| user.totp_confirmed)
+        .and_then(|stored| stored.reveal(&user.user_id, state.settings_store.master_key()))
+    else {
         return Ok(false);
     };
     let now = now_ms() / 1000;
-    if let Some(step) = totp::matching_step(secret, code, now, user.totp_last_step) {
+    if let Some(step) = totp::matching_step(&secret, code, now, user.totp_last_step) {
         return users::use_totp_step(&state.database, &user.user_id, step).await;
     }
     let looks_like_backup = code.chars().filter(char::is_ascii_alphanumeric).count() == 10;
@@ -408,15 +472,14 @@ pub async fn cancel(
     headers: HeaderMap,
     Form(form): Form<std::collections::HashMap<String, String>>,
 ) -> Response {
-    if let Ok(session) = code_session(&headers, &state).await {
-        let sent = form
-            .get(CSRF_FIELD)
-            .map(String::as_bytes)
-            .unwrap_or_default();
-        if !constant_time_eq(sent, session.csrf_token.as_bytes()) {
-            return csrf_refused()
-                .with_branding(session.branding)
-                .into_response();
+    let session = match any_session(&headers, &state).await {
+        Ok(session) => session,
+        Err(response) => return response,
+    };
+    if let Some(session) = session {
+        let sent = form.get(CSRF_FIELD).map(String::as_str);
+        if let Err(refused) = check_session_csrf(&session, sent) {
+            return refused;
         }
         if let Err(error) = sessions::delete(&state.database, &session.session_hash).await {
             return internal(error);
@@ -447,5 +510,9 @@ mod tests {
         assert_eq!(safe_next(Some("https://evil.example")), "/dashboard");
         assert_eq!(safe_next(Some("/\\evil.example")), "/dashboard");
         assert_eq!(safe_next(None), "/dashboard");
+        assert_eq!(safe_next(Some("/\t/evil.example")), "/dashboard");
+        assert_eq!(safe_next(Some("/\n/evil.example")), "/dashboard");
+        assert_eq!(safe_next(Some("/%09/evil.example")), "/dashboard");
+        assert_eq!(safe_next(Some("/%5Cevil.example")), "/dashboard");
     }
 }

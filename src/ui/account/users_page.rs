@@ -8,8 +8,8 @@ use maud::{html, Markup};
 use serde::Deserialize;
 
 use super::operator::{csrf_field, Operator, OperatorForm};
+use crate::accounts::password;
 use crate::accounts::users::{self, CreateUserError, User};
-use crate::accounts::{password, sessions};
 use crate::http::auth::{Permission, Role};
 use crate::http::{ApiError, AppState};
 use crate::ui::dashboard::shell::shell;
@@ -341,7 +341,8 @@ pub async fn reset_2fa(
     ))
 }
 
-/// POST /users/{id}/reset-password: a new one-time password, shown once; sessions end.
+/// POST /users/{id}/reset-password: a new one-time password, shown once; sessions and
+/// API tokens end.
 pub async fn reset_password(
     State(state): State<AppState>,
     Path(user_id): Path<String>,
@@ -350,11 +351,10 @@ pub async fn reset_password(
     let op = form.operator;
     let user = target(&state, &op, &user_id).await?;
     let one_time = password::one_time();
-    let hash = password::hash(&one_time).map_err(internal)?;
-    users::set_password(&state.database, &user.user_id, &hash, true)
+    let hash = password::hash_off_thread(&one_time)
         .await
         .map_err(internal)?;
-    sessions::delete_all_for_user(&state.database, &user.user_id)
+    users::reset_password(&state.database, &user.user_id, &hash)
         .await
         .map_err(internal)?;
     Ok(render(

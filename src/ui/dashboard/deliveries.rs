@@ -7,6 +7,8 @@ use axum::Router;
 use maud::html;
 use serde::Deserialize;
 
+use crate::ui::account::OperatorForm;
+
 use super::{
     badge, csrf_field, filled, may, page, query_string, see_other, select, when, Operator,
     PageResult,
@@ -105,8 +107,8 @@ async fn list(
 
 async fn retry(
     State(state): State<AppState>,
-    op: Operator,
     Path(event_id): Path<String>,
+    OperatorForm { operator: op, .. }: OperatorForm<super::Button>,
 ) -> PageResult {
     op.require(Permission::Operate)?;
     stripe_webhook::retry(&state, &event_id, &op.principal.actor_id).await?;

@@ -13,6 +13,7 @@ pub mod catalogue;
 pub mod chart;
 pub mod deliveries;
 pub mod home;
+pub mod parked;
 pub mod payments;
 pub mod reports;
 pub mod sessions;
@@ -38,6 +39,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/static/dashboard.js", get(script))
         .route("/static/dashboard.css", get(style))
+        .route("/static/shell.css", get(shell_style))
         .merge(home::router())
         .merge(payments::router())
         .merge(sessions::router())
@@ -45,6 +47,7 @@ pub fn router() -> Router<AppState> {
         .merge(audit::router())
         .merge(reports::router())
         .merge(deliveries::router())
+        .merge(parked::router())
 }
 
 async fn script() -> Response {
@@ -56,6 +59,10 @@ async fn script() -> Response {
 
 async fn style() -> Response {
     static_file("text/css; charset=utf-8", include_str!("dashboard.css"))
+}
+
+async fn shell_style() -> Response {
+    static_file("text/css; charset=utf-8", shell::SHELL_CSS)
 }
 
 fn static_file(content_type: &'static str, body: &'static str) -> Response {

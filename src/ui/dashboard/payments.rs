@@ -384,7 +384,14 @@ async fn refund(
         .transpose()?;
     let reason = filled(&form.reason).map(str::to_owned);
     if form.confirm.as_deref() != Some("yes") {
-        return Ok(confirmation(&op, &row, amount, reason.as_deref()));
+        let lingering = lingering_code(&state, &row).await;
+        return Ok(confirmation(
+            &op,
+            &row,
+            amount,
+            reason.as_deref(),
+            lingering.as_deref(),
+        ));
     }
     let _accepted = operator_actions::refund(
         State(state),
@@ -396,11 +403,29 @@ async fn refund(
     Ok(see_other(&format!("/dashboard/payments/{id}?refunded=1")))
 }
 
+/// For a door payment whose code the lock keeps offline (no gateway), what a refund
+/// cannot undo: the code keeps opening the door until its end.
+async fn lingering_code(state: &AppState, row: &PaymentRow) -> Option<String> {
+    let door_uid = row.door_uid.as_deref()?;
+    let payment_id = row.payment_id.parse().ok()?;
+    let (door, _) = state.buses.doors.load(door_uid).await.ok()?;
+    let code = door.access_code(payment_id)?;
+    crate::ui::guest::view::still_valid(code, &door).map(|_| {
+        let until = code.still_valid_until.or(code.valid_to);
+        format!(
+            "This door's lock has no internet gateway: the guest's code cannot be removed \
+             remotely and keeps opening the door until {} whatever is refunded.",
+            until.map_or_else(|| "its end".to_string(), |until| until.to_rfc3339())
+        )
+    })
+}
+
 fn confirmation(
     op: &Operator,
     row: &PaymentRow,
     amount: Option<i64>,
     reason: Option<&str>,
+    lingering_code: Option<&str>,
 ) -> Response {
     let rest = row.amount_received - row.amount_refunded;
     let shown = money(amount.unwrap_or(rest), &row.currency);
@@ -408,6 +433,7 @@ fn confirmation(
         h1 { "Confirm the refund" }
         p { "Refund " strong { (shown) } " of payment " code { (row.payment_id) } " to " (row.email) "?" }
         p { "Stripe is asked at once; this cannot be undone." }
+        @if let Some(warning) = lingering_code { p.notice.bad role="alert" { (warning) } }
         form method="post" action={ "/dashboard/payments/" (row.payment_id) "/refund" } {
             (csrf_field(op))
             @if let Some(amount) = amount { input type="hidden" name="amount" value=(major_units(amount)); }

@@ -58,6 +58,11 @@ pub const NAV: &[NavItem] = &[
         permission: Permission::Read,
     },
     NavItem {
+        label: "Parked",
+        path: "/dashboard/parked",
+        permission: Permission::Read,
+    },
+    NavItem {
         label: "Settings",
         path: "/settings",
         permission: Permission::Administer,
@@ -74,9 +79,10 @@ pub const NAV: &[NavItem] = &[
     },
 ];
 
-/// Navigation, wider main column and tables for operator pages; small enough to inline
-/// rather than grow the guests' style sheet.
-const SHELL_CSS: &str = "main{max-width:72rem}\
+/// Navigation, wider main column and tables for operator pages, served as
+/// `/static/shell.css` (kept apart from the guests' style sheet; never inline, which the
+/// Content-Security-Policy forbids).
+pub const SHELL_CSS: &str = "main{max-width:72rem}\
 nav.dash{display:flex;flex-wrap:wrap;gap:.25rem .5rem;align-items:center;margin:0 0 1rem;\
 padding:.5rem 0;border-bottom:1px solid var(--line)}\
 nav.dash a{padding:.35rem .6rem;border-radius:.4rem;color:var(--ink);text-decoration:none}\
@@ -98,7 +104,7 @@ pub fn shell(op: &Operator, title: &str, body: Markup) -> Markup {
     page(
         PageHead::new(title, op.branding.clone()),
         html! {
-            style { (maud::PreEscaped(SHELL_CSS)) }
+            link rel="stylesheet" href="/static/shell.css";
             nav.dash aria-label="Dashboard" {
                 @for item in NAV.iter().filter(|item| op.role.allows(item.permission)) {
                     @if item.label == title {

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use maud::{html, Markup, PreEscaped};
 
-use super::view::{self, AccessState, AccessStatus, SessionPhase, SessionStatus};
+use super::view::{self, AccessState, AccessStatus, OfferSummary, SessionPhase, SessionStatus};
 use crate::http::{ApiError, AppState};
 use crate::ui::branding::{self, Branding};
 use crate::ui::layout::{self, html_response, page, HtmlError, PageHead};
@@ -44,6 +44,9 @@ fn token_error(error: ApiError, branding: &Branding) -> HtmlError {
         ApiError::NotFound(_) => "Link not valid",
         ApiError::Gone(message) if message.starts_with("Access revoked") => "Access revoked",
         ApiError::Gone(message) if message.starts_with("Expired") => "Expired",
+        ApiError::Gone(message) if message.starts_with("Refund recorded") => {
+            "Refunded — code still works until its end"
+        }
         ApiError::Gone(_) => "Not completed",
         _ => "",
     };
@@ -83,6 +86,7 @@ fn render_access(status: &AccessStatus, branding: Branding) -> Response {
                 }
                 AccessState::Ready => (passcode_block(status)),
             }
+            @if let Some(offer) = &status.offer { (offer_line(offer)) }
         }
     };
     html_response(StatusCode::OK, page(head, body))
@@ -114,6 +118,18 @@ fn passcode_block(status: &AccessStatus) -> Markup {
                 "This lock has no internet gateway, so this code was set as a time-limited code "
                 "(whole hours) that cannot be cancelled remotely. It stops working by itself at the end time."
             }
+        }
+    }
+}
+
+/// The offer the guest bought, as locked at checkout, with the start of its hash so guest
+/// and operator can name the same offer.
+fn offer_line(offer: &OfferSummary) -> Markup {
+    let short = offer.hash.get(..12).unwrap_or(&offer.hash);
+    html! {
+        p.muted.offer {
+            "Your offer: " (layout::duration(offer.minutes))
+            " · offer " code { (short) }
         }
     }
 }
@@ -184,6 +200,7 @@ fn render_session(status: &SessionStatus, branding: Branding) -> Response {
                     }
                 }
             }
+            @if let Some(offer) = &status.offer { (offer_line(offer)) }
         }
     };
     html_response(StatusCode::OK, page(head, body))

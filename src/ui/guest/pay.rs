@@ -19,6 +19,7 @@ use serde::Deserialize;
 use super::view;
 use crate::http::{ApiError, AppState};
 use crate::payments::checkout;
+use crate::ui::account::login::ClientAddress;
 use crate::ui::branding::{self, Branding};
 use crate::ui::layout::{self, html_response, page, HtmlError, PageHead};
 
@@ -76,6 +77,7 @@ pub async fn door_page(
 
 pub async fn door_submit(
     State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     Path(door_uid): Path<String>,
     form: Result<Form<PayForm>, FormRejection>,
 ) -> Result<Response, HtmlError> {
@@ -88,6 +90,10 @@ pub async fn door_submit(
             status, &door, &door_uid, form_state, branding,
         ));
     }
+    state
+        .checkout_limits
+        .admit(address, &format!("door:{door_uid}"))
+        .map_err(|error| HtmlError::from(error).with_branding(branding.clone()))?;
     match checkout::start_door_checkout(&state, &door_uid, &form.email).await {
         Ok(started) => Ok(see_other(&started.checkout_url)),
         Err(error) => {
@@ -128,6 +134,7 @@ pub async fn device_page(
 
 pub async fn device_submit(
     State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     Path(device_uid): Path<String>,
     form: Result<Form<PayForm>, FormRejection>,
 ) -> Result<Response, HtmlError> {
@@ -146,6 +153,10 @@ pub async fn device_submit(
             branding,
         ));
     }
+    state
+        .checkout_limits
+        .admit(address, &format!("device:{device_uid}"))
+        .map_err(|error| HtmlError::from(error).with_branding(branding.clone()))?;
     match checkout::start_device_checkout(&state, &device_uid, &form.plan_id, &form.email).await {
         Ok(started) => Ok(see_other(&started.checkout_url)),
         Err(error) => {

@@ -61,6 +61,31 @@ pub enum AccessState {
     Ready,
 }
 
+/// The offer locked at checkout (issue 14): what the guest bought, whatever the catalogue
+/// says now. `None` for payments started before offers were locked.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct OfferSummary {
+    /// Door: access minutes; device: the plan's minutes.
+    pub minutes: u32,
+    pub price: i64,
+    pub currency: String,
+    pub plan_name: Option<String>,
+    /// SHA-256 over the whole offer; the page shows its first 12 characters.
+    pub hash: String,
+}
+
+fn offer_summary(payment: &Payment) -> Option<OfferSummary> {
+    let offer = payment.locked_offer()?;
+    let price = payment.price()?;
+    Some(OfferSummary {
+        minutes: offer.minutes,
+        price: price.amount_minor,
+        currency: price.currency.as_str().to_string(),
+        plan_name: offer.plan_name.clone(),
+        hash: offer.hash.clone(),
+    })
+}
+
 /// The public shape of a door (what is on its sticker and pay page).
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct DoorSummary {
@@ -75,6 +100,8 @@ pub struct DoorSummary {
 pub struct AccessStatus {
     pub state: AccessState,
     pub door: DoorSummary,
+    /// The offer locked at checkout.
+    pub offer: Option<OfferSummary>,
     pub passcode: Option<String>,
     pub valid_from: Option<DateTime<Utc>>,
     pub valid_to: Option<DateTime<Utc>>,
@@ -101,6 +128,7 @@ pub async fn access(state: &AppState, token: &str) -> Result<AccessStatus, ApiEr
     let mut status = AccessStatus {
         state: AccessState::Confirming,
         door: summary,
+        offer: offer_summary(&payment),
         passcode: None,
         valid_from: None,
         valid_to: None,
@@ -127,10 +155,16 @@ pub async fn access(state: &AppState, token: &str) -> Result<AccessStatus, ApiEr
             ))
         }
         PaymentStatus::Refunded => {
+            if let Some(until) = door
+                .access_code(payment_id)
+                .and_then(|code| still_valid(code, &door))
+            {
+                return Err(ApiError::Gone(until));
+            }
             return Err(ApiError::Gone(
                 "Access revoked: this payment was refunded, so its code no longer opens the door."
                     .to_string(),
-            ))
+            ));
         }
         PaymentStatus::Succeeded | PaymentStatus::PartiallyRefunded => {}
     }
@@ -145,9 +179,14 @@ pub async fn access(state: &AppState, token: &str) -> Result<AccessStatus, ApiEr
             status.message = "Paid. Your code is being sent to the lock…".to_string();
             Ok(status)
         }
-        AccessCodeState::Revoked | AccessCodeState::RevocationPending => Err(ApiError::Gone(
-            "Access revoked: this code no longer opens the door.".to_string(),
-        )),
+        AccessCodeState::Revoked | AccessCodeState::RevocationPending => {
+            if let Some(until) = still_valid(code, &door) {
+                return Err(ApiError::Gone(until));
+            }
+            Err(ApiError::Gone(
+                "Access revoked: this code no longer opens the door.".to_string(),
+            ))
+        }
         AccessCodeState::Expired => Err(expired()),
         AccessCodeState::Issued => {
             if code.valid_to.is_some_and(|end| end <= Utc::now()) {
@@ -163,6 +202,26 @@ pub async fn access(state: &AppState, token: &str) -> Result<AccessStatus, ApiEr
             Ok(status)
         }
     }
+}
+
+/// For a code the lock keeps offline (no gateway), what its revocation really did: the
+/// cloud record is gone but the code opens the door until its end. `None` when the code
+/// is gone from the lock (or its time is over anyway).
+pub fn still_valid(code: &latchkey_aggregates::door::AccessCode, door: &Door) -> Option<String> {
+    let until = code
+        .still_valid_until
+        .or_else(|| {
+            (!code.remotely_revocable)
+                .then_some(code.valid_to)
+                .flatten()
+        })
+        .filter(|until| *until > Utc::now())?;
+    let zone = door.time_zone().unwrap_or("UTC");
+    Some(format!(
+        "Refund recorded, but this lock has no internet gateway: its code could not be \
+         removed remotely and keeps opening the door until {}.",
+        crate::ui::layout::local_time(until, zone)
+    ))
 }
 
 fn expired() -> ApiError {
@@ -230,6 +289,8 @@ pub struct SessionStatus {
     pub state: SessionPhase,
     pub device: DeviceSummary,
     pub plan: Option<PlanSummary>,
+    /// The offer locked at checkout.
+    pub offer: Option<OfferSummary>,
     pub started_at: Option<DateTime<Utc>>,
     pub ends_at: Option<DateTime<Utc>>,
     pub remaining_seconds: Option<i64>,
@@ -253,19 +314,32 @@ pub async fn session(state: &AppState, token: &str) -> Result<SessionStatus, Api
     };
     let payment_id = payment.payment_id().unwrap_or_default();
     let (device, _) = state.buses.devices.load(&device_uid).await?;
-    let plan = device.plan(&plan_id).map(|plan| PlanSummary {
-        plan_id: plan.plan_id.clone(),
-        name: plan.name.clone(),
-        minutes: plan.minutes,
-        price: plan.price.amount_minor,
-        currency: plan.price.currency.as_str().to_string(),
-    });
+    let offer = offer_summary(&payment);
+    // The plan as bought; the catalogue's current plan only for payments older than
+    // locked offers (it may have been edited or deleted since).
+    let plan = match (&offer, payment.price()) {
+        (Some(offer), Some(price)) => Some(PlanSummary {
+            plan_id: plan_id.clone(),
+            name: offer.plan_name.clone().unwrap_or_else(|| plan_id.clone()),
+            minutes: offer.minutes,
+            price: price.amount_minor,
+            currency: price.currency.as_str().to_string(),
+        }),
+        _ => device.plan(&plan_id).map(|plan| PlanSummary {
+            plan_id: plan.plan_id.clone(),
+            name: plan.name.clone(),
+            minutes: plan.minutes,
+            price: plan.price.amount_minor,
+            currency: plan.price.currency.as_str().to_string(),
+        }),
+    };
     let (session, _) = state.buses.sessions.load(&payment_id.to_string()).await?;
     let now = Utc::now();
     let mut status = SessionStatus {
         state: SessionPhase::Confirming,
         device: device_summary(&device, &device_uid),
         plan,
+        offer,
         started_at: session.started_at(),
         ends_at: session.ends_at(),
         remaining_seconds: session.remaining_seconds(now),
