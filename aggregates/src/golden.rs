@@ -36,6 +36,12 @@ fn samples() -> Vec<(&'static str, Value)> {
     let session_id = "5b0c8a4e-0a51-4b8e-9f0e-8f8f3c1d2e10";
     vec![
         (
+            "Payment",
+            json!({"type": "RefundSubmissionFailed",
+                   "refund_request_id": "bcc50965-6546-4fed-bb6e-d018af55fb4d",
+                   "reason": "Stripe refused the refund: charge already refunded", "at": at}),
+        ),
+        (
             "Door",
             json!({"type": "AccessCodeRevocationPending",
                    "payment_id": "a10a5ff6-db0d-44f4-b9cb-edd37d8f1b54", "passcode_id": 90412201,

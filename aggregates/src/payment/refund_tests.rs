@@ -48,6 +48,7 @@ fn paid(amount: i64) -> Vec<PaymentEvent> {
             price: eur(amount),
             guest_email: "guest@example.com".to_owned(),
             at: at(0),
+            offer: None,
         },
         PaymentEvent::PaymentSucceeded {
             payment_intent_id: PI.to_owned(),
