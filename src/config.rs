@@ -350,12 +350,12 @@ impl Settings {
                     get("LATCHKEY_CHECKPOINT_EVERY_EVENTS"),
                     "LATCHKEY_CHECKPOINT_EVERY_EVENTS",
                     1_000,
-                )?,
+                )? as u64,
                 checkpoint_every: std::time::Duration::from_secs(positive(
                     get("LATCHKEY_CHECKPOINT_EVERY_SECONDS"),
                     "LATCHKEY_CHECKPOINT_EVERY_SECONDS",
                     3_600,
-                )?),
+                )? as u64),
             },
             log_format: match get("LATCHKEY_LOG_FORMAT") {
                 None | Some("text") => LogFormat::Text,
@@ -368,20 +368,6 @@ impl Settings {
                 }
             },
         })
-    }
-}
-
-/// A positive whole number.
-fn positive(value: Option<&str>, variable: &'static str, default: u64) -> Result<u64, ConfigError> {
-    match value {
-        None => Ok(default),
-        Some(raw) => match raw.parse::<u64>() {
-            Ok(count) if count > 0 => Ok(count),
-            _ => Err(ConfigError {
-                variable,
-                reason: format!("{raw:?} is not a positive whole number"),
-            }),
-        },
     }
 }
 
