@@ -79,6 +79,39 @@ pub struct CommandBus<A: Aggregate> {
     reader: EventStore<A>,
 }
 
+/// Runs the domain's upcasters ([`latchkey_aggregates::upcast`]) when cqrs-es loads an
+/// aggregate, so old event versions reach `apply` in today's shape.
+struct RegistryUpcaster {
+    aggregate_type: &'static str,
+}
+
+impl cqrs_es::persist::EventUpcaster for RegistryUpcaster {
+    fn can_upcast(&self, event_type: &str, event_version: &str) -> bool {
+        latchkey_aggregates::upcast::find(self.aggregate_type, event_type, event_version).is_some()
+    }
+
+    fn upcast(
+        &self,
+        mut event: cqrs_es::persist::SerializedEvent,
+    ) -> cqrs_es::persist::SerializedEvent {
+        if let Some(step) = latchkey_aggregates::upcast::find(
+            self.aggregate_type,
+            &event.event_type,
+            &event.event_version,
+        ) {
+            event.payload = (step.upcast)(std::mem::take(&mut event.payload));
+            event.event_version = step.to_version.to_string();
+        }
+        event
+    }
+}
+
+fn upcasters<A: Aggregate>() -> Vec<Box<dyn cqrs_es::persist::EventUpcaster>> {
+    vec![Box::new(RegistryUpcaster {
+        aggregate_type: A::TYPE,
+    })]
+}
+
 impl<A> CommandBus<A>
 where
     A: Aggregate,
@@ -88,9 +121,11 @@ where
         let store = PersistedEventStore::new_event_store(JournalRepository::new(
             database.clone(),
             appended.clone(),
-        ));
+        ))
+        .with_upcasters(upcasters::<A>());
         let reader =
-            PersistedEventStore::new_event_store(JournalRepository::new(database, appended));
+            PersistedEventStore::new_event_store(JournalRepository::new(database, appended))
+                .with_upcasters(upcasters::<A>());
         CommandBus {
             framework: CqrsFramework::new(store, Vec::new(), services),
             reader,

@@ -114,6 +114,10 @@ pub mod money;
 pub mod payment;
 pub mod planted;
 pub mod session;
+pub mod upcast;
+
+#[cfg(test)]
+mod golden;
 
 #[cfg(any(test, feature = "testing"))]
 mod fake;

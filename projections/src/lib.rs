@@ -54,7 +54,30 @@ pub struct EventRecord<'a> {
 
 impl EventRecord<'_> {
     /// The payload as the aggregate's event enum (serde-tagged by `type`).
+    /// Older versions are brought to today's shape by the upcasters first.
     pub fn decode<E: DeserializeOwned>(&self) -> Result<E, ProjectionError> {
+        let current =
+            latchkey_aggregates::upcast::current_version(self.aggregate_type, self.event_type);
+        if self.event_version != current {
+            let payload = latchkey_aggregates::upcast::to_current(
+                self.aggregate_type,
+                self.event_type,
+                self.event_version,
+                self.payload.clone(),
+            )
+            .map_err(|reason| ProjectionError::Payload {
+                aggregate_type: self.aggregate_type.to_owned(),
+                event_type: self.event_type.to_owned(),
+                position: self.position,
+                source: serde::de::Error::custom(reason),
+            })?;
+            return serde_json::from_value(payload).map_err(|source| ProjectionError::Payload {
+                aggregate_type: self.aggregate_type.to_owned(),
+                event_type: self.event_type.to_owned(),
+                position: self.position,
+                source,
+            });
+        }
         E::deserialize(self.payload).map_err(|source| ProjectionError::Payload {
             aggregate_type: self.aggregate_type.to_owned(),
             event_type: self.event_type.to_owned(),

@@ -94,7 +94,14 @@ pub async fn state_at(
 pub fn fold<A: Aggregate>(events: &[JournalEvent]) -> anyhow::Result<Value> {
     let mut aggregate = A::default();
     for event in events {
-        let payload: A::Event = serde_json::from_value(event.payload.clone()).map_err(|error| {
+        let upcast = latchkey_aggregates::upcast::to_current(
+            &event.aggregate_type,
+            &event.event_type,
+            &event.event_version,
+            event.payload.clone(),
+        )
+        .map_err(|reason| anyhow::anyhow!("cannot read position {}: {reason}", event.position))?;
+        let payload: A::Event = serde_json::from_value(upcast).map_err(|error| {
             anyhow::anyhow!(
                 "cannot read {} {} sequence {} ({}): {error}",
                 event.aggregate_type,
