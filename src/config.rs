@@ -346,12 +346,12 @@ impl Settings {
                         })
                     })
                     .transpose()?,
-                checkpoint_every_events: positive(
+                checkpoint_every_events: positive_u64(
                     get("LATCHKEY_CHECKPOINT_EVERY_EVENTS"),
                     "LATCHKEY_CHECKPOINT_EVERY_EVENTS",
                     1_000,
                 )?,
-                checkpoint_every: std::time::Duration::from_secs(positive(
+                checkpoint_every: std::time::Duration::from_secs(positive_u64(
                     get("LATCHKEY_CHECKPOINT_EVERY_SECONDS"),
                     "LATCHKEY_CHECKPOINT_EVERY_SECONDS",
                     3_600,
@@ -371,8 +371,12 @@ impl Settings {
     }
 }
 
-/// A positive whole number.
-fn positive(value: Option<&str>, variable: &'static str, default: u64) -> Result<u64, ConfigError> {
+/// A positive whole number (a count of events or seconds).
+fn positive_u64(
+    value: Option<&str>,
+    variable: &'static str,
+    default: u64,
+) -> Result<u64, ConfigError> {
     match value {
         None => Ok(default),
         Some(raw) => match raw.parse::<u64>() {

@@ -13,9 +13,9 @@
 pub mod chain;
 pub mod inbox;
 pub mod journal;
-pub mod parking;
 pub mod ledger;
 pub mod merkle;
+pub mod parking;
 pub mod repository;
 pub mod subscription;
 
