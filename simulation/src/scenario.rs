@@ -462,8 +462,33 @@ impl World {
         double_submit: bool,
     ) {
         let payment_id = self.rng.uuid();
+        let minutes = match &target {
+            PaymentTarget::Door { door_uid } => self
+                .store
+                .load::<latchkey_aggregates::door::Door>(door_uid)
+                .0
+                .access_minutes()
+                .unwrap_or(60),
+            PaymentTarget::Device {
+                device_uid,
+                plan_id,
+            } => self
+                .store
+                .load::<latchkey_aggregates::device::Device>(device_uid)
+                .0
+                .plan(plan_id)
+                .map_or(5, |plan| plan.minutes),
+        };
+        let offer = latchkey::payments::checkout::lock_offer(
+            &target,
+            &amount,
+            minutes,
+            "simulated".into(),
+            None,
+        );
         let start = PaymentCommand::StartCheckout {
             payment_id,
+            offer: Some(offer),
             target,
             price: amount.clone(),
             guest_email: format!("guest-{}@example.com", self.guests.len()),

@@ -464,9 +464,12 @@ impl PaymentGateway for StripePort {
 
     async fn refund(&self, request: RefundRequest) -> Result<RefundReceipt, GatewayError> {
         let key = request.idempotency_key.clone();
+        let amount = request.amount.clone();
         let refund_id = self.model().call(&key, |model| model.refund(&request))?;
         Ok(RefundReceipt {
             refund_id: refund_id.unwrap_or_default(),
+            amount,
+            status: latchkey_aggregates::payment::RefundStatus::Succeeded,
         })
     }
 }

@@ -224,9 +224,34 @@ impl World {
 
     fn door_on_payment(&mut self, event: &Entry) -> Reaction {
         let payment_id: Uuid = event.aggregate_id.parse().map_err(|e| format!("{e}"))?;
+        // The mirror of `workflows::refunds` (its own subscriber in the application).
+        if event.event_type == "RefundOrdered" {
+            let request = event
+                .payload
+                .get("refund_request_id")
+                .and_then(Value::as_str)
+                .and_then(|id| Uuid::parse_str(id).ok())
+                .ok_or("RefundOrdered without refund_request_id")?;
+            let due = self.now;
+            self.schedule(
+                format!("refund:{request}"),
+                due,
+                Job::SubmitRefund {
+                    payment: payment_id,
+                    request,
+                },
+            );
+            return Ok(());
+        }
         let status = event.payload.get("status").and_then(Value::as_str);
         let command = match event.event_type.as_str() {
             "PaymentSucceeded" => DoorCommand::IssueAccessCode {
+                locked_minutes: self
+                    .store
+                    .load::<Payment>(&event.aggregate_id)
+                    .0
+                    .locked_offer()
+                    .map(|offer| offer.minutes),
                 payment_id,
                 actor: Actor::System,
                 at: self.now,
@@ -325,10 +350,27 @@ impl World {
                 .collect()
         };
         for (key, attempts, job) in due {
+            if let Job::SubmitRefund { payment, request } = job {
+                match self.submit_refund(payment, request) {
+                    Ok(()) => {
+                        self.jobs.remove(&key);
+                    }
+                    Err(error) => {
+                        let retry = now + Duration::seconds(backoff_seconds(2, 300, attempts + 1));
+                        self.trace.note(
+                            now,
+                            &format!("job {key} failed ({error}); again at {retry}"),
+                        );
+                        self.jobs.insert(key, (retry, attempts + 1, job));
+                    }
+                }
+                continue;
+            }
             let (door, command) = match job.clone() {
                 Job::Issue { door, payment } => (
                     door,
                     DoorCommand::IssueAccessCode {
+                        locked_minutes: None,
                         payment_id: payment,
                         actor: Actor::System,
                         at: now,
@@ -354,6 +396,7 @@ impl World {
                         at: now,
                     },
                 ),
+                Job::SubmitRefund { .. } => continue,
             };
             let result = match self.door(&door, command) {
                 Ok(_) => Ok(()),
@@ -375,6 +418,39 @@ impl World {
                     self.jobs.insert(key, (retry, attempt, job));
                 }
             }
+        }
+    }
+
+    /// The mirror of `workflows::refunds::submit_refund`.
+    fn submit_refund(&mut self, payment_id: Uuid, request_id: Uuid) -> Result<(), String> {
+        use latchkey_aggregates::payment::services::GatewayErrorKind;
+        use latchkey_aggregates::payment::RefundSubmissionOutcome;
+        let (payment, _) = self.store.load::<Payment>(&payment_id.to_string());
+        let Some(request) = payment.refund_submission(request_id) else {
+            return Ok(());
+        };
+        let answer = futures::executor::block_on(self.payment_gateway().refund(request));
+        self.deliver_racing_webhooks();
+        let outcome = match answer {
+            Ok(receipt) => RefundSubmissionOutcome::Accepted {
+                stripe_refund_id: receipt.refund_id,
+                amount: receipt.amount,
+                refund_status: receipt.status,
+            },
+            Err(error) if error.kind == GatewayErrorKind::Retryable => return Err(error.message),
+            Err(error) => RefundSubmissionOutcome::Refused {
+                reason: error.message,
+            },
+        };
+        let command = PaymentCommand::RecordRefundSubmission {
+            refund_request_id: request_id,
+            outcome,
+            actor: Actor::System,
+            at: self.now,
+        };
+        match self.payment(payment_id, command) {
+            Ok(_) | Err(Refusal::User(_)) => Ok(()),
+            Err(other) => Err(format!("{other:?}")),
         }
     }
 

@@ -165,6 +165,10 @@ pub enum Job {
     Expire {
         door: String,
     },
+    SubmitRefund {
+        payment: Uuid,
+        request: Uuid,
+    },
 }
 
 #[derive(Clone, Debug, Default)]
@@ -388,6 +392,10 @@ impl World {
         self.execute::<DeviceSession>(id, command, &services)
     }
 
+    pub fn payment_gateway(&self) -> Arc<dyn latchkey_aggregates::payment::PaymentGateway> {
+        self.payment_services.gateway.clone()
+    }
+
     pub fn session_services_relay(
         &self,
     ) -> Arc<dyn latchkey_aggregates::session::services::RelayGateway> {
@@ -408,7 +416,7 @@ impl World {
     // ----- Stripe webhooks: the endpoint and the inbox ----------------------------------
 
     /// Delivers webhooks created during the command in flight, before it commits.
-    fn deliver_racing_webhooks(&mut self) {
+    pub fn deliver_racing_webhooks(&mut self) {
         let racing: Vec<String> = std::mem::take(&mut lock(&self.stripe).racing);
         for event_id in racing {
             self.trace.note(
