@@ -488,7 +488,7 @@ impl World {
         );
         let start = PaymentCommand::StartCheckout {
             payment_id,
-            offer: Some(offer),
+            offer: Some(Box::new(offer)),
             target,
             price: amount.clone(),
             guest_email: format!("guest-{}@example.com", self.guests.len()),

@@ -49,7 +49,6 @@ fn paid(amount: i64) -> Vec<PaymentEvent> {
             guest_email: "guest@example.com".to_owned(),
             offer: None,
             at: at(0),
-            offer: None,
         },
         PaymentEvent::PaymentSucceeded {
             payment_intent_id: PI.to_owned(),
