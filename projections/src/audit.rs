@@ -545,7 +545,7 @@ mod tests {
                 .count();
             assert_eq!(duplicates, 0, "{aggregate} {event} is listed twice");
         }
-        assert_eq!(ACTIONS.len(), 14 + 12 + 10 + 15);
+        assert_eq!(ACTIONS.len(), 18 + 12 + 10 + 15);
     }
 
     #[test]
