@@ -200,13 +200,6 @@ async fn claim(
 /// Executes one job. Business refusals that retrying cannot change (the code was revoked
 /// meanwhile, attempts are exhausted) complete the job; they are already in the journal.
 async fn run(buses: &Buses, job: &Job) -> anyhow::Result<()> {
-    if let Job::SubmitRefund {
-        payment_id,
-        refund_request_id,
-    } = job
-    {
-        return super::refunds::submit_refund(buses, *payment_id, *refund_request_id).await;
-    }
     let metadata = CommandMetadata::new(Actor::System.to_string(), "scheduler");
     let (door_uid, command) = match job.clone() {
         Job::IssueAccessCode {
@@ -242,7 +235,10 @@ async fn run(buses: &Buses, job: &Job) -> anyhow::Result<()> {
                 at: Utc::now(),
             },
         ),
-        Job::SubmitRefund { .. } => unreachable!("money jobs are dispatched above"),
+        Job::SubmitRefund {
+            payment_id,
+            refund_request_id,
+        } => return super::refunds::submit_refund(buses, payment_id, refund_request_id).await,
     };
     match buses.doors.execute(&door_uid, command, metadata).await {
         Ok(()) => Ok(()),
