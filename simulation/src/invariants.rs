@@ -349,7 +349,9 @@ impl World {
                 _ => {}
             }
         }
-        let mut facts: BTreeMap<String, usize> = BTreeMap::new();
+        // One Stripe event may be recorded as several facts by one command (a refund report
+        // and the total it changed), but never as the same fact twice.
+        let mut facts: BTreeMap<(String, String), usize> = BTreeMap::new();
         for entry in &self.store.journal {
             if entry.aggregate_type != "Payment"
                 || matches!(
@@ -364,13 +366,15 @@ impl World {
                 .pointer("/stripe_event/id")
                 .and_then(Value::as_str)
             {
-                *facts.entry(id.to_string()).or_default() += 1;
+                *facts
+                    .entry((id.to_string(), entry.event_type.clone()))
+                    .or_default() += 1;
             }
         }
-        for (event_id, count) in facts {
+        for ((event_id, fact), count) in facts {
             if count > 1 {
                 self.violation(format!(
-                    "ledger: Stripe event {event_id} recorded {count} times"
+                    "ledger: Stripe event {event_id} recorded as {fact} {count} times"
                 ));
             }
         }

@@ -136,10 +136,21 @@ impl StripeModel {
     }
 
     fn emit(&mut self, event_type: &str, object: Value) {
+        self.emit_caused_by(event_type, object, None);
+    }
+
+    /// An event; one caused by an API request names its Idempotency-Key in `request`, as
+    /// Stripe does (that is how a `charge.refunded` is tied to our refund request).
+    fn emit_caused_by(&mut self, event_type: &str, object: Value, idempotency_key: Option<&str>) {
         let id = self.next_id("evt");
+        let request = match idempotency_key {
+            Some(key) => json!({"id": self.next_id("req"), "idempotency_key": key}),
+            None => json!({"id": null, "idempotency_key": null}),
+        };
         let event = json!({
             "id": id, "object": "event", "type": event_type, "api_version": "2024-06-20",
             "created": self.now.timestamp(), "livemode": false, "data": {"object": object},
+            "request": request,
         });
         self.events.push(event);
         self.fresh.push(id);
@@ -429,7 +440,18 @@ impl StripeModel {
             amount: request.amount.amount_minor,
             idempotency_key: request.idempotency_key.clone(),
         });
-        self.emit("charge.refunded", Self::charge_object(&intent));
+        let key = Some(request.idempotency_key.as_str());
+        self.emit_caused_by("charge.refunded", Self::charge_object(&intent), key);
+        let refund = json!({
+            "id": refund_id, "object": "refund", "amount": request.amount.amount_minor,
+            "currency": intent.currency, "charge": intent.charge, "payment_intent": intent.id,
+            "status": "succeeded", "created": self.now.timestamp(),
+            "metadata": {
+                "latchkey_payment_id": request.payment_id.to_string(),
+                "latchkey_refund_request_id": request.refund_request_id.to_string(),
+            },
+        });
+        self.emit_caused_by("refund.created", refund, key);
         Ok(Some(refund_id))
     }
 }

@@ -9,11 +9,12 @@
 //! counted once however often it is reported, and a refund that fails later simply stops
 //! counting.
 //!
-//! Stripe's cumulative total is then the refunds known by id that still count, plus what
-//! the newest `charge.refunded` total holds beyond the known refunds it included (refunds
-//! we only know through the charge: made in Stripe's Dashboard, or whose `refund.created`
-//! is still on its way). Whether a known refund was in a charge total is read from
-//! Stripe's clock: created at or before the report, and not failed before it.
+//! Stripe's cumulative total is then read from the newest `charge.refunded` total, which
+//! is Stripe's own word for every refund created up to it (refunds made in Stripe's
+//! Dashboard, refunds whose `refund.created` is still on its way, and refunds that failed
+//! before it even if their `refund.failed` has not reached us), plus the refunds created
+//! after it that still count, minus those in it that failed after it. Without a charge
+//! report it is the sum of the refunds known by id that still count.
 //!
 //! Our own requests are journalled before Stripe is called. Until Stripe's answer or one
 //! of its webhooks ties a request to a refund, the request's amount is reserved ("in
@@ -139,37 +140,45 @@ pub struct RefundLedger {
 
 impl RefundLedger {
     /// Stripe's cumulative refunded total, as far as Stripe's reports tell.
+    ///
+    /// Without a charge report it is the refunds known by id that still count. With one,
+    /// the newest charge total is Stripe's own word for every refund created up to it —
+    /// including a failure we have not heard of yet (the refund's last report is older than
+    /// the charge's), which a sum by id would still count — adjusted by what happened
+    /// since: refunds created after it add, and refunds in it that failed after it
+    /// subtract.
     pub fn refunded_minor(&self) -> i64 {
-        let live: i64 = self
+        let Some(charge) = self.charge_total else {
+            return self
+                .refunds
+                .values()
+                .filter(|refund| refund.status.counts_as_refunded())
+                .map(|refund| refund.amount_minor)
+                .sum();
+        };
+        let created_since: i64 = self
             .refunds
             .values()
+            .filter(|refund| refund.created_at > charge.reported_at)
             .filter(|refund| refund.status.counts_as_refunded())
             .map(|refund| refund.amount_minor)
             .sum();
-        live + self.known_only_through_the_charge_minor()
-    }
-
-    /// The part of the newest charge total no refund known by id explains.
-    fn known_only_through_the_charge_minor(&self) -> i64 {
-        let Some(charge) = self.charge_total else {
-            return 0;
-        };
-        let explained: i64 = self
+        let failed_since: i64 = self
             .refunds
             .values()
-            .filter(|refund| Self::was_in_charge_total(refund, charge.reported_at))
+            .filter(|refund| refund.created_at <= charge.reported_at)
+            .filter(|refund| Self::failed_after(refund, charge.reported_at))
             .map(|refund| refund.amount_minor)
             .sum();
-        (charge.total_minor - explained).max(0)
+        (charge.total_minor - failed_since).max(0) + created_since
     }
 
-    /// A refund counts in a charge total reported at `at` if it existed then and had not
-    /// failed yet. Stripe's clock has one-second steps: a failure in the same second as the
-    /// report is taken to follow it (charge reports come from creating refunds, and a
-    /// refund fails after its creation).
-    fn was_in_charge_total(refund: &KnownRefund, at: DateTime<Utc>) -> bool {
-        let failed_before = refund.status.is_final_failure() && refund.reported_at < at;
-        refund.created_at <= at && !failed_before
+    /// A refund in a charge total reported at `at` that failed after that report. Stripe's
+    /// clock has one-second steps: a failure in the same second as the report is taken to
+    /// follow it (charge reports come from creating refunds, and a refund fails after its
+    /// creation).
+    fn failed_after(refund: &KnownRefund, at: DateTime<Utc>) -> bool {
+        refund.status.is_final_failure() && refund.reported_at >= at
     }
 
     /// What our requests still reserve: asked for, not refused, not yet seen in any of
