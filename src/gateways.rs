@@ -231,6 +231,18 @@ impl RelayGateway for Forward {
     async fn status(&self, target: RelayTarget) -> Result<RelayOutcome, RelayError> {
         self.0.current().relays.status(target).await
     }
+
+    async fn configure_auto_off(
+        &self,
+        target: RelayTarget,
+        seconds: u64,
+    ) -> Result<(), RelayError> {
+        self.0
+            .current()
+            .relays
+            .configure_auto_off(target, seconds)
+            .await
+    }
 }
 
 #[async_trait]
@@ -305,6 +317,10 @@ impl RelayGateway for NotConfigured {
     }
 
     async fn status(&self, _: RelayTarget) -> Result<RelayOutcome, RelayError> {
+        Err(RelayError::permanent(self.message()))
+    }
+
+    async fn configure_auto_off(&self, _: RelayTarget, _: u64) -> Result<(), RelayError> {
         Err(RelayError::permanent(self.message()))
     }
 }

@@ -23,10 +23,10 @@ pub const UNPAID_ON_MAX_SECONDS: i64 = 1200;
 /// passes at least every 5 s) and one retry, the relay is OFF 45 s after the end when the
 /// relay was reachable all along.
 pub const OFF_AFTER_END_MAX_SECONDS: i64 = 45;
-/// A manual ON is bounded by the timer the Shelly adapter gives it (4 hours) and
-/// justified that long.
+/// A manual ON is bounded by the timer the Device gives it (4 hours) and justified that
+/// long.
 pub const MANUAL_ON_MAX_SECONDS: i64 =
-    latchkey::integrations::shelly::gateway::MANUAL_ON_AUTO_OFF.as_secs() as i64;
+    latchkey_aggregates::device::MANUAL_ON_AUTO_OFF_SECONDS as i64;
 /// A refunded or disputed payment's door code is deleted within this time when the lock
 /// is reachable (TTLock outages here last at most 5 minutes; retries back off from 5 s).
 pub const REVOKE_MAX_SECONDS: i64 = 1200;

@@ -236,9 +236,8 @@ impl ShellyModel {
         }
         relay.on = command.on;
         relay.on_by_command = command.on;
-        // The adapter (`integrations::shelly::gateway`) gives an ON without a session
-        // timer its own: `MANUAL_ON_AUTO_OFF`.
-        let manual = latchkey::integrations::shelly::gateway::MANUAL_ON_AUTO_OFF.as_secs();
+        // The adapter (`integrations::shelly::gateway`) gives an ON without a timer one.
+        let manual = latchkey::integrations::shelly::gateway::UNTIMED_ON_AUTO_OFF.as_secs();
         relay.auto_off_at = command
             .on
             .then(|| command.auto_off_seconds.unwrap_or(manual))
@@ -268,6 +267,14 @@ impl RelayGateway for ShellyPort {
 
     async fn status(&self, target: RelayTarget) -> Result<RelayOutcome, RelayError> {
         lock(&self.0).status(&target)
+    }
+
+    /// The simulation's reconciler mirror does not configure devices (each ON carries its
+    /// own timer in the model), so nothing here may pretend it did.
+    async fn configure_auto_off(&self, _: RelayTarget, _: u64) -> Result<(), RelayError> {
+        Err(RelayError::permanent(
+            "the simulated devices take no auto-off configuration",
+        ))
     }
 }
 

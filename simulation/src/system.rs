@@ -559,7 +559,7 @@ impl World {
             let Some(target) = device.relay_target() else {
                 continue;
             };
-            if device.relay_is_on() == Some(true) {
+            if device.manual_on_stands_at(self.now) {
                 continue;
             }
             let status = futures::executor::block_on(self.session_services_relay().status(target));

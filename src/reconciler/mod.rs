@@ -36,7 +36,9 @@ use chrono::{DateTime, Utc};
 use cqrs_es::AggregateError;
 use latchkey_aggregates::device::DeviceCommand;
 use latchkey_aggregates::session::services::RelayGateway;
-use latchkey_aggregates::session::{DeviceSession, SessionCommand, SessionState};
+use latchkey_aggregates::session::{
+    DeviceSession, SessionCommand, SessionState, RELAY_AUTO_OFF_MARGIN_SECONDS,
+};
 use latchkey_aggregates::Actor;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -164,6 +166,8 @@ pub struct Reconciler {
     watchlist: tokio::sync::Mutex<Watchlist>,
     /// session id → (failed commands in a row, not before).
     retry: Mutex<HashMap<String, (u32, DateTime<Utc>)>>,
+    /// device uid → the auto-off asked of it (answered, or refused for good).
+    auto_off: Mutex<HashMap<String, u64>>,
 }
 
 /// The advisory-lock name of the reconciler singleton.
@@ -199,6 +203,7 @@ impl Reconciler {
                 sessions: BTreeSet::new(),
             }),
             retry: Mutex::new(HashMap::new()),
+            auto_off: Mutex::new(HashMap::new()),
         }
     }
 
@@ -369,8 +374,9 @@ impl Reconciler {
     /// Reads the relay of every device no session holds, and switches OFF each one found ON
     /// (someone switched it behind our back, or an OFF was lost). Each correction is a
     /// `RelaySwitched` by the system, audited as `reconciliation`. A relay an operator
-    /// deliberately left ON (the Device records it) is left alone: it has its own
-    /// auto-off timer. Returns how many relays were corrected.
+    /// deliberately switched ON is left alone while its own timer runs
+    /// ([`MANUAL_ON_AUTO_OFF_SECONDS`](latchkey_aggregates::device::MANUAL_ON_AUTO_OFF_SECONDS)); once that has run out, a relay still ON is
+    /// corrected like any other. Returns how many relays were corrected.
     pub async fn sweep(&self) -> anyhow::Result<usize> {
         let sql = "SELECT device_uid FROM catalogue_devices WHERE holder_session_id IS NULL ORDER BY device_uid";
         let free: Vec<String> =
@@ -381,7 +387,7 @@ impl Reconciler {
             let Some(target) = device.relay_target() else {
                 continue;
             };
-            if device.holder_session().is_some() || device.relay_is_on() == Some(true) {
+            if device.holder_session().is_some() || device.manual_on_stands_at(self.clock.now()) {
                 continue;
             }
             let observed = match self.relays.status(target).await {
@@ -417,6 +423,57 @@ impl Reconciler {
             }
         }
         Ok(corrected)
+    }
+
+    /// Sets each device's own auto-off to its longest plan plus the relay margin, the
+    /// safety net behind every ON's timer (Shelly reference §7): a relay switched ON by
+    /// any means turns itself off even if every command after it is lost. Asked once per
+    /// device and longest plan; a device that cannot be configured (Shelly Cloud) is not
+    /// asked again, one that is unreachable is asked at the next sweep. Returns how many
+    /// devices were configured.
+    pub async fn configure_auto_offs(&self) -> anyhow::Result<usize> {
+        let sql = "SELECT device_uid FROM catalogue_devices ORDER BY device_uid";
+        let devices: Vec<String> =
+            on_pool!(&self.database, pool => sqlx::query_scalar(sql).fetch_all(pool).await)?;
+        let mut configured = 0;
+        for device_uid in devices {
+            let (device, _) = self.buses.devices.load(&device_uid).await?;
+            let (Some(target), Some(minutes)) =
+                (device.relay_target(), device.longest_plan_minutes())
+            else {
+                continue;
+            };
+            let seconds = u64::from(minutes) * 60 + RELAY_AUTO_OFF_MARGIN_SECONDS;
+            if self.auto_off_asked(&device_uid) == Some(seconds) {
+                continue;
+            }
+            match self.relays.configure_auto_off(target, seconds).await {
+                Ok(()) => {
+                    tracing::info!(device_uid = %device_uid, seconds, "device auto-off configured");
+                    configured += 1;
+                }
+                Err(error) if error.is_retryable() => {
+                    tracing::warn!(device_uid = %device_uid, error = %error, "device auto-off: device unreachable; asking again at the next sweep");
+                    continue;
+                }
+                Err(error) => {
+                    tracing::info!(device_uid = %device_uid, error = %error, "device auto-off not available; each ON's own timer remains the safety net");
+                }
+            }
+            self.auto_off
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .insert(device_uid, seconds);
+        }
+        Ok(configured)
+    }
+
+    fn auto_off_asked(&self, device_uid: &str) -> Option<u64> {
+        self.auto_off
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(device_uid)
+            .copied()
     }
 
     fn due(&self, session_id: &str, now: DateTime<Utc>) -> bool {
@@ -485,6 +542,9 @@ impl Reconciler {
             let mut wake = appended.subscribe();
             let mut jumps = self.clock.jumps();
             let mut last_sweep = tokio::time::Instant::now();
+            if let Err(error) = self.configure_auto_offs().await {
+                tracing::warn!(error = %error, "reconciler: configuring device auto-offs failed");
+            }
             while !shutdown.is_cancelled() {
                 let pause = match self.pass().await {
                     Ok(report) => self.pause_until(report.next_due),
@@ -495,6 +555,9 @@ impl Reconciler {
                 };
                 if last_sweep.elapsed() >= self.options.sweep_interval {
                     last_sweep = tokio::time::Instant::now();
+                    if let Err(error) = self.configure_auto_offs().await {
+                        tracing::warn!(error = %error, "reconciler: configuring device auto-offs failed");
+                    }
                     if let Err(error) = self.sweep().await {
                         tracing::warn!(error = %error, "reconciler sweep failed");
                     }

@@ -15,8 +15,9 @@ use latchkey::sim::stripe::{DeliveryMode, StripeSimConfig, StripeSimHandle};
 use latchkey::sim::FaultSettings;
 use latchkey::startup::BuildOptions;
 use latchkey::store::journal::{Journal, JournalEvent};
+use latchkey_aggregates::device::MANUAL_ON_AUTO_OFF_SECONDS;
 use latchkey_aggregates::payment::PaymentStatus;
-use latchkey_aggregates::session::{DeviceSession, SessionState};
+use latchkey_aggregates::session::{DeviceSession, SessionState, RELAY_AUTO_OFF_MARGIN_SECONDS};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -27,7 +28,7 @@ use crate::helpers::{
     eventually, spawn_app_with_settings, Backend, TestApp, TestDatabase, ADMIN_TOKEN,
 };
 use crate::on_both_backends;
-use crate::sim_helpers::PLUG;
+use crate::sim_helpers::{DUAL, PLUG};
 use crate::stripe_support::{API_KEY, SECRET};
 
 /// The wall clock plus an offset the test moves forward; every move wakes the reconciler
@@ -185,8 +186,13 @@ async fn world_with(backend: Backend, adjust: impl FnOnce(&mut BuildOptions)) ->
 }
 
 async fn register_washer(app: &TestApp) {
-    let device = json!({"uid": "washer", "name": "Washer", "location": "Lyon", "time_zone": "Europe/Paris",
-                        "shelly_device_id": PLUG, "shelly_channel": 0,
+    register_device_on(app, "washer", PLUG).await;
+}
+
+/// A device with one 30-minute plan on channel 0 of Shelly `shelly_device_id`.
+async fn register_device_on(app: &TestApp, uid: &str, shelly_device_id: &str) {
+    let device = json!({"uid": uid, "name": "Washer", "location": "Lyon", "time_zone": "Europe/Paris",
+                        "shelly_device_id": shelly_device_id, "shelly_channel": 0,
                         "plans": [{"plan_id": "p30", "name": "30 minutes", "minutes": 30, "price": 300, "currency": "eur"}]});
     assert_eq!(
         app.post_json("/api/devices", Some(ADMIN_TOKEN), &device)
@@ -643,6 +649,95 @@ async fn the_sweep_turns_off_a_relay_switched_on_behind_our_back(backend: Backen
 }
 
 on_both_backends!(the_sweep_turns_off_a_relay_switched_on_behind_our_back);
+
+/// A manual ON stands while its own 4-hour timer runs; after that the relay is the sweep's
+/// again (before, one manual ON exempted the relay from the sweep for good).
+async fn a_manual_on_is_left_alone_until_its_timer_ran_out_then_corrected(backend: Backend) {
+    let world = world_with(backend, |options| {
+        options.workflows.reconciler.sweep_interval = Duration::from_millis(200);
+    })
+    .await;
+    let response = world
+        .app
+        .post_json(
+            "/api/devices/washer/relay",
+            Some(ADMIN_TOKEN),
+            &json!({"on": true, "reason": "cleaning the drum"}),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    assert!(world.sims.relay_is_on());
+    let timer_armed = world.sims.shelly.relay(PLUG, 0).unwrap();
+    assert_eq!(
+        timer_armed.timer_duration_ms,
+        Some(MANUAL_ON_AUTO_OFF_SECONDS as i64 * 1000),
+        "the manual ON carries its own device timer: {timer_armed:?}"
+    );
+    // Whole sweeps pass (a second device switched ON behind our back is corrected twice,
+    // so the sweep between the two corrections looked at every device): the operator's
+    // ON stands.
+    register_device_on(&world.app, "dryer", DUAL).await;
+    for correction in 1..=2 {
+        world.sims.shelly.switch_external(DUAL, 0, true).unwrap();
+        assert!(
+            wait_for(|| async { !world.sims.shelly.relay(DUAL, 0).unwrap().output }).await,
+            "correction {correction} of the dryer"
+        );
+    }
+    assert!(
+        world.sims.relay_is_on(),
+        "a standing manual ON is not corrected"
+    );
+
+    // The timer has run out; someone switches the relay ON again by hand at the device.
+    world.sims.advance(chrono::Duration::seconds(
+        MANUAL_ON_AUTO_OFF_SECONDS as i64 + 60,
+    ));
+    world.sims.shelly.switch_external(PLUG, 0, true).unwrap();
+    assert!(
+        wait_for(|| async { !world.sims.relay_is_on() }).await,
+        "after the manual ON's timer the sweep switches a relay found ON back OFF"
+    );
+    world.app.stop().await;
+}
+
+on_both_backends!(a_manual_on_is_left_alone_until_its_timer_ran_out_then_corrected);
+
+/// A LAN device gets its own auto-off set to its longest plan plus the relay margin, so
+/// an ON from any source (a button, a lost OFF) ends by itself.
+async fn a_lan_device_gets_its_auto_off_set_to_its_longest_plan(backend: Backend) {
+    let world = world_with(backend, |options| {
+        options.workflows.reconciler.sweep_interval = Duration::from_millis(200);
+    })
+    .await;
+    let base_url = world.sims.shelly.local_base_url(DUAL);
+    let device = json!({"uid": "dryer", "name": "Dryer", "location": "Lyon", "time_zone": "Europe/Paris",
+                        "shelly_device_id": base_url.as_str().trim_end_matches('/'), "shelly_channel": 1,
+                        "plans": [{"plan_id": "p30", "name": "30 minutes", "minutes": 30, "price": 300, "currency": "eur"},
+                                  {"plan_id": "p90", "name": "90 minutes", "minutes": 90, "price": 700, "currency": "eur"}]});
+    let response = world
+        .app
+        .post_json("/api/devices", Some(ADMIN_TOKEN), &device)
+        .await;
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    let expected = 90 * 60 + RELAY_AUTO_OFF_MARGIN_SECONDS;
+    assert!(
+        wait_for(|| async {
+            world.sims.shelly.relay(DUAL, 1).unwrap().auto_off_delay_s == Some(expected)
+        })
+        .await,
+        "the dryer's auto-off is its longest plan plus the margin: {:?}",
+        world.sims.shelly.relay(DUAL, 1).unwrap()
+    );
+    assert_eq!(
+        world.sims.shelly.relay(DUAL, 0).unwrap().auto_off_delay_s,
+        None,
+        "only the device's own channel is configured"
+    );
+    world.app.stop().await;
+}
+
+on_both_backends!(a_lan_device_gets_its_auto_off_set_to_its_longest_plan);
 
 async fn a_partial_refund_keeps_the_device_running_and_a_full_one_stops_it(backend: Backend) {
     let world = world(backend).await;

@@ -31,6 +31,11 @@ pub const MAX_QUEUE_LENGTH: usize = 10;
 /// Plans per device: enough for any real price list, small enough for one page.
 pub const MAX_PLANS: usize = 20;
 
+/// The device-side timer of a relay switched ON by hand (an operator, not a session):
+/// long enough for maintenance, short enough that a forgotten relay goes off by itself.
+/// Once it has run out the relay is again the sweep's to correct.
+pub const MANUAL_ON_AUTO_OFF_SECONDS: u64 = 4 * 60 * 60;
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Device {
     profile: Option<DeviceProfile>,
@@ -41,6 +46,9 @@ pub struct Device {
     queue: Vec<Reservation>,
     /// What the relay reported after the last switch by hand.
     relay_is_on: Option<bool>,
+    /// Until when a relay switched ON by hand is deliberately ON (its device timer).
+    #[serde(default)]
+    manual_on_until: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -155,7 +163,11 @@ impl Aggregate for Device {
             DeviceEvent::QueuedSessionWithdrawn { session_id, .. } => {
                 self.queue.retain(|queued| queued.session_id != session_id);
             }
-            DeviceEvent::RelaySwitched { is_on, .. } => self.relay_is_on = Some(is_on),
+            DeviceEvent::RelaySwitched { on, is_on, at, .. } => {
+                self.relay_is_on = Some(is_on);
+                self.manual_on_until = (on && is_on)
+                    .then(|| at + chrono::Duration::seconds(MANUAL_ON_AUTO_OFF_SECONDS as i64));
+            }
         }
     }
 }
@@ -220,6 +232,18 @@ impl Device {
 
     pub fn relay_is_on(&self) -> Option<bool> {
         self.relay_is_on
+    }
+
+    /// Whether an operator's manual ON still stands at `now`: the sweep leaves such a relay
+    /// alone until its device timer ([`MANUAL_ON_AUTO_OFF_SECONDS`]) has run out.
+    pub fn manual_on_stands_at(&self, now: DateTime<Utc>) -> bool {
+        self.manual_on_until.is_some_and(|until| now < until)
+    }
+
+    /// The longest session a plan of this device sells, in minutes (the device-side
+    /// auto-off must cover it).
+    pub fn longest_plan_minutes(&self) -> Option<u32> {
+        self.plans.iter().map(|plan| plan.minutes).max()
     }
 }
 
@@ -480,7 +504,8 @@ impl Device {
             shelly_device_id: profile.shelly_device_id.clone(),
             channel: profile.shelly_channel,
             on,
-            auto_off_seconds: None,
+            // A manual ON carries its own timer, so a forgotten relay goes off by itself.
+            auto_off_seconds: on.then_some(MANUAL_ON_AUTO_OFF_SECONDS),
         };
         let outcome =
             services

@@ -10,7 +10,7 @@ pub mod services;
 #[cfg(test)]
 mod tests;
 
-pub use aggregate::{Device, MAX_PLANS, MAX_QUEUE_LENGTH};
+pub use aggregate::{Device, MANUAL_ON_AUTO_OFF_SECONDS, MAX_PLANS, MAX_QUEUE_LENGTH};
 pub use commands::DeviceCommand;
 pub use error::DeviceError;
 pub use events::{DeviceEvent, DeviceStatus, UsagePlan};

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use cqrs_es::test::{AggregateTestExecutor, TestFramework};
+use cqrs_es::Aggregate;
 use uuid::Uuid;
 
 use super::services::testing::{FakeRelayGateway, RelayCall};
@@ -382,6 +383,50 @@ async fn an_operator_switches_the_relay_and_the_event_says_who_and_why() {
             auto_off_seconds: None,
         })]
     );
+}
+
+#[tokio::test]
+async fn a_manual_on_carries_its_device_timer_and_stands_only_until_it_runs_out() {
+    let (relay, services) = fake();
+    let events = DeviceTest::with(services)
+        .given(vec![registered()])
+        .when_async(DeviceCommand::SwitchRelay {
+            on: true,
+            reason: "cleaning".to_owned(),
+            actor: alice(),
+            at: at(7),
+        })
+        .await
+        .inspect_result()
+        .unwrap();
+    assert_eq!(
+        relay.calls(),
+        vec![RelayCall::Switch(RelayCommand {
+            shelly_device_id: "3c61052d7e90".to_owned(),
+            channel: 0,
+            on: true,
+            auto_off_seconds: Some(MANUAL_ON_AUTO_OFF_SECONDS),
+        })]
+    );
+    let mut device = Device::default();
+    for event in std::iter::once(registered()).chain(events) {
+        device.apply(event);
+    }
+    let timer = chrono::Duration::seconds(MANUAL_ON_AUTO_OFF_SECONDS as i64);
+    assert!(device.manual_on_stands_at(at(7)));
+    assert!(device.manual_on_stands_at(at(7) + timer - chrono::Duration::seconds(1)));
+    assert!(
+        !device.manual_on_stands_at(at(7) + timer),
+        "after its timer the relay is the sweep's again"
+    );
+    device.apply(DeviceEvent::RelaySwitched {
+        on: false,
+        is_on: false,
+        reason: "done".to_owned(),
+        actor: alice(),
+        at: at(8),
+    });
+    assert!(!device.manual_on_stands_at(at(8)));
 }
 
 #[tokio::test]

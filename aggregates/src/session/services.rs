@@ -73,6 +73,11 @@ impl RelayError {
 pub trait RelayGateway: Send + Sync {
     async fn switch(&self, command: RelayCommand) -> Result<RelayOutcome, RelayError>;
     async fn status(&self, target: RelayTarget) -> Result<RelayOutcome, RelayError>;
+    /// Sets the device's own auto-off (the second safety net behind each ON's timer): after
+    /// any ON, however it came, the relay turns itself off after `seconds`. A device that
+    /// cannot be configured this way answers a permanent error.
+    async fn configure_auto_off(&self, target: RelayTarget, seconds: u64)
+        -> Result<(), RelayError>;
 }
 
 /// The DeviceSession aggregate's `Services` (the Device aggregate uses the same port).
@@ -107,6 +112,7 @@ pub mod testing {
     pub enum RelayCall {
         Switch(RelayCommand),
         Status(RelayTarget),
+        ConfigureAutoOff(RelayTarget, u64),
     }
 
     /// Answers from queued responses. With nothing queued, a switch succeeds and the relay
@@ -164,6 +170,16 @@ pub mod testing {
                     is_on: *lock(&self.is_on),
                 })
             })
+        }
+
+        async fn configure_auto_off(
+            &self,
+            target: RelayTarget,
+            seconds: u64,
+        ) -> Result<(), RelayError> {
+            self.calls
+                .record(RelayCall::ConfigureAutoOff(target, seconds));
+            Ok(())
         }
     }
 }

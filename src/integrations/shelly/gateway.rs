@@ -10,11 +10,14 @@ use latchkey_aggregates::session::services::{
     RelayCommand as PortCommand, RelayError, RelayGateway, RelayOutcome, RelayTarget,
 };
 
+use latchkey_aggregates::device::MANUAL_ON_AUTO_OFF_SECONDS;
+
 use super::{RelayCommand, ShellyClient, ShellyError, ShellyTarget};
 
-/// The auto-off timer given to a relay switched ON by hand (an operator, not a session):
-/// long enough for maintenance, short enough that a forgotten relay goes off by itself.
-pub const MANUAL_ON_AUTO_OFF: Duration = Duration::from_secs(4 * 60 * 60);
+/// The timer of an ON that names none. Every ON we send names one (a session's remaining
+/// time, or a manual ON's [`MANUAL_ON_AUTO_OFF_SECONDS`]); this is the floor if one ever
+/// does not.
+pub const UNTIMED_ON_AUTO_OFF: Duration = Duration::from_secs(MANUAL_ON_AUTO_OFF_SECONDS);
 
 pub struct ShellyRelayGateway {
     client: ShellyClient,
@@ -58,7 +61,7 @@ impl RelayGateway for ShellyRelayGateway {
             let remaining = command
                 .auto_off_seconds
                 .map(Duration::from_secs)
-                .unwrap_or(MANUAL_ON_AUTO_OFF);
+                .unwrap_or(UNTIMED_ON_AUTO_OFF);
             RelayCommand::On { remaining }
         } else {
             RelayCommand::Off
@@ -85,5 +88,19 @@ impl RelayGateway for ShellyRelayGateway {
         Ok(RelayOutcome {
             is_on: status.output,
         })
+    }
+
+    /// LAN devices only: the Cloud API documents no configuration call (a permanent
+    /// error, so the reconciler does not ask again).
+    async fn configure_auto_off(
+        &self,
+        target: RelayTarget,
+        seconds: u64,
+    ) -> Result<(), RelayError> {
+        let shelly_target = target_of(&target.shelly_device_id)?;
+        self.client
+            .configure_auto_off(&shelly_target, target.channel, Duration::from_secs(seconds))
+            .await
+            .map_err(relay_error)
     }
 }
