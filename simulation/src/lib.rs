@@ -70,6 +70,43 @@ enum Subsystem {
 
 /// Runs one seed; `print_trace` prints the schedule and the facts as they happen.
 pub fn run(seed: u64, print_trace: bool) -> Outcome {
+    run_world(seed, print_trace).0
+}
+
+/// The journal one seed writes, one JSON object per event in position order, in the
+/// shape `latchkey export` prints (what `tests/api/golden_journal.rs` imports). The
+/// simulation keeps no command metadata; each event's metadata names the simulation as
+/// its source and, where the payload names one, its actor.
+pub fn journal_lines(seed: u64) -> Vec<serde_json::Value> {
+    let (_, world) = run_world(seed, false);
+    world
+        .store
+        .journal
+        .iter()
+        .map(|entry| {
+            let actor = entry
+                .payload
+                .get("actor")
+                .and_then(|actor| {
+                    serde_json::from_value::<latchkey_aggregates::Actor>(actor.clone()).ok()
+                })
+                .unwrap_or(latchkey_aggregates::Actor::System)
+                .to_string();
+            serde_json::json!({
+                "position": entry.position,
+                "aggregate_type": entry.aggregate_type,
+                "aggregate_id": entry.aggregate_id,
+                "sequence": entry.sequence,
+                "event_type": entry.event_type,
+                "event_version": latchkey_aggregates::EVENT_VERSION,
+                "payload": entry.payload,
+                "metadata": {"actor": actor, "source": "simulation"},
+            })
+        })
+        .collect()
+}
+
+fn run_world(seed: u64, print_trace: bool) -> (Outcome, World) {
     let mut world = World::new(seed, Trace::new(print_trace));
     scenario::setup(&mut world);
     let end = world.start + Duration::hours(RUN_HOURS);
@@ -97,13 +134,14 @@ pub fn run(seed: u64, print_trace: bool) -> Outcome {
         }
     }
     world.check_end();
-    Outcome {
+    let outcome = Outcome {
         seed,
-        violations: world.violations,
+        violations: std::mem::take(&mut world.violations),
         trace_hash: world.trace.hash(),
         steps,
         events: world.store.journal.len(),
-    }
+    };
+    (outcome, world)
 }
 
 fn ready(world: &World) -> Vec<Subsystem> {

@@ -14,6 +14,7 @@ mod dashboard_pages;
 mod demo;
 mod device_sessions;
 mod door_access;
+mod golden_journal;
 mod guest_browser;
 mod guest_pages;
 mod guest_tokens;

@@ -15,6 +15,8 @@ struct Args {
     bug: Option<Bug>,
     threads: u64,
     verbose: bool,
+    /// Write the (one) seed's journal here as NDJSON instead of reporting.
+    export_journal: Option<String>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -25,6 +27,7 @@ fn parse() -> Result<Args, String> {
         bug: None,
         threads: 2,
         verbose: false,
+        export_journal: None,
     };
     let mut words = std::env::args().skip(1);
     while let Some(word) = words.next() {
@@ -43,6 +46,7 @@ fn parse() -> Result<Args, String> {
             "--threads" => args.threads = number(value("--threads")?, "--threads")?.max(1),
             "--trace" => args.trace = true,
             "--verbose" => args.verbose = true,
+            "--export-journal" => args.export_journal = Some(value("--export-journal")?),
             "--bug" => {
                 let name = value("--bug")?;
                 let bug = Bug::parse(&name).ok_or_else(|| {
@@ -58,6 +62,9 @@ fn parse() -> Result<Args, String> {
     if args.bug.is_some() && !cfg!(feature = "planted-bugs") {
         return Err("--bug needs a build with the planted-bugs feature (scripts/simulate builds it when --bug is given)".into());
     }
+    if args.export_journal.is_some() && args.seeds != 1 {
+        return Err("--export-journal writes one seed's journal: give --seed S".into());
+    }
     Ok(args)
 }
 
@@ -68,11 +75,27 @@ fn main() -> ExitCode {
             if !message.is_empty() {
                 eprintln!("error: {message}");
             }
-            eprintln!("usage: scripts/simulate [--seeds N] [--from S] [--seed S] [--trace] [--bug NAME] [--threads T]");
+            eprintln!("usage: scripts/simulate [--seeds N] [--from S] [--seed S] [--trace] [--bug NAME] [--threads T] [--seed S --export-journal FILE]");
             return ExitCode::from(2);
         }
     };
     let started = Instant::now();
+    if let Some(path) = &args.export_journal {
+        let lines: Vec<String> = latchkey_simulation::journal_lines(args.from)
+            .iter()
+            .map(|line| line.to_string())
+            .collect();
+        if let Err(error) = std::fs::write(path, lines.join("\n") + "\n") {
+            eprintln!("could not write {path}: {error}");
+            return ExitCode::FAILURE;
+        }
+        println!(
+            "wrote {} events of seed {} to {path}",
+            lines.len(),
+            args.from
+        );
+        return ExitCode::SUCCESS;
+    }
     let seeds: Vec<u64> = (args.from..args.from + args.seeds).collect();
     let threads = if args.trace {
         1
