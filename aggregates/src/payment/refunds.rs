@@ -163,22 +163,45 @@ impl RefundLedger {
             .filter(|refund| refund.status.counts_as_refunded())
             .map(|refund| refund.amount_minor)
             .sum();
-        let failed_since: i64 = self
-            .refunds
-            .values()
-            .filter(|refund| refund.created_at <= charge.reported_at)
-            .filter(|refund| Self::failed_after(refund, charge.reported_at))
-            .map(|refund| refund.amount_minor)
-            .sum();
-        (charge.total_minor - failed_since).max(0) + created_since
+        (charge.total_minor - self.failed_since_minor(charge)).max(0) + created_since
     }
 
-    /// A refund in a charge total reported at `at` that failed after that report. Stripe's
-    /// clock has one-second steps: a failure in the same second as the report is taken to
-    /// follow it (charge reports come from creating refunds, and a refund fails after its
-    /// creation).
-    fn failed_after(refund: &KnownRefund, at: DateTime<Utc>) -> bool {
-        refund.status.is_final_failure() && refund.reported_at >= at
+    /// What the refunds in `charge`'s total that failed after it add up to.
+    ///
+    /// Stripe's clock has one-second steps, so a failure reported in the same second as
+    /// the charge total may have come before or after it. It is taken to follow the report
+    /// — unless the total has no room for it beside the refunds certainly in it, which
+    /// means it had already failed when the total was reported. Where the reports cannot
+    /// tell, this errs towards a lower refunded total: "refund the rest" may then ask for
+    /// too much, which Stripe refuses (nothing moves, the refusal is journalled) until the
+    /// next report settles it, rather than too little, which would short the guest.
+    fn failed_since_minor(&self, charge: ChargeTotal) -> i64 {
+        let in_total = || {
+            self.refunds
+                .values()
+                .filter(move |refund| refund.created_at <= charge.reported_at)
+        };
+        let still_counting: i64 = in_total()
+            .filter(|refund| refund.status.counts_as_refunded())
+            .map(|refund| refund.amount_minor)
+            .sum();
+        let failed_later: i64 = in_total()
+            .filter(|refund| refund.status.is_final_failure())
+            .filter(|refund| refund.reported_at > charge.reported_at)
+            .map(|refund| refund.amount_minor)
+            .sum();
+        let mut room = charge.total_minor - still_counting - failed_later;
+        let mut failed_since = failed_later;
+        let same_second = in_total()
+            .filter(|refund| refund.status.is_final_failure())
+            .filter(|refund| refund.reported_at == charge.reported_at);
+        for refund in same_second {
+            if refund.amount_minor <= room {
+                room -= refund.amount_minor;
+                failed_since += refund.amount_minor;
+            }
+        }
+        failed_since
     }
 
     /// What our requests still reserve: asked for, not refused, not yet seen in any of
@@ -400,4 +423,59 @@ pub fn refund_request_of_key(idempotency_key: &str) -> Option<Uuid> {
     idempotency_key
         .strip_prefix("latchkey-refund-")
         .and_then(|id| Uuid::parse_str(id).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn second(s: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 12, 3, 10, 0, s).unwrap()
+    }
+
+    fn refund(amount_minor: i64, status: RefundStatus, created: u32, reported: u32) -> KnownRefund {
+        KnownRefund {
+            amount_minor,
+            status,
+            reported_at: second(reported),
+            created_at: second(created),
+            refund_request_id: None,
+        }
+    }
+
+    /// Found by `refunds::a_refund_that_fails_later_takes_the_refunded_total_back_down`
+    /// under load: the first refund failed in the same second as the second refund was
+    /// created, so the new charge total's second equals the failure's.
+    #[test]
+    fn a_failure_in_the_charge_total_s_second_that_the_total_has_no_room_for_preceded_it() {
+        let mut ledger = RefundLedger::default();
+        ledger.record_refund("re_1".into(), refund(120, RefundStatus::Succeeded, 1, 1));
+        ledger.record_charge_total(120, second(1), None);
+        ledger.record_refund("re_1".into(), refund(120, RefundStatus::Failed, 1, 5));
+        assert_eq!(ledger.refunded_minor(), 0);
+        ledger.record_refund("re_2".into(), refund(300, RefundStatus::Succeeded, 5, 5));
+        ledger.record_charge_total(300, second(5), None);
+        assert_eq!(ledger.refunded_minor(), 300);
+    }
+
+    #[test]
+    fn a_failure_in_the_charge_total_s_second_that_fits_in_it_is_taken_to_follow_it() {
+        let mut ledger = RefundLedger::default();
+        ledger.record_charge_total(120, second(1), None);
+        ledger.record_refund("re_1".into(), refund(120, RefundStatus::Failed, 1, 1));
+        assert_eq!(ledger.refunded_minor(), 0);
+    }
+
+    #[test]
+    fn a_newer_charge_total_wins_over_a_refund_whose_failure_has_not_arrived() {
+        let mut ledger = RefundLedger::default();
+        ledger.record_refund("re_1".into(), refund(120, RefundStatus::Succeeded, 1, 1));
+        ledger.record_refund("re_2".into(), refund(300, RefundStatus::Succeeded, 5, 5));
+        // re_1 failed at second 3 (its refund.failed is still on its way): Stripe's total
+        // at second 5 holds only re_2.
+        ledger.record_charge_total(300, second(5), None);
+        assert_eq!(ledger.refunded_minor(), 300);
+    }
 }
