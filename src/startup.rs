@@ -24,6 +24,7 @@ use crate::store::subscription::{self, Subscriber, SubscriptionOptions, Subscrip
 use crate::store::{Database, PoolSize};
 use crate::workflows::device_sessions::DeviceSessionWorkflow;
 use crate::workflows::door_access::{DoorAccessWorkflow, RetryPolicy};
+use crate::workflows::captures::CaptureWorkflow;
 use crate::workflows::refunds::RefundWorkflow;
 use crate::workflows::schedule::{self, ScheduleOptions};
 use latchkey_aggregates::door::MAX_ISSUE_ATTEMPTS;
@@ -177,6 +178,8 @@ impl Application {
             background.push(subscriptions.spawn(Arc::new(door_access), shutdown.child_token()));
             let refunds = RefundWorkflow::new(database.clone());
             background.push(subscriptions.spawn(Arc::new(refunds), shutdown.child_token()));
+            let captures = CaptureWorkflow::new(database.clone(), buses.clone());
+            background.push(subscriptions.spawn(Arc::new(captures), shutdown.child_token()));
             let clock = options
                 .workflows
                 .clock

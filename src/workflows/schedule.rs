@@ -42,6 +42,12 @@ pub enum Job {
         payment_id: Uuid,
         refund_request_id: Uuid,
     },
+    /// Ask Stripe to capture a payment and record the answer.
+    CapturePayment { payment_id: Uuid },
+    /// Ask Stripe to release a payment's authorization and record the answer.
+    CancelAuthorization { payment_id: Uuid },
+    /// Capture or release an authorization before Stripe's 7-day limit.
+    AuthorizationDeadline { payment_id: Uuid },
 }
 
 /// Worker tuning.
@@ -239,6 +245,15 @@ async fn run(buses: &Buses, job: &Job) -> anyhow::Result<()> {
             payment_id,
             refund_request_id,
         } => return super::refunds::submit_refund(buses, payment_id, refund_request_id).await,
+        Job::CapturePayment { payment_id } => {
+            return super::captures::submit_capture(buses, payment_id).await
+        }
+        Job::CancelAuthorization { payment_id } => {
+            return super::captures::submit_cancellation(buses, payment_id).await
+        }
+        Job::AuthorizationDeadline { payment_id } => {
+            return super::captures::authorization_deadline(buses, payment_id).await
+        }
     };
     match buses.doors.execute(&door_uid, command, metadata).await {
         Ok(()) => Ok(()),
