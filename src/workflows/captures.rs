@@ -6,6 +6,7 @@
 //! | `PaymentCaptureOrdered` | schedule the job "capture payment P" (durable, retried) |
 //! | `PaymentCancellationOrdered` | schedule the job "release the authorization of P" |
 //! | `PaymentAuthorized` of a device payment | schedule "authorization deadline of P" at checkout start + [`AUTHORIZATION_DEADLINE`] |
+//! | `PaymentSucceeded`, `PaymentCancelled`, `CheckoutExpired` | drop that deadline: the authorization is settled |
 //!
 //! The jobs ([`submit_capture`], [`submit_cancellation`]) run outside any command, like the
 //! refund job: they ask Stripe with the payment's Idempotency-Key (`latchkey-capture-<id>`,
@@ -29,7 +30,7 @@ use latchkey_aggregates::session::{SessionCommand, SessionState};
 use latchkey_aggregates::Actor;
 use uuid::Uuid;
 
-use super::schedule::{schedule, Job};
+use super::schedule::{schedule, unschedule, Job};
 use crate::cqrs::{Buses, CommandMetadata};
 use crate::store::journal::JournalEvent;
 use crate::store::subscription::{Delivery, Subscriber};
@@ -103,6 +104,9 @@ impl Subscriber for CaptureWorkflow {
                 Utc::now(),
                 Job::CancelAuthorization { payment_id },
             ),
+            "PaymentSucceeded" | "PaymentCancelled" | "CheckoutExpired" => {
+                return unschedule(&self.database, &deadline_job_key(payment_id)).await;
+            }
             "PaymentAuthorized" => {
                 let (payment, _) = self.buses.payments.load(&event.aggregate_id).await?;
                 let Some(started_at) = payment.started_at() else {

@@ -101,6 +101,18 @@ pub async fn schedule(
     Ok(())
 }
 
+/// Drops the job stored under `key`, if any: a decision made moot before it fell due.
+pub async fn unschedule(database: &Database, key: &str) -> anyhow::Result<()> {
+    on_pool!(database, pool => {
+        sqlx::query("DELETE FROM scheduled_jobs WHERE job_key = $1")
+            .bind(key)
+            .execute(pool)
+            .await
+            .map(|_| ())
+    })?;
+    Ok(())
+}
+
 /// How many jobs are waiting (for tests and health).
 pub async fn pending(database: &Database) -> Result<i64, sqlx::Error> {
     on_pool!(database, pool => {

@@ -94,24 +94,16 @@ async fn guest_view(app: &TestApp, token: &str) -> Value {
     response.json().await.unwrap()
 }
 
-/// Waits until the scheduler has no job left (captures and releases are jobs).
+/// Waits until the scheduler has no job left (captures, releases, and the authorization
+/// deadline, dropped once the payment is settled).
 async fn jobs_done(world: &World) -> bool {
     wait_for(|| async {
         latchkey::workflows::schedule::pending(&world.app.database)
             .await
             .unwrap()
-            // The authorization deadline waits for days; only it may remain.
-            <= deadline_jobs(world).await
+            == 0
     })
     .await
-}
-
-async fn deadline_jobs(world: &World) -> i64 {
-    let sql = "SELECT COUNT(*) FROM scheduled_jobs WHERE job_key LIKE 'authorization-deadline:%'";
-    latchkey::on_pool!(&world.app.database, pool => {
-        sqlx::query_scalar(sql).fetch_one(pool).await
-    })
-    .unwrap()
 }
 
 async fn a_capture_stripe_fails_retryably_is_retried_and_captured_once(backend: Backend) {
@@ -246,6 +238,18 @@ on_both_backends!(
     a_declined_capture_stops_the_device_is_audited_and_shows_on_health,
 );
 
+/// When the authorization deadline job of `payment_id` is due, if one is scheduled.
+async fn deadline_due_ms(world: &World, payment_id: Uuid) -> Option<i64> {
+    let key = latchkey::workflows::captures::deadline_job_key(payment_id);
+    latchkey::on_pool!(&world.app.database, pool => {
+        sqlx::query_scalar("SELECT due_at_ms FROM scheduled_jobs WHERE job_key = $1")
+            .bind(&key)
+            .fetch_optional(pool)
+            .await
+    })
+    .unwrap()
+}
+
 /// Cancels a PaymentIntent at Stripe as the Dashboard would (not through Latchkey).
 async fn cancel_at_stripe(world: &World, intent: &str) {
     let response = reqwest::Client::new()
@@ -274,6 +278,21 @@ async fn a_queued_session_whose_authorization_was_cancelled_never_gets_the_relay
     assert!(
         wait_for(|| async { session_state(&world, second).await == Some(SessionState::Queued) })
             .await
+    );
+    // Held while it waits: settled before Stripe's 7-day limit if it waits that long.
+    let (payment, _) = world
+        .app
+        .state
+        .buses
+        .payments
+        .load(&second.to_string())
+        .await
+        .unwrap();
+    let deadline = latchkey::workflows::captures::deadline_of(payment.started_at().unwrap());
+    assert!(
+        wait_for(|| async { deadline_due_ms(&world, second).await == Some(deadline.timestamp_millis()) })
+            .await,
+        "the authorization deadline is scheduled 6.5 days after checkout"
     );
     let intent = payment_intent(&world.app, second).await;
     cancel_at_stripe(&world, &intent).await;
@@ -305,6 +324,10 @@ async fn a_queued_session_whose_authorization_was_cancelled_never_gets_the_relay
         .collect();
     assert_eq!(switches, vec![true, false], "never ON for the cancelled one");
     assert_eq!(done_at_stripe(&world, second, "capture").await, 0);
+    assert!(
+        wait_for(|| async { deadline_due_ms(&world, second).await.is_none() }).await,
+        "a cancelled authorization needs no deadline"
+    );
     assert_eq!(
         stripe_calls(&world, second, "cancel").await.len(),
         1,
