@@ -121,7 +121,11 @@ pub const ACTIONS: &[(&str, &str, Rule)] = &[
         "PaymentCaptureOrdered",
         Rule::Fixed("payment_capture_ordered"),
     ),
-    ("Payment", "PaymentCaptureFailed", Rule::Fixed("capture_failed")),
+    (
+        "Payment",
+        "PaymentCaptureFailed",
+        Rule::Fixed("capture_failed"),
+    ),
     (
         "Payment",
         "PaymentCancellationOrdered",

@@ -156,7 +156,10 @@ impl World {
             return Ok(());
         }
         let (session, _) = self.store.load::<DeviceSession>(&event.aggregate_id);
-        let reason = format!("the payment can no longer be captured ({})", event.event_type);
+        let reason = format!(
+            "the payment can no longer be captured ({})",
+            event.event_type
+        );
         let command = match session.state() {
             Some(SessionState::Queued | SessionState::Opened) => SessionCommand::CancelSession {
                 reason,
@@ -279,7 +282,13 @@ impl World {
         ) {
             event.event_type == "SessionCancelled"
         } else {
-            !started || current.capture_failure().is_some()
+            // `Bug::CaptureFailureDropped` plants the old reaction back: a refused capture
+            // neither ended the session nor released the hold.
+            let capture_failure_handled = current.capture_failure().is_some()
+                && !latchkey_aggregates::planted::active(
+                    latchkey_aggregates::planted::Bug::CaptureFailureDropped,
+                );
+            !started || capture_failure_handled
         };
         if releases_hold {
             self.release_hold(&current)?;
@@ -520,9 +529,9 @@ impl World {
                         at: now,
                     },
                 ),
-                Job::SubmitRefund { .. } | Job::Capture { .. } | Job::CancelAuthorization { .. } => {
-                    continue
-                }
+                Job::SubmitRefund { .. }
+                | Job::Capture { .. }
+                | Job::CancelAuthorization { .. } => continue,
             };
             let result = match self.door(&door, command) {
                 Ok(_) => Ok(()),
@@ -671,11 +680,13 @@ impl World {
                 },
                 // The mirror of `Reconciler::uncapturable`: no first ON on a payment that
                 // can no longer be captured.
-                Decision::SwitchOn if self.uncapturable(&session) => SessionCommand::CancelSession {
-                    reason: "the payment can no longer be captured".into(),
-                    actor: Actor::System,
-                    at: now,
-                },
+                Decision::SwitchOn if self.uncapturable(&session) => {
+                    SessionCommand::CancelSession {
+                        reason: "the payment can no longer be captured".into(),
+                        actor: Actor::System,
+                        at: now,
+                    }
+                }
                 Decision::SwitchOn => SessionCommand::SwitchRelayOn {
                     actor: Actor::System,
                     at: now,

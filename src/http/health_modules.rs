@@ -93,9 +93,11 @@ async fn payment_failures(state: &AppState) -> Result<Value, ApiError> {
             .iter()
             .find(|(name, _)| name == action)
             .map_or(0, |(_, count)| *count);
-        state
-            .metrics
-            .set_gauge("latchkey_payment_failures", &[("action", action)], count as f64);
+        state.metrics.set_gauge(
+            "latchkey_payment_failures",
+            &[("action", action)],
+            count as f64,
+        );
         body.insert(action.to_string(), json!(count));
     }
     let latest: Vec<Value> = latest

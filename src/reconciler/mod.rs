@@ -365,7 +365,11 @@ impl Reconciler {
         let (Some(SessionState::Opened), Some(terms)) = (session.state(), session.terms()) else {
             return Ok(None);
         };
-        let (payment, _) = self.buses.payments.load(&terms.payment_id.to_string()).await?;
+        let (payment, _) = self
+            .buses
+            .payments
+            .load(&terms.payment_id.to_string())
+            .await?;
         if !payment.is_started() || payment.can_start_session() {
             return Ok(None);
         }

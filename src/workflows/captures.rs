@@ -238,7 +238,8 @@ pub async fn authorization_deadline(buses: &Buses, payment_id: Uuid) -> anyhow::
         };
         return record(buses, payment_id, command, "authorization_deadline").await;
     }
-    let reason = "the card authorization nears Stripe's 7-day limit and the session has not started";
+    let reason =
+        "the card authorization nears Stripe's 7-day limit and the session has not started";
     if matches!(
         session.state(),
         Some(SessionState::Queued | SessionState::Opened)

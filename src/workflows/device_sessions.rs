@@ -149,7 +149,11 @@ impl DeviceSessionWorkflow {
     /// A payment that can no longer be captured ends its session at once: one still
     /// waiting (queued, opened) is cancelled, one running is force-ended (the reconciler
     /// then switches the relay OFF). The reason is recorded on the session.
-    async fn end_uncapturable(&self, event: &JournalEvent, payment: &Payment) -> anyhow::Result<()> {
+    async fn end_uncapturable(
+        &self,
+        event: &JournalEvent,
+        payment: &Payment,
+    ) -> anyhow::Result<()> {
         let reason = match (event.event_type.as_str(), payment.capture_failure()) {
             ("PaymentCaptureFailed", Some(failure)) => {
                 format!("the card could not be charged: {failure}")
@@ -354,7 +358,8 @@ impl DeviceSessionWorkflow {
                 }
                 (false, None) => "the device did not start; the guest is not charged".to_string(),
             };
-            self.release_hold(&current, reason, metadata.clone()).await?;
+            self.release_hold(&current, reason, metadata.clone())
+                .await?;
         }
         let release = DeviceCommand::ReleaseDevice {
             session_id: terms.session_id,

@@ -43,11 +43,17 @@ pub enum Job {
         refund_request_id: Uuid,
     },
     /// Ask Stripe to capture a payment and record the answer.
-    CapturePayment { payment_id: Uuid },
+    CapturePayment {
+        payment_id: Uuid,
+    },
     /// Ask Stripe to release a payment's authorization and record the answer.
-    CancelAuthorization { payment_id: Uuid },
+    CancelAuthorization {
+        payment_id: Uuid,
+    },
     /// Capture or release an authorization before Stripe's 7-day limit.
-    AuthorizationDeadline { payment_id: Uuid },
+    AuthorizationDeadline {
+        payment_id: Uuid,
+    },
 }
 
 /// Worker tuning.

@@ -209,7 +209,10 @@ async fn a_declined_capture_stops_the_device_is_audited_and_shows_on_health(back
         })
     })
     .await;
-    assert!(audit, "the audit log has one capture_failed for the payment");
+    assert!(
+        audit,
+        "the audit log has one capture_failed for the payment"
+    );
     let health: Value = world
         .app
         .get_with_token("/api/health/modules", ADMIN_TOKEN)
@@ -265,9 +268,7 @@ async fn cancel_at_stripe(world: &World, intent: &str) {
     assert_eq!(response.status(), 200);
 }
 
-async fn a_queued_session_whose_authorization_was_cancelled_never_gets_the_relay(
-    backend: Backend,
-) {
+async fn a_queued_session_whose_authorization_was_cancelled_never_gets_the_relay(backend: Backend) {
     let world = world_with(backend, |_| {}).await;
     let first = pay(&world).await;
     assert!(
@@ -290,8 +291,10 @@ async fn a_queued_session_whose_authorization_was_cancelled_never_gets_the_relay
         .unwrap();
     let deadline = latchkey::workflows::captures::deadline_of(payment.started_at().unwrap());
     assert!(
-        wait_for(|| async { deadline_due_ms(&world, second).await == Some(deadline.timestamp_millis()) })
-            .await,
+        wait_for(|| async {
+            deadline_due_ms(&world, second).await == Some(deadline.timestamp_millis())
+        })
+        .await,
         "the authorization deadline is scheduled 6.5 days after checkout"
     );
     let intent = payment_intent(&world.app, second).await;
@@ -301,10 +304,8 @@ async fn a_queued_session_whose_authorization_was_cancelled_never_gets_the_relay
             .await
     );
     assert!(
-        wait_for(
-            || async { session_state(&world, second).await == Some(SessionState::Cancelled) }
-        )
-        .await,
+        wait_for(|| async { session_state(&world, second).await == Some(SessionState::Cancelled) })
+            .await,
         "the queued session gives up its place"
     );
     let ends_at = session(&world.app, first).await.ends_at().unwrap();
@@ -322,7 +323,11 @@ async fn a_queued_session_whose_authorization_was_cancelled_never_gets_the_relay
         .iter()
         .map(|entry| entry.on)
         .collect();
-    assert_eq!(switches, vec![true, false], "never ON for the cancelled one");
+    assert_eq!(
+        switches,
+        vec![true, false],
+        "never ON for the cancelled one"
+    );
     assert_eq!(done_at_stripe(&world, second, "capture").await, 0);
     assert!(
         wait_for(|| async { deadline_due_ms(&world, second).await.is_none() }).await,
@@ -408,7 +413,10 @@ async fn a_session_whose_relay_never_comes_on_releases_the_hold_once(backend: Ba
     );
     let view = guest_view(&world.app, &token).await;
     assert!(
-        view["message"].as_str().unwrap().contains("has been released"),
+        view["message"]
+            .as_str()
+            .unwrap()
+            .contains("has been released"),
         "{view}"
     );
     world.app.stop().await;
@@ -520,7 +528,10 @@ async fn a_reservation_refused_for_maintenance_releases_the_hold_once(backend: B
     let view = guest_view(&world.app, &token).await;
     assert_eq!(view["state"], "not_charged", "{view}");
     assert!(
-        view["message"].as_str().unwrap().contains("has been released"),
+        view["message"]
+            .as_str()
+            .unwrap()
+            .contains("has been released"),
         "{view}"
     );
     world.app.stop().await;

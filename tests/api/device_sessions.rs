@@ -306,7 +306,12 @@ async fn events_of(app: &TestApp, aggregate_type: &str, id: Uuid) -> Vec<Journal
         .unwrap()
 }
 
-pub(crate) async fn count_events(app: &TestApp, aggregate_type: &str, id: Uuid, event_type: &str) -> usize {
+pub(crate) async fn count_events(
+    app: &TestApp,
+    aggregate_type: &str,
+    id: Uuid,
+    event_type: &str,
+) -> usize {
     events_of(app, aggregate_type, id)
         .await
         .iter()

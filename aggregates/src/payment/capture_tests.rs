@@ -154,7 +154,11 @@ async fn a_capture_stripe_refuses_is_recorded_and_the_session_can_no_longer_run(
     assert!(!payment.can_start_session());
     assert_eq!(payment.capture_failure(), Some("declined"));
     assert_eq!(payment.capture_submission(), None);
-    assert_eq!(payment.status(), PaymentStatus::Authorized, "Stripe still holds it");
+    assert_eq!(
+        payment.status(),
+        PaymentStatus::Authorized,
+        "Stripe still holds it"
+    );
     // The hold is then released, once.
     given([ordered, vec![capture_failed("declined")]].concat())
         .when_async(cancel("the capture failed"))
@@ -205,14 +209,24 @@ async fn releasing_only_journals_the_decision_once() {
         .when_async(cancel("the device never started"))
         .await
         .then_expect_events(vec![cancellation_ordered("the device never started")]);
-    assert!(gateway.calls().is_empty(), "the cancellation job calls Stripe");
-    let ordered = [held(), vec![cancellation_ordered("the device never started")]].concat();
+    assert!(
+        gateway.calls().is_empty(),
+        "the cancellation job calls Stripe"
+    );
+    let ordered = [
+        held(),
+        vec![cancellation_ordered("the device never started")],
+    ]
+    .concat();
     given(ordered.clone())
         .when_async(cancel("the device is in maintenance"))
         .await
         .then_expect_events(vec![]);
     let payment = replay(ordered.clone());
-    assert!(!payment.can_start_session(), "a released hold starts nothing");
+    assert!(
+        !payment.can_start_session(),
+        "a released hold starts nothing"
+    );
     assert_eq!(
         payment.cancellation_submission(),
         Some(CancelAuthorizationRequest {

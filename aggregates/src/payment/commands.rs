@@ -188,5 +188,7 @@ pub enum StripeAnswer {
     Accepted,
     /// Stripe refused for good (a decline, a PaymentIntent in the wrong state); `reason`
     /// is its message.
-    Refused { reason: String },
+    Refused {
+        reason: String,
+    },
 }
