@@ -22,6 +22,7 @@ use crate::store::journal::Journal;
 use crate::store::repository::AppendSignal;
 use crate::store::subscription::{self, Subscriber, SubscriptionOptions, SubscriptionRuntime};
 use crate::store::{Database, PoolSize};
+use crate::workflows::captures::CaptureWorkflow;
 use crate::workflows::device_sessions::DeviceSessionWorkflow;
 use crate::workflows::door_access::{DoorAccessWorkflow, RetryPolicy};
 use crate::workflows::refunds::RefundWorkflow;
@@ -177,6 +178,8 @@ impl Application {
             background.push(subscriptions.spawn(Arc::new(door_access), shutdown.child_token()));
             let refunds = RefundWorkflow::new(database.clone());
             background.push(subscriptions.spawn(Arc::new(refunds), shutdown.child_token()));
+            let captures = CaptureWorkflow::new(database.clone(), buses.clone());
+            background.push(subscriptions.spawn(Arc::new(captures), shutdown.child_token()));
             let clock = options
                 .workflows
                 .clock

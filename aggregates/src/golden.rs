@@ -42,6 +42,29 @@ fn samples() -> Vec<(&'static str, Value)> {
                    "reason": "Stripe refused the refund: charge already refunded", "at": at}),
         ),
         (
+            "Payment",
+            json!({"type": "PaymentCaptureOrdered", "payment_intent_id": "pi_3Q0golden",
+                   "amount_to_capture": {"amount_minor": 300, "currency": "eur"},
+                   "actor": {"kind": "system"}, "at": at}),
+        ),
+        (
+            "Payment",
+            json!({"type": "PaymentCaptureFailed", "payment_intent_id": "pi_3Q0golden",
+                   "reason": "Stripe refused the request (HTTP 402, card_error, card_declined): Your card was declined.",
+                   "at": at}),
+        ),
+        (
+            "Payment",
+            json!({"type": "PaymentCancellationOrdered", "payment_intent_id": "pi_3Q0golden",
+                   "reason": "the device did not start; the guest is not charged",
+                   "actor": {"kind": "system"}, "at": at}),
+        ),
+        (
+            "Payment",
+            json!({"type": "PaymentCancellationFailed", "payment_intent_id": "pi_3Q0golden",
+                   "reason": "payment_intent_unexpected_state: already succeeded", "at": at}),
+        ),
+        (
             "Door",
             json!({"type": "AccessCodeRevocationPending",
                    "payment_id": "a10a5ff6-db0d-44f4-b9cb-edd37d8f1b54", "passcode_id": 90412201,

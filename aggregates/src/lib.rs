@@ -46,8 +46,12 @@
 //! | `DuplicateConfirmationIgnored` | the same success reported again (audit `duplicate_payment_ignored`) | `payment_intent_id, stripe_event, at` |
 //! | `RefundRecorded` | Stripe's cumulative refunded total changed (down when a refund failed) | `charge_id, amount_refunded (cumulative), refunded_increase (may be negative), status, stripe_event, at, charge_amount_refunded?, refund_id?, refund_request_id?` |
 //! | `StripeReportIgnored` | a stale, repeated or contradicted Stripe report | `report (authorization\|failure\|refund\|cancellation\|checkout_expiry\|dispute), reason, stripe_event, at` |
-//! | `PaymentCaptureRequested` | we asked Stripe to capture | `payment_intent_id, amount_to_capture, at` |
-//! | `PaymentCancellationRequested` | we asked Stripe to release the authorization | `payment_intent_id, reason, at` |
+//! | `PaymentCaptureOrdered` | someone decided to capture; the capture job asks Stripe | `payment_intent_id, amount_to_capture, actor, at` |
+//! | `PaymentCaptureRequested` | Stripe accepted our capture (old journals: the command asked Stripe itself) | `payment_intent_id, amount_to_capture, at` |
+//! | `PaymentCaptureFailed` | Stripe refused our capture for good (audit `capture_failed`) | `payment_intent_id, reason, at` |
+//! | `PaymentCancellationOrdered` | someone decided to release the authorization; the cancellation job asks Stripe | `payment_intent_id, reason, actor, at` |
+//! | `PaymentCancellationRequested` | Stripe accepted our release of the authorization | `payment_intent_id, reason, at` |
+//! | `PaymentCancellationFailed` | Stripe refused to release the authorization | `payment_intent_id, reason, at` |
 //! | `PaymentCancelled` | Stripe cancelled the PaymentIntent | `payment_intent_id, cancellation_reason?, status, stripe_event, at` |
 //! | `CheckoutExpired` | the Checkout Session expired unpaid | `checkout_session_id, status, stripe_event, at` |
 //! | `RefundRequested` | (first design, old journals only) someone decided to refund; Stripe accepted | `refund_request_id, amount, reason, actor, stripe_refund_id, expected_amount_refunded, at` |

@@ -116,6 +116,26 @@ pub const ACTIONS: &[(&str, &str, Rule)] = &[
         "PaymentDisputed",
         Rule::Fixed("payment_disputed"),
     ),
+    (
+        "Payment",
+        "PaymentCaptureOrdered",
+        Rule::Fixed("payment_capture_ordered"),
+    ),
+    (
+        "Payment",
+        "PaymentCaptureFailed",
+        Rule::Fixed("capture_failed"),
+    ),
+    (
+        "Payment",
+        "PaymentCancellationOrdered",
+        Rule::Fixed("authorization_release_ordered"),
+    ),
+    (
+        "Payment",
+        "PaymentCancellationFailed",
+        Rule::Fixed("authorization_release_failed"),
+    ),
     ("Door", "DoorRegistered", Rule::Fixed("door_registered")),
     ("Door", "DoorDetailsChanged", Rule::Fixed("door_updated")),
     (
@@ -545,7 +565,7 @@ mod tests {
                 .count();
             assert_eq!(duplicates, 0, "{aggregate} {event} is listed twice");
         }
-        assert_eq!(ACTIONS.len(), 18 + 12 + 10 + 15);
+        assert_eq!(ACTIONS.len(), 22 + 12 + 10 + 15);
     }
 
     #[test]

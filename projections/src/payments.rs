@@ -217,6 +217,10 @@ impl Projection for PaymentsProjection {
             | PaymentEvent::StripeReportIgnored { .. }
             | PaymentEvent::PaymentCaptureRequested { .. }
             | PaymentEvent::PaymentCancellationRequested { .. }
+            | PaymentEvent::PaymentCaptureOrdered { .. }
+            | PaymentEvent::PaymentCaptureFailed { .. }
+            | PaymentEvent::PaymentCancellationOrdered { .. }
+            | PaymentEvent::PaymentCancellationFailed { .. }
             | PaymentEvent::RefundRequested { .. }
             | PaymentEvent::RefundOrdered { .. }
             | PaymentEvent::RefundSubmitted { .. }

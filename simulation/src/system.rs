@@ -21,6 +21,21 @@ use crate::world::{
     SWEEP_INTERVAL_SECONDS, WORKFLOW_RETRY_BASE_SECONDS, WORKFLOW_RETRY_MAX_SECONDS,
 };
 
+/// Stripe's answer to a capture or a release as the jobs record it; `Err` is retried.
+fn stripe_answer(
+    answer: Result<(), latchkey_aggregates::payment::services::GatewayError>,
+) -> Result<latchkey_aggregates::payment::StripeAnswer, String> {
+    use latchkey_aggregates::payment::services::GatewayErrorKind;
+    use latchkey_aggregates::payment::StripeAnswer;
+    match answer {
+        Ok(()) => Ok(StripeAnswer::Accepted),
+        Err(error) if error.kind == GatewayErrorKind::Retryable => Err(error.message),
+        Err(error) => Ok(StripeAnswer::Refused {
+            reason: error.message,
+        }),
+    }
+}
+
 /// A workflow reaction's result: `Err` is retried (the checkpoint does not move).
 type Reaction = Result<(), String>;
 
@@ -65,7 +80,11 @@ impl World {
             "PaymentAuthorized" | "PaymentSucceeded"
         );
         let refunded = event.event_type == "RefundRecorded" && status == Some("refunded");
-        if !reserve && !refunded {
+        let not_capturable = matches!(
+            event.event_type.as_str(),
+            "PaymentCaptureFailed" | "PaymentCancelled" | "CheckoutExpired"
+        );
+        if !reserve && !refunded && !not_capturable {
             return Ok(());
         }
         let payment_id: Uuid = event.aggregate_id.parse().map_err(|e| format!("{e}"))?;
@@ -73,6 +92,9 @@ impl World {
         let Some(PaymentTarget::Device { device_uid, .. }) = payment.target().cloned() else {
             return Ok(());
         };
+        if not_capturable {
+            return self.end_uncapturable(event);
+        }
         if refunded {
             let command = SessionCommand::ForceEndSession {
                 reason: "the payment was refunded in full".into(),
@@ -84,13 +106,76 @@ impl World {
         if self.store.version::<DeviceSession>(&event.aggregate_id) > 0 {
             return Ok(());
         }
+        if !payment.can_start_session() {
+            return Ok(());
+        }
         let command = DeviceCommand::ReserveDevice {
             session_id: payment_id,
             payment_id,
             actor: Actor::System,
             at: self.now,
         };
-        tolerate(self.device(&device_uid, command))
+        match self.device(&device_uid, command) {
+            // Refused (maintenance, queue full): no session will start on this hold.
+            Err(Refusal::User(message))
+                if message.contains("maintenance") || message.contains("sessions waiting") =>
+            {
+                self.release_hold(&payment)
+            }
+            other => tolerate(other),
+        }
+    }
+
+    /// The mirror of `DeviceSessionWorkflow::release_hold`.
+    fn release_hold(&mut self, payment: &Payment) -> Reaction {
+        let capture_under_way = payment.capture_ordered() && payment.capture_failure().is_none();
+        if payment.status() != PaymentStatus::Authorized
+            || capture_under_way
+            || payment.cancellation_ordered()
+        {
+            return Ok(());
+        }
+        let Some(payment_id) = payment.payment_id() else {
+            return Ok(());
+        };
+        let command = PaymentCommand::CancelAuthorization {
+            reason: "the device did not start; the guest is not charged".into(),
+            actor: Actor::System,
+            at: self.now,
+        };
+        tolerate(self.payment(payment_id, command))
+    }
+
+    /// The mirror of `DeviceSessionWorkflow::end_uncapturable`.
+    fn end_uncapturable(&mut self, event: &Entry) -> Reaction {
+        if event.event_type == "PaymentCaptureFailed"
+            && latchkey_aggregates::planted::active(
+                latchkey_aggregates::planted::Bug::CaptureFailureDropped,
+            )
+        {
+            return Ok(());
+        }
+        let (session, _) = self.store.load::<DeviceSession>(&event.aggregate_id);
+        let reason = format!(
+            "the payment can no longer be captured ({})",
+            event.event_type
+        );
+        let command = match session.state() {
+            Some(SessionState::Queued | SessionState::Opened) => SessionCommand::CancelSession {
+                reason,
+                actor: Actor::System,
+                at: self.now,
+            },
+            Some(SessionState::Active | SessionState::Finishing) => {
+                SessionCommand::ForceEndSession {
+                    reason,
+                    actor: Actor::System,
+                    at: self.now,
+                }
+            }
+            _ => return Ok(()),
+        };
+        tolerate(self.session(&event.aggregate_id, command))
     }
 
     fn device_on_device(&mut self, event: &Entry) -> Reaction {
@@ -163,32 +248,50 @@ impl World {
             return Ok(());
         };
         let (current, _) = self.store.load::<Payment>(&terms.payment_id.to_string());
-        let authorized = current.status() == PaymentStatus::Authorized;
-        if event.event_type == "SessionActivated" {
-            if authorized {
+        let capturable = current.status() == PaymentStatus::Authorized
+            && current.capture_failure().is_none()
+            && !current.cancellation_ordered();
+        let started = session.started_at().is_some();
+        if event.event_type == "SessionActivated" || (started && !current.capture_ordered()) {
+            if capturable {
                 let command = PaymentCommand::CapturePayment {
                     amount_to_capture: None,
                     actor: Actor::System,
                     at: self.now,
                 };
-                let result = self.payment(terms.payment_id, command);
-                // Today's application tolerates a refused capture: the hold then stays.
-                // `Bug::CaptureFailureDropped` has nothing to re-introduce until a durable
-                // capture job (#13) replaces this; the simulation finds it as it is.
-                return tolerate(result);
+                tolerate(self.payment(terms.payment_id, command))?;
+            } else if event.event_type == "SessionActivated" && !current.can_start_session() {
+                let command = SessionCommand::ForceEndSession {
+                    reason: format!(
+                        "the payment can no longer be captured (it is {})",
+                        current.status()
+                    ),
+                    actor: Actor::System,
+                    at: self.now,
+                };
+                return tolerate(self.session(&event.aggregate_id, command));
             }
-            return Ok(());
+            if event.event_type == "SessionActivated" {
+                return Ok(());
+            }
         }
-        // Today's application releases the hold only for a cancelled session; a failed or
-        // force-ended one keeps it (`Bug::HoldKeptAfterSessionFailed` is today's code).
-        let releases_hold = event.event_type == "SessionCancelled";
-        if releases_hold && authorized {
-            let command = PaymentCommand::CancelAuthorization {
-                reason: "the device did not start; the guest is not charged".into(),
-                actor: Actor::System,
-                at: self.now,
-            };
-            tolerate(self.payment(terms.payment_id, command))?;
+        // `Bug::HoldKeptAfterSessionFailed` plants the old rule back: only a cancelled
+        // session released its hold.
+        let releases_hold = if latchkey_aggregates::planted::active(
+            latchkey_aggregates::planted::Bug::HoldKeptAfterSessionFailed,
+        ) {
+            event.event_type == "SessionCancelled"
+        } else {
+            // `Bug::CaptureFailureDropped` plants the old reaction back: a refused capture
+            // neither ended the session nor released the hold.
+            let capture_failure_handled = current.capture_failure().is_some()
+                && !latchkey_aggregates::planted::active(
+                    latchkey_aggregates::planted::Bug::CaptureFailureDropped,
+                );
+            !started || capture_failure_handled
+        };
+        if releases_hold {
+            self.release_hold(&current)?;
         }
         let release = DeviceCommand::ReleaseDevice {
             session_id: terms.session_id,
@@ -224,6 +327,28 @@ impl World {
 
     fn door_on_payment(&mut self, event: &Entry) -> Reaction {
         let payment_id: Uuid = event.aggregate_id.parse().map_err(|e| format!("{e}"))?;
+        // The mirror of `workflows::captures` (its own subscriber in the application; the
+        // authorization deadline is days away, beyond a simulated run).
+        let payment_job = match event.event_type.as_str() {
+            "PaymentCaptureOrdered" => Some((
+                format!("capture:{payment_id}"),
+                Job::Capture {
+                    payment: payment_id,
+                },
+            )),
+            "PaymentCancellationOrdered" => Some((
+                format!("cancel-authorization:{payment_id}"),
+                Job::CancelAuthorization {
+                    payment: payment_id,
+                },
+            )),
+            _ => None,
+        };
+        if let Some((key, job)) = payment_job {
+            let due = self.now;
+            self.schedule(key, due, job);
+            return Ok(());
+        }
         // The mirror of `workflows::refunds` (its own subscriber in the application).
         if event.event_type == "RefundOrdered" {
             let request = event
@@ -350,8 +475,16 @@ impl World {
                 .collect()
         };
         for (key, attempts, job) in due {
-            if let Job::SubmitRefund { payment, request } = job {
-                match self.submit_refund(payment, request) {
+            let payment_job = match job {
+                Job::SubmitRefund { payment, request } => {
+                    Some(self.submit_refund(payment, request))
+                }
+                Job::Capture { payment } => Some(self.submit_capture(payment)),
+                Job::CancelAuthorization { payment } => Some(self.submit_cancellation(payment)),
+                _ => None,
+            };
+            if let Some(outcome) = payment_job {
+                match outcome {
                     Ok(()) => {
                         self.jobs.remove(&key);
                     }
@@ -396,7 +529,9 @@ impl World {
                         at: now,
                     },
                 ),
-                Job::SubmitRefund { .. } => continue,
+                Job::SubmitRefund { .. }
+                | Job::Capture { .. }
+                | Job::CancelAuthorization { .. } => continue,
             };
             let result = match self.door(&door, command) {
                 Ok(_) => Ok(()),
@@ -454,7 +589,56 @@ impl World {
         }
     }
 
+    /// The mirror of `workflows::captures::submit_capture`.
+    fn submit_capture(&mut self, payment_id: Uuid) -> Result<(), String> {
+        let (payment, _) = self.store.load::<Payment>(&payment_id.to_string());
+        let Some(request) = payment.capture_submission() else {
+            return Ok(());
+        };
+        let answer = futures::executor::block_on(self.payment_gateway().capture(request));
+        self.deliver_racing_webhooks();
+        let outcome = stripe_answer(answer)?;
+        let command = PaymentCommand::RecordCaptureSubmission {
+            outcome,
+            actor: Actor::System,
+            at: self.now,
+        };
+        match self.payment(payment_id, command) {
+            Ok(_) | Err(Refusal::User(_)) => Ok(()),
+            Err(other) => Err(format!("{other:?}")),
+        }
+    }
+
+    /// The mirror of `workflows::captures::submit_cancellation`.
+    fn submit_cancellation(&mut self, payment_id: Uuid) -> Result<(), String> {
+        let (payment, _) = self.store.load::<Payment>(&payment_id.to_string());
+        let Some(request) = payment.cancellation_submission() else {
+            return Ok(());
+        };
+        let answer =
+            futures::executor::block_on(self.payment_gateway().cancel_authorization(request));
+        self.deliver_racing_webhooks();
+        let outcome = stripe_answer(answer)?;
+        let command = PaymentCommand::RecordCancellationSubmission {
+            outcome,
+            actor: Actor::System,
+            at: self.now,
+        };
+        match self.payment(payment_id, command) {
+            Ok(_) | Err(Refusal::User(_)) => Ok(()),
+            Err(other) => Err(format!("{other:?}")),
+        }
+    }
+
     // ----- the reconciler -------------------------------------------------------------
+
+    fn uncapturable(&self, session: &DeviceSession) -> bool {
+        let (Some(SessionState::Opened), Some(terms)) = (session.state(), session.terms()) else {
+            return false;
+        };
+        let (payment, _) = self.store.load::<Payment>(&terms.payment_id.to_string());
+        payment.is_started() && !payment.can_start_session()
+    }
 
     pub fn reconciler_step(&mut self) {
         let now = self.now;
@@ -494,6 +678,15 @@ impl World {
                     actor: Actor::System,
                     at: now,
                 },
+                // The mirror of `Reconciler::uncapturable`: no first ON on a payment that
+                // can no longer be captured.
+                Decision::SwitchOn if self.uncapturable(&session) => {
+                    SessionCommand::CancelSession {
+                        reason: "the payment can no longer be captured".into(),
+                        actor: Actor::System,
+                        at: now,
+                    }
+                }
                 Decision::SwitchOn => SessionCommand::SwitchRelayOn {
                     actor: Actor::System,
                     at: now,

@@ -169,6 +169,14 @@ pub enum Job {
         payment: Uuid,
         request: Uuid,
     },
+    /// The mirror of the capture job (`workflows::captures::submit_capture`).
+    Capture {
+        payment: Uuid,
+    },
+    /// The mirror of the release job (`workflows::captures::submit_cancellation`).
+    CancelAuthorization {
+        payment: Uuid,
+    },
 }
 
 #[derive(Clone, Debug, Default)]

@@ -72,7 +72,6 @@ impl Refusal for PaymentError {
             PaymentError::InvalidCheckout { .. } | PaymentError::NonPositiveAmount { .. } => {
                 ApiError::Invalid(message)
             }
-            PaymentError::Gateway { .. } => ApiError::Upstream(message),
             _ => ApiError::Conflict(message),
         }
     }

@@ -1,6 +1,7 @@
 //! `GET /api/health/modules`: each integration's state (configured / ok / failing, the
-//! last error and when) and each projection's position and lag behind the journal, for
-//! operators' dashboards.
+//! last error and when), each projection's position and lag behind the journal, workflow
+//! reactions parked for an operator, and money that Stripe refused to move (captures that
+//! failed, holds Stripe would not release), for operators' dashboards.
 
 use axum::extract::State;
 use axum::routing::get;
@@ -15,7 +16,7 @@ pub fn router() -> Router<AppState> {
 }
 
 #[utoipa::path(get, path = "/api/health/modules", tag = "operations",
-    responses((status = 200, description = "{modules, projections, parked_reactions: {total, by_subscriber}}"), (status = 401, body = super::openapi::ErrorBody)),
+    responses((status = 200, description = "{modules, projections, parked_reactions: {total, by_subscriber}, payment_failures: {capture_failed, authorization_release_failed, latest}}"), (status = 401, body = super::openapi::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn modules(
     State(state): State<AppState>,
@@ -54,9 +55,63 @@ pub async fn modules(
     state
         .metrics
         .set_gauge("latchkey_reactions_parked", &[], parked_total as f64);
+    let payment_failures = payment_failures(&state).await?;
     Ok(Json(json!({
         "modules": modules,
         "projections": projections,
         "parked_reactions": { "total": parked_total, "by_subscriber": by_subscriber },
+        "payment_failures": payment_failures,
     })))
+}
+
+/// The audit actions of money Stripe refused to move for a device session.
+const PAYMENT_FAILURE_ACTIONS: [&str; 2] = ["capture_failed", "authorization_release_failed"];
+
+/// How many of the latest payment failures are listed.
+const LATEST_PAYMENT_FAILURES: i64 = 10;
+
+/// Captures Stripe refused for good and releases it would not make, read from the audit
+/// log: counts per action and the latest few with the payment and Stripe's reason.
+async fn payment_failures(state: &AppState) -> Result<Value, ApiError> {
+    let counts_sql = "SELECT action, COUNT(*) FROM audit_log \
+                      WHERE action IN ('capture_failed', 'authorization_release_failed') \
+                      GROUP BY action";
+    let counts: Vec<(String, i64)> = crate::on_pool!(&state.database, pool => {
+        sqlx::query_as(counts_sql).fetch_all(pool).await
+    })
+    .map_err(anyhow::Error::new)?;
+    let latest_sql = "SELECT action, aggregate_id, details FROM audit_log \
+                      WHERE action IN ('capture_failed', 'authorization_release_failed') \
+                      ORDER BY position DESC LIMIT $1";
+    let latest: Vec<(String, String, String)> = crate::on_pool!(&state.database, pool => {
+        sqlx::query_as(latest_sql).bind(LATEST_PAYMENT_FAILURES).fetch_all(pool).await
+    })
+    .map_err(anyhow::Error::new)?;
+    let mut body = serde_json::Map::new();
+    for action in PAYMENT_FAILURE_ACTIONS {
+        let count = counts
+            .iter()
+            .find(|(name, _)| name == action)
+            .map_or(0, |(_, count)| *count);
+        state.metrics.set_gauge(
+            "latchkey_payment_failures",
+            &[("action", action)],
+            count as f64,
+        );
+        body.insert(action.to_string(), json!(count));
+    }
+    let latest: Vec<Value> = latest
+        .into_iter()
+        .map(|(action, payment_id, details)| {
+            let details: Value = serde_json::from_str(&details).unwrap_or(Value::Null);
+            json!({
+                "action": action,
+                "payment_id": payment_id,
+                "reason": details.get("reason"),
+                "at": details.get("at"),
+            })
+        })
+        .collect();
+    body.insert("latest".to_string(), json!(latest));
+    Ok(Value::Object(body))
 }

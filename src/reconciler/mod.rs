@@ -11,6 +11,7 @@
 //! |---|---|
 //! | opened, grace not over | switch the relay ON (the device also gets its own auto-off timer) |
 //! | opened, grace over | cancel the session (the workflow then cancels the authorization) |
+//! | opened, its payment no longer capturable (cancelled, expired, released) | cancel the session, never ON |
 //! | active, relay observed OFF before the end | switch the relay ON again |
 //! | active, end time reached | finish: relay OFF, then completed |
 //! | finishing | finish again: retry OFF until Shelly confirms |
@@ -301,13 +302,25 @@ impl Reconciler {
                         at: now,
                     }
                 }
-                Decision::SwitchOn => {
-                    report.switched_on += 1;
-                    SessionCommand::SwitchRelayOn {
-                        actor: Actor::System,
-                        at: now,
+                Decision::SwitchOn => match self.uncapturable(&session).await? {
+                    // A session waiting for its relay never gets it on an authorization
+                    // that can no longer be captured (cancelled, expired, released).
+                    Some(reason) => {
+                        report.cancelled += 1;
+                        SessionCommand::CancelSession {
+                            reason,
+                            actor: Actor::System,
+                            at: now,
+                        }
                     }
-                }
+                    None => {
+                        report.switched_on += 1;
+                        SessionCommand::SwitchRelayOn {
+                            actor: Actor::System,
+                            at: now,
+                        }
+                    }
+                },
                 Decision::Finish => {
                     report.finished += 1;
                     SessionCommand::FinishSession {
@@ -347,6 +360,28 @@ impl Reconciler {
             }
         }
         Ok(report)
+    }
+
+    /// Why an opened session's payment can no longer pay for it, if it cannot. Checked
+    /// before every first ON: the payment may have been cancelled while the session
+    /// waited in the queue. A session with no payment journal (tests of the reconciler
+    /// alone) is not judged.
+    async fn uncapturable(&self, session: &DeviceSession) -> anyhow::Result<Option<String>> {
+        let (Some(SessionState::Opened), Some(terms)) = (session.state(), session.terms()) else {
+            return Ok(None);
+        };
+        let (payment, _) = self
+            .buses
+            .payments
+            .load(&terms.payment_id.to_string())
+            .await?;
+        if !payment.is_started() || payment.can_start_session() {
+            return Ok(None);
+        }
+        Ok(Some(format!(
+            "the payment can no longer be captured (it is {}); the relay is not switched on",
+            payment.status()
+        )))
     }
 
     /// Reads the session's relay and records what it found (`RelayStateObserved`, or a

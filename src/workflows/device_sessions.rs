@@ -3,13 +3,18 @@
 //!
 //! | fact | decision |
 //! |---|---|
-//! | `PaymentAuthorized` / `PaymentSucceeded` of a device payment with no session yet | Device: reserve (or queue) session = payment id |
+//! | `PaymentAuthorized` / `PaymentSucceeded` of a device payment with no session yet | Device: reserve (or queue) session = payment id; refused (maintenance, queue full) → Payment: release the authorization |
 //! | `DeviceReserved` | DeviceSession: open with the plan's minutes and a grace period |
 //! | `DeviceReservationQueued` | DeviceSession: queue |
-//! | `SessionActivated` (relay confirmed ON) | Payment: capture an authorized payment |
-//! | `SessionCancelled` (relay never came ON) | Payment: cancel the authorization; Device: release |
-//! | `SessionCompleted` / `SessionFailed` / `SessionForceEnded` | Device: release (promotes the queue) |
+//! | `SessionActivated` (relay confirmed ON) | Payment: order the capture of an authorized payment (a payment no longer capturable: force end) |
+//! | `PaymentCaptureFailed`, `PaymentCancelled`, `CheckoutExpired` | DeviceSession: cancel (queued, opened) or force end (running) at once |
+//! | `SessionCancelled` / `SessionFailed` / `SessionForceEnded` before the relay came ON | Payment: release the authorization; Device: release |
+//! | `SessionCompleted` / `SessionForceEnded` after it | Device: release (promotes the queue) |
 //! | `RefundRecorded` leaving a device payment `refunded` | DeviceSession: force end |
+//!
+//! Deciding to capture or to release only journals the decision; the capture workflow's
+//! jobs ask Stripe (see [`super::captures`]). Every path where a device payment will not be
+//! captured ends in exactly one release at Stripe: the release is one decision per payment.
 //!
 //! Switching the relay is not decided here: the reconciler drives relays from the
 //! sessions' state. Every command is idempotent in its aggregate, so an event handled
@@ -19,9 +24,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use cqrs_es::AggregateError;
-use latchkey_aggregates::device::DeviceCommand;
-use latchkey_aggregates::payment::{PaymentCommand, PaymentStatus, PaymentTarget};
-use latchkey_aggregates::session::{SessionCommand, SessionTerms};
+use latchkey_aggregates::device::{DeviceCommand, DeviceError};
+use latchkey_aggregates::payment::{Payment, PaymentCommand, PaymentStatus, PaymentTarget};
+use latchkey_aggregates::session::{SessionCommand, SessionState, SessionTerms};
 use latchkey_aggregates::Actor;
 use serde_json::Value;
 use uuid::Uuid;
@@ -72,13 +77,20 @@ impl DeviceSessionWorkflow {
             "PaymentAuthorized" | "PaymentSucceeded"
         );
         let refunded = event.event_type == "RefundRecorded" && status == Some("refunded");
-        if !reserve && !refunded {
+        let not_capturable = matches!(
+            event.event_type.as_str(),
+            "PaymentCaptureFailed" | "PaymentCancelled" | "CheckoutExpired"
+        );
+        if !reserve && !refunded && !not_capturable {
             return Ok(());
         }
         let (payment, _) = self.buses.payments.load(&event.aggregate_id).await?;
         let Some(PaymentTarget::Device { device_uid, .. }) = payment.target() else {
             return Ok(());
         };
+        if not_capturable {
+            return self.end_uncapturable(event, &payment).await;
+        }
         if refunded {
             let command = SessionCommand::ForceEndSession {
                 reason: "the payment was refunded in full".into(),
@@ -100,16 +112,109 @@ impl DeviceSessionWorkflow {
         if session_version > 0 {
             return Ok(());
         }
+        // An authorization cancelled (or released) before we got here starts nothing.
+        if !payment.can_start_session() {
+            tracing::info!(payment_id = %payment_id, status = %payment.status(),
+                "device workflow: the payment can no longer start a session");
+            return Ok(());
+        }
         let command = DeviceCommand::ReserveDevice {
             session_id: payment_id,
             payment_id,
             actor: Actor::System,
             at: self.clock.now(),
         };
+        let reserved = self
+            .buses
+            .devices
+            .execute(device_uid, command, Self::metadata(event))
+            .await;
+        match reserved {
+            Err(AggregateError::UserError(
+                refusal @ (DeviceError::InMaintenance { .. } | DeviceError::QueueFull { .. }),
+            )) => {
+                tracing::info!(payment_id = %payment_id, refusal = %refusal,
+                    "device workflow: no session can start; releasing the authorization");
+                self.release_hold(
+                    &payment,
+                    format!("no session could start: {refusal}"),
+                    Self::metadata(event),
+                )
+                .await
+            }
+            other => self.tolerate(other),
+        }
+    }
+
+    /// A payment that can no longer be captured ends its session at once: one still
+    /// waiting (queued, opened) is cancelled, one running is force-ended (the reconciler
+    /// then switches the relay OFF). The reason is recorded on the session.
+    async fn end_uncapturable(
+        &self,
+        event: &JournalEvent,
+        payment: &Payment,
+    ) -> anyhow::Result<()> {
+        let reason = match (event.event_type.as_str(), payment.capture_failure()) {
+            ("PaymentCaptureFailed", Some(failure)) => {
+                format!("the card could not be charged: {failure}")
+            }
+            ("CheckoutExpired", _) => "the checkout expired unpaid".to_string(),
+            _ => "the card authorization was cancelled at Stripe".to_string(),
+        };
+        let (session, _) = self.buses.sessions.load(&event.aggregate_id).await?;
+        let now = self.clock.now();
+        let command = match session.state() {
+            Some(SessionState::Queued | SessionState::Opened) => SessionCommand::CancelSession {
+                reason,
+                actor: Actor::System,
+                at: now,
+            },
+            Some(SessionState::Active | SessionState::Finishing) => {
+                SessionCommand::ForceEndSession {
+                    reason,
+                    actor: Actor::System,
+                    at: now,
+                }
+            }
+            _ => return Ok(()),
+        };
+        tracing::warn!(payment_id = %event.aggregate_id, session_id = %event.aggregate_id,
+            cause = %event.event_type, "device workflow: ending the session of a payment that cannot be captured");
         self.tolerate(
             self.buses
-                .devices
-                .execute(device_uid, command, Self::metadata(event))
+                .sessions
+                .execute(&event.aggregate_id, command, Self::metadata(event))
+                .await,
+        )
+    }
+
+    /// Orders the release of `payment`'s authorization (one decision per payment: the
+    /// Payment refuses a second), unless it is no longer held or its capture is under way.
+    async fn release_hold(
+        &self,
+        payment: &Payment,
+        reason: String,
+        metadata: CommandMetadata,
+    ) -> anyhow::Result<()> {
+        let capture_under_way = payment.capture_ordered() && payment.capture_failure().is_none();
+        if payment.status() != PaymentStatus::Authorized
+            || capture_under_way
+            || payment.cancellation_ordered()
+        {
+            return Ok(());
+        }
+        let Some(payment_id) = payment.payment_id() else {
+            return Ok(());
+        };
+        let command = PaymentCommand::CancelAuthorization {
+            reason,
+            actor: Actor::System,
+            at: self.clock.now(),
+        };
+        self.tolerate(
+            self.buses
+                .payments
+                .execute(&payment_id.to_string(), command, metadata)
                 .await,
         )
     }
@@ -206,35 +311,55 @@ impl DeviceSessionWorkflow {
         let payment = terms.payment_id.to_string();
         let metadata = Self::metadata(event);
         let (current, _) = self.buses.payments.load(&payment).await?;
-        let authorized = current.status() == PaymentStatus::Authorized;
-        if event.event_type == "SessionActivated" {
-            if authorized {
+        let capturable = current.status() == PaymentStatus::Authorized
+            && current.capture_failure().is_none()
+            && !current.cancellation_ordered();
+        let started = session.started_at().is_some();
+        if event.event_type == "SessionActivated" || (started && !current.capture_ordered()) {
+            if capturable {
                 let command = PaymentCommand::CapturePayment {
                     amount_to_capture: None,
                     actor: Actor::System,
                     at: self.clock.now(),
                 };
-                return self.tolerate(
+                self.tolerate(
                     self.buses
                         .payments
-                        .execute(&payment, command, metadata)
+                        .execute(&payment, command, metadata.clone())
+                        .await,
+                )?;
+            } else if event.event_type == "SessionActivated" && !current.can_start_session() {
+                // The relay came ON for a payment that can no longer be captured (it was
+                // cancelled meanwhile): end it at once; its end releases what is left.
+                let command = SessionCommand::ForceEndSession {
+                    reason: format!(
+                        "the payment can no longer be captured (it is {})",
+                        current.status()
+                    ),
+                    actor: Actor::System,
+                    at: self.clock.now(),
+                };
+                return self.tolerate(
+                    self.buses
+                        .sessions
+                        .execute(&event.aggregate_id, command, metadata)
                         .await,
                 );
             }
-            return Ok(());
+            if event.event_type == "SessionActivated" {
+                return Ok(());
+            }
         }
-        if event.event_type == "SessionCancelled" && authorized {
-            let command = PaymentCommand::CancelAuthorization {
-                reason: "the device did not start; the guest is not charged".into(),
-                actor: Actor::System,
-                at: self.clock.now(),
+        if !started || current.capture_failure().is_some() {
+            let reason = match (started, session.end_reason()) {
+                (true, _) => "the capture failed; the hold is released".to_string(),
+                (false, Some(why)) => {
+                    format!("the device did not start ({why}); the guest is not charged")
+                }
+                (false, None) => "the device did not start; the guest is not charged".to_string(),
             };
-            self.tolerate(
-                self.buses
-                    .payments
-                    .execute(&payment, command, metadata.clone())
-                    .await,
-            )?;
+            self.release_hold(&current, reason, metadata.clone())
+                .await?;
         }
         let release = DeviceCommand::ReleaseDevice {
             session_id: terms.session_id,

@@ -42,6 +42,18 @@ pub enum Job {
         payment_id: Uuid,
         refund_request_id: Uuid,
     },
+    /// Ask Stripe to capture a payment and record the answer.
+    CapturePayment {
+        payment_id: Uuid,
+    },
+    /// Ask Stripe to release a payment's authorization and record the answer.
+    CancelAuthorization {
+        payment_id: Uuid,
+    },
+    /// Capture or release an authorization before Stripe's 7-day limit.
+    AuthorizationDeadline {
+        payment_id: Uuid,
+    },
 }
 
 /// Worker tuning.
@@ -88,6 +100,18 @@ pub async fn schedule(
             .bind(key)
             .bind(due_at.timestamp_millis())
             .bind(&body)
+            .execute(pool)
+            .await
+            .map(|_| ())
+    })?;
+    Ok(())
+}
+
+/// Drops the job stored under `key`, if any: a decision made moot before it fell due.
+pub async fn unschedule(database: &Database, key: &str) -> anyhow::Result<()> {
+    on_pool!(database, pool => {
+        sqlx::query("DELETE FROM scheduled_jobs WHERE job_key = $1")
+            .bind(key)
             .execute(pool)
             .await
             .map(|_| ())
@@ -239,6 +263,15 @@ async fn run(buses: &Buses, job: &Job) -> anyhow::Result<()> {
             payment_id,
             refund_request_id,
         } => return super::refunds::submit_refund(buses, payment_id, refund_request_id).await,
+        Job::CapturePayment { payment_id } => {
+            return super::captures::submit_capture(buses, payment_id).await
+        }
+        Job::CancelAuthorization { payment_id } => {
+            return super::captures::submit_cancellation(buses, payment_id).await
+        }
+        Job::AuthorizationDeadline { payment_id } => {
+            return super::captures::authorization_deadline(buses, payment_id).await
+        }
     };
     match buses.doors.execute(&door_uid, command, metadata).await {
         Ok(()) => Ok(()),

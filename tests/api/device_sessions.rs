@@ -92,18 +92,18 @@ impl Sims {
 
     /// Moves the app's clock and the Shelly simulator's together, so relay log times and
     /// session times are on one time line.
-    fn advance(&self, by: chrono::Duration) {
+    pub(crate) fn advance(&self, by: chrono::Duration) {
         self.shelly.advance_clock(by.to_std().unwrap());
         self.clock.advance(by);
     }
 
     /// Moves both clocks so that it is `at` now.
-    fn advance_to(&self, at: DateTime<Utc>) {
+    pub(crate) fn advance_to(&self, at: DateTime<Utc>) {
         self.advance(at - self.clock.now());
     }
 
     /// The relay's log: every switch with its instant on the shared time line.
-    fn relay_log(&self) -> Vec<RelayLogEntry> {
+    pub(crate) fn relay_log(&self) -> Vec<RelayLogEntry> {
         self.shelly.relay(PLUG, 0).unwrap().log
     }
 
@@ -176,7 +176,7 @@ pub(crate) async fn world(backend: Backend) -> World {
     world_with(backend, |_| {}).await
 }
 
-async fn world_with(backend: Backend, adjust: impl FnOnce(&mut BuildOptions)) -> World {
+pub(crate) async fn world_with(backend: Backend, adjust: impl FnOnce(&mut BuildOptions)) -> World {
     let sims = Sims::spawn().await;
     let mut options = sims.options();
     adjust(&mut options);
@@ -255,7 +255,7 @@ where
     false
 }
 
-async fn session(app: &TestApp, session_id: Uuid) -> DeviceSession {
+pub(crate) async fn session(app: &TestApp, session_id: Uuid) -> DeviceSession {
     app.state
         .buses
         .sessions
@@ -312,7 +312,12 @@ async fn events_of(app: &TestApp, aggregate_type: &str, id: Uuid) -> Vec<Journal
         .unwrap()
 }
 
-async fn count_events(app: &TestApp, aggregate_type: &str, id: Uuid, event_type: &str) -> usize {
+pub(crate) async fn count_events(
+    app: &TestApp,
+    aggregate_type: &str,
+    id: Uuid,
+    event_type: &str,
+) -> usize {
     events_of(app, aggregate_type, id)
         .await
         .iter()

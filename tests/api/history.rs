@@ -98,6 +98,8 @@ fn actor_of_payment(command: &PaymentCommand) -> Actor {
         | PaymentCommand::RecordDispute { actor, .. }
         | PaymentCommand::CapturePayment { actor, .. }
         | PaymentCommand::CancelAuthorization { actor, .. }
+        | PaymentCommand::RecordCaptureSubmission { actor, .. }
+        | PaymentCommand::RecordCancellationSubmission { actor, .. }
         | PaymentCommand::RequestRefund { actor, .. } => actor.clone(),
     }
 }

@@ -6,6 +6,7 @@ mod accounts;
 mod accounts_browser;
 mod accounts_support;
 mod browser;
+mod captures;
 mod catalogue_writes;
 mod checkout;
 mod dashboard_api;

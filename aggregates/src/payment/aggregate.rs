@@ -20,7 +20,7 @@ use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::commands::{PaymentCommand, RefundSubmissionOutcome};
+use super::commands::{PaymentCommand, RefundSubmissionOutcome, StripeAnswer};
 use super::error::PaymentError;
 use super::events::{
     LockedOffer, PaymentEvent, PaymentKind, PaymentStatus, PaymentTarget, StripeEventRef,
@@ -29,7 +29,10 @@ use super::events::{
 use super::refunds::{
     refund_idempotency_key, KnownRefund, OrderedRefund, RefundLedger, RefundStatus, RequestState,
 };
-use super::services::{CancelAuthorizationRequest, CaptureRequest, PaymentServices, RefundRequest};
+use super::services::{
+    cancel_idempotency_key, capture_idempotency_key, CancelAuthorizationRequest, CaptureRequest,
+    PaymentServices, RefundRequest,
+};
 use crate::{Currency, Money};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -41,8 +44,19 @@ pub struct Payment {
     charge_id: Option<String>,
     authorized: bool,
     amount_capturable_minor: i64,
+    /// What we decided to capture (`PaymentCaptureOrdered`; for older journals, the
+    /// capture Stripe accepted from inside the command).
+    capture_ordered_minor: Option<i64>,
+    /// Stripe accepted the capture (`PaymentCaptureRequested`).
     capture_requested_minor: Option<i64>,
+    /// Stripe refused the capture for good (`PaymentCaptureFailed`): the reason.
+    capture_failure: Option<String>,
+    /// We decided to release the authorization (`PaymentCancellationOrdered`): why.
+    cancellation_ordered: Option<String>,
+    /// Stripe accepted the release (`PaymentCancellationRequested`).
     cancellation_requested: bool,
+    /// Stripe refused the release (`PaymentCancellationFailed`): the reason.
+    cancellation_failure: Option<String>,
     /// Set once Stripe reports the success; `None` means no money was collected yet.
     amount_received_minor: Option<i64>,
     /// Every refund Stripe reported and every refund we asked for (see [`RefundLedger`]).
@@ -113,10 +127,10 @@ impl Aggregate for Payment {
     async fn handle(
         &mut self,
         command: Self::Command,
-        services: &Self::Services,
+        _services: &Self::Services,
         sink: &EventSink<Self>,
     ) -> Result<(), Self::Error> {
-        let events = self.decide(command, services).await?;
+        let events = self.decide(command)?;
         for event in events {
             sink.write(event, self).await;
         }
@@ -227,10 +241,26 @@ impl Aggregate for Payment {
             PaymentEvent::PaymentCaptureRequested {
                 amount_to_capture, ..
             } => {
+                self.capture_ordered_minor = Some(amount_to_capture.amount_minor);
                 self.capture_requested_minor = Some(amount_to_capture.amount_minor);
             }
-            PaymentEvent::PaymentCancellationRequested { .. } => {
+            PaymentEvent::PaymentCaptureOrdered {
+                amount_to_capture, ..
+            } => {
+                self.capture_ordered_minor = Some(amount_to_capture.amount_minor);
+            }
+            PaymentEvent::PaymentCaptureFailed { reason, .. } => {
+                self.capture_failure = Some(reason);
+            }
+            PaymentEvent::PaymentCancellationRequested { reason, .. } => {
+                self.cancellation_ordered.get_or_insert(reason);
                 self.cancellation_requested = true;
+            }
+            PaymentEvent::PaymentCancellationOrdered { reason, .. } => {
+                self.cancellation_ordered = Some(reason);
+            }
+            PaymentEvent::PaymentCancellationFailed { reason, .. } => {
+                self.cancellation_failure = Some(reason);
             }
             PaymentEvent::PaymentCancelled {
                 payment_intent_id,
@@ -433,6 +463,77 @@ impl Payment {
         })
     }
 
+    /// What the capture job must send Stripe, or `None` when no capture was ordered or
+    /// Stripe already answered it (or reported the money collected).
+    pub fn capture_submission(&self) -> Option<CaptureRequest> {
+        let ordered_minor = self.capture_ordered_minor?;
+        let answered = self.capture_requested_minor.is_some() || self.capture_failure.is_some();
+        if answered || self.amount_received_minor.is_some() {
+            return None;
+        }
+        Some(CaptureRequest {
+            payment_intent_id: self.payment_intent_id.clone()?,
+            amount_to_capture: self.money(ordered_minor)?,
+            idempotency_key: capture_idempotency_key(self.payment_id()?),
+        })
+    }
+
+    /// What the cancellation job must send Stripe, or `None` when no release was ordered,
+    /// Stripe already answered it, or the payment is closed already (Stripe cancelled it).
+    pub fn cancellation_submission(&self) -> Option<CancelAuthorizationRequest> {
+        let reason = self.cancellation_ordered.as_ref()?;
+        let answered = self.cancellation_requested || self.cancellation_failure.is_some();
+        if answered || self.closed.is_some() {
+            return None;
+        }
+        if self.amount_received_minor.is_some() {
+            return None;
+        }
+        Some(CancelAuthorizationRequest {
+            payment_intent_id: self.payment_intent_id.clone()?,
+            reason: reason.clone(),
+            idempotency_key: cancel_idempotency_key(self.payment_id()?),
+        })
+    }
+
+    /// Why Stripe refused our capture, once it did.
+    pub fn capture_failure(&self) -> Option<&str> {
+        self.capture_failure.as_deref()
+    }
+
+    /// Whether a capture was decided (whatever Stripe answered since).
+    pub fn capture_ordered(&self) -> bool {
+        self.capture_ordered_minor.is_some()
+    }
+
+    /// Whether the release of the authorization was decided.
+    pub fn cancellation_ordered(&self) -> bool {
+        self.cancellation_ordered.is_some()
+    }
+
+    /// Why Stripe refused to release the authorization, once it did.
+    pub fn cancellation_failure(&self) -> Option<&str> {
+        self.cancellation_failure.as_deref()
+    }
+
+    /// Whether Stripe ever held funds for this payment (manual capture).
+    pub fn was_authorized(&self) -> bool {
+        self.authorized
+    }
+
+    /// Whether a device session may start (or keep its place) on this payment: the money
+    /// was collected, or the authorization can still be captured — held, with no
+    /// release decided and no capture refused.
+    pub fn can_start_session(&self) -> bool {
+        match self.status {
+            PaymentStatus::Succeeded | PaymentStatus::PartiallyRefunded => true,
+            PaymentStatus::Authorized => {
+                self.cancellation_ordered.is_none() && self.capture_failure.is_none()
+            }
+            _ => false,
+        }
+    }
+
     /// What a new refund request may still ask for.
     pub fn refundable(&self) -> Option<Money> {
         self.money(self.refundable_minor())
@@ -481,11 +582,9 @@ impl Payment {
 
 /// Deciding: every rule lives here; `apply` above only records what was decided.
 impl Payment {
-    async fn decide(
-        &self,
-        command: PaymentCommand,
-        services: &PaymentServices,
-    ) -> Result<Vec<PaymentEvent>, PaymentError> {
+    /// Every Stripe call is made by a job outside `handle` (the workflows' capture,
+    /// cancellation and refund jobs), so deciding needs no services.
+    fn decide(&self, command: PaymentCommand) -> Result<Vec<PaymentEvent>, PaymentError> {
         match command {
             PaymentCommand::StartCheckout {
                 payment_id,
@@ -609,11 +708,17 @@ impl Payment {
             } => self.record_dispute(dispute_id, amount, reason, stripe_event, at),
             PaymentCommand::CapturePayment {
                 amount_to_capture,
+                actor,
                 at,
-                ..
-            } => self.capture(amount_to_capture, at, services).await,
-            PaymentCommand::CancelAuthorization { reason, at, .. } => {
-                self.cancel_authorization(reason, at, services).await
+            } => self.capture(amount_to_capture, actor, at),
+            PaymentCommand::CancelAuthorization { reason, actor, at } => {
+                self.cancel_authorization(reason, actor, at)
+            }
+            PaymentCommand::RecordCaptureSubmission { outcome, at, .. } => {
+                self.record_capture_submission(outcome, at)
+            }
+            PaymentCommand::RecordCancellationSubmission { outcome, at, .. } => {
+                self.record_cancellation_submission(outcome, at)
             }
             PaymentCommand::RequestRefund {
                 refund_request_id,
@@ -1118,13 +1223,25 @@ impl Payment {
         }])
     }
 
-    async fn capture(
+    /// Journals the decision to capture; no Stripe call here (the capture job makes it),
+    /// so a re-run of this command after a concurrency conflict cannot capture twice.
+    fn capture(
         &self,
         amount_to_capture: Option<Money>,
+        actor: crate::Actor,
         at: DateTime<Utc>,
-        services: &PaymentServices,
     ) -> Result<Vec<PaymentEvent>, PaymentError> {
         let checkout = self.started()?;
+        let capturable = checkout.price.with_amount(self.amount_capturable_minor);
+        let amount = amount_to_capture.unwrap_or_else(|| capturable.clone());
+        if let Some(ordered_minor) = self.capture_ordered_minor {
+            if ordered_minor == amount.amount_minor {
+                return Ok(vec![]);
+            }
+            return Err(PaymentError::CaptureAlreadyRequested {
+                requested: checkout.price.with_amount(ordered_minor),
+            });
+        }
         let (PaymentStatus::Authorized, Some(payment_intent_id)) =
             (self.status, self.payment_intent_id.clone())
         else {
@@ -1132,15 +1249,8 @@ impl Payment {
                 status: self.status,
             });
         };
-        let capturable = checkout.price.with_amount(self.amount_capturable_minor);
-        let amount = amount_to_capture.unwrap_or_else(|| capturable.clone());
-        if let Some(requested_minor) = self.capture_requested_minor {
-            if requested_minor == amount.amount_minor {
-                return Ok(vec![]);
-            }
-            return Err(PaymentError::CaptureAlreadyRequested {
-                requested: checkout.price.with_amount(requested_minor),
-            });
+        if self.cancellation_ordered.is_some() {
+            return Err(PaymentError::ReleaseAlreadyOrdered);
         }
         check_currency(&checkout.price, &amount)?;
         if !amount.is_positive() {
@@ -1152,30 +1262,26 @@ impl Payment {
                 capturable,
             });
         }
-        let request = CaptureRequest {
-            payment_intent_id: payment_intent_id.clone(),
-            amount_to_capture: amount.clone(),
-            idempotency_key: format!("latchkey-capture-{}", checkout.payment_id),
-        };
-        services
-            .gateway
-            .capture(request)
-            .await
-            .map_err(|error| gateway_error(format!("capture {payment_intent_id}"), error))?;
-        Ok(vec![PaymentEvent::PaymentCaptureRequested {
+        Ok(vec![PaymentEvent::PaymentCaptureOrdered {
             payment_intent_id,
             amount_to_capture: amount,
+            actor,
             at,
         }])
     }
 
-    async fn cancel_authorization(
+    /// Journals the decision to release the authorization; the cancellation job asks
+    /// Stripe. A capture Stripe refused does not prevent it: the hold is then released.
+    fn cancel_authorization(
         &self,
         reason: String,
+        actor: crate::Actor,
         at: DateTime<Utc>,
-        services: &PaymentServices,
     ) -> Result<Vec<PaymentEvent>, PaymentError> {
         let checkout = self.started()?;
+        if self.cancellation_ordered.is_some() {
+            return Ok(vec![]);
+        }
         let (PaymentStatus::Authorized, Some(payment_intent_id)) =
             (self.status, self.payment_intent_id.clone())
         else {
@@ -1183,29 +1289,97 @@ impl Payment {
                 status: self.status,
             });
         };
-        if self.cancellation_requested {
-            return Ok(vec![]);
+        if let Some(ordered_minor) = self.capture_ordered_minor {
+            if self.capture_failure.is_none() {
+                return Err(PaymentError::CaptureAlreadyRequested {
+                    requested: checkout.price.with_amount(ordered_minor),
+                });
+            }
         }
-        if let Some(requested_minor) = self.capture_requested_minor {
-            return Err(PaymentError::CaptureAlreadyRequested {
-                requested: checkout.price.with_amount(requested_minor),
-            });
-        }
-        let request = CancelAuthorizationRequest {
-            payment_intent_id: payment_intent_id.clone(),
-            reason: reason.clone(),
-            idempotency_key: format!("latchkey-cancel-{}", checkout.payment_id),
-        };
-        services
-            .gateway
-            .cancel_authorization(request)
-            .await
-            .map_err(|error| gateway_error(format!("cancel {payment_intent_id}"), error))?;
-        Ok(vec![PaymentEvent::PaymentCancellationRequested {
+        Ok(vec![PaymentEvent::PaymentCancellationOrdered {
             payment_intent_id,
             reason,
+            actor,
             at,
         }])
+    }
+
+    /// Records Stripe's answer to our capture. A second answer (the job re-ran after a
+    /// crash; Stripe replayed its first) changes nothing.
+    fn record_capture_submission(
+        &self,
+        outcome: StripeAnswer,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<PaymentEvent>, PaymentError> {
+        let checkout = self.started()?;
+        let Some(ordered_minor) = self.capture_ordered_minor else {
+            return Err(PaymentError::NothingOrdered {
+                operation: "capture",
+            });
+        };
+        let answered = self.capture_requested_minor.is_some() || self.capture_failure.is_some();
+        let Some(payment_intent_id) = self.payment_intent_id.clone() else {
+            return Err(PaymentError::NotCapturable {
+                status: self.status,
+            });
+        };
+        if answered {
+            return Ok(vec![]);
+        }
+        let event = match outcome {
+            StripeAnswer::Accepted => PaymentEvent::PaymentCaptureRequested {
+                payment_intent_id,
+                amount_to_capture: checkout.price.with_amount(ordered_minor),
+                at,
+            },
+            // Money Stripe reported collected outranks a refusal (a replay of an old
+            // answer cannot undo a capture that happened).
+            StripeAnswer::Refused { .. } if self.amount_received_minor.is_some() => {
+                return Ok(vec![])
+            }
+            StripeAnswer::Refused { reason } => PaymentEvent::PaymentCaptureFailed {
+                payment_intent_id,
+                reason,
+                at,
+            },
+        };
+        Ok(vec![event])
+    }
+
+    /// Records Stripe's answer to our release of the authorization; a second answer
+    /// changes nothing.
+    fn record_cancellation_submission(
+        &self,
+        outcome: StripeAnswer,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<PaymentEvent>, PaymentError> {
+        self.started()?;
+        let Some(ordered_reason) = self.cancellation_ordered.clone() else {
+            return Err(PaymentError::NothingOrdered {
+                operation: "release of the authorization",
+            });
+        };
+        let Some(payment_intent_id) = self.payment_intent_id.clone() else {
+            return Err(PaymentError::NotCancellable {
+                status: self.status,
+            });
+        };
+        if self.cancellation_requested || self.cancellation_failure.is_some() {
+            return Ok(vec![]);
+        }
+        let event = match outcome {
+            StripeAnswer::Accepted => PaymentEvent::PaymentCancellationRequested {
+                payment_intent_id,
+                reason: ordered_reason,
+                at,
+            },
+            StripeAnswer::Refused { reason } => PaymentEvent::PaymentCancellationFailed {
+                payment_intent_id,
+                reason,
+                at,
+            },
+        };
+        Ok(vec![event])
     }
 
     /// Journals the decision to refund; no Stripe call here, so a re-run of this command
@@ -1368,13 +1542,6 @@ fn ignore(
         stripe_event,
         at,
     }]
-}
-
-fn gateway_error(operation: String, error: super::services::GatewayError) -> PaymentError {
-    PaymentError::Gateway {
-        operation,
-        message: error.message,
-    }
 }
 
 fn validate_checkout(checkout: &Checkout) -> Result<(), PaymentError> {

@@ -124,16 +124,32 @@ pub enum PaymentCommand {
         actor: Actor,
         at: DateTime<Utc>,
     },
-    /// Captures an authorized payment; `None` captures everything authorized, a smaller
-    /// amount is a partial capture (Stripe releases the rest).
+    /// Decides to capture an authorized payment; `None` captures everything authorized, a
+    /// smaller amount is a partial capture (Stripe releases the rest). Only journalled
+    /// here: the capture job asks Stripe and sends `RecordCaptureSubmission`.
     CapturePayment {
         amount_to_capture: Option<Money>,
         actor: Actor,
         at: DateTime<Utc>,
     },
-    /// Releases an authorization, e.g. when the device never started.
+    /// Decides to release an authorization, e.g. when the device never started. Only
+    /// journalled here: the cancellation job asks Stripe and sends
+    /// `RecordCancellationSubmission`. Sending it again is a no-op.
     CancelAuthorization {
         reason: String,
+        actor: Actor,
+        at: DateTime<Utc>,
+    },
+    /// What Stripe answered to our capture (sent by the capture job).
+    RecordCaptureSubmission {
+        outcome: StripeAnswer,
+        actor: Actor,
+        at: DateTime<Utc>,
+    },
+    /// What Stripe answered to our release of the authorization (sent by the
+    /// cancellation job).
+    RecordCancellationSubmission {
+        outcome: StripeAnswer,
         actor: Actor,
         at: DateTime<Utc>,
     },
@@ -163,4 +179,16 @@ pub enum RefundSubmissionOutcome {
     },
     /// Stripe refused the request for good; `reason` is its message.
     Refused { reason: String },
+}
+
+/// Stripe's answer to a capture or a cancellation we asked for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum StripeAnswer {
+    Accepted,
+    /// Stripe refused for good (a decline, a PaymentIntent in the wrong state); `reason`
+    /// is its message.
+    Refused {
+        reason: String,
+    },
 }

@@ -50,6 +50,8 @@ pub enum PaymentError {
     RefundExceedsRefundable { requested: Money, refundable: Money },
     #[error("no refund request {refund_request_id} on this payment")]
     UnknownRefundRequest { refund_request_id: uuid::Uuid },
-    #[error("Stripe refused to {operation}: {message}")]
-    Gateway { operation: String, message: String },
+    #[error("the release of this authorization was already decided; it can no longer be captured")]
+    ReleaseAlreadyOrdered,
+    #[error("no {operation} was decided on this payment; nothing to record")]
+    NothingOrdered { operation: &'static str },
 }

@@ -228,15 +228,50 @@ pub enum PaymentEvent {
         stripe_event: StripeEventRef,
         at: DateTime<Utc>,
     },
-    /// We asked Stripe to capture an authorization; the money is a fact only once
-    /// Stripe reports `PaymentSucceeded`.
+    /// Stripe accepted our capture of an authorization; the money is a fact only once
+    /// Stripe reports `PaymentSucceeded`. Written by the capture job after
+    /// `PaymentCaptureOrdered` (journals older than the job wrote it alone, from inside
+    /// the command that called Stripe).
     PaymentCaptureRequested {
         payment_intent_id: String,
         amount_to_capture: Money,
         at: DateTime<Utc>,
     },
-    /// We asked Stripe to release an authorization.
+    /// Stripe accepted our release of an authorization (`payment_intent.canceled`, recorded
+    /// as `PaymentCancelled`, confirms it). Written by the cancellation job after
+    /// `PaymentCancellationOrdered` (older journals wrote it alone).
     PaymentCancellationRequested {
+        payment_intent_id: String,
+        reason: String,
+        at: DateTime<Utc>,
+    },
+    /// Someone (the device workflow, once the relay is ON) decided to capture; the capture
+    /// job then asks Stripe with the key `latchkey-capture-<payment id>`.
+    PaymentCaptureOrdered {
+        payment_intent_id: String,
+        amount_to_capture: Money,
+        actor: Actor,
+        at: DateTime<Utc>,
+    },
+    /// Stripe refused our capture for good (declined, authorization expired or cancelled):
+    /// nothing was collected and nothing will be; the session is ended at once.
+    PaymentCaptureFailed {
+        payment_intent_id: String,
+        reason: String,
+        at: DateTime<Utc>,
+    },
+    /// Someone decided to release the authorization (the device never started, the
+    /// capture failed, the authorization nears Stripe's 7-day limit); the cancellation job
+    /// then asks Stripe with the key `latchkey-cancel-<payment id>`.
+    PaymentCancellationOrdered {
+        payment_intent_id: String,
+        reason: String,
+        actor: Actor,
+        at: DateTime<Utc>,
+    },
+    /// Stripe refused to release the authorization (e.g. it was already captured or
+    /// cancelled); an operator should look at the payment in Stripe's Dashboard.
+    PaymentCancellationFailed {
         payment_intent_id: String,
         reason: String,
         at: DateTime<Utc>,
@@ -345,6 +380,10 @@ impl DomainEvent for PaymentEvent {
             Self::RefundSubmitted { .. } => "RefundSubmitted",
             Self::RefundSubmissionFailed { .. } => "RefundSubmissionFailed",
             Self::StripeRefundReported { .. } => "StripeRefundReported",
+            Self::PaymentCaptureOrdered { .. } => "PaymentCaptureOrdered",
+            Self::PaymentCaptureFailed { .. } => "PaymentCaptureFailed",
+            Self::PaymentCancellationOrdered { .. } => "PaymentCancellationOrdered",
+            Self::PaymentCancellationFailed { .. } => "PaymentCancellationFailed",
         };
         name.to_owned()
     }

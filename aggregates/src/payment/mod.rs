@@ -14,12 +14,14 @@ pub mod refunds;
 pub mod services;
 
 #[cfg(test)]
+mod capture_tests;
+#[cfg(test)]
 mod refund_tests;
 #[cfg(test)]
 mod tests;
 
 pub use aggregate::Payment;
-pub use commands::{PaymentCommand, RefundSubmissionOutcome};
+pub use commands::{PaymentCommand, RefundSubmissionOutcome, StripeAnswer};
 pub use error::PaymentError;
 pub use events::{
     LockedOffer, PaymentEvent, PaymentKind, PaymentStatus, PaymentTarget, StripeEventRef,

@@ -16,6 +16,17 @@ use uuid::Uuid;
 use super::refunds::RefundStatus;
 use crate::Money;
 
+/// The Idempotency-Key of a payment's capture: one capture per payment, so a job re-run
+/// after a crash gets Stripe's first answer replayed.
+pub fn capture_idempotency_key(payment_id: Uuid) -> String {
+    format!("latchkey-capture-{payment_id}")
+}
+
+/// The Idempotency-Key of the release of a payment's authorization.
+pub fn cancel_idempotency_key(payment_id: Uuid) -> String {
+    format!("latchkey-cancel-{payment_id}")
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaptureRequest {
     pub payment_intent_id: String,

@@ -8,8 +8,8 @@ use cqrs_es::{Aggregate, DomainEvent};
 use proptest::prelude::*;
 use uuid::Uuid;
 
-use super::services::testing::{FakePaymentGateway, PaymentGatewayCall};
-use super::services::{CancelAuthorizationRequest, CaptureRequest, GatewayError, RefundRequest};
+use super::services::testing::FakePaymentGateway;
+use super::services::RefundRequest;
 use super::RefundSubmissionOutcome;
 use super::*;
 use crate::test_support::{assert_replay_reproduces, at, eur, run};
@@ -17,16 +17,16 @@ use crate::{Actor, Currency, Money};
 
 type PaymentTest = TestFramework<Payment>;
 
-const PAYMENT_ID: Uuid = Uuid::from_u128(0x1111);
-const PI: &str = "pi_1";
+pub(super) const PAYMENT_ID: Uuid = Uuid::from_u128(0x1111);
+pub(super) const PI: &str = "pi_1";
 const CHARGE: &str = "ch_1";
 
-fn fake() -> (Arc<FakePaymentGateway>, PaymentServices) {
+pub(super) fn fake() -> (Arc<FakePaymentGateway>, PaymentServices) {
     let gateway = Arc::new(FakePaymentGateway::new());
     (gateway.clone(), PaymentServices::new(gateway))
 }
 
-fn given(events: Vec<PaymentEvent>) -> cqrs_es::test::AggregateTestExecutor<Payment> {
+pub(super) fn given(events: Vec<PaymentEvent>) -> cqrs_es::test::AggregateTestExecutor<Payment> {
     PaymentTest::with(fake().1).given(events)
 }
 
@@ -36,7 +36,7 @@ fn door() -> PaymentTarget {
     }
 }
 
-fn stripe(id: &str, created_minute: i64) -> StripeEventRef {
+pub(super) fn stripe(id: &str, created_minute: i64) -> StripeEventRef {
     StripeEventRef {
         id: id.to_owned(),
         created: at(created_minute),
@@ -55,7 +55,7 @@ fn start_checkout(price: Money) -> PaymentCommand {
     }
 }
 
-fn checkout_started(price: Money) -> PaymentEvent {
+pub(super) fn checkout_started(price: Money) -> PaymentEvent {
     PaymentEvent::CheckoutStarted {
         payment_id: PAYMENT_ID,
         target: door(),
@@ -66,7 +66,7 @@ fn checkout_started(price: Money) -> PaymentEvent {
     }
 }
 
-fn confirm(amount: Money, event_id: &str, created_minute: i64) -> PaymentCommand {
+pub(super) fn confirm(amount: Money, event_id: &str, created_minute: i64) -> PaymentCommand {
     PaymentCommand::ConfirmPayment {
         payment_intent_id: PI.to_owned(),
         charge_id: Some(CHARGE.to_owned()),
@@ -77,7 +77,7 @@ fn confirm(amount: Money, event_id: &str, created_minute: i64) -> PaymentCommand
     }
 }
 
-fn succeeded(amount: Money, status: PaymentStatus) -> PaymentEvent {
+pub(super) fn succeeded(amount: Money, status: PaymentStatus) -> PaymentEvent {
     PaymentEvent::PaymentSucceeded {
         payment_intent_id: PI.to_owned(),
         charge_id: Some(CHARGE.to_owned()),
@@ -141,7 +141,7 @@ fn failed(attempt: u32, event_id: &str, created_minute: i64) -> PaymentEvent {
     }
 }
 
-fn authorized(amount: Money) -> PaymentEvent {
+pub(super) fn authorized(amount: Money) -> PaymentEvent {
     PaymentEvent::PaymentAuthorized {
         payment_intent_id: PI.to_owned(),
         amount_capturable: amount,
@@ -666,32 +666,6 @@ async fn an_authorization_records_the_capturable_amount() {
 }
 
 #[tokio::test]
-async fn capturing_an_authorized_payment_asks_stripe_with_a_key_derived_from_the_payment() {
-    let (gateway, services) = fake();
-    PaymentTest::with(services)
-        .given(vec![checkout_started(eur(1000)), authorized(eur(1000))])
-        .when_async(PaymentCommand::CapturePayment {
-            amount_to_capture: None,
-            actor: Actor::System,
-            at: at(7),
-        })
-        .await
-        .then_expect_events(vec![PaymentEvent::PaymentCaptureRequested {
-            payment_intent_id: PI.to_owned(),
-            amount_to_capture: eur(1000),
-            at: at(7),
-        }]);
-    assert_eq!(
-        gateway.calls(),
-        vec![PaymentGatewayCall::Capture(CaptureRequest {
-            payment_intent_id: PI.to_owned(),
-            amount_to_capture: eur(1000),
-            idempotency_key: format!("latchkey-capture-{PAYMENT_ID}"),
-        })]
-    );
-}
-
-#[tokio::test]
 async fn a_partial_capture_succeeds_with_the_smaller_amount_received() {
     given(vec![
         checkout_started(eur(1000)),
@@ -736,70 +710,7 @@ async fn capture_of_a_payment_that_is_not_authorized_is_rejected() {
         });
 }
 
-#[tokio::test]
-async fn a_capture_stripe_refuses_records_nothing_and_says_why() {
-    let (gateway, services) = fake();
-    gateway.queue_capture(Err(GatewayError::retryable("connection reset")));
-    PaymentTest::with(services)
-        .given(vec![checkout_started(eur(1000)), authorized(eur(1000))])
-        .when_async(PaymentCommand::CapturePayment {
-            amount_to_capture: None,
-            actor: Actor::System,
-            at: at(7),
-        })
-        .await
-        .then_expect_error(PaymentError::Gateway {
-            operation: "capture pi_1".to_owned(),
-            message: "connection reset".to_owned(),
-        });
-}
-
 // --- Cancellation, expiry, dispute ---
-
-#[tokio::test]
-async fn cancelling_an_authorization_asks_stripe_and_stripe_confirms_it() {
-    let (gateway, services) = fake();
-    let history = vec![checkout_started(eur(1000)), authorized(eur(1000))];
-    PaymentTest::with(services)
-        .given(history.clone())
-        .when_async(PaymentCommand::CancelAuthorization {
-            reason: "the device never started".to_owned(),
-            actor: Actor::System,
-            at: at(9),
-        })
-        .await
-        .then_expect_events(vec![PaymentEvent::PaymentCancellationRequested {
-            payment_intent_id: PI.to_owned(),
-            reason: "the device never started".to_owned(),
-            at: at(9),
-        }]);
-    assert_eq!(
-        gateway.calls(),
-        vec![PaymentGatewayCall::CancelAuthorization(
-            CancelAuthorizationRequest {
-                payment_intent_id: PI.to_owned(),
-                reason: "the device never started".to_owned(),
-                idempotency_key: format!("latchkey-cancel-{PAYMENT_ID}"),
-            }
-        )]
-    );
-    given(history)
-        .when_async(PaymentCommand::RecordCancellation {
-            payment_intent_id: PI.to_owned(),
-            cancellation_reason: Some("requested_by_customer".to_owned()),
-            stripe_event: stripe("evt_cancel", 10),
-            actor: Actor::Stripe,
-            at: at(11),
-        })
-        .await
-        .then_expect_events(vec![PaymentEvent::PaymentCancelled {
-            payment_intent_id: PI.to_owned(),
-            cancellation_reason: Some("requested_by_customer".to_owned()),
-            status: PaymentStatus::Cancelled,
-            stripe_event: stripe("evt_cancel", 10),
-            at: at(11),
-        }]);
-}
 
 #[tokio::test]
 async fn a_cancellation_never_undoes_a_success() {

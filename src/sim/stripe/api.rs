@@ -30,6 +30,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/_sim/delivery", get(get_delivery).post(set_delivery))
         .route("/_sim/fail_next", post(fail_next))
         .route("/_sim/refunds/{id}/fail", post(fail_refund))
+        .route(
+            "/_sim/payment_intents/{id}/decline_capture",
+            post(decline_capture),
+        )
         .route("/_sim/requests", get(requests))
         .route("/_sim/deliveries", get(deliveries))
         .route("/_sim/events/{id}/deliver", post(redeliver))
@@ -408,6 +412,14 @@ async fn fail_refund(State(shared): State<Arc<Shared>>, Path(id): Path<String>) 
             shared.deliverer.dispatch(events);
             Json(refund).into_response()
         }
+        Err(error) => stripe_error(&error),
+    }
+}
+
+/// Makes the issuer decline the next capture of a PaymentIntent.
+async fn decline_capture(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    match shared.lock_state().decline_next_capture(&id) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(error) => stripe_error(&error),
     }
 }

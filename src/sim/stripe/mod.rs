@@ -1,5 +1,6 @@
 //! A Stripe simulator, wire-faithful for the subset Latchkey uses: Checkout Sessions,
-//! PaymentIntent capture/cancel/retrieve, refunds and the Events API, with Stripe's
+//! PaymentIntent capture/cancel/retrieve (a capture can be made to decline), refunds and
+//! the Events API, with Stripe's
 //! form-encoded requests, bearer auth, idempotency-key replay and error shapes; a hosted
 //! checkout page where test cards decide the outcome; and correctly signed webhook
 //! deliveries that can be told to duplicate, reorder, delay or drop events.
@@ -199,6 +200,12 @@ impl StripeSimHandle {
         let (refund, events) = self.shared.lock_state().fail_refund(refund_id, &origin)?;
         self.shared.deliverer.dispatch(events);
         Ok(refund)
+    }
+
+    /// The issuer declines the next capture of PaymentIntent `intent_id` (402 `card_error`,
+    /// `card_declined`); the authorization stays `requires_capture`.
+    pub fn decline_next_capture(&self, intent_id: &str) -> Result<(), SimError> {
+        self.shared.lock_state().decline_next_capture(intent_id)
     }
 
     pub fn set_delivery(&self, mode: DeliveryMode) {

@@ -151,6 +151,8 @@ pub struct SimState {
     pub events: Vec<Value>,
     pub idempotency: HashMap<String, IdempotentRecord>,
     pub requests: Vec<RecordedRequest>,
+    /// PaymentIntents whose next capture the issuer declines, with the decline code.
+    pub capture_declines: HashMap<String, &'static str>,
 }
 
 /// Form parameters in Stripe's bracket notation, e.g. `metadata[latchkey_kind]`.
@@ -486,6 +488,26 @@ impl SimState {
                 )
             });
         }
+        if let Some(decline_code) = self.capture_declines.remove(intent_id) {
+            // The issuer refused the capture: Stripe answers a card error and the
+            // PaymentIntent keeps its authorization (still `requires_capture`).
+            intent["last_payment_error"] = json!({
+                "type": "card_error",
+                "code": "card_declined",
+                "decline_code": decline_code,
+                "message": "Your card was declined.",
+                "doc_url": "https://stripe.com/docs/error-codes/card-declined",
+            });
+            self.intents.insert(intent_id.to_string(), intent);
+            return Err(SimError {
+                status: 402,
+                kind: "card_error",
+                code: Some("card_declined"),
+                decline_code: Some(decline_code),
+                message: "Your card was declined.".to_string(),
+                param: None,
+            });
+        }
         let capturable = intent["amount_capturable"].as_i64().unwrap_or(0);
         let amount = params.int("amount_to_capture")?.unwrap_or(capturable);
         if amount <= 0 || amount > capturable {
@@ -609,6 +631,17 @@ impl SimState {
             self.refunds.insert(id.to_string(), refund.clone());
         }
         Ok((refund, self.record_events(events)))
+    }
+
+    /// Makes the issuer decline the next capture of `intent_id` (Stripe has no test card
+    /// for a decline at capture; the answer is the card error Stripe gives for declines).
+    pub fn decline_next_capture(&mut self, intent_id: &str) -> Result<(), SimError> {
+        if !self.intents.contains_key(intent_id) {
+            return Err(SimError::missing("payment_intent", intent_id));
+        }
+        self.capture_declines
+            .insert(intent_id.to_string(), "generic_decline");
+        Ok(())
     }
 
     /// A refund that fails after it was reported, as with test card 4000 0000 0000 5126:

@@ -193,6 +193,12 @@ fn render_session(status: &SessionStatus, branding: Branding) -> Response {
                 SessionPhase::NotCharged => {
                     div.notice.good role="status" { (status.message) }
                 }
+                SessionPhase::ChargeFailed => {
+                    div.notice.bad role="alert" {
+                        p { (status.message) }
+                        @if let Some(reason) = &status.failure_reason { p { "Reason: " (reason) } }
+                    }
+                }
                 _ => {
                     p.status role="status" { (status.message) }
                     @if matches!(status.state, SessionPhase::Confirming | SessionPhase::Starting | SessionPhase::Finishing) {

@@ -262,8 +262,12 @@ pub enum SessionPhase {
     /// Time is up; the device is being switched off.
     Finishing,
     Finished,
-    /// Never started (the device did not come on, or it was cancelled): not charged.
+    /// Never started (the device did not come on, or it was cancelled): not charged. The
+    /// message says whether Stripe has released the hold yet.
     NotCharged,
+    /// The card could not be charged when the device came on (declined, authorization
+    /// expired or cancelled): the session was stopped at once.
+    ChargeFailed,
 }
 
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
@@ -358,6 +362,14 @@ pub async fn session(state: &AppState, token: &str) -> Result<SessionStatus, Api
                 "Your card was not accepted, so nothing was charged. You can try again.",
             )
         }
+        // Authorized, then no session could start (the device went into maintenance).
+        (None, PaymentStatus::Cancelled) if payment.was_authorized() => (
+            SessionPhase::NotCharged,
+            RELEASED,
+        ),
+        (None, PaymentStatus::Authorized) if payment.cancellation_ordered() => {
+            (SessionPhase::NotCharged, releasing(&payment))
+        }
         (None, PaymentStatus::Cancelled | PaymentStatus::Expired) => {
             return Err(ApiError::Gone(
                 "This payment was not completed, so nothing was charged. Start again from the device's page."
@@ -384,17 +396,48 @@ pub async fn session(state: &AppState, token: &str) -> Result<SessionStatus, Api
             SessionPhase::Finishing,
             "Time is up; switching the device off…",
         ),
+        (Some(SessionState::Completed | SessionState::ForceEnded), _)
+            if payment.capture_failure().is_some() =>
+        {
+            status.failure_reason = payment.capture_failure().map(str::to_string);
+            (
+                SessionPhase::ChargeFailed,
+                "Your card could not be charged, so the device was switched off. Nothing was taken from your card.",
+            )
+        }
+        (Some(SessionState::ForceEnded), _) if session.started_at().is_none() => {
+            (SessionPhase::NotCharged, not_started(&payment))
+        }
         (Some(SessionState::Completed | SessionState::ForceEnded), _) => {
             (SessionPhase::Finished, "Your session has finished. Thank you!")
         }
-        (Some(SessionState::Cancelled | SessionState::Failed), _) => (
-            SessionPhase::NotCharged,
-            "The device could not be started, so your card was not charged: the authorization has been released.",
-        ),
+        (Some(SessionState::Cancelled | SessionState::Failed), _) => {
+            (SessionPhase::NotCharged, not_started(&payment))
+        }
     };
     status.state = phase;
     status.message = message.to_string();
     Ok(status)
+}
+
+const RELEASED: &str = "The device could not be started, so your card was not charged: the authorization has been released.";
+
+/// What a guest whose session never started is told: "released" only once Stripe has
+/// confirmed it (`PaymentCancelled`), never on our decision alone.
+fn not_started(payment: &Payment) -> &'static str {
+    match payment.status() {
+        PaymentStatus::Cancelled | PaymentStatus::Expired => RELEASED,
+        PaymentStatus::Authorized => releasing(payment),
+        _ => "The device could not be started, so your card was not charged.",
+    }
+}
+
+fn releasing(payment: &Payment) -> &'static str {
+    if payment.cancellation_failure().is_some() {
+        "The device could not be started, so your card will not be charged. Releasing the hold on your card needs an operator; it will be released."
+    } else {
+        "The device could not be started, so your card will not be charged: the hold on your card is being released."
+    }
 }
 
 fn device_summary(device: &Device, device_uid: &str) -> DeviceSummary {
