@@ -347,7 +347,7 @@ on_both_backends!(a_queued_session_whose_authorization_was_cancelled_never_gets_
 /// it took exactly one cancel at Stripe and no capture.
 async fn assert_released_once(world: &World, payment_id: Uuid) {
     assert!(
-        wait_for(|| async { payment_status(&world, payment_id).await == PaymentStatus::Cancelled })
+        wait_for(|| async { payment_status(world, payment_id).await == PaymentStatus::Cancelled })
             .await,
         "released; the payment is {:?}",
         payment_status(world, payment_id).await
