@@ -220,10 +220,15 @@ impl World {
         let relay = device
             .relay_target()
             .ok_or_else(|| format!("device {device_uid} has no relay"))?;
-        let minutes = device
-            .plan(&plan_id)
-            .map(|plan| plan.minutes)
-            .ok_or_else(|| format!("device {device_uid} no longer has plan {plan_id}"))?;
+        // The plan's minutes as locked at checkout; only a payment older than locked
+        // offers reads the device's current plan.
+        let minutes = match payment.locked_offer().map(|offer| offer.minutes) {
+            Some(minutes) => minutes,
+            None => device
+                .plan(&plan_id)
+                .map(|plan| plan.minutes)
+                .ok_or_else(|| format!("device {device_uid} no longer has plan {plan_id}"))?,
+        };
         Ok(SessionTerms {
             session_id,
             payment_id: session_id,
