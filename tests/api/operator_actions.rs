@@ -210,6 +210,9 @@ async fn the_openapi_document_lists_the_write_routes() {
     for (path, method) in [
         ("/api/payments/{id}/refund", "post"),
         ("/api/sessions/{id}/force-end", "post"),
+        ("/api/payments/{id}/retry-code", "post"),
+        ("/api/payments/{id}/reissue-code", "post"),
+        ("/api/payments/{id}/release-hold", "post"),
         ("/api/doors/sync", "post"),
         ("/api/doors", "post"),
         ("/api/doors/{uid}", "patch"),
