@@ -891,3 +891,66 @@ on_both_backends!(
     maintenance_ending_before_the_deadline_issues_the_code_and_refunds_nothing,
     an_operator_reissue_before_the_deadline_issues_the_code_and_refunds_nothing,
 );
+
+/// The Checkout Session is created with `expires_at` (30 minutes by default, a minute of
+/// leeway inside Stripe's bound); when Stripe expires it, the payment becomes `expired`,
+/// the session can no longer be paid, and the guest's link says nothing was charged.
+async fn a_checkout_session_expires_and_its_payment_becomes_expired(backend: Backend) {
+    let world = world(backend).await;
+    let before = Utc::now().timestamp();
+    let (payment_id, checkout_session, status_url) = checkout_with_page(&world.app).await;
+    let after = Utc::now().timestamp();
+    let request = world
+        .stripe
+        .requests()
+        .into_iter()
+        .find(|request| request.method == "POST" && request.path == "/v1/checkout/sessions")
+        .expect("the session was created at Stripe");
+    let expires_at: i64 = url::form_urlencoded::parse(request.body.as_bytes())
+        .find(|(name, _)| name == "expires_at")
+        .map(|(_, value)| value.parse().unwrap())
+        .expect("the session is created with expires_at");
+    assert!(
+        (before + 31 * 60..=after + 31 * 60).contains(&expires_at),
+        "31 minutes from now: {expires_at} not in {before}..{after} + 31 min"
+    );
+    let created = Journal::new(world.app.database.clone())
+        .aggregate_events("Payment", &payment_id.to_string(), None)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|event| event.event_type == "CheckoutSessionCreated")
+        .unwrap();
+    assert_eq!(
+        created.payload["expires_at"]
+            .as_str()
+            .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
+            .map(|at| at.timestamp()),
+        Some(expires_at),
+        "the payment records when its checkout expires"
+    );
+
+    world
+        .stripe
+        .expire_checkout_session(&checkout_session)
+        .unwrap();
+    assert!(
+        eventually(200, Duration::from_millis(25), || async {
+            payment_status(&world.app, payment_id).await == PaymentStatus::Expired
+        })
+        .await,
+        "the expired session's payment is expired"
+    );
+    assert!(
+        world
+            .stripe
+            .pay(&checkout_session, "4242424242424242")
+            .is_err(),
+        "an expired session cannot be paid"
+    );
+    let token = status_url.rsplit('/').next().unwrap();
+    assert_eq!(world.app.get(&format!("/api/access/{token}")).await.status(), 410);
+    world.app.stop().await;
+}
+
+on_both_backends!(a_checkout_session_expires_and_its_payment_becomes_expired);

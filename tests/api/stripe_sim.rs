@@ -33,6 +33,7 @@ fn door_checkout(payment_id: &str) -> CheckoutRequest {
         email: Some("guest@example.com".to_string()),
         success_path: "/access/token-1".to_string(),
         cancel_path: "/pay/door-1".to_string(),
+        expires_at: None,
     }
 }
 

@@ -135,6 +135,8 @@ pub struct CheckoutRequest {
     /// Paths on `LATCHKEY_PUBLIC_URL` (e.g. `/access/{token}`, `/pay/{door_uid}`).
     pub success_path: String,
     pub cancel_path: String,
+    /// Unix seconds; `None`: Stripe's default (24 h after creation).
+    pub expires_at: Option<i64>,
 }
 
 /// A created Checkout Session.
@@ -145,6 +147,8 @@ pub struct CheckoutCreated {
     pub url: String,
     /// Present when Stripe creates the PaymentIntent with the session.
     pub payment_intent: Option<String>,
+    /// When Stripe expires the session if unpaid.
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// The PaymentIntent fields the ledger reads.
@@ -199,6 +203,8 @@ struct SessionFields {
     id: String,
     url: Option<String>,
     payment_intent: Option<serde_json::Value>,
+    #[serde(default)]
+    expires_at: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -325,6 +331,9 @@ impl StripeClient {
         if let Some(email) = &request.email {
             create = create.customer_email(email.clone());
         }
+        if let Some(expires_at) = request.expires_at {
+            create = create.expires_at(expires_at);
+        }
         let key = idempotency_key(&request.payment_id, "checkout");
         let session: SessionFields = self.post(create.build(), &key).await?;
         let payment_intent = session.payment_intent.and_then(|value| match value {
@@ -341,6 +350,9 @@ impl StripeClient {
                 StripeApiError::Decode("the Checkout Session has no url".to_string())
             })?,
             payment_intent,
+            expires_at: session
+                .expires_at
+                .and_then(|at| chrono::DateTime::from_timestamp(at, 0)),
         })
     }
 

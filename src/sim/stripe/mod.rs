@@ -28,6 +28,10 @@ use webhooks::Deliverer;
 /// Webhook requests give up after this; a hung endpoint must not pile up tasks.
 const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How often open Checkout Sessions are checked against their `expires_at` (whole
+/// seconds, as Stripe's timestamps).
+const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
+
 #[derive(Clone, Debug)]
 pub struct StripeSimConfig {
     /// The only API key accepted (`sk_test_…`).
@@ -146,6 +150,20 @@ pub fn spawn(listener: TcpListener, config: StripeSimConfig) -> std::io::Result<
     let shutdown = CancellationToken::new();
     let router = api::router(shared.clone());
     let stop = shutdown.clone();
+    let sweeper = shared.clone();
+    let sweeping = shutdown.clone();
+    tokio::spawn(async move {
+        while !sweeping.is_cancelled() {
+            let events = sweeper
+                .lock_state()
+                .expire_due(chrono::Utc::now().timestamp());
+            sweeper.deliverer.dispatch(events);
+            tokio::select! {
+                _ = tokio::time::sleep(EXPIRY_SWEEP) => {}
+                _ = sweeping.cancelled() => {}
+            }
+        }
+    });
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, router)
             .with_graceful_shutdown(async move { stop.cancelled().await })
@@ -203,6 +221,17 @@ impl StripeSimHandle {
 
     pub fn set_delivery(&self, mode: DeliveryMode) {
         *lock(&self.shared.deliverer.mode) = mode;
+    }
+
+    /// Expires an open Checkout Session now, as `POST /v1/checkout/sessions/{id}/expire`
+    /// (or its `expires_at` passing) does: `checkout.session.expired` is delivered.
+    pub fn expire_checkout_session(&self, session_id: &str) -> Result<Value, SimError> {
+        let (session, events) = self
+            .shared
+            .lock_state()
+            .expire_session(session_id, &state::Origin::default())?;
+        self.shared.deliverer.dispatch(events);
+        Ok(session)
     }
 
     /// Pays a Checkout Session with a test card, as the checkout page would.
