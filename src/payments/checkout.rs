@@ -282,8 +282,10 @@ async fn start(
 /// clock at creation, a moment after ours.
 pub fn checkout_expires_at(now: DateTime<Utc>, lifetime: std::time::Duration) -> DateTime<Utc> {
     let leeway = chrono::Duration::minutes(1);
-    let shortest = chrono::Duration::minutes(crate::config::CHECKOUT_EXPIRES_MINUTES_MIN as i64) + leeway;
-    let longest = chrono::Duration::minutes(crate::config::CHECKOUT_EXPIRES_MINUTES_MAX as i64) - leeway;
+    let shortest =
+        chrono::Duration::minutes(crate::config::CHECKOUT_EXPIRES_MINUTES_MIN as i64) + leeway;
+    let longest =
+        chrono::Duration::minutes(crate::config::CHECKOUT_EXPIRES_MINUTES_MAX as i64) - leeway;
     let lifetime = chrono::Duration::from_std(lifetime).unwrap_or(longest);
     now + lifetime.clamp(shortest, longest)
 }
@@ -296,8 +298,14 @@ mod tests {
     fn checkout_expiry_stays_inside_stripes_window() {
         let now = Utc::now();
         let minutes = |m: u64| std::time::Duration::from_secs(m * 60);
-        assert_eq!(checkout_expires_at(now, minutes(30)), now + chrono::Duration::minutes(31));
-        assert_eq!(checkout_expires_at(now, minutes(120)), now + chrono::Duration::minutes(120));
+        assert_eq!(
+            checkout_expires_at(now, minutes(30)),
+            now + chrono::Duration::minutes(31)
+        );
+        assert_eq!(
+            checkout_expires_at(now, minutes(120)),
+            now + chrono::Duration::minutes(120)
+        );
         assert_eq!(
             checkout_expires_at(now, minutes(24 * 60)),
             now + chrono::Duration::minutes(24 * 60 - 1)

@@ -132,7 +132,10 @@ impl DoorAccessWorkflow {
             &deadline,
         )
         .await?;
-        let metadata = caused_by(CommandMetadata::new(Actor::System.to_string(), "workflow"), event);
+        let metadata = caused_by(
+            CommandMetadata::new(Actor::System.to_string(), "workflow"),
+            event,
+        );
         match issue_code(&self.buses, door_uid, payment_id, metadata).await? {
             IssueOutcome::InMaintenance => {
                 tracing::info!(door_uid, payment_id = %payment_id,
@@ -253,7 +256,10 @@ impl DoorAccessWorkflow {
         command: DoorCommand,
         cause: &JournalEvent,
     ) -> anyhow::Result<()> {
-        let metadata = caused_by(CommandMetadata::new(Actor::System.to_string(), "workflow"), cause);
+        let metadata = caused_by(
+            CommandMetadata::new(Actor::System.to_string(), "workflow"),
+            cause,
+        );
         match self.buses.doors.execute(door_uid, command, metadata).await {
             Ok(()) => Ok(()),
             // A refusal is a decision of the Door (maintenance, already revoked, attempts
@@ -268,7 +274,11 @@ impl DoorAccessWorkflow {
 
     /// Orders the refund a compensation decided, through the one refund path
     /// (`RefundOrdered` → the refund job → Stripe).
-    async fn refund_compensated(&self, payment_id: Uuid, event: &JournalEvent) -> anyhow::Result<()> {
+    async fn refund_compensated(
+        &self,
+        payment_id: Uuid,
+        event: &JournalEvent,
+    ) -> anyhow::Result<()> {
         let refund_request_id: Uuid = event
             .payload
             .get("refund_request_id")
@@ -283,8 +293,11 @@ impl DoorAccessWorkflow {
             actor: Actor::System,
             at: Utc::now(),
         };
-        let metadata = caused_by(CommandMetadata::new(Actor::System.to_string(), "workflow"), event)
-            .with("refund_request_id", refund_request_id.to_string());
+        let metadata = caused_by(
+            CommandMetadata::new(Actor::System.to_string(), "workflow"),
+            event,
+        )
+        .with("refund_request_id", refund_request_id.to_string());
         match self
             .buses
             .payments

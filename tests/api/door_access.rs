@@ -344,7 +344,11 @@ async fn a_code_ttlock_never_accepts_is_refunded_after_the_last_attempt(backend:
             .is_some(),
         "the guest is compensated"
     );
-    assert_eq!(events_of(&world.app, "AccessCodeIssueFailed").await, 3, "three attempts");
+    assert_eq!(
+        events_of(&world.app, "AccessCodeIssueFailed").await,
+        3,
+        "three attempts"
+    );
     assert!(
         refunded(&world.app, payment_id).await,
         "the guest is refunded automatically"
@@ -374,7 +378,10 @@ async fn a_code_ttlock_never_accepts_is_refunded_after_the_last_attempt(backend:
         assert_eq!(item["details"]["payment_id"], payment_id.to_string());
     }
     let decision = compensation_audited(&world.app).await;
-    assert_eq!(decision["details"]["rule"], "issue_attempts_exhausted", "{decision}");
+    assert_eq!(
+        decision["details"]["rule"], "issue_attempts_exhausted",
+        "{decision}"
+    );
     assert_eq!(decision["details"]["issue_attempts"], 3, "{decision}");
     assert!(
         decision["details"]["last_error"]
@@ -710,7 +717,12 @@ async fn guest_page_says_refunded(app: &TestApp, status_url: &str) {
     let message = json["message"].as_str().unwrap();
     assert!(message.contains("could not open the door"), "{message}");
     assert!(message.contains("you were refunded"), "{message}");
-    let html = app.get(&format!("/access/{token}")).await.text().await.unwrap();
+    let html = app
+        .get(&format!("/access/{token}"))
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(html.contains("you were refunded"), "{html}");
 }
 
@@ -727,12 +739,18 @@ async fn a_guest_paying_for_a_door_in_maintenance_is_refunded_at_the_deadline(ba
         .stripe
         .pay(&checkout_session, "4242424242424242")
         .unwrap();
-    assert!(refunded(&world.app, payment_id).await, "refunded at the deadline");
+    assert!(
+        refunded(&world.app, payment_id).await,
+        "refunded at the deadline"
+    );
     assert_eq!(stripe_refunds(&world.stripe), 1, "one Stripe refund");
     let decision = compensation_audited(&world.app).await;
     assert_eq!(decision["actor"], "system", "{decision}");
     assert_eq!(decision["details"]["rule"], "deadline_passed", "{decision}");
-    assert_eq!(decision["details"]["door_status"], "maintenance", "{decision}");
+    assert_eq!(
+        decision["details"]["door_status"], "maintenance",
+        "{decision}"
+    );
     assert_eq!(decision["details"]["deadline_seconds"], 2, "{decision}");
     assert_eq!(decision["details"]["payment_id"], payment_id.to_string());
     let ordered = get_json(&world.app, "/api/audit?action=refund_requested").await;
@@ -754,7 +772,11 @@ async fn a_guest_paying_for_a_door_in_maintenance_is_refunded_at_the_deadline(ba
         .await,
         "the waiting issue job ends"
     );
-    assert_eq!(events_of(&world.app, "AccessCodeIssued").await, 0, "no code for a refunded guest");
+    assert_eq!(
+        events_of(&world.app, "AccessCodeIssued").await,
+        0,
+        "no code for a refunded guest"
+    );
     assert_eq!(stripe_refunds(&world.stripe), 1);
     world.app.stop().await;
 }
@@ -800,7 +822,10 @@ async fn maintenance_ending_before_the_deadline_issues_the_code_and_refunds_noth
     );
     assert_eq!(events_of(&world.app, "AccessCompensationDecided").await, 0);
     assert_eq!(stripe_refunds(&world.stripe), 0, "no refund");
-    assert_eq!(payment_status(&world.app, payment_id).await, PaymentStatus::Succeeded);
+    assert_eq!(
+        payment_status(&world.app, payment_id).await,
+        PaymentStatus::Succeeded
+    );
     let token = status_url.rsplit('/').next().unwrap();
     let page: Value = world
         .app
@@ -837,19 +862,15 @@ async fn an_operator_reissue_before_the_deadline_issues_the_code_and_refunds_not
     let refused = world.app.post_json(&path, Some(&auditor), &json!({})).await;
     assert_eq!(refused.status(), 403);
     assert_eq!(
-        world
-            .app
-            .post_json(&path, None, &json!({}))
-            .await
-            .status(),
+        world.app.post_json(&path, None, &json!({})).await.status(),
         401
     );
-    world
-        .ttlock
-        .set_gateway_online(GATEWAY_LOCK, true)
-        .unwrap();
+    world.ttlock.set_gateway_online(GATEWAY_LOCK, true).unwrap();
     let operator = world.app.token(latchkey::http::auth::Role::Operator).await;
-    let response = world.app.post_json(&path, Some(&operator), &json!({})).await;
+    let response = world
+        .app
+        .post_json(&path, Some(&operator), &json!({}))
+        .await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["state"], "issued", "{body}");
@@ -949,7 +970,14 @@ async fn a_checkout_session_expires_and_its_payment_becomes_expired(backend: Bac
         "an expired session cannot be paid"
     );
     let token = status_url.rsplit('/').next().unwrap();
-    assert_eq!(world.app.get(&format!("/api/access/{token}")).await.status(), 410);
+    assert_eq!(
+        world
+            .app
+            .get(&format!("/api/access/{token}"))
+            .await
+            .status(),
+        410
+    );
     world.app.stop().await;
 }
 

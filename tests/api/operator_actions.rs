@@ -215,7 +215,11 @@ async fn code_actions_and_release_need_an_operator_and_a_fitting_payment(backend
     for action in ["retry-code", "reissue-code", "release-hold"] {
         let path = format!("/api/payments/{payment_id}/{action}");
         let body = json!({"reason": "guest called"});
-        assert_eq!(app.post_json(&path, None, &body).await.status(), 401, "{action}");
+        assert_eq!(
+            app.post_json(&path, None, &body).await.status(),
+            401,
+            "{action}"
+        );
         assert_eq!(
             app.post_json(&path, Some(&auditor), &body).await.status(),
             403,
@@ -225,10 +229,16 @@ async fn code_actions_and_release_need_an_operator_and_a_fitting_payment(backend
     for action in ["retry-code", "reissue-code"] {
         let path = format!("/api/payments/{payment_id}/{action}");
         let refused = app.post_json(&path, Some(&operator), &json!({})).await;
-        assert_eq!(refused.status(), 409, "{action}: the payment is not paid yet");
+        assert_eq!(
+            refused.status(),
+            409,
+            "{action}: the payment is not paid yet"
+        );
         let unknown = format!("/api/payments/{}/{action}", Uuid::new_v4());
         assert_eq!(
-            app.post_json(&unknown, Some(&operator), &json!({})).await.status(),
+            app.post_json(&unknown, Some(&operator), &json!({}))
+                .await
+                .status(),
             404
         );
     }

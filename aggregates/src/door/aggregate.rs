@@ -592,7 +592,8 @@ impl Door {
             from: at,
             to: at + Duration::minutes(i64::from(access_minutes)),
         };
-        events.push(attempt_issue(profile, payment_id, attempts_so_far + 1, window, services).await);
+        events
+            .push(attempt_issue(profile, payment_id, attempts_so_far + 1, window, services).await);
         Ok(events)
     }
 

@@ -67,7 +67,9 @@ impl CompensationRule {
     pub fn describe(self) -> &'static str {
         match self {
             Self::DeadlinePassed => "no door code could be issued in time after payment",
-            Self::IssueAttemptsExhausted => "the lock did not accept a door code after repeated attempts",
+            Self::IssueAttemptsExhausted => {
+                "the lock did not accept a door code after repeated attempts"
+            }
             Self::IssueRefused => "the lock refused the door code",
         }
     }

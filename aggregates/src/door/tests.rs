@@ -772,5 +772,9 @@ async fn a_replacement_whose_old_code_cannot_be_deleted_changes_nothing() {
             payment_id: PAYMENT,
             reason: "lock offline".to_owned(),
         });
-    assert_eq!(locks.calls().len(), 1, "no new code without the old one gone");
+    assert_eq!(
+        locks.calls().len(),
+        1,
+        "no new code without the old one gone"
+    );
 }

@@ -804,14 +804,20 @@ mod tests {
         for minutes in [10, 25 * 60] {
             let at = now() + minutes * 60;
             let error = state
-                .create_checkout_session(&session_params(&format!("&expires_at={at}")), "http://sim")
+                .create_checkout_session(
+                    &session_params(&format!("&expires_at={at}")),
+                    "http://sim",
+                )
                 .unwrap_err();
             assert_eq!(error.param.as_deref(), Some("expires_at"));
         }
         let session = state
             .create_checkout_session(&session_params(""), "http://sim")
             .unwrap();
-        assert_eq!(session["expires_at"], session["created"].as_i64().unwrap() + 86_400);
+        assert_eq!(
+            session["expires_at"],
+            session["created"].as_i64().unwrap() + 86_400
+        );
     }
 
     #[test]

@@ -19,7 +19,6 @@ use super::{
     Operator, OperatorForm, PageResult,
 };
 use crate::http::auth::Permission;
-use latchkey_aggregates::door::{AccessCodeState, ReissueMode};
 use crate::http::journal_api::JournalEventView;
 use crate::http::operator_actions::{self, RefundBody};
 use crate::http::payments::{decode_cursor, encode_cursor, filter_of, PaymentQuery, STATUSES};
@@ -27,6 +26,7 @@ use crate::http::read_params::{internal, DEFAULT_LIMIT};
 use crate::http::reports::csv_field;
 use crate::http::{ApiError, AppState};
 use crate::projections_runtime::PooledConn;
+use latchkey_aggregates::door::{AccessCodeState, ReissueMode};
 
 /// Rows per CSV query: the export streams the whole filtered list in keyset chunks.
 const CSV_CHUNK: i64 = 1000;
@@ -418,8 +418,12 @@ async fn code_action(state: &AppState, op: &Operator, id: &str, mode: ReissueMod
 fn action_notice(done: &str) -> Option<&'static str> {
     match done {
         "code_issued" => Some("The new code is on the lock; the guest's page shows it."),
-        "code_failed" => Some("The lock did not take the code yet; it is retried automatically (see the history)."),
-        "release_requested" => Some("Release requested. The payment becomes cancelled when Stripe confirms it."),
+        "code_failed" => Some(
+            "The lock did not take the code yet; it is retried automatically (see the history).",
+        ),
+        "release_requested" => {
+            Some("Release requested. The payment becomes cancelled when Stripe confirms it.")
+        }
         _ => None,
     }
 }
