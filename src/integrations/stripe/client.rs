@@ -198,6 +198,25 @@ pub struct EventPage {
     pub has_more: bool,
 }
 
+/// Which events of the Events API to list (see [`StripeClient::list_events`]).
+#[derive(Clone, Copy, Debug)]
+pub struct EventQuery<'a> {
+    pub position: EventPosition<'a>,
+    /// Only these types (`types[]`); empty lists every type.
+    pub types: &'a [&'a str],
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum EventPosition<'a> {
+    /// Created after `created_after` (Unix seconds), older than `starting_after`.
+    Older {
+        created_after: i64,
+        starting_after: Option<&'a str>,
+    },
+    /// Just newer than `ending_before`.
+    Newer { ending_before: &'a str },
+}
+
 #[derive(Deserialize)]
 struct SessionFields {
     id: String,
@@ -406,19 +425,30 @@ impl StripeClient {
         self.get(retrieve.build()).await
     }
 
-    /// Events created after `created_after` (unix seconds), one page at a time: pass the
-    /// previous page's last id as `starting_after`. The page is in Stripe's order, newest
-    /// first, so its last event is the cursor for the next (older) page.
-    pub async fn list_events_since(
-        &self,
-        created_after: i64,
-        starting_after: Option<&str>,
-    ) -> Result<EventPage, StripeApiError> {
+    /// One page of the Events API, in Stripe's order (newest first). `Older` pages walk
+    /// back in time (the previous page's last id is the next `starting_after`); `Newer`
+    /// lists the events just after a known one (`ending_before`), the way forward.
+    pub async fn list_events(&self, query: &EventQuery<'_>) -> Result<EventPage, StripeApiError> {
         let mut list = stripe_core::event::ListEvent::new()
-            .created(stripe_types::RangeQueryTs::gt(created_after))
-            .limit(EVENTS_PAGE);
-        if let Some(cursor) = starting_after {
-            list = list.starting_after(cursor);
+            .limit(EVENTS_PAGE)
+            .types(
+                query
+                    .types
+                    .iter()
+                    .map(|kind| kind.to_string())
+                    .collect::<Vec<_>>(),
+            );
+        match query.position {
+            EventPosition::Older {
+                created_after,
+                starting_after,
+            } => {
+                list = list.created(stripe_types::RangeQueryTs::gt(created_after));
+                if let Some(cursor) = starting_after {
+                    list = list.starting_after(cursor);
+                }
+            }
+            EventPosition::Newer { ending_before } => list = list.ending_before(ending_before),
         }
         let page: serde_json::Value = self.get(list.build()).await?;
         let has_more = page

@@ -222,6 +222,14 @@ async fn stripe_get(
             .get(*id)
             .cloned()
             .ok_or_else(|| SimError::missing("payment_intent", id)),
+        ["v1", "events"] if shared.event_list_fails() => Err(SimError {
+            status: 500,
+            kind: "api_error",
+            code: None,
+            decline_code: None,
+            message: "Simulated Stripe failure while listing events.".to_string(),
+            param: None,
+        }),
         ["v1", "events"] => state.list_events(&params),
         ["v1", "events", id] => state
             .events

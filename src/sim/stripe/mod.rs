@@ -69,6 +69,9 @@ pub(crate) struct Shared {
     /// (requests left to fail, status): makes the next API requests fail before they
     /// execute, as a Stripe outage does, to exercise the client's retries.
     failures: Mutex<(u32, u16)>,
+    /// (event list requests to answer, then how many to fail with 500): stops a client
+    /// paging through `/v1/events` half-way.
+    event_list_failures: Mutex<(u32, u32)>,
     /// (POSTs left to delay, delay): the next POSTs execute (and their webhooks go out)
     /// at once, but their answers come back only after the delay — a slow Stripe, whose
     /// webhooks overtake its answers.
@@ -91,6 +94,22 @@ impl Shared {
             message: "Simulated Stripe failure; retry with the same idempotency key.".to_string(),
             param: None,
         })
+    }
+
+    /// Whether this `/v1/events` request is one to fail (see `fail_event_lists_after`).
+    fn event_list_fails(&self) -> bool {
+        let mut plan = lock(&self.event_list_failures);
+        match *plan {
+            (0, 0) => false,
+            (0, count) => {
+                plan.1 = count - 1;
+                true
+            }
+            (skip, _) => {
+                plan.0 = skip - 1;
+                false
+            }
+        }
     }
 
     /// Consumes one answer delay, if any is left.
@@ -145,6 +164,7 @@ pub fn spawn(listener: TcpListener, config: StripeSimConfig) -> std::io::Result<
         state: Mutex::new(SimState::default()),
         deliverer,
         failures: Mutex::new((0, 500)),
+        event_list_failures: Mutex::new((0, 0)),
         answer_delays: Mutex::new((0, Duration::ZERO)),
     });
     let shutdown = CancellationToken::new();
@@ -201,6 +221,22 @@ impl StripeSimHandle {
     /// The next `count` API requests fail with `status` before doing anything.
     pub fn fail_next(&self, count: u32, status: u16) {
         *lock(&self.shared.failures) = (count, status);
+    }
+
+    /// After `skip` more `/v1/events` list requests are answered, the next `count` fail
+    /// with 500 (a client paging through the list is stopped half-way).
+    pub fn fail_event_lists_after(&self, skip: u32, count: u32) {
+        *lock(&self.shared.event_list_failures) = (skip, count);
+    }
+
+    /// Moves every stored event `seconds` into the past, as if they were created then
+    /// (their order is kept).
+    pub fn backdate_events(&self, seconds: i64) {
+        for event in &mut self.shared.lock_state().events {
+            if let Some(created) = event["created"].as_i64() {
+                event["created"] = serde_json::json!(created - seconds);
+            }
+        }
     }
 
     /// The next `count` POSTs are executed at once but answered after `delay`.

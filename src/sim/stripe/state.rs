@@ -733,8 +733,15 @@ impl SimState {
                 .position(|event| event["id"] == before)
                 .ok_or_else(|| SimError::missing("event", before))?;
             newest_first.truncate(position);
+            // The page just newer than the cursor; `has_more`: still newer ones beyond it.
             let skip = newest_first.len().saturating_sub(limit);
             newest_first.drain(..skip);
+            return Ok(json!({
+                "object": "list",
+                "data": newest_first,
+                "has_more": skip > 0,
+                "url": "/v1/events",
+            }));
         }
         let has_more = newest_first.len() > limit;
         newest_first.truncate(limit);
