@@ -355,13 +355,17 @@ mod tests {
 
     #[test]
     fn every_used_event_type_is_translated_and_no_other() {
-        let not_used = |translation: Result<Translation, TranslateError>| {
-            matches!(translation, Ok(Translation::Ignore { reason }) if reason.contains("not used"))
-        };
+        let not_used = |translation: Result<Translation, TranslateError>| matches!(translation, Ok(Translation::Ignore { reason }) if reason.contains("not used"));
         for kind in USED_EVENT_TYPES {
-            assert!(!not_used(translate(&event(kind, json!({"id": "x"})), now())), "{kind}");
+            assert!(
+                !not_used(translate(&event(kind, json!({"id": "x"})), now())),
+                "{kind}"
+            );
         }
-        assert!(not_used(translate(&event("charge.succeeded", json!({"id": "x"})), now())));
+        assert!(not_used(translate(
+            &event("charge.succeeded", json!({"id": "x"})),
+            now()
+        )));
     }
 
     #[test]

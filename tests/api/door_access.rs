@@ -982,3 +982,47 @@ async fn a_checkout_session_expires_and_its_payment_becomes_expired(backend: Bac
 }
 
 on_both_backends!(a_checkout_session_expires_and_its_payment_becomes_expired);
+
+/// Every webhook of a paid payment was lost and its events are older than the catch-up
+/// job lists (31 days): the per-payment re-sync asks Stripe for the PaymentIntent of the
+/// stuck `pending` payment, feeds the success into the inbox, and the guest gets a code.
+async fn a_payment_whose_events_fell_outside_the_list_is_recovered_by_the_resync(backend: Backend) {
+    let mut options = BuildOptions::default();
+    options.stripe.catch_up = latchkey::integrations::stripe::CatchUpOptions {
+        interval: None,
+        resync_after: Duration::ZERO,
+        ..Default::default()
+    };
+    let world = world_with(backend, options).await;
+    world.stripe.set_delivery(DeliveryMode::Off);
+    let payment_id = pay(&world).await;
+    world.stripe.backdate_events(31 * 24 * 60 * 60);
+    let stripe = world.app.state.stripe.clone();
+    assert!(
+        eventually(100, Duration::from_millis(100), || async {
+            stripe.catch_up_now().await.unwrap();
+            payment_status(&world.app, payment_id).await == PaymentStatus::Succeeded
+        })
+        .await,
+        "the re-sync recovers the success"
+    );
+    let sources: Vec<(String, String)> = latchkey::on_pool!(&world.app.database, pool => {
+        sqlx::query_as("SELECT event_id, source FROM stripe_inbox")
+            .fetch_all(pool)
+            .await
+            .unwrap()
+    });
+    assert!(
+        sources
+            .iter()
+            .any(|(id, source)| id.starts_with("evt_resync_") && source == "catch_up"),
+        "{sources:?}"
+    );
+    assert!(code_reaches(&world, payment_id, AccessCodeState::Issued)
+        .await
+        .is_some());
+    assert_eq!(stripe.catch_up_now().await.unwrap().inserted, 0, "once");
+    world.app.stop().await;
+}
+
+on_both_backends!(a_payment_whose_events_fell_outside_the_list_is_recovered_by_the_resync);

@@ -581,14 +581,24 @@ async fn catch_up_walks_every_lost_event_and_resumes_after_a_stop(backend: Backe
     // Three requests find the oldest event (252 listed newest first, 100 a page), the
     // fourth brings the 100 after it; then Stripe fails.
     sim.fail_event_lists_after(4, 100);
-    assert!(app.stripe.catch_up_now().await.is_err(), "the first run stops");
+    assert!(
+        app.stripe.catch_up_now().await.is_err(),
+        "the first run stops"
+    );
     let after_first = inbox_rows(&database).await.len();
-    assert_eq!(after_first, 3 + 101, "the oldest event and the page after it");
+    assert_eq!(
+        after_first,
+        3 + 101,
+        "the oldest event and the page after it"
+    );
     sim.fail_event_lists_after(0, 0);
     let requests_before = sim.requests().len();
     let report = app.stripe.catch_up_now().await.unwrap();
     assert_eq!(report.inserted, 250 - 101, "{report:?}");
-    let resumed = sim.requests()[requests_before].query.clone().unwrap_or_default();
+    let resumed = sim.requests()[requests_before]
+        .query
+        .clone()
+        .unwrap_or_default();
     assert!(
         resumed.contains("ending_before"),
         "the second run starts at the cursor: {resumed}"
@@ -608,8 +618,15 @@ async fn catch_up_walks_every_lost_event_and_resumes_after_a_stop(backend: Backe
         .into_iter()
         .map(|(id, _)| id)
         .collect();
-    assert!(used.iter().all(|id| stored.contains(id)), "every lost event is in the inbox");
-    assert_eq!(stored.len(), 253, "once each, plus the delivered charge.succeeded");
+    assert!(
+        used.iter().all(|id| stored.contains(id)),
+        "every lost event is in the inbox"
+    );
+    assert_eq!(
+        stored.len(),
+        253,
+        "once each, plus the delivered charge.succeeded"
+    );
     let again = app.stripe.catch_up_now().await.unwrap();
     assert_eq!(again.inserted, 0);
     sim.stop().await;

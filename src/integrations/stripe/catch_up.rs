@@ -35,6 +35,9 @@ pub struct CatchUpOptions {
     pub interval: Option<Duration>,
     /// Where the first run starts. Stripe keeps events 30 days.
     pub initial_lookback: Duration,
+    /// A payment `pending` or `authorized` for longer than this is checked against
+    /// Stripe's PaymentIntent (and Checkout Session) at each run ([`super::resync`]).
+    pub resync_after: Duration,
 }
 
 impl Default for CatchUpOptions {
@@ -42,6 +45,7 @@ impl Default for CatchUpOptions {
         CatchUpOptions {
             interval: Some(Duration::from_secs(5 * 60)),
             initial_lookback: Duration::from_secs(30 * 24 * 60 * 60),
+            resync_after: Duration::from_secs(60 * 60),
         }
     }
 }
@@ -64,6 +68,8 @@ pub enum CatchUpError {
     Stripe(#[from] StripeApiError),
     #[error("the inbox could not be read or written: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("the payments read model could not be read: {0}")]
+    ReadModel(String),
 }
 
 /// One catch-up run.
@@ -84,13 +90,17 @@ pub async fn run_once(
         ran: true,
         ..Default::default()
     };
-    let result = walk_forward(inbox, client, options, &mut report).await;
+    let walked = walk_forward(inbox, client, options, &mut report).await;
     if let Some(connection) = lock {
         // Closing the session releases the advisory lock; returning it to the pool
         // would leave the lock held by an idle connection.
         drop(connection.detach());
     }
-    result.map(|()| report)
+    walked?;
+    // Outside the lock (it needs a connection of its own): two instances re-syncing at
+    // once store each synthetic event once anyway.
+    super::resync::resync_stuck(inbox, client, options.resync_after, &mut report).await?;
+    Ok(report)
 }
 
 /// The cursor: the newest event fed so far, and its `created`.
@@ -195,6 +205,23 @@ async fn start_at_oldest(
     };
     save_cursor(inbox.database(), &cursor).await?;
     Ok(Some(cursor))
+}
+
+/// Stores an event built from Stripe's objects (see [`super::resync`]) unless stored.
+pub(super) async fn feed_raw(
+    inbox: &Inbox,
+    event: &serde_json::Value,
+    report: &mut CatchUpReport,
+) -> Result<(), CatchUpError> {
+    let listed = ListedEvent {
+        id: event["id"].as_str().unwrap_or_default().to_string(),
+        event_type: event["type"].as_str().unwrap_or_default().to_string(),
+        created: event["created"].as_i64().unwrap_or_default(),
+        livemode: event["livemode"].as_bool().unwrap_or(false),
+        api_version: None,
+        raw: event.to_string(),
+    };
+    feed(inbox, &listed, report).await
 }
 
 /// Stores one listed event in the inbox unless it is there already.

@@ -17,7 +17,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use stripe::{IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
-use stripe_client_core::RequestBuilder;
+use stripe_client_core::{RequestBuilder, StripeMethod};
 use tracing::{debug, warn};
 use url::Url;
 
@@ -423,6 +423,17 @@ impl StripeClient {
     ) -> Result<PaymentIntentSummary, StripeApiError> {
         let retrieve = stripe_core::payment_intent::RetrievePaymentIntent::new(payment_intent);
         self.get(retrieve.build()).await
+    }
+
+    /// An object as Stripe returns it, e.g. `("payment_intents", "pi_…")` or
+    /// `("checkout/sessions", "cs_…")`: for re-syncing a payment from Stripe's own state.
+    pub async fn retrieve_raw(
+        &self,
+        collection: &str,
+        id: &str,
+    ) -> Result<serde_json::Value, StripeApiError> {
+        let request = RequestBuilder::new(StripeMethod::Get, format!("/{collection}/{id}"));
+        self.get(request).await
     }
 
     /// One page of the Events API, in Stripe's order (newest first). `Older` pages walk
