@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use cqrs_es::AggregateError;
-use latchkey_aggregates::door::{CompensationRule, DoorCommand, DoorError};
+use latchkey_aggregates::door::{CompensationRule, DoorCommand};
 use latchkey_aggregates::Actor;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
@@ -285,12 +285,10 @@ async fn run(buses: &Buses, job: &Job) -> anyhow::Result<()> {
     };
     match buses.doors.execute(&door_uid, command, metadata).await {
         Ok(()) => Ok(()),
+        // Revoking and expiring work in maintenance too: a refusal is final.
         Err(AggregateError::UserError(refusal)) => {
             tracing::info!(door_uid = %door_uid, refusal = %refusal, "scheduled job no longer applies");
-            match refusal {
-                DoorError::InMaintenance { .. } => Err(anyhow::anyhow!("{refusal}")),
-                _ => Ok(()),
-            }
+            Ok(())
         }
         Err(other) => Err(anyhow::anyhow!("{other}")),
     }

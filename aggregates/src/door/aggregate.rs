@@ -597,6 +597,45 @@ impl Door {
         Ok(events)
     }
 
+    /// Deletes a live code before its replacement is issued; refuses (changing nothing)
+    /// when the lock cannot delete it, or when its window is over.
+    async fn delete_for_replacement(
+        &self,
+        profile: &DoorProfile,
+        live: &AccessCode,
+        at: DateTime<Utc>,
+        services: &DoorServices,
+    ) -> Result<Replaced, DoorError> {
+        let payment_id = live.payment_id;
+        let valid_to = live.valid_to.unwrap_or(at);
+        if valid_to <= at {
+            return Err(DoorError::AccessCodeExpired {
+                payment_id,
+                valid_to,
+            });
+        }
+        let deleted = match live.passcode_id {
+            Some(passcode_id) => {
+                services
+                    .locks
+                    .delete_passcode(profile.lock_id, passcode_id)
+                    .await
+                    .map_err(|error| DoorError::PreviousCodeNotDeleted {
+                        payment_id,
+                        reason: error.message,
+                    })?;
+                true
+            }
+            None => false,
+        };
+        Ok(Replaced {
+            valid_to,
+            deleted,
+            // A code the lock keeps offline outlives its cloud record.
+            still_valid_until: (!live.remotely_revocable).then_some(valid_to),
+        })
+    }
+
     fn compensate(&self, decision: Compensation) -> Result<Vec<DoorEvent>, DoorError> {
         self.registered()?;
         let access = self.access_codes.get(&decision.payment_id);
@@ -692,27 +731,11 @@ impl Door {
             at,
         };
         if let Some(live) = live {
-            let valid_to = live.valid_to.unwrap_or(window.to);
-            if valid_to <= at {
-                return Err(DoorError::AccessCodeExpired {
-                    payment_id,
-                    valid_to,
-                });
-            }
+            let replaced = self
+                .delete_for_replacement(profile, live, at, services)
+                .await?;
             // The replacement keeps what the guest has left, not a fresh window.
-            window.to = valid_to;
-            let deleted = match live.passcode_id {
-                Some(passcode_id) => services
-                    .locks
-                    .delete_passcode(profile.lock_id, passcode_id)
-                    .await
-                    .map_err(|error| DoorError::PreviousCodeNotDeleted {
-                        payment_id,
-                        reason: error.message,
-                    })
-                    .map(|()| true)?,
-                None => false,
-            };
+            window.to = replaced.valid_to;
             if let DoorEvent::AccessCodeReissueRequested {
                 previous_passcode_id,
                 previous_deleted,
@@ -721,9 +744,8 @@ impl Door {
             } = &mut request
             {
                 *previous_passcode_id = live.passcode_id;
-                *previous_deleted = deleted;
-                // A code the lock keeps offline outlives its cloud record.
-                *previous_still_valid_until = (!live.remotely_revocable).then_some(valid_to);
+                *previous_deleted = replaced.deleted;
+                *previous_still_valid_until = replaced.still_valid_until;
             }
         }
         events.push(request);
@@ -858,6 +880,14 @@ struct Reissue {
     locked_minutes: Option<u32>,
     actor: Actor,
     at: DateTime<Utc>,
+}
+
+/// What deleting a live code before its replacement did.
+struct Replaced {
+    /// The old window's end, which the replacement keeps.
+    valid_to: DateTime<Utc>,
+    deleted: bool,
+    still_valid_until: Option<DateTime<Utc>>,
 }
 
 /// The validity window one attempt asks TTLock for.
