@@ -125,6 +125,32 @@ pub struct Settings {
     pub security: SecuritySettings,
     /// Signed checkpoints of the journal's global commitment.
     pub ledger: LedgerSettings,
+    /// How long a paid guest may wait for access, and a checkout for payment.
+    pub access: AccessSettings,
+}
+
+/// Time limits that keep a guest from paying for nothing (issue 14).
+#[derive(Clone, Debug)]
+pub struct AccessSettings {
+    /// `LATCHKEY_ACCESS_DEADLINE_MINUTES`: after a door payment succeeds, how long its code
+    /// may take (maintenance, TTLock or gateway offline) before the guest is refunded.
+    pub deadline: std::time::Duration,
+    /// `LATCHKEY_CHECKOUT_EXPIRES_MINUTES`: a Checkout Session's lifetime (its
+    /// `expires_at`); Stripe accepts 30 minutes to 24 hours.
+    pub checkout_expires: std::time::Duration,
+}
+
+/// Stripe's bounds on a Checkout Session's `expires_at`, from its creation.
+pub const CHECKOUT_EXPIRES_MINUTES_MIN: u64 = 30;
+pub const CHECKOUT_EXPIRES_MINUTES_MAX: u64 = 24 * 60;
+
+impl Default for AccessSettings {
+    fn default() -> Self {
+        AccessSettings {
+            deadline: std::time::Duration::from_secs(15 * 60),
+            checkout_expires: std::time::Duration::from_secs(30 * 60),
+        }
+    }
 }
 
 /// What the "Security" section of the README describes: who is believed, what may be
@@ -357,6 +383,14 @@ impl Settings {
                     3_600,
                 )?),
             },
+            access: AccessSettings {
+                deadline: minutes(
+                    get("LATCHKEY_ACCESS_DEADLINE_MINUTES"),
+                    "LATCHKEY_ACCESS_DEADLINE_MINUTES",
+                    15,
+                )?,
+                checkout_expires: checkout_expires(get("LATCHKEY_CHECKOUT_EXPIRES_MINUTES"))?,
+            },
             log_format: match get("LATCHKEY_LOG_FORMAT") {
                 None | Some("text") => LogFormat::Text,
                 Some("json") => LogFormat::Json,
@@ -407,6 +441,22 @@ fn minutes(
         },
     };
     Ok(std::time::Duration::from_secs(count.saturating_mul(60)))
+}
+
+/// `LATCHKEY_CHECKOUT_EXPIRES_MINUTES` within Stripe's bounds (default 30).
+fn checkout_expires(value: Option<&str>) -> Result<std::time::Duration, ConfigError> {
+    let variable = "LATCHKEY_CHECKOUT_EXPIRES_MINUTES";
+    let duration = minutes(value, variable, CHECKOUT_EXPIRES_MINUTES_MIN)?;
+    let bounds = CHECKOUT_EXPIRES_MINUTES_MIN * 60..=CHECKOUT_EXPIRES_MINUTES_MAX * 60;
+    if !bounds.contains(&duration.as_secs()) {
+        return Err(ConfigError {
+            variable,
+            reason: format!(
+                "Stripe expires a Checkout Session {CHECKOUT_EXPIRES_MINUTES_MIN} to {CHECKOUT_EXPIRES_MINUTES_MAX} minutes after its creation"
+            ),
+        });
+    }
+    Ok(duration)
 }
 
 /// A comma-separated list of CIDR ranges.
@@ -571,6 +621,28 @@ mod tests {
         assert_eq!(settings.listen.to_string(), "127.0.0.1:3000");
         assert_eq!(settings.public_url.as_str(), "http://localhost:3000/");
         assert!(settings.stripe.secret_key.is_none());
+    }
+
+    #[test]
+    fn access_deadline_and_checkout_lifetime_default_and_stay_in_stripes_bounds() {
+        let settings = Settings::from_vars(&vars(&[])).unwrap();
+        assert_eq!(settings.access.deadline.as_secs(), 15 * 60);
+        assert_eq!(settings.access.checkout_expires.as_secs(), 30 * 60);
+        let settings = Settings::from_vars(&vars(&[
+            ("LATCHKEY_ACCESS_DEADLINE_MINUTES", "5"),
+            ("LATCHKEY_CHECKOUT_EXPIRES_MINUTES", "1440"),
+        ]))
+        .unwrap();
+        assert_eq!(settings.access.deadline.as_secs(), 300);
+        assert_eq!(settings.access.checkout_expires.as_secs(), 86_400);
+        for too_short_or_long in ["29", "1441"] {
+            let error = Settings::from_vars(&vars(&[(
+                "LATCHKEY_CHECKOUT_EXPIRES_MINUTES",
+                too_short_or_long,
+            )]))
+            .unwrap_err();
+            assert_eq!(error.variable, "LATCHKEY_CHECKOUT_EXPIRES_MINUTES");
+        }
     }
 
     #[test]

@@ -174,6 +174,7 @@ impl Application {
                     max: options.workflows.retry_max,
                     attempts: options.workflows.access_code_attempts,
                 },
+                settings.access.deadline,
             );
             background.push(subscriptions.spawn(Arc::new(door_access), shutdown.child_token()));
             let refunds = RefundWorkflow::new(database.clone());

@@ -19,6 +19,24 @@ use uuid::Uuid;
 /// Metadata key holding our payment id on Checkout Sessions, PaymentIntents and refunds.
 pub const PAYMENT_ID_METADATA: &str = "latchkey_payment_id";
 
+/// Every Stripe event type [`translate`] turns into a payment fact: what the catch-up job
+/// lists (webhook endpoints should send these too).
+pub const USED_EVENT_TYPES: &[&str] = &[
+    "checkout.session.completed",
+    "checkout.session.async_payment_succeeded",
+    "checkout.session.async_payment_failed",
+    "checkout.session.expired",
+    "payment_intent.succeeded",
+    "payment_intent.amount_capturable_updated",
+    "payment_intent.payment_failed",
+    "payment_intent.canceled",
+    "charge.refunded",
+    "refund.created",
+    "refund.updated",
+    "refund.failed",
+    "charge.dispute.created",
+];
+
 /// Metadata key holding our refund request id on the refunds we create.
 pub const REFUND_REQUEST_METADATA: &str = "latchkey_refund_request_id";
 
@@ -334,6 +352,21 @@ mod tests {
     }
 
     const PAYMENT: &str = "6f1c1f7e-6d1f-4b4e-9d0e-3c2b1a0f9e8d";
+
+    #[test]
+    fn every_used_event_type_is_translated_and_no_other() {
+        let not_used = |translation: Result<Translation, TranslateError>| matches!(translation, Ok(Translation::Ignore { reason }) if reason.contains("not used"));
+        for kind in USED_EVENT_TYPES {
+            assert!(
+                !not_used(translate(&event(kind, json!({"id": "x"})), now())),
+                "{kind}"
+            );
+        }
+        assert!(not_used(translate(
+            &event("charge.succeeded", json!({"id": "x"})),
+            now()
+        )));
+    }
 
     #[test]
     fn a_payment_intent_success_confirms_with_the_amount_received() {

@@ -72,6 +72,23 @@ fn samples() -> Vec<(&'static str, Value)> {
                    "error": "TTLock answered -3003", "actor": {"kind": "system"}, "at": at}),
         ),
         (
+            "Door",
+            json!({"type": "AccessCompensationDecided",
+                   "payment_id": "a10a5ff6-db0d-44f4-b9cb-edd37d8f1b54",
+                   "rule": "deadline_passed",
+                   "refund_request_id": "0f5b8a52-3a43-4f57-a8f6-6f1f0f6c0a11",
+                   "door_status": "maintenance", "code_state": "failed", "issue_attempts": 3,
+                   "last_error": "gateway offline", "paid_at": at, "deadline_seconds": 900,
+                   "actor": {"kind": "system"}, "at": at}),
+        ),
+        (
+            "Door",
+            json!({"type": "AccessCodeReissueRequested",
+                   "payment_id": "a10a5ff6-db0d-44f4-b9cb-edd37d8f1b54", "mode": "replace",
+                   "previous_passcode_id": 90412201, "previous_deleted": true,
+                   "actor": {"kind": "operator", "id": "alice"}, "at": at}),
+        ),
+        (
             "Device",
             json!({"type": "QueuedSessionWithdrawn", "session_id": session_id, "at": at}),
         ),

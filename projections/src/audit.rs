@@ -189,6 +189,16 @@ pub const ACTIONS: &[(&str, &str, Rule)] = &[
         Rule::Fixed("access_code_expired"),
     ),
     (
+        "Door",
+        "AccessCompensationDecided",
+        Rule::Fixed("access_compensation_decided"),
+    ),
+    (
+        "Door",
+        "AccessCodeReissueRequested",
+        Rule::Fixed("access_code_reissued"),
+    ),
+    (
         "Device",
         "DeviceRegistered",
         Rule::Fixed("device_registered"),
@@ -565,7 +575,7 @@ mod tests {
                 .count();
             assert_eq!(duplicates, 0, "{aggregate} {event} is listed twice");
         }
-        assert_eq!(ACTIONS.len(), 22 + 12 + 10 + 15);
+        assert_eq!(ACTIONS.len(), 22 + 14 + 10 + 15);
     }
 
     #[test]

@@ -136,7 +136,9 @@ async fn apply_door(
         | DoorEvent::AccessCodeIssueFailed { .. }
         | DoorEvent::AccessCodeRevoked { .. }
         | DoorEvent::AccessCodeRevocationPending { .. }
-        | DoorEvent::AccessCodeExpired { .. } => {}
+        | DoorEvent::AccessCodeExpired { .. }
+        | DoorEvent::AccessCompensationDecided { .. }
+        | DoorEvent::AccessCodeReissueRequested { .. } => {}
     }
     Ok(())
 }

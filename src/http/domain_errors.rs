@@ -35,6 +35,7 @@ impl Refusal for DoorError {
         match self {
             DoorError::NotRegistered => ApiError::NotFound(message),
             DoorError::InvalidDoor { .. } => ApiError::Invalid(message),
+            DoorError::PreviousCodeNotDeleted { .. } => ApiError::Upstream(message),
             _ => ApiError::Conflict(message),
         }
     }

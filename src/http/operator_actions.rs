@@ -1,13 +1,14 @@
 //! Operators act on payments, sessions and doors: refund (admins), force-end a session,
-//! sync doors from TTLock's lock list.
+//! sync doors from TTLock's lock list, retry or reissue a door payment's code, release a
+//! device payment's hold.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
 use chrono::Utc;
-use latchkey_aggregates::door::DoorCommand;
-use latchkey_aggregates::payment::PaymentCommand;
+use latchkey_aggregates::door::{AccessCodeState, DoorCommand, ReissueMode};
+use latchkey_aggregates::payment::{PaymentCommand, PaymentStatus, PaymentTarget};
 use latchkey_aggregates::session::SessionCommand;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -21,6 +22,9 @@ use super::{ApiError, AppState};
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/payments/{id}/refund", post(refund))
+        .route("/api/payments/{id}/retry-code", post(retry_code))
+        .route("/api/payments/{id}/reissue-code", post(reissue_code))
+        .route("/api/payments/{id}/release-hold", post(release_hold))
         .route("/api/sessions/{id}/force-end", post(force_end))
         .route("/api/doors/sync", post(sync_doors))
 }
@@ -274,4 +278,191 @@ pub async fn sync_doors(
         });
     }
     Ok(Json(synced))
+}
+
+/// Where a door payment's code stands after an operator's action. The passcode itself is
+/// not shown: the guest's page has it, and the journal keeps it for admins.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CodeActionResult {
+    pub payment_id: Uuid,
+    pub door_uid: String,
+    /// `requested`, `issued`, `failed`, `revocation_pending`, `revoked`, `expired` or
+    /// `compensated`.
+    #[schema(value_type = String)]
+    pub state: AccessCodeState,
+    pub valid_from: Option<chrono::DateTime<Utc>>,
+    pub valid_to: Option<chrono::DateTime<Utc>>,
+    /// TTLock's reason when the attempt failed (retried automatically from here).
+    pub last_error: Option<String>,
+}
+
+/// Tries again to issue a door payment's code that is not live (failed, or never issued
+/// because the door was in maintenance), even past the automatic attempt limit.
+#[utoipa::path(post, path = "/api/payments/{id}/retry-code", tag = "payments",
+    params(("id" = String, Path, description = "Payment UUID")),
+    responses(
+        (status = 200, body = CodeActionResult),
+        (status = 401, body = super::openapi::ErrorBody),
+        (status = 403, body = super::openapi::ErrorBody),
+        (status = 404, body = super::openapi::ErrorBody),
+        (status = 409, body = super::openapi::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn retry_code(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<CodeActionResult>, ApiError> {
+    Ok(Json(
+        door_code_action(&state, &principal, &id, ReissueMode::Retry).await?,
+    ))
+}
+
+/// Gives the guest a new door code: a live one is deleted from the lock first (a lock
+/// without a gateway keeps it until its end) and the new one ends when the old one did; a
+/// code that is not live is issued as by `retry-code`.
+#[utoipa::path(post, path = "/api/payments/{id}/reissue-code", tag = "payments",
+    params(("id" = String, Path, description = "Payment UUID")),
+    responses(
+        (status = 200, body = CodeActionResult),
+        (status = 401, body = super::openapi::ErrorBody),
+        (status = 403, body = super::openapi::ErrorBody),
+        (status = 404, body = super::openapi::ErrorBody),
+        (status = 409, body = super::openapi::ErrorBody),
+        (status = 502, body = super::openapi::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn reissue_code(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<CodeActionResult>, ApiError> {
+    Ok(Json(
+        door_code_action(&state, &principal, &id, ReissueMode::Replace).await?,
+    ))
+}
+
+/// Retries or reissues a door payment's code for `principal` (API and dashboard).
+pub async fn door_code_action(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+    mode: ReissueMode,
+) -> Result<CodeActionResult, ApiError> {
+    principal.require(Permission::Operate)?;
+    let payment_id = uuid_of("payment", id)?;
+    let (payment, _) = state.buses.payments.load(id).await?;
+    let door_uid = match payment.target() {
+        None => return Err(ApiError::NotFound(format!("no payment {id:?}"))),
+        Some(PaymentTarget::Door { door_uid }) => door_uid.clone(),
+        Some(PaymentTarget::Device { .. }) => {
+            return Err(ApiError::Conflict(
+                "this is a device payment; it has no door code".into(),
+            ))
+        }
+    };
+    let status = payment.status();
+    if !matches!(
+        status,
+        PaymentStatus::Succeeded | PaymentStatus::PartiallyRefunded
+    ) {
+        return Err(ApiError::Conflict(format!(
+            "the payment is {status}; only a paid payment gets a door code"
+        )));
+    }
+    let command = DoorCommand::ReissueAccessCode {
+        payment_id,
+        mode,
+        locked_minutes: payment.locked_offer().map(|offer| offer.minutes),
+        actor: principal.actor(),
+        at: Utc::now(),
+    };
+    state
+        .buses
+        .doors
+        .execute(&door_uid, command, principal.command_metadata())
+        .await?;
+    let (door, _) = state.buses.doors.load(&door_uid).await?;
+    let code = door
+        .access_code(payment_id)
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("the reissued code is missing")))?;
+    Ok(CodeActionResult {
+        payment_id,
+        door_uid,
+        state: code.state,
+        valid_from: code.valid_from,
+        valid_to: code.valid_to,
+        last_error: code.last_error.clone(),
+    })
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseBody {
+    /// Why; required, kept in the audit log with who did it.
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReleaseAccepted {
+    pub payment_id: Uuid,
+    /// The payment's status now; `cancelled` once Stripe reports the release.
+    pub status: String,
+}
+
+/// Releases a device payment's authorization (the card hold): the guest is not charged.
+#[utoipa::path(post, path = "/api/payments/{id}/release-hold", tag = "payments",
+    params(("id" = String, Path, description = "Payment UUID")),
+    request_body = ReleaseBody,
+    responses(
+        (status = 202, body = ReleaseAccepted),
+        (status = 401, body = super::openapi::ErrorBody),
+        (status = 403, body = super::openapi::ErrorBody),
+        (status = 404, body = super::openapi::ErrorBody),
+        (status = 409, body = super::openapi::ErrorBody),
+        (status = 422, body = super::openapi::ErrorBody),
+        (status = 502, body = super::openapi::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn release_hold(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ReleaseBody>,
+) -> Result<(StatusCode, Json<ReleaseAccepted>), ApiError> {
+    let accepted = release(&state, &principal, &id, body.reason).await?;
+    Ok((StatusCode::ACCEPTED, Json(accepted)))
+}
+
+/// Releases a hold for `principal` (API and dashboard). The release itself is the
+/// payment's `CancelAuthorization`.
+pub async fn release(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+    reason: String,
+) -> Result<ReleaseAccepted, ApiError> {
+    principal.require(Permission::Operate)?;
+    let payment_id = uuid_of("payment", id)?;
+    if reason.trim().is_empty() {
+        return Err(ApiError::Invalid(
+            "reason must say why the hold is released".into(),
+        ));
+    }
+    let (payment, _) = state.buses.payments.load(id).await?;
+    if !payment.is_started() {
+        return Err(ApiError::NotFound(format!("no payment {id:?}")));
+    }
+    let command = PaymentCommand::CancelAuthorization {
+        reason,
+        actor: principal.actor(),
+        at: Utc::now(),
+    };
+    state
+        .buses
+        .payments
+        .execute(id, command, principal.command_metadata())
+        .await?;
+    let (payment, _) = state.buses.payments.load(id).await?;
+    Ok(ReleaseAccepted {
+        payment_id,
+        status: payment.status().to_string(),
+    })
 }

@@ -31,6 +31,8 @@ pub struct CheckoutRequest {
     pub success_url: String,
     pub cancel_url: String,
     pub idempotency_key: String,
+    /// When the provider expires the unpaid checkout (`None`: the provider's default).
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// What the provider created.
@@ -237,6 +239,10 @@ async fn start(
         success_url: status_url.clone(),
         cancel_url: format!("{public}/{pay_page}?cancelled=1"),
         idempotency_key: format!("latchkey-checkout-{payment_id}"),
+        expires_at: Some(checkout_expires_at(
+            Utc::now(),
+            state.settings.access.checkout_expires,
+        )),
     };
     let created = state
         .gateways
@@ -271,9 +277,40 @@ async fn start(
     })
 }
 
+/// When a Checkout Session created at `now` expires: `lifetime` later, kept a minute
+/// inside Stripe's 30-minute to 24-hour window, since Stripe measures it from its own
+/// clock at creation, a moment after ours.
+pub fn checkout_expires_at(now: DateTime<Utc>, lifetime: std::time::Duration) -> DateTime<Utc> {
+    let leeway = chrono::Duration::minutes(1);
+    let shortest =
+        chrono::Duration::minutes(crate::config::CHECKOUT_EXPIRES_MINUTES_MIN as i64) + leeway;
+    let longest =
+        chrono::Duration::minutes(crate::config::CHECKOUT_EXPIRES_MINUTES_MAX as i64) - leeway;
+    let lifetime = chrono::Duration::from_std(lifetime).unwrap_or(longest);
+    now + lifetime.clamp(shortest, longest)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checkout_expiry_stays_inside_stripes_window() {
+        let now = Utc::now();
+        let minutes = |m: u64| std::time::Duration::from_secs(m * 60);
+        assert_eq!(
+            checkout_expires_at(now, minutes(30)),
+            now + chrono::Duration::minutes(31)
+        );
+        assert_eq!(
+            checkout_expires_at(now, minutes(120)),
+            now + chrono::Duration::minutes(120)
+        );
+        assert_eq!(
+            checkout_expires_at(now, minutes(24 * 60)),
+            now + chrono::Duration::minutes(24 * 60 - 1)
+        );
+    }
 
     #[test]
     fn emails_are_checked_for_shape() {

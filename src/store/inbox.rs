@@ -384,12 +384,6 @@ impl Inbox {
         })
     }
 
-    /// The newest Stripe `created` stored: the catch-up job's high-water mark.
-    pub async fn newest_created(&self) -> Result<Option<i64>, sqlx::Error> {
-        let sql = "SELECT MAX(stripe_created) FROM stripe_inbox";
-        on_pool!(&self.database, pool => sqlx::query_scalar(sql).fetch_one(pool).await)
-    }
-
     pub async fn stats(&self) -> Result<InboxStats, sqlx::Error> {
         let mut stats = InboxStats::default();
         let counts: Vec<(String, i64, i64)> = on_pool!(&self.database, pool => {

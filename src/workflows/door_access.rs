@@ -2,16 +2,23 @@
 //!
 //! | fact | decision |
 //! |---|---|
-//! | `PaymentSucceeded` of a door payment | Door: issue the payment's code now |
+//! | `PaymentSucceeded` of a door payment | schedule the access deadline; Door: issue the payment's code now (unless the payment is no longer paid) |
+//! | the Door refuses: in maintenance | schedule another issue (retried while maintenance lasts) |
+//! | `DoorMaintenanceEnded` | run the door's waiting issue jobs now |
 //! | `RefundRecorded` leaving the payment `refunded` | Door: revoke (delete) the code |
 //! | `AccessCodeIssueFailed`, retryable, below the attempt limit | schedule another issue after a backoff |
+//! | `AccessCodeIssueFailed`, the last attempt or not retryable | Door: compensate (`issue_attempts_exhausted`, `issue_refused`) |
+//! | access deadline due, the payment still paid | Door: compensate (`deadline_passed`); a live, revoked or compensated code changes nothing |
+//! | `AccessCompensationDecided` | Payment: `RequestRefund` of the rest, as the system, with the rule as reason |
 //! | `AccessCodeRevocationPending` | schedule another delete after a backoff |
 //! | `AccessCodeIssued` | schedule the code's deletion when its window ends |
 //!
-//! A partial refund keeps access: the guest still paid for some of it, and an operator who
-//! wants access gone refunds in full (or revokes). Everything the workflow does is
-//! idempotent in the Door aggregate (a live code is never issued twice; a revoked code stays
-//! revoked), so reacting to an event twice after a crash changes nothing.
+//! A paid guest therefore ends served (a code) or made whole (refunded), never waiting for
+//! ever (issue 14). A partial refund keeps access: the guest still paid for some of it, and
+//! an operator who wants access gone refunds in full (or revokes). Everything the workflow
+//! does is idempotent in the aggregates (a live code is never issued twice; a revoked or
+//! compensated code stays so; a refund request id is ordered once), so reacting to an event
+//! twice after a crash changes nothing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,13 +26,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_es::AggregateError;
-use latchkey_aggregates::door::{DoorCommand, MAX_ISSUE_ATTEMPTS};
-use latchkey_aggregates::payment::PaymentTarget;
+use latchkey_aggregates::door::{CompensationRule, DoorCommand, DoorError, MAX_ISSUE_ATTEMPTS};
+use latchkey_aggregates::payment::{Payment, PaymentCommand, PaymentStatus, PaymentTarget};
 use latchkey_aggregates::Actor;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::schedule::{backoff, schedule, Job};
+use super::schedule::{backoff, bring_forward, schedule, Job};
 use crate::cqrs::{Buses, CommandMetadata};
 use crate::store::journal::JournalEvent;
 use crate::store::subscription::{Delivery, Subscriber};
@@ -40,9 +48,12 @@ pub struct DoorAccessWorkflow {
     /// First retry delay of a failed TTLock call; doubled per attempt up to `retry_max`.
     retry_base: Duration,
     retry_max: Duration,
-    /// Issue attempts per code before the workflow gives up and leaves it failed (at most
+    /// Issue attempts per code before the workflow gives up and refunds the guest (at most
     /// the Door's own [`MAX_ISSUE_ATTEMPTS`]).
     issue_attempts: u32,
+    /// How long after payment a guest may wait for a code before being refunded instead
+    /// (`LATCHKEY_ACCESS_DEADLINE_MINUTES`).
+    access_deadline: Duration,
 }
 
 /// How a failed TTLock call is retried.
@@ -56,40 +67,31 @@ pub struct RetryPolicy {
 }
 
 impl DoorAccessWorkflow {
-    pub fn new(buses: Arc<Buses>, database: Database, retry: RetryPolicy) -> Self {
+    pub fn new(
+        buses: Arc<Buses>,
+        database: Database,
+        retry: RetryPolicy,
+        access_deadline: Duration,
+    ) -> Self {
         DoorAccessWorkflow {
             buses,
             database,
             retry_base: retry.base,
             retry_max: retry.max,
             issue_attempts: retry.attempts.clamp(1, MAX_ISSUE_ATTEMPTS),
+            access_deadline,
         }
-    }
-
-    /// The door of a door payment with the access minutes locked at its checkout (`None`
-    /// for a payment older than locked offers), or `None` for a device payment.
-    async fn door_of(&self, payment_id: &str) -> anyhow::Result<Option<(String, Option<u32>)>> {
-        let (payment, _) = self.buses.payments.load(payment_id).await?;
-        let locked_minutes = payment.locked_offer().map(|offer| offer.minutes);
-        Ok(match payment.target() {
-            Some(PaymentTarget::Door { door_uid }) => Some((door_uid.clone(), locked_minutes)),
-            _ => None,
-        })
     }
 
     async fn on_payment(&self, event: &JournalEvent) -> anyhow::Result<()> {
         let payment_id: Uuid = event.aggregate_id.parse()?;
         let status = event.payload.get("status").and_then(Value::as_str);
-        let Some((door_uid, locked_minutes)) = self.door_of(&event.aggregate_id).await? else {
+        let (payment, _) = self.buses.payments.load(&event.aggregate_id).await?;
+        let Some(PaymentTarget::Door { door_uid }) = payment.target().cloned() else {
             return Ok(());
         };
         let command = match event.event_type.as_str() {
-            "PaymentSucceeded" => DoorCommand::IssueAccessCode {
-                payment_id,
-                actor: Actor::System,
-                at: Utc::now(),
-                locked_minutes,
-            },
+            "PaymentSucceeded" => return self.on_paid(&door_uid, payment_id, event).await,
             "RefundRecorded" if status == Some("refunded") => DoorCommand::RevokeAccessCode {
                 payment_id,
                 reason: "the payment was refunded in full".to_string(),
@@ -99,6 +101,60 @@ impl DoorAccessWorkflow {
             _ => return Ok(()),
         };
         self.execute(&door_uid, command, event).await
+    }
+
+    /// Starts the access deadline, then asks for the code; a door in maintenance gets a
+    /// retry job that runs again when maintenance ends (or after its backoff).
+    async fn on_paid(
+        &self,
+        door_uid: &str,
+        payment_id: Uuid,
+        event: &JournalEvent,
+    ) -> anyhow::Result<()> {
+        // The deadline counts from the success as journalled, so a replay schedules the
+        // same due time (and the job key stores it once).
+        let paid_at = event
+            .payload
+            .get("at")
+            .and_then(|at| serde_json::from_value::<DateTime<Utc>>(at.clone()).ok())
+            .unwrap_or_else(Utc::now);
+        let deadline = Job::AccessDeadline {
+            door_uid: door_uid.to_string(),
+            payment_id,
+            paid_at,
+            deadline_seconds: self.access_deadline.as_secs(),
+        };
+        let due = paid_at + self.access_deadline;
+        schedule(
+            &self.database,
+            &deadline_job_key(payment_id),
+            due,
+            &deadline,
+        )
+        .await?;
+        let metadata = caused_by(
+            CommandMetadata::new(Actor::System.to_string(), "workflow"),
+            event,
+        );
+        match issue_code(&self.buses, door_uid, payment_id, metadata).await? {
+            IssueOutcome::InMaintenance => {
+                tracing::info!(door_uid, payment_id = %payment_id,
+                    "door in maintenance: the code waits for it to end, or for the access deadline");
+                let job = Job::IssueAccessCode {
+                    door_uid: door_uid.to_string(),
+                    payment_id,
+                };
+                let due = Utc::now() + backoff(self.retry_base, self.retry_max, 1);
+                schedule(
+                    &self.database,
+                    &format!("{}maintenance", issue_job_prefix(door_uid, payment_id)),
+                    due,
+                    &job,
+                )
+                .await
+            }
+            IssueOutcome::Done | IssueOutcome::NotPaid => Ok(()),
+        }
     }
 
     async fn on_door(&self, event: &JournalEvent) -> anyhow::Result<()> {
@@ -111,16 +167,31 @@ impl DoorAccessWorkflow {
         let attempt = payload.get("attempt").and_then(Value::as_u64).unwrap_or(1) as u32;
         match (event.event_type.as_str(), payment_id) {
             ("AccessCodeIssueFailed", Some(payment_id)) => {
-                if payload.get("retryable").and_then(Value::as_bool) != Some(true) {
-                    return Ok(());
-                }
-                if attempt >= self.issue_attempts {
-                    // The failure just recorded is the last: the code stays failed, with
-                    // TTLock's reason in the journal (audit `access_code_failed`).
+                let retryable = payload.get("retryable").and_then(Value::as_bool) == Some(true);
+                if !retryable || attempt >= self.issue_attempts {
+                    // The failure just recorded is the last: the guest is refunded, with
+                    // TTLock's reason in the journal (audit `access_code_failed`) and the
+                    // decision beside it (audit `access_compensation_decided`).
                     let reason = payload.get("reason").and_then(Value::as_str);
                     tracing::warn!(door_uid = %door_uid, payment_id = %payment_id, attempt,
-                        reason, "door code: giving up after the last attempt");
-                    return Ok(());
+                        reason, "door code: giving up; refunding the guest");
+                    let rule = if retryable {
+                        CompensationRule::IssueAttemptsExhausted
+                    } else {
+                        CompensationRule::IssueRefused
+                    };
+                    let metadata = caused_by(
+                        CommandMetadata::new(Actor::System.to_string(), "workflow"),
+                        event,
+                    );
+                    let compensation = Compensation {
+                        door_uid: door_uid.clone(),
+                        payment_id,
+                        rule,
+                        paid_at: None,
+                        deadline_seconds: self.access_deadline.as_secs(),
+                    };
+                    return compensate(&self.buses, compensation, metadata).await;
                 }
                 let due = Utc::now() + backoff(self.retry_base, self.retry_max, attempt);
                 let job = Job::IssueAccessCode {
@@ -129,11 +200,19 @@ impl DoorAccessWorkflow {
                 };
                 schedule(
                     &self.database,
-                    &format!("issue:{door_uid}:{payment_id}:{attempt}"),
+                    &format!("{}{attempt}", issue_job_prefix(door_uid, payment_id)),
                     due,
                     &job,
                 )
                 .await
+            }
+            ("AccessCompensationDecided", Some(payment_id)) => {
+                self.refund_compensated(payment_id, event).await
+            }
+            ("DoorMaintenanceEnded", _) => {
+                let moved = bring_forward(&self.database, &format!("issue:{door_uid}:")).await?;
+                tracing::info!(door_uid = %door_uid, jobs = moved, "maintenance ended: waiting codes are issued now");
+                Ok(())
             }
             ("AccessCodeRevocationPending", Some(payment_id)) => {
                 let due = Utc::now() + backoff(self.retry_base, self.retry_max, attempt);
@@ -177,12 +256,9 @@ impl DoorAccessWorkflow {
         command: DoorCommand,
         cause: &JournalEvent,
     ) -> anyhow::Result<()> {
-        let metadata = CommandMetadata::new(Actor::System.to_string(), "workflow").with(
-            "caused_by",
-            format!(
-                "{} {} {}",
-                cause.aggregate_type, cause.aggregate_id, cause.sequence
-            ),
+        let metadata = caused_by(
+            CommandMetadata::new(Actor::System.to_string(), "workflow"),
+            cause,
         );
         match self.buses.doors.execute(door_uid, command, metadata).await {
             Ok(()) => Ok(()),
@@ -195,6 +271,187 @@ impl DoorAccessWorkflow {
             Err(other) => Err(anyhow::anyhow!("door {door_uid}: {other}")),
         }
     }
+
+    /// Orders the refund a compensation decided, through the one refund path
+    /// (`RefundOrdered` → the refund job → Stripe).
+    async fn refund_compensated(
+        &self,
+        payment_id: Uuid,
+        event: &JournalEvent,
+    ) -> anyhow::Result<()> {
+        let refund_request_id: Uuid = event
+            .payload
+            .get("refund_request_id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| anyhow::anyhow!("AccessCompensationDecided without refund_request_id"))?
+            .parse()?;
+        let rule: CompensationRule = serde_json::from_value(event.payload["rule"].clone())?;
+        let command = PaymentCommand::RequestRefund {
+            refund_request_id,
+            amount: None,
+            reason: format!("automatic refund: {}", rule.describe()),
+            actor: Actor::System,
+            at: Utc::now(),
+        };
+        let metadata = caused_by(
+            CommandMetadata::new(Actor::System.to_string(), "workflow"),
+            event,
+        )
+        .with("refund_request_id", refund_request_id.to_string());
+        match self
+            .buses
+            .payments
+            .execute(&payment_id.to_string(), command, metadata)
+            .await
+        {
+            Ok(()) => Ok(()),
+            // Nothing left to refund (an operator refunded first), or a dispute: the
+            // payment's refusal is the answer, and retrying cannot change it.
+            Err(AggregateError::UserError(refusal)) => {
+                tracing::warn!(payment_id = %payment_id, refund_request_id = %refund_request_id,
+                    refusal = %refusal, "the compensation refund was refused");
+                Ok(())
+            }
+            Err(other) => Err(anyhow::anyhow!("payment {payment_id}: {other}")),
+        }
+    }
+}
+
+/// `caused_by` metadata naming the journal event a command reacts to.
+fn caused_by(metadata: CommandMetadata, cause: &JournalEvent) -> CommandMetadata {
+    metadata.with(
+        "caused_by",
+        format!(
+            "{} {} {}",
+            cause.aggregate_type, cause.aggregate_id, cause.sequence
+        ),
+    )
+}
+
+/// Every issue job of one payment starts with this key, and of one door with
+/// `issue:{door_uid}:` (what the end of a maintenance brings forward).
+fn issue_job_prefix(door_uid: &str, payment_id: Uuid) -> String {
+    format!("issue:{door_uid}:{payment_id}:")
+}
+
+/// The scheduler key of a payment's access deadline: one per payment.
+pub fn deadline_job_key(payment_id: Uuid) -> String {
+    format!("access-deadline:{payment_id}")
+}
+
+/// The refund request a compensation orders: derived from the payment, so the deadline
+/// and a last failed attempt deciding at once still order one refund.
+pub fn compensation_refund_request_id(payment_id: Uuid) -> Uuid {
+    let digest = Sha256::digest(format!("latchkey access compensation {payment_id}").as_bytes());
+    let mut bytes = [0_u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
+/// What became of a request for a payment's code.
+#[derive(Debug, PartialEq, Eq)]
+pub enum IssueOutcome {
+    /// Issued, attempted (a failure is journalled and has its own reaction), or refused
+    /// for good by the Door (revoked, expired, compensated: the journal says why).
+    Done,
+    /// The door is in maintenance: ask again later.
+    InMaintenance,
+    /// The payment is not (or no longer) paid, e.g. refunded: no code is issued.
+    NotPaid,
+}
+
+/// Asks the Door for a payment's code with the minutes locked at its checkout — unless the
+/// payment is no longer paid (refunded meanwhile): a refunded guest never gets a code.
+/// Shared by the workflow and the scheduler's retry jobs.
+pub async fn issue_code(
+    buses: &Buses,
+    door_uid: &str,
+    payment_id: Uuid,
+    metadata: CommandMetadata,
+) -> anyhow::Result<IssueOutcome> {
+    let (payment, _) = buses.payments.load(&payment_id.to_string()).await?;
+    if !is_paid(&payment) {
+        tracing::info!(door_uid, payment_id = %payment_id, status = %payment.status(),
+            "no code for a payment that is not paid");
+        return Ok(IssueOutcome::NotPaid);
+    }
+    let command = DoorCommand::IssueAccessCode {
+        payment_id,
+        actor: Actor::System,
+        at: Utc::now(),
+        locked_minutes: payment.locked_offer().map(|offer| offer.minutes),
+    };
+    match buses.doors.execute(door_uid, command, metadata).await {
+        Ok(()) => Ok(IssueOutcome::Done),
+        Err(AggregateError::UserError(DoorError::InMaintenance { .. })) => {
+            Ok(IssueOutcome::InMaintenance)
+        }
+        // A refusal is a decision of the Door (already revoked, compensated, attempts
+        // exhausted): retrying cannot change it, and the journal holds why.
+        Err(AggregateError::UserError(refusal)) => {
+            tracing::warn!(door_uid, payment_id = %payment_id, refusal = %refusal,
+                "door refused to issue the code");
+            Ok(IssueOutcome::Done)
+        }
+        Err(other) => Err(anyhow::anyhow!("door {door_uid}: {other}")),
+    }
+}
+
+/// A compensation to ask the Door for.
+pub struct Compensation {
+    pub door_uid: String,
+    pub payment_id: Uuid,
+    pub rule: CompensationRule,
+    /// `None`: taken from the payment.
+    pub paid_at: Option<DateTime<Utc>>,
+    pub deadline_seconds: u64,
+}
+
+/// Asks the Door to compensate a paid guest who has no code; the Door decides (a live or
+/// revoked code changes nothing) and journals the rule with its inputs. A payment no longer
+/// paid (refunded by an operator meanwhile) needs nothing.
+pub async fn compensate(
+    buses: &Buses,
+    compensation: Compensation,
+    metadata: CommandMetadata,
+) -> anyhow::Result<()> {
+    let Compensation {
+        door_uid,
+        payment_id,
+        rule,
+        paid_at,
+        deadline_seconds,
+    } = compensation;
+    let (payment, _) = buses.payments.load(&payment_id.to_string()).await?;
+    if !is_paid(&payment) {
+        return Ok(());
+    }
+    let command = DoorCommand::CompensateAccess {
+        payment_id,
+        rule,
+        refund_request_id: compensation_refund_request_id(payment_id),
+        paid_at: paid_at.or_else(|| payment.succeeded_at()),
+        deadline_seconds,
+        actor: Actor::System,
+        at: Utc::now(),
+    };
+    match buses.doors.execute(&door_uid, command, metadata).await {
+        Ok(()) => Ok(()),
+        Err(AggregateError::UserError(refusal)) => {
+            tracing::warn!(door_uid = %door_uid, payment_id = %payment_id, refusal = %refusal,
+                "door refused the compensation");
+            Ok(())
+        }
+        Err(other) => Err(anyhow::anyhow!("door {door_uid}: {other}")),
+    }
+}
+
+/// Whether a payment in this status may get (or keep waiting for) its code.
+fn is_paid(payment: &Payment) -> bool {
+    matches!(
+        payment.status(),
+        PaymentStatus::Succeeded | PaymentStatus::PartiallyRefunded
+    )
 }
 
 #[async_trait]

@@ -10,13 +10,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use cqrs_es::AggregateError;
-use latchkey_aggregates::door::{DoorCommand, DoorError};
+use latchkey_aggregates::door::{CompensationRule, DoorCommand};
 use latchkey_aggregates::Actor;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::door_access::{self, IssueOutcome};
 use crate::cqrs::{Buses, CommandMetadata};
 use crate::on_pool;
 use crate::store::Database;
@@ -53,6 +54,13 @@ pub enum Job {
     /// Capture or release an authorization before Stripe's 7-day limit.
     AuthorizationDeadline {
         payment_id: Uuid,
+    },
+    /// The access deadline of a paid door payment: refund the guest if no code is live.
+    AccessDeadline {
+        door_uid: String,
+        payment_id: Uuid,
+        paid_at: DateTime<Utc>,
+        deadline_seconds: u64,
     },
 }
 
@@ -117,6 +125,27 @@ pub async fn unschedule(database: &Database, key: &str) -> anyhow::Result<()> {
             .map(|_| ())
     })?;
     Ok(())
+}
+
+/// Makes every job whose key starts with `key_prefix` due now (e.g. the issue jobs of a
+/// door whose maintenance just ended); returns how many. A job being run by another
+/// instance right now may then run twice at once; the commands jobs send are idempotent.
+pub async fn bring_forward(database: &Database, key_prefix: &str) -> anyhow::Result<u64> {
+    let now = Utc::now().timestamp_millis();
+    // `substr` rather than LIKE: a door uid is free text and could hold `%` or `_`.
+    let sql = "UPDATE scheduled_jobs SET due_at_ms = $1 \
+               WHERE substr(job_key, 1, $2) = $3 AND due_at_ms > $1";
+    let prefix_chars = i32::try_from(key_prefix.chars().count())?;
+    let moved = on_pool!(database, pool => {
+        sqlx::query(sql)
+            .bind(now)
+            .bind(prefix_chars)
+            .bind(key_prefix)
+            .execute(pool)
+            .await
+            .map(|result| result.rows_affected())
+    })?;
+    Ok(moved)
 }
 
 /// How many jobs are waiting (for tests and health).
@@ -229,16 +258,30 @@ async fn run(buses: &Buses, job: &Job) -> anyhow::Result<()> {
         Job::IssueAccessCode {
             door_uid,
             payment_id,
-        } => (
+        } => {
+            return match door_access::issue_code(buses, &door_uid, payment_id, metadata).await? {
+                // Retried with the scheduler's backoff, or sooner when maintenance ends.
+                IssueOutcome::InMaintenance => {
+                    Err(anyhow::anyhow!("door {door_uid} is in maintenance"))
+                }
+                IssueOutcome::Done | IssueOutcome::NotPaid => Ok(()),
+            };
+        }
+        Job::AccessDeadline {
             door_uid,
-            DoorCommand::IssueAccessCode {
+            payment_id,
+            paid_at,
+            deadline_seconds,
+        } => {
+            let compensation = door_access::Compensation {
+                door_uid,
                 payment_id,
-                actor: Actor::System,
-                at: Utc::now(),
-                // A retry: the Door reuses the minutes its first request recorded.
-                locked_minutes: None,
-            },
-        ),
+                rule: CompensationRule::DeadlinePassed,
+                paid_at: Some(paid_at),
+                deadline_seconds,
+            };
+            return door_access::compensate(buses, compensation, metadata).await;
+        }
         Job::RevokeAccessCode {
             door_uid,
             payment_id,
@@ -275,12 +318,10 @@ async fn run(buses: &Buses, job: &Job) -> anyhow::Result<()> {
     };
     match buses.doors.execute(&door_uid, command, metadata).await {
         Ok(()) => Ok(()),
+        // Revoking and expiring work in maintenance too: a refusal is final.
         Err(AggregateError::UserError(refusal)) => {
             tracing::info!(door_uid = %door_uid, refusal = %refusal, "scheduled job no longer applies");
-            match refusal {
-                DoorError::InMaintenance { .. } => Err(anyhow::anyhow!("{refusal}")),
-                _ => Ok(()),
-            }
+            Ok(())
         }
         Err(other) => Err(anyhow::anyhow!("{other}")),
     }

@@ -64,7 +64,21 @@ async fn app_on_sims(
     options: BuildOptions,
     endpoints: SimEndpoints,
 ) -> TestApp {
+    app_on_sims_with_deadline(database, options, endpoints, None).await
+}
+
+/// `access_deadline`: how long a paid guest waits for a code before the refund (the
+/// default 15 minutes when `None`).
+async fn app_on_sims_with_deadline(
+    database: TestDatabase,
+    options: BuildOptions,
+    endpoints: SimEndpoints,
+    access_deadline: Option<Duration>,
+) -> TestApp {
     spawn_app_with_settings(database, options, |settings| {
+        if let Some(deadline) = access_deadline {
+            settings.access.deadline = deadline;
+        }
         settings.stripe.secret_key = Some(SecretString::from(API_KEY.to_string()));
         settings.stripe.api_base = Some(endpoints.stripe_base.parse().unwrap());
         settings.stripe.webhook_secrets = vec![SecretString::from(SECRET.to_string())];
@@ -94,11 +108,20 @@ async fn world(backend: Backend) -> World {
 }
 
 async fn world_with(backend: Backend, options: BuildOptions) -> World {
+    world_with_deadline(backend, options, None).await
+}
+
+async fn world_with_deadline(
+    backend: Backend,
+    options: BuildOptions,
+    access_deadline: Option<Duration>,
+) -> World {
     let (stripe, ttlock) = spawn_sims().await;
-    let app = app_on_sims(
+    let app = app_on_sims_with_deadline(
         TestDatabase::create(backend).await,
         options,
         endpoints(&stripe, &ttlock),
+        access_deadline,
     )
     .await;
     stripe.set_webhook_url(format!("{}/api/stripe/webhook", app.address));
@@ -298,9 +321,11 @@ async fn get_json(app: &TestApp, path: &str) -> Value {
         .unwrap()
 }
 
-/// TTLock stays offline past the retry limit: the code is marked failed with TTLock's
-/// reason, in the audit log and in the module health.
-async fn a_code_ttlock_never_accepts_is_marked_failed_with_the_reason(backend: Backend) {
+/// TTLock stays offline past the retry limit: each failure is audited with TTLock's reason
+/// (the TTLock module `failing` in health), and after the last one the guest is refunded
+/// automatically — one Stripe refund, the decision audited with its rule — and the guest
+/// page says so.
+async fn a_code_ttlock_never_accepts_is_refunded_after_the_last_attempt(backend: Backend) {
     let mut options = BuildOptions::default();
     options.workflows.access_code_attempts = 3;
     let world = world_with(backend, options).await;
@@ -308,19 +333,25 @@ async fn a_code_ttlock_never_accepts_is_marked_failed_with_the_reason(backend: B
         .ttlock
         .set_gateway_online(GATEWAY_LOCK, false)
         .unwrap();
-    let payment_id = pay(&world).await;
+    let (payment_id, checkout_session, status_url) = checkout_with_page(&world.app).await;
+    world
+        .stripe
+        .pay(&checkout_session, "4242424242424242")
+        .unwrap();
     assert!(
-        code_reaches(&world, payment_id, AccessCodeState::Failed)
+        code_reaches(&world, payment_id, AccessCodeState::Compensated)
             .await
             .is_some(),
-        "the code fails"
+        "the guest is compensated"
+    );
+    assert_eq!(
+        events_of(&world.app, "AccessCodeIssueFailed").await,
+        3,
+        "three attempts"
     );
     assert!(
-        eventually(200, Duration::from_millis(25), || async {
-            events_of(&world.app, "AccessCodeIssueFailed").await == 3
-        })
-        .await,
-        "three attempts"
+        refunded(&world.app, payment_id).await,
+        "the guest is refunded automatically"
     );
     // The backoff after the third attempt would be 400 ms: no fourth comes.
     tokio::time::sleep(Duration::from_millis(1_000)).await;
@@ -330,18 +361,7 @@ async fn a_code_ttlock_never_accepts_is_marked_failed_with_the_reason(backend: B
         "no attempt past the limit"
     );
     assert_eq!(events_of(&world.app, "AccessCodeIssued").await, 0);
-    let (door, _) = world
-        .app
-        .state
-        .buses
-        .doors
-        .load(&GATEWAY_LOCK.to_string())
-        .await
-        .unwrap();
-    assert_eq!(
-        door.access_code(payment_id).map(|access| access.state),
-        Some(AccessCodeState::Failed)
-    );
+    assert_eq!(stripe_refunds(&world.stripe), 1, "one Stripe refund");
 
     assert!(
         eventually(200, Duration::from_millis(25), || async {
@@ -357,6 +377,19 @@ async fn a_code_ttlock_never_accepts_is_marked_failed_with_the_reason(backend: B
         assert!(reason.to_lowercase().contains("gateway"), "{item}");
         assert_eq!(item["details"]["payment_id"], payment_id.to_string());
     }
+    let decision = compensation_audited(&world.app).await;
+    assert_eq!(
+        decision["details"]["rule"], "issue_attempts_exhausted",
+        "{decision}"
+    );
+    assert_eq!(decision["details"]["issue_attempts"], 3, "{decision}");
+    assert!(
+        decision["details"]["last_error"]
+            .as_str()
+            .is_some_and(|error| error.to_lowercase().contains("gateway")),
+        "{decision}"
+    );
+    guest_page_says_refunded(&world.app, &status_url).await;
 
     let health = get_json(&world.app, "/api/health/modules").await;
     let ttlock = health["modules"]
@@ -525,7 +558,7 @@ async fn a_crash_after_ttlock_wrote_the_code_still_issues_it_once(backend: Backe
 }
 
 on_both_backends!(
-    a_code_ttlock_never_accepts_is_marked_failed_with_the_reason,
+    a_code_ttlock_never_accepts_is_refunded_after_the_last_attempt,
     a_redelivered_payment_does_not_issue_a_second_code,
     a_crash_after_ttlock_wrote_the_code_still_issues_it_once,
 );
@@ -576,3 +609,420 @@ async fn the_code_window_is_the_one_locked_at_checkout(backend: Backend) {
 }
 
 on_both_backends!(the_code_window_is_the_one_locked_at_checkout);
+
+/// Starts a door checkout; returns the payment, its Checkout Session and the guest's page.
+async fn checkout_with_page(app: &TestApp) -> (Uuid, String, String) {
+    let response = app
+        .post_json(
+            &format!("/api/checkout/door/{GATEWAY_LOCK}"),
+            None,
+            &json!({"email": "guest@example.com"}),
+        )
+        .await;
+    let body: Value = response.json().await.unwrap();
+    let payment_id: Uuid = body["payment_id"].as_str().unwrap().parse().unwrap();
+    let status_url = body["status_url"].as_str().unwrap().to_string();
+    let (payment, _) = app
+        .state
+        .buses
+        .payments
+        .load(&payment_id.to_string())
+        .await
+        .unwrap();
+    (
+        payment_id,
+        payment.checkout_session_id().unwrap().to_string(),
+        status_url,
+    )
+}
+
+async fn set_door_status(app: &TestApp, status: &str) {
+    let response = app
+        .patch_json(
+            &format!("/api/doors/{GATEWAY_LOCK}"),
+            Some(ADMIN_TOKEN),
+            &json!({"status": status, "reason": "battery change"}),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+}
+
+async fn payment_status(app: &TestApp, payment_id: Uuid) -> PaymentStatus {
+    let (payment, _) = app
+        .state
+        .buses
+        .payments
+        .load(&payment_id.to_string())
+        .await
+        .unwrap();
+    payment.status()
+}
+
+/// Whether the payment becomes `refunded` (Stripe reported the refund) within 10 s.
+async fn refunded(app: &TestApp, payment_id: Uuid) -> bool {
+    eventually(400, Duration::from_millis(25), || async {
+        payment_status(app, payment_id).await == PaymentStatus::Refunded
+    })
+    .await
+}
+
+/// Refunds Stripe created.
+fn stripe_refunds(stripe: &StripeSimHandle) -> usize {
+    stripe
+        .events()
+        .iter()
+        .filter(|event| event["type"] == "refund.created")
+        .count()
+}
+
+/// Scheduled jobs whose key starts with `prefix`.
+async fn jobs_like(app: &TestApp, prefix: &str) -> i64 {
+    let pattern = format!("{prefix}%");
+    latchkey::on_pool!(&app.database, pool => {
+        sqlx::query_scalar("SELECT COUNT(*) FROM scheduled_jobs WHERE job_key LIKE $1")
+            .bind(&pattern)
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    })
+}
+
+/// The one audited compensation decision.
+async fn compensation_audited(app: &TestApp) -> Value {
+    assert!(
+        eventually(200, Duration::from_millis(25), || async {
+            let audit = get_json(app, "/api/audit?action=access_compensation_decided").await;
+            audit["items"].as_array().map(Vec::len) == Some(1)
+        })
+        .await,
+        "the decision is audited once"
+    );
+    let audit = get_json(app, "/api/audit?action=access_compensation_decided").await;
+    audit["items"][0].clone()
+}
+
+/// The guest's page (JSON and HTML) says the door could not be opened and the guest was
+/// refunded.
+async fn guest_page_says_refunded(app: &TestApp, status_url: &str) {
+    let token = status_url.rsplit('/').next().unwrap();
+    let json: Value = app
+        .get(&format!("/api/access/{token}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(json["state"], "refunded", "{json}");
+    assert_eq!(json["refund_completed"], true, "{json}");
+    assert!(json["passcode"].is_null(), "{json}");
+    let message = json["message"].as_str().unwrap();
+    assert!(message.contains("could not open the door"), "{message}");
+    assert!(message.contains("you were refunded"), "{message}");
+    let html = app
+        .get(&format!("/access/{token}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("you were refunded"), "{html}");
+}
+
+const SHORT_DEADLINE: Duration = Duration::from_secs(2);
+
+/// The door goes into maintenance between the guest's checkout and Stripe's webhook, and
+/// stays so: at the access deadline the guest is refunded (one Stripe refund), the decision
+/// is audited with its rule and inputs, and the page says so. No code is ever issued.
+async fn a_guest_paying_for_a_door_in_maintenance_is_refunded_at_the_deadline(backend: Backend) {
+    let world = world_with_deadline(backend, BuildOptions::default(), Some(SHORT_DEADLINE)).await;
+    let (payment_id, checkout_session, status_url) = checkout_with_page(&world.app).await;
+    set_door_status(&world.app, "maintenance").await;
+    world
+        .stripe
+        .pay(&checkout_session, "4242424242424242")
+        .unwrap();
+    assert!(
+        refunded(&world.app, payment_id).await,
+        "refunded at the deadline"
+    );
+    assert_eq!(stripe_refunds(&world.stripe), 1, "one Stripe refund");
+    let decision = compensation_audited(&world.app).await;
+    assert_eq!(decision["actor"], "system", "{decision}");
+    assert_eq!(decision["details"]["rule"], "deadline_passed", "{decision}");
+    assert_eq!(
+        decision["details"]["door_status"], "maintenance",
+        "{decision}"
+    );
+    assert_eq!(decision["details"]["deadline_seconds"], 2, "{decision}");
+    assert_eq!(decision["details"]["payment_id"], payment_id.to_string());
+    let ordered = get_json(&world.app, "/api/audit?action=refund_requested").await;
+    assert_eq!(ordered["items"][0]["actor"], "system", "{ordered}");
+    assert!(
+        ordered["items"][0]["details"]["reason"]
+            .as_str()
+            .is_some_and(|reason| reason.starts_with("automatic refund")),
+        "{ordered}"
+    );
+    guest_page_says_refunded(&world.app, &status_url).await;
+
+    // Maintenance ends after the refund: the waiting issue job finds the payment refunded.
+    set_door_status(&world.app, "active").await;
+    assert!(
+        eventually(200, Duration::from_millis(25), || async {
+            jobs_like(&world.app, "issue:").await == 0
+        })
+        .await,
+        "the waiting issue job ends"
+    );
+    assert_eq!(
+        events_of(&world.app, "AccessCodeIssued").await,
+        0,
+        "no code for a refunded guest"
+    );
+    assert_eq!(stripe_refunds(&world.stripe), 1);
+    world.app.stop().await;
+}
+
+/// Maintenance ends before the deadline: the waiting code is issued, and the deadline
+/// passes without a refund.
+async fn maintenance_ending_before_the_deadline_issues_the_code_and_refunds_nothing(
+    backend: Backend,
+) {
+    let deadline = Duration::from_secs(4);
+    let world = world_with_deadline(backend, BuildOptions::default(), Some(deadline)).await;
+    let (payment_id, checkout_session, status_url) = checkout_with_page(&world.app).await;
+    set_door_status(&world.app, "maintenance").await;
+    world
+        .stripe
+        .pay(&checkout_session, "4242424242424242")
+        .unwrap();
+    assert!(
+        eventually(200, Duration::from_millis(25), || async {
+            jobs_like(&world.app, "issue:").await == 1
+                && jobs_like(&world.app, "access-deadline:").await == 1
+        })
+        .await,
+        "the door refused the code: an issue job waits for the maintenance, and the deadline runs"
+    );
+    set_door_status(&world.app, "active").await;
+    let code = code_reaches(&world, payment_id, AccessCodeState::Issued)
+        .await
+        .expect("the code is issued once maintenance ends");
+    assert!(
+        world
+            .ttlock
+            .enter_passcode(GATEWAY_LOCK, &code, Utc::now())
+            .unwrap()
+            .opens
+    );
+    assert!(
+        eventually(400, Duration::from_millis(25), || async {
+            jobs_like(&world.app, "access-deadline:").await == 0
+        })
+        .await,
+        "the deadline passes"
+    );
+    assert_eq!(events_of(&world.app, "AccessCompensationDecided").await, 0);
+    assert_eq!(stripe_refunds(&world.stripe), 0, "no refund");
+    assert_eq!(
+        payment_status(&world.app, payment_id).await,
+        PaymentStatus::Succeeded
+    );
+    let token = status_url.rsplit('/').next().unwrap();
+    let page: Value = world
+        .app
+        .get(&format!("/api/access/{token}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["state"], "ready", "{page}");
+    world.app.stop().await;
+}
+
+/// The lock's gateway is offline when the guest pays; an operator brings it back and
+/// reissues the code before the deadline: the code is issued (by the operator, audited),
+/// and the deadline passes without a refund. An auditor may not do it.
+async fn an_operator_reissue_before_the_deadline_issues_the_code_and_refunds_nothing(
+    backend: Backend,
+) {
+    let deadline = Duration::from_secs(4);
+    let world = world_with_deadline(backend, BuildOptions::default(), Some(deadline)).await;
+    world
+        .ttlock
+        .set_gateway_online(GATEWAY_LOCK, false)
+        .unwrap();
+    let payment_id = pay(&world).await;
+    assert!(
+        code_reaches(&world, payment_id, AccessCodeState::Failed)
+            .await
+            .is_some(),
+        "the first attempt fails"
+    );
+    let path = format!("/api/payments/{payment_id}/reissue-code");
+    let auditor = world.app.token(latchkey::http::auth::Role::Auditor).await;
+    let refused = world.app.post_json(&path, Some(&auditor), &json!({})).await;
+    assert_eq!(refused.status(), 403);
+    assert_eq!(
+        world.app.post_json(&path, None, &json!({})).await.status(),
+        401
+    );
+    world.ttlock.set_gateway_online(GATEWAY_LOCK, true).unwrap();
+    let operator = world.app.token(latchkey::http::auth::Role::Operator).await;
+    let response = world
+        .app
+        .post_json(&path, Some(&operator), &json!({}))
+        .await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["state"], "issued", "{body}");
+    assert_eq!(body["door_uid"], GATEWAY_LOCK.to_string());
+    assert!(
+        eventually(200, Duration::from_millis(25), || async {
+            let audit = get_json(&world.app, "/api/audit?action=access_code_reissued").await;
+            audit["items"][0]["actor"]
+                .as_str()
+                .is_some_and(|actor| actor.starts_with("operator:"))
+        })
+        .await,
+        "the reissue is audited with the operator"
+    );
+    assert!(
+        eventually(400, Duration::from_millis(25), || async {
+            jobs_like(&world.app, "access-deadline:").await == 0
+        })
+        .await,
+        "the deadline passes"
+    );
+    assert_eq!(events_of(&world.app, "AccessCompensationDecided").await, 0);
+    assert_eq!(stripe_refunds(&world.stripe), 0, "no refund");
+    let code = code_reaches(&world, payment_id, AccessCodeState::Issued)
+        .await
+        .expect("the code stays live");
+    assert!(
+        world
+            .ttlock
+            .enter_passcode(GATEWAY_LOCK, &code, Utc::now())
+            .unwrap()
+            .opens
+    );
+    world.app.stop().await;
+}
+
+on_both_backends!(
+    a_guest_paying_for_a_door_in_maintenance_is_refunded_at_the_deadline,
+    maintenance_ending_before_the_deadline_issues_the_code_and_refunds_nothing,
+    an_operator_reissue_before_the_deadline_issues_the_code_and_refunds_nothing,
+);
+
+/// The Checkout Session is created with `expires_at` (30 minutes by default, a minute of
+/// leeway inside Stripe's bound); when Stripe expires it, the payment becomes `expired`,
+/// the session can no longer be paid, and the guest's link says nothing was charged.
+async fn a_checkout_session_expires_and_its_payment_becomes_expired(backend: Backend) {
+    let world = world(backend).await;
+    let before = Utc::now().timestamp();
+    let (payment_id, checkout_session, status_url) = checkout_with_page(&world.app).await;
+    let after = Utc::now().timestamp();
+    let request = world
+        .stripe
+        .requests()
+        .into_iter()
+        .find(|request| request.method == "POST" && request.path == "/v1/checkout/sessions")
+        .expect("the session was created at Stripe");
+    let expires_at: i64 = url::form_urlencoded::parse(request.body.as_bytes())
+        .find(|(name, _)| name == "expires_at")
+        .map(|(_, value)| value.parse().unwrap())
+        .expect("the session is created with expires_at");
+    assert!(
+        (before + 31 * 60..=after + 31 * 60).contains(&expires_at),
+        "31 minutes from now: {expires_at} not in {before}..{after} + 31 min"
+    );
+    let created = Journal::new(world.app.database.clone())
+        .aggregate_events("Payment", &payment_id.to_string(), None)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|event| event.event_type == "CheckoutSessionCreated")
+        .unwrap();
+    assert_eq!(
+        created.payload["expires_at"]
+            .as_str()
+            .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
+            .map(|at| at.timestamp()),
+        Some(expires_at),
+        "the payment records when its checkout expires"
+    );
+
+    world
+        .stripe
+        .expire_checkout_session(&checkout_session)
+        .unwrap();
+    assert!(
+        eventually(200, Duration::from_millis(25), || async {
+            payment_status(&world.app, payment_id).await == PaymentStatus::Expired
+        })
+        .await,
+        "the expired session's payment is expired"
+    );
+    assert!(
+        world
+            .stripe
+            .pay(&checkout_session, "4242424242424242")
+            .is_err(),
+        "an expired session cannot be paid"
+    );
+    let token = status_url.rsplit('/').next().unwrap();
+    assert_eq!(
+        world
+            .app
+            .get(&format!("/api/access/{token}"))
+            .await
+            .status(),
+        410
+    );
+    world.app.stop().await;
+}
+
+on_both_backends!(a_checkout_session_expires_and_its_payment_becomes_expired);
+
+/// Every webhook of a paid payment was lost and its events are older than the catch-up
+/// job lists (31 days): the per-payment re-sync asks Stripe for the PaymentIntent of the
+/// stuck `pending` payment, feeds the success into the inbox, and the guest gets a code.
+async fn a_payment_whose_events_fell_outside_the_list_is_recovered_by_the_resync(backend: Backend) {
+    let mut options = BuildOptions::default();
+    options.stripe.catch_up = latchkey::integrations::stripe::CatchUpOptions {
+        interval: None,
+        resync_after: Duration::ZERO,
+        ..Default::default()
+    };
+    let world = world_with(backend, options).await;
+    world.stripe.set_delivery(DeliveryMode::Off);
+    let payment_id = pay(&world).await;
+    world.stripe.backdate_events(31 * 24 * 60 * 60);
+    let stripe = world.app.state.stripe.clone();
+    assert!(
+        eventually(100, Duration::from_millis(100), || async {
+            stripe.catch_up_now().await.unwrap();
+            payment_status(&world.app, payment_id).await == PaymentStatus::Succeeded
+        })
+        .await,
+        "the re-sync recovers the success"
+    );
+    let sources: Vec<(String, String)> = latchkey::on_pool!(&world.app.database, pool => {
+        sqlx::query_as("SELECT event_id, source FROM stripe_inbox")
+            .fetch_all(pool)
+            .await
+            .unwrap()
+    });
+    assert!(
+        sources
+            .iter()
+            .any(|(id, source)| id.starts_with("evt_resync_") && source == "catch_up"),
+        "{sources:?}"
+    );
+    assert!(code_reaches(&world, payment_id, AccessCodeState::Issued)
+        .await
+        .is_some());
+    assert_eq!(stripe.catch_up_now().await.unwrap().inserted, 0, "once");
+    world.app.stop().await;
+}
+
+on_both_backends!(a_payment_whose_events_fell_outside_the_list_is_recovered_by_the_resync);

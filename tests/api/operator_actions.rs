@@ -197,7 +197,70 @@ async fn door_sync_lists_ttlock_locks_and_which_are_doors(backend: Backend) {
     app.stop().await;
 }
 
+/// Retry, reissue and release need an operator; release needs a reason; a code action on
+/// an unpaid payment, or a release with nothing held, is refused with 409.
+async fn code_actions_and_release_need_an_operator_and_a_fitting_payment(backend: Backend) {
+    let (app, _) = app_with_fake_stripe(backend).await;
+    let response = app
+        .post_json(
+            "/api/checkout/door/77",
+            None,
+            &json!({"email": "guest@example.com"}),
+        )
+        .await;
+    let body: Value = response.json().await.unwrap();
+    let payment_id = body["payment_id"].as_str().unwrap().to_string();
+    let auditor = app.token(Role::Auditor).await;
+    let operator = app.token(Role::Operator).await;
+    for action in ["retry-code", "reissue-code", "release-hold"] {
+        let path = format!("/api/payments/{payment_id}/{action}");
+        let body = json!({"reason": "guest called"});
+        assert_eq!(
+            app.post_json(&path, None, &body).await.status(),
+            401,
+            "{action}"
+        );
+        assert_eq!(
+            app.post_json(&path, Some(&auditor), &body).await.status(),
+            403,
+            "{action}"
+        );
+    }
+    for action in ["retry-code", "reissue-code"] {
+        let path = format!("/api/payments/{payment_id}/{action}");
+        let refused = app.post_json(&path, Some(&operator), &json!({})).await;
+        assert_eq!(
+            refused.status(),
+            409,
+            "{action}: the payment is not paid yet"
+        );
+        let unknown = format!("/api/payments/{}/{action}", Uuid::new_v4());
+        assert_eq!(
+            app.post_json(&unknown, Some(&operator), &json!({}))
+                .await
+                .status(),
+            404
+        );
+    }
+    let release = format!("/api/payments/{payment_id}/release-hold");
+    assert_eq!(
+        app.post_json(&release, Some(&operator), &json!({"reason": " "}))
+            .await
+            .status(),
+        422
+    );
+    assert_eq!(
+        app.post_json(&release, Some(&operator), &json!({"reason": "stuck"}))
+            .await
+            .status(),
+        409,
+        "nothing is held"
+    );
+    app.stop().await;
+}
+
 on_both_backends!(
+    code_actions_and_release_need_an_operator_and_a_fitting_payment,
     only_admins_refund_and_the_refund_is_requested_from_stripe,
     force_end_needs_an_operator_and_a_reason,
     door_sync_lists_ttlock_locks_and_which_are_doors,
@@ -210,6 +273,9 @@ async fn the_openapi_document_lists_the_write_routes() {
     for (path, method) in [
         ("/api/payments/{id}/refund", "post"),
         ("/api/sessions/{id}/force-end", "post"),
+        ("/api/payments/{id}/retry-code", "post"),
+        ("/api/payments/{id}/reissue-code", "post"),
+        ("/api/payments/{id}/release-hold", "post"),
         ("/api/doors/sync", "post"),
         ("/api/doors", "post"),
         ("/api/doors/{uid}", "patch"),

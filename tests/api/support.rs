@@ -190,12 +190,13 @@ impl latchkey::payments::checkout::CheckoutGateway for FakeCheckout {
             return Err(latchkey::payments::checkout::CheckoutError { message });
         }
         let id = request.payment_id.simple().to_string();
+        let expires_at = request.expires_at;
         self.requests.lock().unwrap().push(request);
         Ok(latchkey::payments::checkout::CheckoutCreated {
             checkout_session_id: format!("cs_test_{id}"),
             url: format!("https://checkout.example/{id}"),
             payment_intent_id: Some(format!("pi_test_{id}")),
-            expires_at: None,
+            expires_at,
         })
     }
 }

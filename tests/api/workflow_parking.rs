@@ -81,6 +81,7 @@ async fn checkout_without_locked_offer(app: &TestApp) -> (Uuid, String) {
             success_url: "http://localhost/ok".into(),
             cancel_url: "http://localhost/cancel".into(),
             idempotency_key: format!("latchkey-checkout-{payment_id}"),
+            expires_at: None,
         })
         .await
         .unwrap();

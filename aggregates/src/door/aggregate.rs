@@ -10,6 +10,12 @@
 //!   changes nothing; a revoked or expired payment never gets a new one.
 //! - Each attempt asks for a window starting at that attempt's `at`, so a guest whose code
 //!   was delayed by a TTLock outage still gets the full access duration.
+//! - A paid guest whose code cannot be issued is compensated (refunded) instead, once:
+//!   `CompensateAccess` records the rule and its inputs, and afterwards no code is issued
+//!   for that payment. A live, revoked or expired code is never compensated.
+//! - An operator may retry a code that is not live (even past the attempt limit) or
+//!   replace a live one; a replacement deletes the old code first where the lock allows it
+//!   and keeps the old window's end.
 
 use std::collections::BTreeMap;
 
@@ -21,7 +27,7 @@ use uuid::Uuid;
 
 use super::commands::DoorCommand;
 use super::error::DoorError;
-use super::events::{AccessCodeState, DoorEvent, DoorStatus};
+use super::events::{AccessCodeState, CompensationRule, DoorEvent, DoorStatus, ReissueMode};
 use super::services::{DoorServices, PasscodeRequest};
 use crate::{Actor, Money};
 
@@ -74,6 +80,9 @@ pub struct AccessCode {
     /// The access minutes recorded with the request: what the guest bought.
     #[serde(default)]
     pub access_minutes: Option<u32>,
+    /// Why the guest was refunded instead, once the state is `Compensated`.
+    #[serde(default)]
+    pub compensation: Option<CompensationRule>,
 }
 
 impl AccessCode {
@@ -91,6 +100,7 @@ impl AccessCode {
             revocation_attempts: 0,
             last_error: None,
             access_minutes: None,
+            compensation: None,
         }
     }
 }
@@ -224,6 +234,21 @@ impl Aggregate for Door {
             }
             DoorEvent::AccessCodeExpired { payment_id, .. } => {
                 self.code_entry(payment_id).state = AccessCodeState::Expired;
+            }
+            DoorEvent::AccessCompensationDecided {
+                payment_id, rule, ..
+            } => {
+                let access = self.code_entry(payment_id);
+                access.state = AccessCodeState::Compensated;
+                access.compensation = Some(rule);
+            }
+            DoorEvent::AccessCodeReissueRequested { payment_id, .. } => {
+                let access = self.code_entry(payment_id);
+                access.state = AccessCodeState::Requested;
+                access.issue_attempts = 0;
+                access.passcode_id = None;
+                access.code = None;
+                access.last_error = None;
             }
         }
     }
@@ -380,6 +405,42 @@ impl Door {
                 self.registered()?;
                 Ok(self.expire_access_codes(at))
             }
+            DoorCommand::CompensateAccess {
+                payment_id,
+                rule,
+                refund_request_id,
+                paid_at,
+                deadline_seconds,
+                actor,
+                at,
+            } => {
+                let decision = Compensation {
+                    payment_id,
+                    rule,
+                    refund_request_id,
+                    paid_at,
+                    deadline_seconds,
+                    actor,
+                    at,
+                };
+                self.compensate(decision)
+            }
+            DoorCommand::ReissueAccessCode {
+                payment_id,
+                mode,
+                locked_minutes,
+                actor,
+                at,
+            } => {
+                let reissue = Reissue {
+                    payment_id,
+                    mode,
+                    locked_minutes,
+                    actor,
+                    at,
+                };
+                self.reissue_access_code(reissue, services).await
+            }
         }
     }
 
@@ -501,6 +562,9 @@ impl Door {
                         valid_to: access.valid_to.unwrap_or(at),
                     })
                 }
+                AccessCodeState::Compensated => {
+                    return Err(DoorError::AccessCompensated { payment_id })
+                }
                 AccessCodeState::Requested | AccessCodeState::Failed => {}
             }
         }
@@ -524,35 +588,168 @@ impl Door {
                 at,
             });
         }
-        let attempt = attempts_so_far + 1;
-        let request = PasscodeRequest {
-            lock_id: profile.lock_id,
+        let window = Window {
+            from: at,
+            to: at + Duration::minutes(i64::from(access_minutes)),
+        };
+        events
+            .push(attempt_issue(profile, payment_id, attempts_so_far + 1, window, services).await);
+        Ok(events)
+    }
+
+    /// Deletes a live code before its replacement is issued; refuses (changing nothing)
+    /// when the lock cannot delete it, or when its window is over.
+    async fn delete_for_replacement(
+        &self,
+        profile: &DoorProfile,
+        live: &AccessCode,
+        at: DateTime<Utc>,
+        services: &DoorServices,
+    ) -> Result<Replaced, DoorError> {
+        let payment_id = live.payment_id;
+        let valid_to = live.valid_to.unwrap_or(at);
+        if valid_to <= at {
+            return Err(DoorError::AccessCodeExpired {
+                payment_id,
+                valid_to,
+            });
+        }
+        let deleted = match live.passcode_id {
+            Some(passcode_id) => {
+                services
+                    .locks
+                    .delete_passcode(profile.lock_id, passcode_id)
+                    .await
+                    .map_err(|error| DoorError::PreviousCodeNotDeleted {
+                        payment_id,
+                        reason: error.message,
+                    })?;
+                true
+            }
+            None => false,
+        };
+        Ok(Replaced {
+            valid_to,
+            deleted,
+            // A code the lock keeps offline outlives its cloud record.
+            still_valid_until: (!live.remotely_revocable).then_some(valid_to),
+        })
+    }
+
+    fn compensate(&self, decision: Compensation) -> Result<Vec<DoorEvent>, DoorError> {
+        self.registered()?;
+        let access = self.access_codes.get(&decision.payment_id);
+        let code_state = access.map(|access| access.state);
+        match code_state {
+            // Served, or made whole another way (a refund revokes; an expired code was
+            // usable): nothing to compensate.
+            Some(
+                AccessCodeState::Issued
+                | AccessCodeState::RevocationPending
+                | AccessCodeState::Revoked
+                | AccessCodeState::Expired
+                | AccessCodeState::Compensated,
+            ) => return Ok(vec![]),
+            None | Some(AccessCodeState::Requested | AccessCodeState::Failed) => {}
+        }
+        Ok(vec![DoorEvent::AccessCompensationDecided {
+            payment_id: decision.payment_id,
+            rule: decision.rule,
+            refund_request_id: decision.refund_request_id,
+            door_status: self.status,
+            code_state,
+            issue_attempts: access.map_or(0, |access| access.issue_attempts),
+            last_error: access.and_then(|access| access.last_error.clone()),
+            paid_at: decision.paid_at,
+            deadline_seconds: decision.deadline_seconds,
+            actor: decision.actor,
+            at: decision.at,
+        }])
+    }
+
+    async fn reissue_access_code(
+        &self,
+        reissue: Reissue,
+        services: &DoorServices,
+    ) -> Result<Vec<DoorEvent>, DoorError> {
+        let profile = self.registered()?;
+        let Reissue {
             payment_id,
-            name: format!("Latchkey {payment_id}"),
-            valid_from: at,
-            valid_to: at + Duration::minutes(i64::from(access_minutes)),
-            code: None,
+            mode,
+            locked_minutes,
+            actor,
+            at,
+        } = reissue;
+        let existing = self.access_codes.get(&payment_id);
+        let live = match existing.map(|access| access.state) {
+            Some(AccessCodeState::Revoked | AccessCodeState::RevocationPending) => {
+                return Err(DoorError::AccessCodeRevoked { payment_id })
+            }
+            Some(AccessCodeState::Expired) => {
+                return Err(DoorError::AccessCodeExpired {
+                    payment_id,
+                    valid_to: existing.and_then(|access| access.valid_to).unwrap_or(at),
+                })
+            }
+            Some(AccessCodeState::Compensated) => {
+                return Err(DoorError::AccessCompensated { payment_id })
+            }
+            Some(AccessCodeState::Issued) if mode == ReissueMode::Retry => {
+                return Err(DoorError::AccessCodeLive { payment_id })
+            }
+            Some(AccessCodeState::Issued) => existing,
+            None | Some(AccessCodeState::Requested | AccessCodeState::Failed) => None,
         };
-        let outcome = match services.locks.issue_passcode(request).await {
-            Ok(issued) => DoorEvent::AccessCodeIssued {
-                payment_id,
-                attempt,
-                passcode_id: issued.passcode_id,
-                code: issued.code,
-                valid_from: issued.valid_from,
-                valid_to: issued.valid_to,
-                remotely_revocable: issued.remotely_revocable,
-                at,
-            },
-            Err(error) => DoorEvent::AccessCodeIssueFailed {
-                payment_id,
-                attempt,
-                retryable: error.is_retryable(),
-                reason: error.message,
-                at,
-            },
+        if self.status == DoorStatus::Maintenance {
+            return Err(DoorError::InMaintenance {
+                door_uid: profile.door_uid.clone(),
+            });
+        }
+        let access_minutes = existing
+            .and_then(|access| access.access_minutes)
+            .or(locked_minutes)
+            .unwrap_or(profile.access_minutes);
+        let mut window = Window {
+            from: at,
+            to: at + Duration::minutes(i64::from(access_minutes)),
         };
-        events.push(outcome);
+        let mut events = Vec::new();
+        if existing.is_none() {
+            events.push(DoorEvent::AccessCodeRequested {
+                payment_id,
+                access_minutes,
+                at,
+            });
+        }
+        let mut request = DoorEvent::AccessCodeReissueRequested {
+            payment_id,
+            mode,
+            previous_passcode_id: None,
+            previous_deleted: false,
+            previous_still_valid_until: None,
+            actor,
+            at,
+        };
+        if let Some(live) = live {
+            let replaced = self
+                .delete_for_replacement(profile, live, at, services)
+                .await?;
+            // The replacement keeps what the guest has left, not a fresh window.
+            window.to = replaced.valid_to;
+            if let DoorEvent::AccessCodeReissueRequested {
+                previous_passcode_id,
+                previous_deleted,
+                previous_still_valid_until,
+                ..
+            } = &mut request
+            {
+                *previous_passcode_id = live.passcode_id;
+                *previous_deleted = replaced.deleted;
+                *previous_still_valid_until = replaced.still_valid_until;
+            }
+        }
+        events.push(request);
+        events.push(attempt_issue(profile, payment_id, 1, window, services).await);
         Ok(events)
     }
 
@@ -570,7 +767,11 @@ impl Door {
         } = revocation;
         let access = self.access_codes.get(&payment_id);
         let live_passcode = match access.map(|access| (access.state, access.passcode_id)) {
-            Some((AccessCodeState::Revoked | AccessCodeState::Expired, _)) => return Ok(vec![]),
+            // A compensated payment never had a code on the lock and never will.
+            Some((
+                AccessCodeState::Revoked | AccessCodeState::Expired | AccessCodeState::Compensated,
+                _,
+            )) => return Ok(vec![]),
             Some((
                 AccessCodeState::Issued | AccessCodeState::RevocationPending,
                 Some(passcode_id),
@@ -661,6 +862,76 @@ struct Revocation {
     reason: String,
     actor: Actor,
     at: DateTime<Utc>,
+}
+
+struct Compensation {
+    payment_id: Uuid,
+    rule: CompensationRule,
+    refund_request_id: Uuid,
+    paid_at: Option<DateTime<Utc>>,
+    deadline_seconds: u64,
+    actor: Actor,
+    at: DateTime<Utc>,
+}
+
+struct Reissue {
+    payment_id: Uuid,
+    mode: ReissueMode,
+    locked_minutes: Option<u32>,
+    actor: Actor,
+    at: DateTime<Utc>,
+}
+
+/// What deleting a live code before its replacement did.
+struct Replaced {
+    /// The old window's end, which the replacement keeps.
+    valid_to: DateTime<Utc>,
+    deleted: bool,
+    still_valid_until: Option<DateTime<Utc>>,
+}
+
+/// The validity window one attempt asks TTLock for.
+#[derive(Clone, Copy)]
+struct Window {
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+}
+
+/// Asks TTLock for the payment's code; the outcome as the event that records it.
+async fn attempt_issue(
+    profile: &DoorProfile,
+    payment_id: Uuid,
+    attempt: u32,
+    window: Window,
+    services: &DoorServices,
+) -> DoorEvent {
+    let request = PasscodeRequest {
+        lock_id: profile.lock_id,
+        payment_id,
+        name: format!("Latchkey {payment_id}"),
+        valid_from: window.from,
+        valid_to: window.to,
+        code: None,
+    };
+    match services.locks.issue_passcode(request).await {
+        Ok(issued) => DoorEvent::AccessCodeIssued {
+            payment_id,
+            attempt,
+            passcode_id: issued.passcode_id,
+            code: issued.code,
+            valid_from: issued.valid_from,
+            valid_to: issued.valid_to,
+            remotely_revocable: issued.remotely_revocable,
+            at: window.from,
+        },
+        Err(error) => DoorEvent::AccessCodeIssueFailed {
+            payment_id,
+            attempt,
+            retryable: error.is_retryable(),
+            reason: error.message,
+            at: window.from,
+        },
+    }
 }
 
 fn validate_profile(profile: &DoorProfile) -> Result<(), DoorError> {

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::events::DoorStatus;
+use super::events::{CompensationRule, DoorStatus, ReissueMode};
 use crate::{Actor, Money};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -66,4 +66,26 @@ pub enum DoorCommand {
     },
     /// Housekeeping: marks every code whose window ended by `at` as expired.
     ExpireAccessCodes { actor: Actor, at: DateTime<Utc> },
+    /// Decides that a paid guest without a code is refunded instead (sent by the door
+    /// workflow). Changes nothing when the payment's code is live, or was revoked, expired
+    /// or already compensated: the guest was served or made whole already.
+    CompensateAccess {
+        payment_id: Uuid,
+        rule: CompensationRule,
+        /// The refund request the workflow will order (recorded with the decision).
+        refund_request_id: Uuid,
+        paid_at: Option<DateTime<Utc>>,
+        deadline_seconds: u64,
+        actor: Actor,
+        at: DateTime<Utc>,
+    },
+    /// An operator's "retry" or "reissue" of a payment's code; see [`ReissueMode`].
+    ReissueAccessCode {
+        payment_id: Uuid,
+        mode: ReissueMode,
+        /// The minutes locked at checkout, for a payment whose code was never requested.
+        locked_minutes: Option<u32>,
+        actor: Actor,
+        at: DateTime<Utc>,
+    },
 }

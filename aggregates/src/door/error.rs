@@ -22,6 +22,12 @@ pub enum DoorError {
         payment_id: Uuid,
         valid_to: DateTime<Utc>,
     },
+    #[error("no code could be issued for payment {payment_id}; the guest is refunded instead")]
+    AccessCompensated { payment_id: Uuid },
+    #[error("the code for payment {payment_id} is live; reissue it to replace it")]
+    AccessCodeLive { payment_id: Uuid },
+    #[error("the old code for payment {payment_id} could not be deleted from the lock ({reason}); nothing was changed, try again")]
+    PreviousCodeNotDeleted { payment_id: Uuid, reason: String },
     #[error("issuing a code for payment {payment_id} failed {attempts} times; check the lock in TTLock and refund the payment")]
     IssueAttemptsExhausted { payment_id: Uuid, attempts: u32 },
 }

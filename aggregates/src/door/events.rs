@@ -43,6 +43,48 @@ pub enum AccessCodeState {
     Revoked,
     /// Its validity window ended.
     Expired,
+    /// No code could be issued in time: the guest is refunded instead and none will ever
+    /// be issued for this payment ([`DoorEvent::AccessCompensationDecided`]).
+    Compensated,
+}
+
+/// Why a paid guest who got no code is made whole: the rule of an
+/// [`DoorEvent::AccessCompensationDecided`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CompensationRule {
+    /// The access deadline passed after payment without a code on the lock (the door in
+    /// maintenance, TTLock or the lock's gateway offline).
+    DeadlinePassed,
+    /// TTLock refused every attempt up to the workflow's limit.
+    IssueAttemptsExhausted,
+    /// TTLock refused the code in a way no retry can change.
+    IssueRefused,
+}
+
+impl CompensationRule {
+    /// The reason in words, as the guest page and the refund's reason show it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::DeadlinePassed => "no door code could be issued in time after payment",
+            Self::IssueAttemptsExhausted => {
+                "the lock did not accept a door code after repeated attempts"
+            }
+            Self::IssueRefused => "the lock refused the door code",
+        }
+    }
+}
+
+/// What an operator's [`DoorCommand::ReissueAccessCode`](super::DoorCommand) may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReissueMode {
+    /// Try again a code that is not live (failed, or never requested because the door was
+    /// in maintenance); refused for a live code.
+    Retry,
+    /// Give the guest a new code: a live one is deleted from the lock first (where the lock
+    /// allows it) and the new one keeps the old window's end.
+    Replace,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -140,6 +182,39 @@ pub enum DoorEvent {
         valid_to: DateTime<Utc>,
         at: DateTime<Utc>,
     },
+    /// A paid guest got no code and is refunded instead (issue 14). The rule and the inputs
+    /// it was decided on are kept, so the audit log says why; the workflow then orders the
+    /// refund `refund_request_id` on the payment. No code is issued for the payment after
+    /// this.
+    AccessCompensationDecided {
+        payment_id: Uuid,
+        rule: CompensationRule,
+        refund_request_id: Uuid,
+        /// The door's status when deciding (`maintenance` explains most deadline misses).
+        door_status: DoorStatus,
+        /// The code's state before the decision; `None` when none was ever requested.
+        code_state: Option<AccessCodeState>,
+        issue_attempts: u32,
+        last_error: Option<String>,
+        /// When the payment succeeded and how long a code may take after that.
+        paid_at: Option<DateTime<Utc>>,
+        deadline_seconds: u64,
+        actor: Actor,
+        at: DateTime<Utc>,
+    },
+    /// An operator asked for the payment's code again; the attempt follows in the same
+    /// command (numbered from 1 again). A live code was deleted first when
+    /// `previous_deleted`; one the lock keeps offline opens until `previous_still_valid_until`.
+    AccessCodeReissueRequested {
+        payment_id: Uuid,
+        mode: ReissueMode,
+        previous_passcode_id: Option<i64>,
+        previous_deleted: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        previous_still_valid_until: Option<DateTime<Utc>>,
+        actor: Actor,
+        at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for DoorEvent {
@@ -157,6 +232,8 @@ impl DomainEvent for DoorEvent {
             Self::AccessCodeRevoked { .. } => "AccessCodeRevoked",
             Self::AccessCodeRevocationPending { .. } => "AccessCodeRevocationPending",
             Self::AccessCodeExpired { .. } => "AccessCodeExpired",
+            Self::AccessCompensationDecided { .. } => "AccessCompensationDecided",
+            Self::AccessCodeReissueRequested { .. } => "AccessCodeReissueRequested",
         };
         name.to_owned()
     }

@@ -14,5 +14,5 @@ mod tests;
 pub use aggregate::{AccessCode, Door, MAX_ACCESS_MINUTES, MAX_ISSUE_ATTEMPTS};
 pub use commands::DoorCommand;
 pub use error::DoorError;
-pub use events::{AccessCodeState, DoorEvent, DoorStatus};
+pub use events::{AccessCodeState, CompensationRule, DoorEvent, DoorStatus, ReissueMode};
 pub use services::{DoorServices, LockGateway};

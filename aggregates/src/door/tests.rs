@@ -530,3 +530,251 @@ async fn replaying_a_door_reproduces_its_state_exactly() {
     );
     assert_replay_reproduces(&live, &events);
 }
+
+const REFUND_REQUEST: Uuid = Uuid::from_u128(0xB2);
+
+fn compensate(rule: CompensationRule, minute: i64) -> DoorCommand {
+    DoorCommand::CompensateAccess {
+        payment_id: PAYMENT,
+        rule,
+        refund_request_id: REFUND_REQUEST,
+        paid_at: Some(at(10)),
+        deadline_seconds: 900,
+        actor: Actor::System,
+        at: at(minute),
+    }
+}
+
+fn reissue(mode: ReissueMode, minute: i64) -> DoorCommand {
+    DoorCommand::ReissueAccessCode {
+        payment_id: PAYMENT,
+        mode,
+        locked_minutes: Some(120),
+        actor: alice(),
+        at: at(minute),
+    }
+}
+
+#[tokio::test]
+async fn a_payment_refused_in_maintenance_is_compensated_with_the_rule_and_its_inputs() {
+    given(vec![registered(), maintenance_started()])
+        .when_async(compensate(CompensationRule::DeadlinePassed, 25))
+        .await
+        .then_expect_events(vec![DoorEvent::AccessCompensationDecided {
+            payment_id: PAYMENT,
+            rule: CompensationRule::DeadlinePassed,
+            refund_request_id: REFUND_REQUEST,
+            door_status: DoorStatus::Maintenance,
+            code_state: None,
+            issue_attempts: 0,
+            last_error: None,
+            paid_at: Some(at(10)),
+            deadline_seconds: 900,
+            actor: Actor::System,
+            at: at(25),
+        }]);
+}
+
+#[tokio::test]
+async fn a_failed_code_is_compensated_with_its_attempts_and_last_error() {
+    given(vec![
+        registered(),
+        requested(10),
+        issue_failed(1, 10),
+        issue_failed(2, 11),
+    ])
+    .when_async(compensate(CompensationRule::IssueAttemptsExhausted, 12))
+    .await
+    .then_expect_events(vec![DoorEvent::AccessCompensationDecided {
+        payment_id: PAYMENT,
+        rule: CompensationRule::IssueAttemptsExhausted,
+        refund_request_id: REFUND_REQUEST,
+        door_status: DoorStatus::Active,
+        code_state: Some(AccessCodeState::Failed),
+        issue_attempts: 2,
+        last_error: Some("gateway offline".to_owned()),
+        paid_at: Some(at(10)),
+        deadline_seconds: 900,
+        actor: Actor::System,
+        at: at(12),
+    }]);
+}
+
+#[tokio::test]
+async fn a_served_or_already_compensated_payment_is_not_compensated() {
+    for history in [
+        vec![registered(), requested(10), issued(1, 10)],
+        vec![registered(), revoked(None, 20)],
+    ] {
+        given(history)
+            .when_async(compensate(CompensationRule::DeadlinePassed, 25))
+            .await
+            .then_expect_events(vec![]);
+    }
+    let (_, events) = run::<Door>(
+        vec![register(), compensate(CompensationRule::DeadlinePassed, 25)],
+        &fake().1,
+    )
+    .await;
+    given(events)
+        .when_async(compensate(CompensationRule::IssueRefused, 26))
+        .await
+        .then_expect_events(vec![]);
+}
+
+#[tokio::test]
+async fn a_compensated_payment_never_gets_a_code_and_a_refund_revokes_nothing() {
+    let (_, events) = run::<Door>(
+        vec![register(), compensate(CompensationRule::DeadlinePassed, 25)],
+        &fake().1,
+    )
+    .await;
+    given(events.clone())
+        .when_async(issue(30))
+        .await
+        .then_expect_error(DoorError::AccessCompensated {
+            payment_id: PAYMENT,
+        });
+    given(events.clone())
+        .when_async(reissue(ReissueMode::Retry, 30))
+        .await
+        .then_expect_error(DoorError::AccessCompensated {
+            payment_id: PAYMENT,
+        });
+    given(events)
+        .when_async(revoke(30))
+        .await
+        .then_expect_events(vec![]);
+}
+
+#[tokio::test]
+async fn an_operator_retry_past_the_attempt_limit_starts_again_at_attempt_one() {
+    let mut history = vec![registered(), requested(10)];
+    history.extend((1..=MAX_ISSUE_ATTEMPTS).map(|attempt| issue_failed(attempt, 10)));
+    given(history)
+        .when_async(reissue(ReissueMode::Retry, 40))
+        .await
+        .then_expect_events(vec![
+            DoorEvent::AccessCodeReissueRequested {
+                payment_id: PAYMENT,
+                mode: ReissueMode::Retry,
+                previous_passcode_id: None,
+                previous_deleted: false,
+                previous_still_valid_until: None,
+                actor: alice(),
+                at: at(40),
+            },
+            issued(1, 40),
+        ]);
+}
+
+#[tokio::test]
+async fn a_retry_of_a_code_never_requested_uses_the_locked_minutes() {
+    given(vec![registered()])
+        .when_async(DoorCommand::ReissueAccessCode {
+            payment_id: PAYMENT,
+            mode: ReissueMode::Retry,
+            locked_minutes: Some(45),
+            actor: alice(),
+            at: at(30),
+        })
+        .await
+        .then_expect_events(vec![
+            DoorEvent::AccessCodeRequested {
+                payment_id: PAYMENT,
+                access_minutes: 45,
+                at: at(30),
+            },
+            DoorEvent::AccessCodeReissueRequested {
+                payment_id: PAYMENT,
+                mode: ReissueMode::Retry,
+                previous_passcode_id: None,
+                previous_deleted: false,
+                previous_still_valid_until: None,
+                actor: alice(),
+                at: at(30),
+            },
+            DoorEvent::AccessCodeIssued {
+                payment_id: PAYMENT,
+                attempt: 1,
+                passcode_id: 1001,
+                code: "12345671".to_owned(),
+                valid_from: at(30),
+                valid_to: at(75),
+                remotely_revocable: true,
+                at: at(30),
+            },
+        ]);
+}
+
+#[tokio::test]
+async fn a_retry_of_a_live_code_is_refused_and_a_retry_in_maintenance_too() {
+    given(vec![registered(), requested(10), issued(1, 10)])
+        .when_async(reissue(ReissueMode::Retry, 20))
+        .await
+        .then_expect_error(DoorError::AccessCodeLive {
+            payment_id: PAYMENT,
+        });
+    given(vec![registered(), maintenance_started()])
+        .when_async(reissue(ReissueMode::Retry, 20))
+        .await
+        .then_expect_error(DoorError::InMaintenance {
+            door_uid: "7001".to_owned(),
+        });
+}
+
+#[tokio::test]
+async fn a_replacement_deletes_the_old_code_first_and_keeps_the_window_end() {
+    let (locks, services) = fake();
+    DoorTest::with(services)
+        .given(vec![registered(), requested(10), issued(1, 10)])
+        .when_async(reissue(ReissueMode::Replace, 30))
+        .await
+        .then_expect_events(vec![
+            DoorEvent::AccessCodeReissueRequested {
+                payment_id: PAYMENT,
+                mode: ReissueMode::Replace,
+                previous_passcode_id: Some(1001),
+                previous_deleted: true,
+                previous_still_valid_until: None,
+                actor: alice(),
+                at: at(30),
+            },
+            DoorEvent::AccessCodeIssued {
+                payment_id: PAYMENT,
+                attempt: 1,
+                passcode_id: 1001,
+                code: "12345671".to_owned(),
+                valid_from: at(30),
+                valid_to: at(130),
+                remotely_revocable: true,
+                at: at(30),
+            },
+        ]);
+    assert_eq!(
+        locks.calls()[0],
+        LockCall::DeletePasscode {
+            lock_id: LOCK_ID,
+            passcode_id: 1001,
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_replacement_whose_old_code_cannot_be_deleted_changes_nothing() {
+    let (locks, services) = fake();
+    locks.queue_delete(Err(LockError::retryable("lock offline")));
+    DoorTest::with(services)
+        .given(vec![registered(), requested(10), issued(1, 10)])
+        .when_async(reissue(ReissueMode::Replace, 30))
+        .await
+        .then_expect_error(DoorError::PreviousCodeNotDeleted {
+            payment_id: PAYMENT,
+            reason: "lock offline".to_owned(),
+        });
+    assert_eq!(
+        locks.calls().len(),
+        1,
+        "no new code without the old one gone"
+    );
+}

@@ -17,7 +17,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use stripe::{IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
-use stripe_client_core::RequestBuilder;
+use stripe_client_core::{RequestBuilder, StripeMethod};
 use tracing::{debug, warn};
 use url::Url;
 
@@ -135,6 +135,8 @@ pub struct CheckoutRequest {
     /// Paths on `LATCHKEY_PUBLIC_URL` (e.g. `/access/{token}`, `/pay/{door_uid}`).
     pub success_path: String,
     pub cancel_path: String,
+    /// Unix seconds; `None`: Stripe's default (24 h after creation).
+    pub expires_at: Option<i64>,
 }
 
 /// A created Checkout Session.
@@ -145,6 +147,8 @@ pub struct CheckoutCreated {
     pub url: String,
     /// Present when Stripe creates the PaymentIntent with the session.
     pub payment_intent: Option<String>,
+    /// When Stripe expires the session if unpaid.
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// The PaymentIntent fields the ledger reads.
@@ -194,11 +198,32 @@ pub struct EventPage {
     pub has_more: bool,
 }
 
+/// Which events of the Events API to list (see [`StripeClient::list_events`]).
+#[derive(Clone, Copy, Debug)]
+pub struct EventQuery<'a> {
+    pub position: EventPosition<'a>,
+    /// Only these types (`types[]`); empty lists every type.
+    pub types: &'a [&'a str],
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum EventPosition<'a> {
+    /// Created after `created_after` (Unix seconds), older than `starting_after`.
+    Older {
+        created_after: i64,
+        starting_after: Option<&'a str>,
+    },
+    /// Just newer than `ending_before`.
+    Newer { ending_before: &'a str },
+}
+
 #[derive(Deserialize)]
 struct SessionFields {
     id: String,
     url: Option<String>,
     payment_intent: Option<serde_json::Value>,
+    #[serde(default)]
+    expires_at: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -325,6 +350,9 @@ impl StripeClient {
         if let Some(email) = &request.email {
             create = create.customer_email(email.clone());
         }
+        if let Some(expires_at) = request.expires_at {
+            create = create.expires_at(expires_at);
+        }
         let key = idempotency_key(&request.payment_id, "checkout");
         let session: SessionFields = self.post(create.build(), &key).await?;
         let payment_intent = session.payment_intent.and_then(|value| match value {
@@ -341,6 +369,9 @@ impl StripeClient {
                 StripeApiError::Decode("the Checkout Session has no url".to_string())
             })?,
             payment_intent,
+            expires_at: session
+                .expires_at
+                .and_then(|at| chrono::DateTime::from_timestamp(at, 0)),
         })
     }
 
@@ -394,19 +425,41 @@ impl StripeClient {
         self.get(retrieve.build()).await
     }
 
-    /// Events created after `created_after` (unix seconds), one page at a time: pass the
-    /// previous page's last id as `starting_after`. The page is in Stripe's order, newest
-    /// first, so its last event is the cursor for the next (older) page.
-    pub async fn list_events_since(
+    /// An object as Stripe returns it, e.g. `("payment_intents", "pi_…")` or
+    /// `("checkout/sessions", "cs_…")`: for re-syncing a payment from Stripe's own state.
+    pub async fn retrieve_raw(
         &self,
-        created_after: i64,
-        starting_after: Option<&str>,
-    ) -> Result<EventPage, StripeApiError> {
+        collection: &str,
+        id: &str,
+    ) -> Result<serde_json::Value, StripeApiError> {
+        let request = RequestBuilder::new(StripeMethod::Get, format!("/{collection}/{id}"));
+        self.get(request).await
+    }
+
+    /// One page of the Events API, in Stripe's order (newest first). `Older` pages walk
+    /// back in time (the previous page's last id is the next `starting_after`); `Newer`
+    /// lists the events just after a known one (`ending_before`), the way forward.
+    pub async fn list_events(&self, query: &EventQuery<'_>) -> Result<EventPage, StripeApiError> {
         let mut list = stripe_core::event::ListEvent::new()
-            .created(stripe_types::RangeQueryTs::gt(created_after))
-            .limit(EVENTS_PAGE);
-        if let Some(cursor) = starting_after {
-            list = list.starting_after(cursor);
+            .limit(EVENTS_PAGE)
+            .types(
+                query
+                    .types
+                    .iter()
+                    .map(|kind| kind.to_string())
+                    .collect::<Vec<_>>(),
+            );
+        match query.position {
+            EventPosition::Older {
+                created_after,
+                starting_after,
+            } => {
+                list = list.created(stripe_types::RangeQueryTs::gt(created_after));
+                if let Some(cursor) = starting_after {
+                    list = list.starting_after(cursor);
+                }
+            }
+            EventPosition::Newer { ending_before } => list = list.ending_before(ending_before),
         }
         let page: serde_json::Value = self.get(list.build()).await?;
         let has_more = page

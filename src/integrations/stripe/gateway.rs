@@ -152,6 +152,7 @@ impl CheckoutGateway for StripeCheckoutGateway {
             email: Some(request.guest_email.clone()),
             success_path: path_of(&request.success_url),
             cancel_path: path_of(&request.cancel_url),
+            expires_at: request.expires_at.map(|at| at.timestamp()),
         };
         let created = if request.manual_capture {
             self.client.create_device_checkout(&stripe_request).await
@@ -165,7 +166,7 @@ impl CheckoutGateway for StripeCheckoutGateway {
             checkout_session_id: created.session_id,
             url: created.url,
             payment_intent_id: created.payment_intent,
-            expires_at: None,
+            expires_at: created.expires_at,
         })
     }
 }

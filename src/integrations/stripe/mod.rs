@@ -7,6 +7,7 @@ pub mod client;
 pub mod diagnostics;
 pub mod gateway;
 pub mod processing;
+pub mod resync;
 pub mod signature;
 
 use std::sync::{Arc, Mutex, RwLock};

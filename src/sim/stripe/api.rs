@@ -19,6 +19,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/checkout/sessions", post(stripe_post))
         .route("/v1/checkout/sessions/{id}", get(stripe_get))
+        .route("/v1/checkout/sessions/{id}/expire", post(stripe_post))
         .route("/v1/payment_intents/{id}", get(stripe_get))
         .route("/v1/payment_intents/{id}/capture", post(stripe_post))
         .route("/v1/payment_intents/{id}/cancel", post(stripe_post))
@@ -160,6 +161,7 @@ fn execute_post(shared: &Shared, path: &str, body: &str, key: Option<&str>) -> (
         ["v1", "checkout", "sessions"] => state
             .create_checkout_session(&params, &shared.checkout_base)
             .map(|session| (session, Vec::new())),
+        ["v1", "checkout", "sessions", id, "expire"] => state.expire_session(id, &origin),
         ["v1", "payment_intents", id, "capture"] => state.capture(id, &params, &origin),
         ["v1", "payment_intents", id, "cancel"] => state.cancel(id, &params, &origin),
         ["v1", "refunds"] => state.refund(&params, &origin),
@@ -224,6 +226,14 @@ async fn stripe_get(
             .get(*id)
             .cloned()
             .ok_or_else(|| SimError::missing("payment_intent", id)),
+        ["v1", "events"] if shared.event_list_fails() => Err(SimError {
+            status: 500,
+            kind: "api_error",
+            code: None,
+            decline_code: None,
+            message: "Simulated Stripe failure while listing events.".to_string(),
+            param: None,
+        }),
         ["v1", "events"] => state.list_events(&params),
         ["v1", "events", id] => state
             .events

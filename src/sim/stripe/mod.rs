@@ -29,6 +29,10 @@ use webhooks::Deliverer;
 /// Webhook requests give up after this; a hung endpoint must not pile up tasks.
 const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How often open Checkout Sessions are checked against their `expires_at` (whole
+/// seconds, as Stripe's timestamps).
+const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
+
 #[derive(Clone, Debug)]
 pub struct StripeSimConfig {
     /// The only API key accepted (`sk_test_…`).
@@ -66,6 +70,9 @@ pub(crate) struct Shared {
     /// (requests left to fail, status): makes the next API requests fail before they
     /// execute, as a Stripe outage does, to exercise the client's retries.
     failures: Mutex<(u32, u16)>,
+    /// (event list requests to answer, then how many to fail with 500): stops a client
+    /// paging through `/v1/events` half-way.
+    event_list_failures: Mutex<(u32, u32)>,
     /// (POSTs left to delay, delay): the next POSTs execute (and their webhooks go out)
     /// at once, but their answers come back only after the delay — a slow Stripe, whose
     /// webhooks overtake its answers.
@@ -88,6 +95,22 @@ impl Shared {
             message: "Simulated Stripe failure; retry with the same idempotency key.".to_string(),
             param: None,
         })
+    }
+
+    /// Whether this `/v1/events` request is one to fail (see `fail_event_lists_after`).
+    fn event_list_fails(&self) -> bool {
+        let mut plan = lock(&self.event_list_failures);
+        match *plan {
+            (0, 0) => false,
+            (0, count) => {
+                plan.1 = count - 1;
+                true
+            }
+            (skip, _) => {
+                plan.0 = skip - 1;
+                false
+            }
+        }
     }
 
     /// Consumes one answer delay, if any is left.
@@ -142,11 +165,26 @@ pub fn spawn(listener: TcpListener, config: StripeSimConfig) -> std::io::Result<
         state: Mutex::new(SimState::default()),
         deliverer,
         failures: Mutex::new((0, 500)),
+        event_list_failures: Mutex::new((0, 0)),
         answer_delays: Mutex::new((0, Duration::ZERO)),
     });
     let shutdown = CancellationToken::new();
     let router = api::router(shared.clone());
     let stop = shutdown.clone();
+    let sweeper = shared.clone();
+    let sweeping = shutdown.clone();
+    tokio::spawn(async move {
+        while !sweeping.is_cancelled() {
+            let events = sweeper
+                .lock_state()
+                .expire_due(chrono::Utc::now().timestamp());
+            sweeper.deliverer.dispatch(events);
+            tokio::select! {
+                _ = tokio::time::sleep(EXPIRY_SWEEP) => {}
+                _ = sweeping.cancelled() => {}
+            }
+        }
+    });
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, router)
             .with_graceful_shutdown(async move { stop.cancelled().await })
@@ -186,6 +224,22 @@ impl StripeSimHandle {
         *lock(&self.shared.failures) = (count, status);
     }
 
+    /// After `skip` more `/v1/events` list requests are answered, the next `count` fail
+    /// with 500 (a client paging through the list is stopped half-way).
+    pub fn fail_event_lists_after(&self, skip: u32, count: u32) {
+        *lock(&self.shared.event_list_failures) = (skip, count);
+    }
+
+    /// Moves every stored event `seconds` into the past, as if they were created then
+    /// (their order is kept).
+    pub fn backdate_events(&self, seconds: i64) {
+        for event in &mut self.shared.lock_state().events {
+            if let Some(created) = event["created"].as_i64() {
+                event["created"] = serde_json::json!(created - seconds);
+            }
+        }
+    }
+
     /// The next `count` POSTs are executed at once but answered after `delay`.
     pub fn delay_next_answers(&self, count: u32, delay: Duration) {
         *lock(&self.shared.answer_delays) = (count, delay);
@@ -210,6 +264,17 @@ impl StripeSimHandle {
 
     pub fn set_delivery(&self, mode: DeliveryMode) {
         *lock(&self.shared.deliverer.mode) = mode;
+    }
+
+    /// Expires an open Checkout Session now, as `POST /v1/checkout/sessions/{id}/expire`
+    /// (or its `expires_at` passing) does: `checkout.session.expired` is delivered.
+    pub fn expire_checkout_session(&self, session_id: &str) -> Result<Value, SimError> {
+        let (session, events) = self
+            .shared
+            .lock_state()
+            .expire_session(session_id, &state::Origin::default())?;
+        self.shared.deliverer.dispatch(events);
+        Ok(session)
     }
 
     /// Pays a Checkout Session with a test card, as the checkout page would.

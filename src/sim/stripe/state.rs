@@ -261,6 +261,7 @@ impl SimState {
             .unwrap_or("automatic")
             .to_string();
         let created = now();
+        let expires_at = checkout_expiry(params, created)?;
         let session_id = new_id("cs_test");
         let intent_id = new_id("pi");
         let intent = json!({
@@ -299,7 +300,7 @@ impl SimState {
             "customer": null,
             "customer_details": null,
             "customer_email": params.get("customer_email"),
-            "expires_at": created + 24 * 60 * 60,
+            "expires_at": expires_at,
             "livemode": false,
             "metadata": params.map("metadata"),
             "mode": "payment",
@@ -313,6 +314,49 @@ impl SimState {
         self.intents.insert(intent_id, intent);
         self.sessions.insert(session_id, session.clone());
         Ok(session)
+    }
+
+    /// `POST /v1/checkout/sessions/{id}/expire`, or the session's `expires_at` passing:
+    /// an open session can no longer be paid, and `checkout.session.expired` fires.
+    pub fn expire_session(
+        &mut self,
+        session_id: &str,
+        origin: &Origin,
+    ) -> Result<(Value, Vec<Value>), SimError> {
+        let session = self
+            .sessions
+            .get_mut(session_id)
+            .ok_or_else(|| SimError::missing("checkout.session", session_id))?;
+        if session["status"] != "open" {
+            return Err(SimError::invalid(
+                format!(
+                    "Only Checkout Sessions with a status in [\"open\"] can be expired. This Checkout Session has a status of \"{}\".",
+                    session["status"].as_str().unwrap_or_default()
+                ),
+                None,
+            ));
+        }
+        session["status"] = json!("expired");
+        session["url"] = Value::Null;
+        let session = session.clone();
+        let events = self.record_events(vec![event("checkout.session.expired", &session, origin)]);
+        Ok((session, events))
+    }
+
+    /// Expires every open session whose `expires_at` is at or before `now` (Unix
+    /// seconds); returns the events.
+    pub fn expire_due(&mut self, now: i64) -> Vec<Value> {
+        let due: Vec<String> = self
+            .sessions
+            .values()
+            .filter(|session| session["status"] == "open")
+            .filter(|session| session["expires_at"].as_i64().is_some_and(|at| at <= now))
+            .filter_map(|session| session["id"].as_str().map(str::to_string))
+            .collect();
+        due.iter()
+            .filter_map(|id| self.expire_session(id, &Origin::default()).ok())
+            .flat_map(|(_, events)| events)
+            .collect()
     }
 
     /// A guest pays a session with a test card; returns (payment intent, events).
@@ -722,8 +766,15 @@ impl SimState {
                 .position(|event| event["id"] == before)
                 .ok_or_else(|| SimError::missing("event", before))?;
             newest_first.truncate(position);
+            // The page just newer than the cursor; `has_more`: still newer ones beyond it.
             let skip = newest_first.len().saturating_sub(limit);
             newest_first.drain(..skip);
+            return Ok(json!({
+                "object": "list",
+                "data": newest_first,
+                "has_more": skip > 0,
+                "url": "/v1/events",
+            }));
         }
         let has_more = newest_first.len() > limit;
         newest_first.truncate(limit);
@@ -744,9 +795,70 @@ fn type_matches(pattern: &str, kind: &str) -> bool {
     }
 }
 
+/// A session's `expires_at`: as asked, within Stripe's 30 minutes to 24 hours after
+/// creation, else 24 hours (Stripe's default).
+fn checkout_expiry(params: &Params, created: i64) -> Result<i64, SimError> {
+    const MIN_SECONDS: i64 = 30 * 60;
+    const MAX_SECONDS: i64 = 24 * 60 * 60;
+    match params.int("expires_at")? {
+        None => Ok(created + MAX_SECONDS),
+        Some(at) if (created + MIN_SECONDS..=created + MAX_SECONDS).contains(&at) => Ok(at),
+        Some(_) => Err(SimError::invalid(
+            "The `expires_at` timestamp must be between 30 minutes and 24 hours from Checkout Session creation.",
+            Some("expires_at"),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn session_params(extra: &str) -> Params {
+        Params::parse(&format!(
+            "mode=payment&success_url=http://x/ok&line_items[0][price_data][currency]=eur&line_items[0][price_data][unit_amount]=1500{extra}"
+        ))
+    }
+
+    #[test]
+    fn a_session_expires_at_its_expires_at_and_not_before() {
+        let mut state = SimState::default();
+        let at = now() + 40 * 60;
+        let session = state
+            .create_checkout_session(&session_params(&format!("&expires_at={at}")), "http://sim")
+            .unwrap();
+        assert_eq!(session["expires_at"], at);
+        assert!(state.expire_due(at - 1).is_empty());
+        let events = state.expire_due(at);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0]["type"], "checkout.session.expired");
+        assert_eq!(events[0]["data"]["object"]["status"], "expired");
+        assert!(state.expire_due(at + 60).is_empty(), "once");
+        let id = session["id"].as_str().unwrap();
+        assert!(state.pay(id, "4242424242424242", None, "unpaid").is_err());
+    }
+
+    #[test]
+    fn expires_at_outside_stripes_bounds_is_refused() {
+        let mut state = SimState::default();
+        for minutes in [10, 25 * 60] {
+            let at = now() + minutes * 60;
+            let error = state
+                .create_checkout_session(
+                    &session_params(&format!("&expires_at={at}")),
+                    "http://sim",
+                )
+                .unwrap_err();
+            assert_eq!(error.param.as_deref(), Some("expires_at"));
+        }
+        let session = state
+            .create_checkout_session(&session_params(""), "http://sim")
+            .unwrap();
+        assert_eq!(
+            session["expires_at"],
+            session["created"].as_i64().unwrap() + 86_400
+        );
+    }
 
     #[test]
     fn bracket_params_parse() {

@@ -1,6 +1,7 @@
 //! Payments: the filterable list (keyset pages, newest first), its CSV export, and one
 //! payment with its journal history and, for admins, a refund form with a confirmation
-//! step.
+//! step; for operators, retry or reissue a door payment's code and release a device
+//! payment's hold.
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -25,6 +26,7 @@ use crate::http::read_params::{internal, DEFAULT_LIMIT};
 use crate::http::reports::csv_field;
 use crate::http::{ApiError, AppState};
 use crate::projections_runtime::PooledConn;
+use latchkey_aggregates::door::{AccessCodeState, ReissueMode};
 
 /// Rows per CSV query: the export streams the whole filtered list in keyset chunks.
 const CSV_CHUNK: i64 = 1000;
@@ -35,6 +37,9 @@ pub fn router() -> Router<AppState> {
         .route("/dashboard/payments.csv", get(export))
         .route("/dashboard/payments/{id}", get(detail))
         .route("/dashboard/payments/{id}/refund", post(refund))
+        .route("/dashboard/payments/{id}/retry-code", post(retry_code))
+        .route("/dashboard/payments/{id}/reissue-code", post(reissue_code))
+        .route("/dashboard/payments/{id}/release-hold", post(release_hold))
 }
 
 /// The list's query string: the API's filters, as a person types them in the form.
@@ -260,6 +265,8 @@ pub fn csv_line(row: &PaymentRow) -> String {
 #[derive(Debug, Default, Deserialize)]
 struct DetailQuery {
     refunded: Option<String>,
+    /// Set after an operator's action: what became of it, in words.
+    done: Option<String>,
 }
 
 async fn detail(
@@ -292,6 +299,9 @@ async fn detail(
         @if notice.refunded.is_some() {
             p.notice role="status" { "Refund requested. The refunded total changes when Stripe confirms it." }
         }
+        @if let Some(done) = notice.done.as_deref().and_then(action_notice) {
+            p.notice role="status" { (done) }
+        }
         dl.facts {
             dt { "Payment id" } dd { code { (row.payment_id) } }
             dt { "Amount" } dd { (money(row.amount, &row.currency)) }
@@ -309,6 +319,9 @@ async fn detail(
         }
         @if refundable && may(&op, Permission::Refund) {
             (refund_form(&op, &row))
+        }
+        @if may(&op, Permission::Operate) {
+            (operator_forms(&op, &row, refundable))
         }
         h2 { "History" }
         @if events.is_empty() {
@@ -337,6 +350,94 @@ fn refund_form(op: &Operator, row: &PaymentRow) -> Markup {
             }
         }
     }
+}
+
+/// Retry or reissue a paid door payment's code; release an authorized device payment's
+/// hold.
+fn operator_forms(op: &Operator, row: &PaymentRow, paid: bool) -> Markup {
+    let base = format!("/dashboard/payments/{}", row.payment_id);
+    html! {
+        @if row.kind == "door" && paid {
+            section.code-actions {
+                h2 { "Door code" }
+                form method="post" action={ (base) "/retry-code" } {
+                    (csrf_field(op))
+                    button #retry-code type="submit" { "Retry the code" }
+                }
+                form method="post" action={ (base) "/reissue-code" } {
+                    (csrf_field(op))
+                    button #reissue-code type="submit" { "Reissue the code (the old one is deleted)" }
+                }
+            }
+        }
+        @if row.kind == "device" && row.status == "authorized" {
+            section.release {
+                h2 { "Card hold" }
+                form method="post" action={ (base) "/release-hold" } {
+                    (csrf_field(op))
+                    label { "Reason" input type="text" name="reason" required; }
+                    button #release-hold type="submit" { "Release the hold" }
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ActionForm {
+    reason: Option<String>,
+}
+
+async fn retry_code(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    OperatorForm { operator: op, .. }: OperatorForm<ActionForm>,
+) -> PageResult {
+    code_action(&state, &op, &id, ReissueMode::Retry).await
+}
+
+async fn reissue_code(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    OperatorForm { operator: op, .. }: OperatorForm<ActionForm>,
+) -> PageResult {
+    code_action(&state, &op, &id, ReissueMode::Replace).await
+}
+
+async fn code_action(state: &AppState, op: &Operator, id: &str, mode: ReissueMode) -> PageResult {
+    let result = operator_actions::door_code_action(state, &op.principal, id, mode).await?;
+    let done = match result.state {
+        AccessCodeState::Issued => "code_issued",
+        _ => "code_failed",
+    };
+    Ok(see_other(&format!("/dashboard/payments/{id}?done={done}")))
+}
+
+/// The notice after an operator's action, from a fixed list (the query string is not
+/// trusted to carry words onto the page).
+fn action_notice(done: &str) -> Option<&'static str> {
+    match done {
+        "code_issued" => Some("The new code is on the lock; the guest's page shows it."),
+        "code_failed" => Some(
+            "The lock did not take the code yet; it is retried automatically (see the history).",
+        ),
+        "release_requested" => {
+            Some("Release requested. The payment becomes cancelled when Stripe confirms it.")
+        }
+        _ => None,
+    }
+}
+
+async fn release_hold(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    OperatorForm { operator: op, form }: OperatorForm<ActionForm>,
+) -> PageResult {
+    let reason = filled(&form.reason).unwrap_or_default().to_owned();
+    operator_actions::release(&state, &op.principal, &id, reason).await?;
+    Ok(see_other(&format!(
+        "/dashboard/payments/{id}?done=release_requested"
+    )))
 }
 
 /// The journal entries of one aggregate, in order.

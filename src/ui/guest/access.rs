@@ -61,10 +61,12 @@ fn render_access(status: &AccessStatus, branding: Branding) -> Response {
     let door = &status.door;
     let mut head = PageHead::new(door.name.clone(), branding);
     // A declined card may be followed by another card on the same checkout: keep looking.
+    // A refund in progress is followed until it is done.
     if matches!(
         status.state,
         AccessState::Confirming | AccessState::Issuing | AccessState::PaymentFailed
-    ) {
+    ) || status.refund_completed == Some(false)
+    {
         head = head.refresh_every(WAITING_REFRESH_SECONDS);
     }
     let body = html! {
@@ -85,6 +87,9 @@ fn render_access(status: &AccessStatus, branding: Branding) -> Response {
                     @if let Some(url) = &status.retry_url { a.button href=(url) { "Try again" } }
                 }
                 AccessState::Ready => (passcode_block(status)),
+                AccessState::Refunded => {
+                    div.notice.bad role="alert" { p { (status.message) } }
+                }
             }
             @if let Some(offer) = &status.offer { (offer_line(offer)) }
         }

@@ -59,6 +59,9 @@ pub enum AccessState {
     Issuing,
     /// The passcode works in its window.
     Ready,
+    /// No code could be issued in time (maintenance, the lock or its gateway offline), so
+    /// the guest is refunded instead; `message` says why and whether the refund is done.
+    Refunded,
 }
 
 /// The offer locked at checkout (issue 14): what the guest bought, whatever the catalogue
@@ -111,6 +114,8 @@ pub struct AccessStatus {
     pub failure_reason: Option<String>,
     /// Where to pay again (the door's pay page), when `state` is `payment_failed`.
     pub retry_url: Option<String>,
+    /// When `state` is `refunded`: whether Stripe has reported the refund yet.
+    pub refund_completed: Option<bool>,
     /// What the guest should know, in words.
     pub message: String,
 }
@@ -135,6 +140,7 @@ pub async fn access(state: &AppState, token: &str) -> Result<AccessStatus, ApiEr
         remotely_revocable: None,
         failure_reason: None,
         retry_url: None,
+        refund_completed: None,
         message: "Confirming your payment…".to_string(),
     };
     match payment.status() {
@@ -154,6 +160,7 @@ pub async fn access(state: &AppState, token: &str) -> Result<AccessStatus, ApiEr
                     .to_string(),
             ))
         }
+        PaymentStatus::Refunded if compensated(&door, payment_id) => {}
         PaymentStatus::Refunded => {
             if let Some(until) = door
                 .access_code(payment_id)
@@ -188,6 +195,23 @@ pub async fn access(state: &AppState, token: &str) -> Result<AccessStatus, ApiEr
             ))
         }
         AccessCodeState::Expired => Err(expired()),
+        AccessCodeState::Compensated => {
+            let why = code
+                .compensation
+                .map_or("no door code could be issued", |rule| rule.describe());
+            let refunded = payment.status() == PaymentStatus::Refunded;
+            status.state = AccessState::Refunded;
+            status.refund_completed = Some(refunded);
+            status.message = if refunded {
+                format!("We could not open the door ({why}); you were refunded in full.")
+            } else {
+                format!(
+                    "We could not open the door ({why}); you are being refunded in full. \
+                     This page updates by itself."
+                )
+            };
+            Ok(status)
+        }
         AccessCodeState::Issued => {
             if code.valid_to.is_some_and(|end| end <= Utc::now()) {
                 return Err(expired());
@@ -202,6 +226,12 @@ pub async fn access(state: &AppState, token: &str) -> Result<AccessStatus, ApiEr
             Ok(status)
         }
     }
+}
+
+/// Whether the guest was refunded because no code could be issued (issue 14).
+fn compensated(door: &Door, payment_id: Uuid) -> bool {
+    door.access_code(payment_id)
+        .is_some_and(|code| code.state == AccessCodeState::Compensated)
 }
 
 /// For a code the lock keeps offline (no gateway), what its revocation really did: the
