@@ -125,6 +125,9 @@ pub struct Settings {
     pub security: SecuritySettings,
     /// Signed checkpoints of the journal's global commitment.
     pub ledger: LedgerSettings,
+    /// `LATCHKEY_DISPUTE_REVOKES_ACCESS` (default on): a dispute opened by the guest's bank
+    /// revokes the payment's door code and force-ends its device session.
+    pub dispute_revokes_access: bool,
 }
 
 /// What the "Security" section of the README describes: who is believed, what may be
@@ -357,6 +360,11 @@ impl Settings {
                     3_600,
                 )?),
             },
+            dispute_revokes_access: switch(
+                get("LATCHKEY_DISPUTE_REVOKES_ACCESS"),
+                "LATCHKEY_DISPUTE_REVOKES_ACCESS",
+                true,
+            )?,
             log_format: match get("LATCHKEY_LOG_FORMAT") {
                 None | Some("text") => LogFormat::Text,
                 Some("json") => LogFormat::Json,
@@ -368,6 +376,19 @@ impl Settings {
                 }
             },
         })
+    }
+}
+
+/// An on/off switch: `true`/`false`, `on`/`off`, `1`/`0`, `yes`/`no`.
+fn switch(value: Option<&str>, variable: &'static str, default: bool) -> Result<bool, ConfigError> {
+    match value.map(str::to_ascii_lowercase).as_deref() {
+        None => Ok(default),
+        Some("true" | "on" | "1" | "yes") => Ok(true),
+        Some("false" | "off" | "0" | "no") => Ok(false),
+        Some(other) => Err(ConfigError {
+            variable,
+            reason: format!("{other:?} is not one of true, false, on, off, 1, 0, yes, no"),
+        }),
     }
 }
 
@@ -650,5 +671,15 @@ mod tests {
         let error =
             Settings::from_vars(&vars(&[("STRIPE_SECRET_KEY", "pk_test_123")])).unwrap_err();
         assert_eq!(error.variable, "STRIPE_SECRET_KEY");
+    }
+
+    #[test]
+    fn a_dispute_revokes_access_unless_switched_off() {
+        let default = Settings::from_vars(&vars(&[])).unwrap();
+        assert!(default.dispute_revokes_access);
+        let off = Settings::from_vars(&vars(&[("LATCHKEY_DISPUTE_REVOKES_ACCESS", "off")]));
+        assert!(!off.unwrap().dispute_revokes_access);
+        let bad = Settings::from_vars(&vars(&[("LATCHKEY_DISPUTE_REVOKES_ACCESS", "maybe")]));
+        assert_eq!(bad.unwrap_err().variable, "LATCHKEY_DISPUTE_REVOKES_ACCESS");
     }
 }

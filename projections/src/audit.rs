@@ -116,6 +116,27 @@ pub const ACTIONS: &[(&str, &str, Rule)] = &[
         "PaymentDisputed",
         Rule::Fixed("payment_disputed"),
     ),
+    (
+        "Payment",
+        "PaymentAmountMismatch",
+        Rule::Fixed("amount_mismatch"),
+    ),
+    (
+        "Payment",
+        "PaymentAccessGranted",
+        Rule::Fixed("access_granted"),
+    ),
+    (
+        "Payment",
+        "DisputeFundsWithdrawn",
+        Rule::Fixed("dispute_funds_withdrawn"),
+    ),
+    (
+        "Payment",
+        "DisputeFundsReinstated",
+        Rule::Fixed("dispute_funds_reinstated"),
+    ),
+    ("Payment", "DisputeClosed", Rule::Fixed("dispute_closed")),
     ("Door", "DoorRegistered", Rule::Fixed("door_registered")),
     ("Door", "DoorDetailsChanged", Rule::Fixed("door_updated")),
     (
@@ -545,7 +566,7 @@ mod tests {
                 .count();
             assert_eq!(duplicates, 0, "{aggregate} {event} is listed twice");
         }
-        assert_eq!(ACTIONS.len(), 18 + 12 + 10 + 15);
+        assert_eq!(ACTIONS.len(), 23 + 12 + 10 + 15);
     }
 
     #[test]

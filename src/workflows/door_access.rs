@@ -2,8 +2,10 @@
 //!
 //! | fact | decision |
 //! |---|---|
-//! | `PaymentSucceeded` of a door payment | Door: issue the payment's code now |
+//! | `PaymentSucceeded` of a door payment | Door: issue the payment's code now, unless the payment is held (Stripe reported less than the price) |
+//! | `PaymentAccessGranted` (an operator's decision on a held payment) | Door: issue the code |
 //! | `RefundRecorded` leaving the payment `refunded` | Door: revoke (delete) the code |
+//! | `PaymentDisputed`, when `LATCHKEY_DISPUTE_REVOKES_ACCESS` is on (default) | Door: revoke the code |
 //! | `AccessCodeIssueFailed`, retryable, below the attempt limit | schedule another issue after a backoff |
 //! | `AccessCodeRevocationPending` | schedule another delete after a backoff |
 //! | `AccessCodeIssued` | schedule the code's deletion when its window ends |
@@ -43,6 +45,15 @@ pub struct DoorAccessWorkflow {
     /// Issue attempts per code before the workflow gives up and leaves it failed (at most
     /// the Door's own [`MAX_ISSUE_ATTEMPTS`]).
     issue_attempts: u32,
+    /// `LATCHKEY_DISPUTE_REVOKES_ACCESS`: a dispute revokes the payment's code.
+    dispute_revokes_access: bool,
+}
+
+/// What the workflow needs of a door payment.
+struct DoorPayment {
+    door_uid: String,
+    locked_minutes: Option<u32>,
+    access_held: bool,
 }
 
 /// How a failed TTLock call is retried.
@@ -63,16 +74,27 @@ impl DoorAccessWorkflow {
             retry_base: retry.base,
             retry_max: retry.max,
             issue_attempts: retry.attempts.clamp(1, MAX_ISSUE_ATTEMPTS),
+            dispute_revokes_access: true,
         }
     }
 
+    /// Whether a dispute revokes the code (`LATCHKEY_DISPUTE_REVOKES_ACCESS`; on by default).
+    pub fn revoking_on_dispute(mut self, revoke: bool) -> Self {
+        self.dispute_revokes_access = revoke;
+        self
+    }
+
     /// The door of a door payment with the access minutes locked at its checkout (`None`
-    /// for a payment older than locked offers), or `None` for a device payment.
-    async fn door_of(&self, payment_id: &str) -> anyhow::Result<Option<(String, Option<u32>)>> {
+    /// for a payment older than locked offers) and whether its access is held for an
+    /// operator, or `None` for a device payment.
+    async fn door_of(&self, payment_id: &str) -> anyhow::Result<Option<DoorPayment>> {
         let (payment, _) = self.buses.payments.load(payment_id).await?;
-        let locked_minutes = payment.locked_offer().map(|offer| offer.minutes);
         Ok(match payment.target() {
-            Some(PaymentTarget::Door { door_uid }) => Some((door_uid.clone(), locked_minutes)),
+            Some(PaymentTarget::Door { door_uid }) => Some(DoorPayment {
+                door_uid: door_uid.clone(),
+                locked_minutes: payment.locked_offer().map(|offer| offer.minutes),
+                access_held: payment.is_access_held(),
+            }),
             _ => None,
         })
     }
@@ -80,15 +102,28 @@ impl DoorAccessWorkflow {
     async fn on_payment(&self, event: &JournalEvent) -> anyhow::Result<()> {
         let payment_id: Uuid = event.aggregate_id.parse()?;
         let status = event.payload.get("status").and_then(Value::as_str);
-        let Some((door_uid, locked_minutes)) = self.door_of(&event.aggregate_id).await? else {
+        let Some(door) = self.door_of(&event.aggregate_id).await? else {
             return Ok(());
         };
+        let issue = DoorCommand::IssueAccessCode {
+            payment_id,
+            actor: Actor::System,
+            at: Utc::now(),
+            locked_minutes: door.locked_minutes,
+        };
         let command = match event.event_type.as_str() {
-            "PaymentSucceeded" => DoorCommand::IssueAccessCode {
+            "PaymentSucceeded" if door.access_held => {
+                // Stripe reported less than the price: an operator grants or refunds.
+                tracing::warn!(payment_id = %payment_id, door_uid = %door.door_uid,
+                    "door code held: the amount received is below the price");
+                return Ok(());
+            }
+            "PaymentSucceeded" | "PaymentAccessGranted" => issue,
+            "PaymentDisputed" if self.dispute_revokes_access => DoorCommand::RevokeAccessCode {
                 payment_id,
+                reason: "the payment is disputed".to_string(),
                 actor: Actor::System,
                 at: Utc::now(),
-                locked_minutes,
             },
             "RefundRecorded" if status == Some("refunded") => DoorCommand::RevokeAccessCode {
                 payment_id,
@@ -98,7 +133,7 @@ impl DoorAccessWorkflow {
             },
             _ => return Ok(()),
         };
-        self.execute(&door_uid, command, event).await
+        self.execute(&door.door_uid, command, event).await
     }
 
     async fn on_door(&self, event: &JournalEvent) -> anyhow::Result<()> {

@@ -14,6 +14,8 @@ pub mod refunds;
 pub mod services;
 
 #[cfg(test)]
+mod money_fact_tests;
+#[cfg(test)]
 mod refund_tests;
 #[cfg(test)]
 mod tests;
@@ -22,8 +24,8 @@ pub use aggregate::Payment;
 pub use commands::{PaymentCommand, RefundSubmissionOutcome};
 pub use error::PaymentError;
 pub use events::{
-    LockedOffer, PaymentEvent, PaymentKind, PaymentStatus, PaymentTarget, StripeEventRef,
-    StripeReport,
+    AmountMismatchDirection, DisputeUpdate, LockedOffer, PaymentEvent, PaymentKind, PaymentStatus,
+    PaymentTarget, StripeEventRef, StripeReport,
 };
 pub use refunds::RefundStatus;
 pub use services::{PaymentGateway, PaymentServices};
