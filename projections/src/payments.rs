@@ -407,6 +407,20 @@ pub async fn count_by_status_since(
         .collect()
 }
 
+/// Payments Stripe reported with an amount that is not their price, newest change first,
+/// at most `limit`: what module health shows operators (held ones wait for a decision).
+pub async fn amount_mismatches(
+    conn: &mut Conn<'_>,
+    limit: i64,
+) -> Result<Vec<PaymentRow>, ProjectionError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM payments WHERE amount_mismatch IS NOT NULL \
+         ORDER BY updated_at DESC, payment_id LIMIT $1"
+    );
+    let rows = conn.fetch_all(&sql, &[limit.into()]).await?;
+    rows.iter().map(PaymentRow::from_row).collect()
+}
+
 /// Every payment, by id; for tests and diffs.
 pub async fn all(conn: &mut Conn<'_>) -> Result<Vec<PaymentRow>, ProjectionError> {
     let sql = format!("SELECT {COLUMNS} FROM payments ORDER BY payment_id");

@@ -66,9 +66,43 @@ pub struct Payment {
     access_held: bool,
     /// The last amount Stripe reported that was not the expected one, and how.
     #[serde(default)]
-    amount_mismatch: Option<AmountMismatchDirection>,
+    amount_mismatch: Option<AmountMismatch>,
     /// Every Stripe event already handled, so a redelivery is recognised.
     stripe_event_ids: BTreeSet<String>,
+}
+
+/// A Stripe amount that was not the expected one, as `PaymentAmountMismatch` recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AmountMismatch {
+    pub expected: Money,
+    pub reported: Money,
+    pub direction: AmountMismatchDirection,
+    /// The Stripe event that reported it.
+    pub stripe_event_id: String,
+}
+
+impl AmountMismatch {
+    /// For people: `Stripe reported 600 eur, below the expected 1000 eur: …`.
+    pub fn describe(&self) -> String {
+        let consequence = match self.direction {
+            AmountMismatchDirection::Below => {
+                "the money is recorded; no access until an admin grants it or refunds"
+            }
+            AmountMismatchDirection::Above | AmountMismatchDirection::OtherCurrency => {
+                "refused and flagged; the payment does not move"
+            }
+        };
+        format!(
+            "Stripe reported {}, {} the expected {} (audit amount_mismatch): {consequence}",
+            self.reported.major_with_code(),
+            match self.direction {
+                AmountMismatchDirection::Below => "below",
+                AmountMismatchDirection::Above => "above",
+                AmountMismatchDirection::OtherCurrency => "in another currency than",
+            },
+            self.expected.major_with_code()
+        )
+    }
 }
 
 /// What the guest agreed to at checkout. Nothing here changes after `CheckoutStarted`.
@@ -341,6 +375,8 @@ impl Aggregate for Payment {
                 self.stripe_event_ids.insert(stripe_event.id);
             }
             PaymentEvent::PaymentAmountMismatch {
+                expected,
+                reported,
                 direction,
                 stripe_event,
                 ..
@@ -348,7 +384,12 @@ impl Aggregate for Payment {
                 if direction == AmountMismatchDirection::Below {
                     self.access_held = true;
                 }
-                self.amount_mismatch = Some(direction);
+                self.amount_mismatch = Some(AmountMismatch {
+                    expected,
+                    reported,
+                    direction,
+                    stripe_event_id: stripe_event.id.clone(),
+                });
                 self.stripe_event_ids.insert(stripe_event.id);
             }
             PaymentEvent::PaymentAccessGranted { .. } => {
@@ -509,8 +550,8 @@ impl Payment {
     }
 
     /// How the last Stripe amount that was not the expected one differed, if one was.
-    pub fn amount_mismatch(&self) -> Option<AmountMismatchDirection> {
-        self.amount_mismatch
+    pub fn amount_mismatch(&self) -> Option<&AmountMismatch> {
+        self.amount_mismatch.as_ref()
     }
 
     pub fn failed_attempts(&self) -> u32 {

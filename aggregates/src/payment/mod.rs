@@ -20,7 +20,7 @@ mod refund_tests;
 #[cfg(test)]
 mod tests;
 
-pub use aggregate::Payment;
+pub use aggregate::{AmountMismatch, Payment};
 pub use commands::{PaymentCommand, RefundSubmissionOutcome};
 pub use error::PaymentError;
 pub use events::{

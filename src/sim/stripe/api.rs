@@ -30,6 +30,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/_sim/delivery", get(get_delivery).post(set_delivery))
         .route("/_sim/fail_next", post(fail_next))
         .route("/_sim/refunds/{id}/fail", post(fail_refund))
+        .route("/_sim/payment_intents/{id}/dispute", post(create_dispute))
+        .route("/_sim/disputes/{id}/close", post(close_dispute))
         .route("/_sim/requests", get(requests))
         .route("/_sim/deliveries", get(deliveries))
         .route("/_sim/events/{id}/deliver", post(redeliver))
@@ -394,6 +396,43 @@ fn default_failure_status() -> u16 {
 async fn fail_next(State(shared): State<Arc<Shared>>, Json(failure): Json<FailNext>) -> Response {
     *shared.failures.lock().unwrap_or_else(|p| p.into_inner()) = (failure.count, failure.status);
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// Opens a dispute on a PaymentIntent's charge (`charge.dispute.created`, then
+/// `charge.dispute.funds_withdrawn`), as test card 4000 0000 0000 0259 does.
+async fn create_dispute(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    let result = shared.lock_state().create_dispute(&id, &Origin::default());
+    match result {
+        Ok((dispute, events)) => {
+            shared.deliverer.dispatch(events);
+            Json(dispute).into_response()
+        }
+        Err(error) => stripe_error(&error),
+    }
+}
+
+#[derive(Deserialize)]
+struct CloseDispute {
+    /// `won` or `lost`.
+    status: String,
+}
+
+/// Closes a dispute `won` (`funds_reinstated`, `closed`) or `lost` (`closed`).
+async fn close_dispute(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    Json(close): Json<CloseDispute>,
+) -> Response {
+    let result = shared
+        .lock_state()
+        .close_dispute(&id, &close.status, &Origin::default());
+    match result {
+        Ok((dispute, events)) => {
+            shared.deliverer.dispatch(events);
+            Json(dispute).into_response()
+        }
+        Err(error) => stripe_error(&error),
+    }
 }
 
 /// Makes a refund fail later (`refund.failed`), as test card 4000 0000 0000 5126 does.
