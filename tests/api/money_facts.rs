@@ -30,6 +30,10 @@ struct World {
 }
 
 async fn world(backend: Backend) -> World {
+    world_priced(backend, 1500, "eur").await
+}
+
+async fn world_priced(backend: Backend, price: i64, currency: &str) -> World {
     let stripe = latchkey::sim::stripe::spawn(
         TcpListener::bind("127.0.0.1:0").await.unwrap(),
         StripeSimConfig::new(API_KEY, vec![SECRET.to_string()]),
@@ -56,7 +60,7 @@ async fn world(backend: Backend) -> World {
     .await;
     stripe.set_webhook_url(format!("{}/api/stripe/webhook", app.address));
     let door = json!({"uid": GATEWAY_LOCK.to_string(), "name": "Room 12", "location": "Lyon",
-                      "time_zone": "Europe/Paris", "price": 1500, "currency": "eur", "access_minutes": 60});
+                      "time_zone": "Europe/Paris", "price": price, "currency": currency, "access_minutes": 60});
     let created = app.post_json("/api/doors", Some(ADMIN_TOKEN), &door).await;
     assert_eq!(created.status(), 201);
     World {
@@ -389,3 +393,74 @@ async fn door_prices_are_typed_in_the_currency_s_own_precision(backend: Backend)
 }
 
 on_both_backends!(door_prices_are_typed_in_the_currency_s_own_precision);
+
+async fn a_kwd_door_is_paid_and_refunded_exactly_through_the_dashboard(backend: Backend) {
+    let world = world_priced(backend, 1250, "kwd").await;
+    let app = &world.app;
+    let (payment_id, session) = checkout(app).await;
+    world.stripe.pay(&session, "4242424242424242").unwrap();
+    let path = format!("/api/payments/{payment_id}");
+    assert!(
+        eventually(300, Duration::from_millis(25), || async {
+            get_json(app, &path).await["status"] == "succeeded"
+        })
+        .await
+    );
+    let admin = login(&app.database, Role::Admin).await;
+    let detail = format!("/dashboard/payments/{payment_id}");
+    let (_, body) = page(app, &detail, &admin).await;
+    assert!(
+        body.contains("1.250 KWD"),
+        "shown in fils' precision: {body}"
+    );
+    let refund = format!("{detail}/refund");
+    let refused = post_form(app, &refund, &admin, &[("amount", "1.2505")]).await;
+    assert_eq!(refused.status(), 422);
+    let confirm = post_form(app, &refund, &admin, &[("amount", "1.250")]).await;
+    let body = confirm.text().await.unwrap();
+    assert!(body.contains("Confirm refund of 1.250 KWD"), "{body}");
+    assert!(body.contains(r#"name="amount" value="1.250""#), "{body}");
+    let key = body
+        .split(r#"name="idempotency_key" value=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    let done = post_form(
+        app,
+        &refund,
+        &admin,
+        &[
+            ("amount", "1.250"),
+            ("confirm", "yes"),
+            ("idempotency_key", &key),
+        ],
+    )
+    .await;
+    assert!(done.status().is_redirection() || done.status().is_success());
+    assert!(
+        eventually(300, Duration::from_millis(25), || async {
+            get_json(app, &path).await["status"] == "refunded"
+        })
+        .await,
+        "refunded in full: {}",
+        get_json(app, &path).await
+    );
+    assert_eq!(get_json(app, &path).await["amount_refunded"], 1250);
+    let refunds: Vec<_> = world
+        .stripe
+        .requests()
+        .into_iter()
+        .filter(|request| request.path == "/v1/refunds")
+        .collect();
+    assert!(!refunds.is_empty());
+    assert!(
+        refunds
+            .iter()
+            .all(|request| request.body.contains("amount=1250")),
+        "Stripe was asked for 1250 fils exactly: {refunds:?}"
+    );
+    world.app.stop().await;
+}
+
+on_both_backends!(a_kwd_door_is_paid_and_refunded_exactly_through_the_dashboard);
