@@ -145,6 +145,13 @@ async fn an_underpaid_door_payment_grants_no_code_until_an_admin_grants_it(backe
     let payment = get_json(app, &path).await;
     assert_eq!(payment["amount_mismatch"], "below");
     assert_eq!(payment["amount_received"], 1000);
+    // The audit log is its own projection: it catches up.
+    eventually(300, Duration::from_millis(25), || async {
+        get_json(app, "/api/audit?action=amount_mismatch").await["items"]
+            .as_array()
+            .is_some_and(|items| !items.is_empty())
+    })
+    .await;
     let audit = get_json(app, "/api/audit?action=amount_mismatch").await;
     let entries = audit["items"].as_array().unwrap();
     assert_eq!(entries.len(), 1, "{audit}");
@@ -175,6 +182,9 @@ async fn an_underpaid_door_payment_grants_no_code_until_an_admin_grants_it(backe
             .any(|note| note.contains("below the expected 15.00 EUR")),
         "the deliveries page says why: {notes:?}"
     );
+    let admin = login(&app.database, Role::Admin).await;
+    let (_, list) = page(app, "/dashboard/payments", &admin).await;
+    assert!(list.contains(">held<"), "the list flags the held payment");
     // The payment was processed without a code: the workflow held it.
     assert_eq!(code_state(app, payment_id).await, None);
     assert_eq!(door_events(app, "AccessCodeRequested").await, 0);
@@ -269,6 +279,9 @@ async fn a_dispute_revokes_the_code_and_a_lost_one_lowers_net_revenue(backend: B
         "the payment is flagged disputed"
     );
 
+    let admin = login(&app.database, Role::Admin).await;
+    let (_, list) = page(app, "/dashboard/payments", &admin).await;
+    assert!(list.contains(">disputed<"), "the list flags the dispute");
     let today = Utc::now().date_naive().to_string();
     let report_path = format!("/api/reports/revenue?from={today}&to={today}&tz=UTC");
     // Card disputes withdraw the money when opened: net goes down at once.

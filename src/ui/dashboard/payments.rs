@@ -133,7 +133,7 @@ fn table(rows: &[PaymentRow]) -> Markup {
                     @for row in rows {
                         tr {
                             td { (when(row.created_at)) }
-                            td { (badge(&row.status)) }
+                            td { (badge(&row.status)) (flags(row)) }
                             td.num { (money(row.amount, &row.currency)) }
                             td.num { @if row.amount_refunded > 0 { (money(row.amount_refunded, &row.currency)) } }
                             td { (target(row)) }
@@ -144,6 +144,15 @@ fn table(rows: &[PaymentRow]) -> Markup {
                 }
             }
         }
+    }
+}
+
+/// The flags beside a status: a dispute, an amount that was not the price, held access.
+fn flags(row: &PaymentRow) -> Markup {
+    html! {
+        @if row.disputed { " " (badge("disputed")) }
+        @if row.access_held { " " (badge("held")) }
+        @else if let Some(direction) = &row.amount_mismatch { " " (badge(&format!("amount {direction}"))) }
     }
 }
 
@@ -290,7 +299,10 @@ async fn detail(
         .collect();
     let refundable = matches!(row.status.as_str(), "succeeded" | "partially_refunded");
     let body = html! {
-        h1 { "Payment " (short_id(&row.payment_id)) " " (badge(&row.status)) }
+        h1 { "Payment " (short_id(&row.payment_id)) " " (badge(&row.status)) (flags(&row)) }
+        @if row.access_held {
+            p.notice.bad role="alert" { "Stripe collected " (money(row.amount_received, &row.currency)) ", below the price of " (money(row.amount, &row.currency)) ": no access is granted until an admin grants it (POST /api/payments/" (row.payment_id) "/grant-access) or refunds." }
+        }
         @if notice.refunded.is_some() {
             p.notice role="status" { "Refund requested. The refunded total changes when Stripe confirms it." }
         }
