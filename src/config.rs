@@ -127,6 +127,9 @@ pub struct Settings {
     pub ledger: LedgerSettings,
     /// How long a paid guest may wait for access, and a checkout for payment.
     pub access: AccessSettings,
+    /// `LATCHKEY_DISPUTE_REVOKES_ACCESS` (default on): a dispute opened by the guest's bank
+    /// revokes the payment's door code and force-ends its device session.
+    pub dispute_revokes_access: bool,
 }
 
 /// Time limits that keep a guest from paying for nothing (issue 14).
@@ -391,6 +394,11 @@ impl Settings {
                 )?,
                 checkout_expires: checkout_expires(get("LATCHKEY_CHECKOUT_EXPIRES_MINUTES"))?,
             },
+            dispute_revokes_access: switch(
+                get("LATCHKEY_DISPUTE_REVOKES_ACCESS"),
+                "LATCHKEY_DISPUTE_REVOKES_ACCESS",
+                true,
+            )?,
             log_format: match get("LATCHKEY_LOG_FORMAT") {
                 None | Some("text") => LogFormat::Text,
                 Some("json") => LogFormat::Json,
@@ -402,6 +410,19 @@ impl Settings {
                 }
             },
         })
+    }
+}
+
+/// An on/off switch: `true`/`false`, `on`/`off`, `1`/`0`, `yes`/`no`.
+fn switch(value: Option<&str>, variable: &'static str, default: bool) -> Result<bool, ConfigError> {
+    match value.map(str::to_ascii_lowercase).as_deref() {
+        None => Ok(default),
+        Some("true" | "on" | "1" | "yes") => Ok(true),
+        Some("false" | "off" | "0" | "no") => Ok(false),
+        Some(other) => Err(ConfigError {
+            variable,
+            reason: format!("{other:?} is not one of true, false, on, off, 1, 0, yes, no"),
+        }),
     }
 }
 
@@ -722,5 +743,15 @@ mod tests {
         let error =
             Settings::from_vars(&vars(&[("STRIPE_SECRET_KEY", "pk_test_123")])).unwrap_err();
         assert_eq!(error.variable, "STRIPE_SECRET_KEY");
+    }
+
+    #[test]
+    fn a_dispute_revokes_access_unless_switched_off() {
+        let default = Settings::from_vars(&vars(&[])).unwrap();
+        assert!(default.dispute_revokes_access);
+        let off = Settings::from_vars(&vars(&[("LATCHKEY_DISPUTE_REVOKES_ACCESS", "off")]));
+        assert!(!off.unwrap().dispute_revokes_access);
+        let bad = Settings::from_vars(&vars(&[("LATCHKEY_DISPUTE_REVOKES_ACCESS", "maybe")]));
+        assert_eq!(bad.unwrap_err().variable, "LATCHKEY_DISPUTE_REVOKES_ACCESS");
     }
 }

@@ -175,7 +175,8 @@ impl Application {
                     attempts: options.workflows.access_code_attempts,
                 },
                 settings.access.deadline,
-            );
+            )
+            .revoking_on_dispute(settings.dispute_revokes_access);
             background.push(subscriptions.spawn(Arc::new(door_access), shutdown.child_token()));
             let refunds = RefundWorkflow::new(database.clone());
             background.push(subscriptions.spawn(Arc::new(refunds), shutdown.child_token()));
@@ -190,7 +191,8 @@ impl Application {
                 buses.clone(),
                 clock.clone(),
                 options.workflows.session_grace_seconds,
-            );
+            )
+            .ending_sessions_on_dispute(settings.dispute_revokes_access);
             background.push(subscriptions.spawn(Arc::new(sessions), shutdown.child_token()));
             let reconciler = Reconciler::new(
                 buses.clone(),

@@ -11,7 +11,7 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 use latchkey_aggregates::payment::refunds::refund_request_of_key;
-use latchkey_aggregates::payment::{PaymentCommand, RefundStatus, StripeEventRef};
+use latchkey_aggregates::payment::{DisputeUpdate, PaymentCommand, RefundStatus, StripeEventRef};
 use latchkey_aggregates::{Actor, Currency, Money};
 use serde_json::Value;
 use uuid::Uuid;
@@ -176,6 +176,22 @@ pub fn translate(event: &Value, at: DateTime<Utc>) -> Result<Translation, Transl
             dispute_id: reader.string(object, "id")?,
             amount: reader.money(object, "amount")?,
             reason: optional_string(object, "reason").unwrap_or_else(|| "unknown".to_string()),
+            stripe_event,
+            actor,
+            at,
+        },
+        "charge.dispute.funds_withdrawn"
+        | "charge.dispute.funds_reinstated"
+        | "charge.dispute.closed" => PaymentCommand::RecordDisputeUpdate {
+            dispute_id: reader.string(object, "id")?,
+            amount: reader.money(object, "amount")?,
+            update: match reader.event_type {
+                "charge.dispute.funds_withdrawn" => DisputeUpdate::FundsWithdrawn,
+                "charge.dispute.funds_reinstated" => DisputeUpdate::FundsReinstated,
+                _ => DisputeUpdate::Closed {
+                    status: reader.string(object, "status")?,
+                },
+            },
             stripe_event,
             actor,
             at,

@@ -34,7 +34,38 @@ fn fixtures() -> PathBuf {
 fn samples() -> Vec<(&'static str, Value)> {
     let at = "2026-12-03T10:00:00Z";
     let session_id = "5b0c8a4e-0a51-4b8e-9f0e-8f8f3c1d2e10";
+    let stripe_event = json!({"id": "evt_1QdisputeA", "created": "2026-12-03T09:59:00Z"});
     vec![
+        (
+            "Payment",
+            json!({"type": "PaymentAmountMismatch",
+                   "expected": {"amount_minor": 1250, "currency": "kwd"},
+                   "reported": {"amount_minor": 1000, "currency": "kwd"},
+                   "direction": "below", "report": "success",
+                   "stripe_event": stripe_event, "at": at}),
+        ),
+        (
+            "Payment",
+            json!({"type": "PaymentAccessGranted", "reason": "the guest paid the rest at the desk",
+                   "actor": {"kind": "operator", "id": "alice"}, "at": at}),
+        ),
+        (
+            "Payment",
+            json!({"type": "DisputeFundsWithdrawn", "dispute_id": "dp_1QdisputeA",
+                   "amount": {"amount_minor": 500, "currency": "jpy"},
+                   "stripe_event": stripe_event, "at": at}),
+        ),
+        (
+            "Payment",
+            json!({"type": "DisputeFundsReinstated", "dispute_id": "dp_1QdisputeA",
+                   "amount": {"amount_minor": 500, "currency": "jpy"},
+                   "stripe_event": stripe_event, "at": at}),
+        ),
+        (
+            "Payment",
+            json!({"type": "DisputeClosed", "dispute_id": "dp_1QdisputeA", "status": "won",
+                   "stripe_event": stripe_event, "at": at}),
+        ),
         (
             "Payment",
             json!({"type": "RefundSubmissionFailed",

@@ -45,7 +45,7 @@
 //! | `PaymentSucceeded` | Stripe collected the money | `payment_intent_id, charge_id?, amount_received, status, stripe_event, at` |
 //! | `DuplicateConfirmationIgnored` | the same success reported again (audit `duplicate_payment_ignored`) | `payment_intent_id, stripe_event, at` |
 //! | `RefundRecorded` | Stripe's cumulative refunded total changed (down when a refund failed) | `charge_id, amount_refunded (cumulative), refunded_increase (may be negative), status, stripe_event, at, charge_amount_refunded?, refund_id?, refund_request_id?` |
-//! | `StripeReportIgnored` | a stale, repeated or contradicted Stripe report | `report (authorization\|failure\|refund\|cancellation\|checkout_expiry\|dispute), reason, stripe_event, at` |
+//! | `StripeReportIgnored` | a stale, repeated or contradicted Stripe report | `report (authorization\|failure\|refund\|cancellation\|checkout_expiry\|dispute\|success), reason, stripe_event, at` | |
 //! | `PaymentCaptureOrdered` | someone decided to capture; the capture job asks Stripe | `payment_intent_id, amount_to_capture, actor, at` |
 //! | `PaymentCaptureRequested` | Stripe accepted our capture (old journals: the command asked Stripe itself) | `payment_intent_id, amount_to_capture, at` |
 //! | `PaymentCaptureFailed` | Stripe refused our capture for good (audit `capture_failed`) | `payment_intent_id, reason, at` |
@@ -60,6 +60,11 @@
 //! | `RefundSubmissionFailed` | Stripe refused our refund request | `refund_request_id, reason, at` |
 //! | `StripeRefundReported` | `refund.created/updated/failed` | `refund_id, charge_id, amount, refund_status, refund_created, refund_request_id?, failure_reason?, stripe_event, at` |
 //! | `PaymentDisputed` | the bank opened a dispute | `dispute_id, amount, reason, stripe_event, at` |
+//! | `PaymentAmountMismatch` | a Stripe amount differs from the expected one (audit `amount_mismatch`); below → money kept, access held; above / other currency → refused | `expected, reported, direction (below\|above\|other_currency), report, stripe_event, at` |
+//! | `PaymentAccessGranted` | an operator granted access to a held (underpaid) payment | `reason, actor, at` |
+//! | `DisputeFundsWithdrawn` | a dispute took the amount back (net revenue down) | `dispute_id, amount, stripe_event, at` |
+//! | `DisputeFundsReinstated` | a won dispute gave it back (net revenue up) | `dispute_id, amount, stripe_event, at` |
+//! | `DisputeClosed` | Stripe closed a dispute | `dispute_id, status, stripe_event, at` |
 //!
 //! ## Door
 //!
@@ -129,7 +134,7 @@ mod fake;
 mod test_support;
 
 pub use actor::Actor;
-pub use money::{Currency, InvalidCurrency, Money};
+pub use money::{Currency, InvalidCurrency, MajorAmountError, MinorUnits, Money};
 
 /// The version every event has today. A changed event shape gets a new version and an
 /// upcaster in the application; stored events are never edited.

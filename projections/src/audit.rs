@@ -136,6 +136,27 @@ pub const ACTIONS: &[(&str, &str, Rule)] = &[
         "PaymentCancellationFailed",
         Rule::Fixed("authorization_release_failed"),
     ),
+    (
+        "Payment",
+        "PaymentAmountMismatch",
+        Rule::Fixed("amount_mismatch"),
+    ),
+    (
+        "Payment",
+        "PaymentAccessGranted",
+        Rule::Fixed("access_granted"),
+    ),
+    (
+        "Payment",
+        "DisputeFundsWithdrawn",
+        Rule::Fixed("dispute_funds_withdrawn"),
+    ),
+    (
+        "Payment",
+        "DisputeFundsReinstated",
+        Rule::Fixed("dispute_funds_reinstated"),
+    ),
+    ("Payment", "DisputeClosed", Rule::Fixed("dispute_closed")),
     ("Door", "DoorRegistered", Rule::Fixed("door_registered")),
     ("Door", "DoorDetailsChanged", Rule::Fixed("door_updated")),
     (
@@ -575,7 +596,7 @@ mod tests {
                 .count();
             assert_eq!(duplicates, 0, "{aggregate} {event} is listed twice");
         }
-        assert_eq!(ACTIONS.len(), 22 + 14 + 10 + 15);
+        assert_eq!(ACTIONS.len(), 27 + 14 + 10 + 15);
     }
 
     #[test]

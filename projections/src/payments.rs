@@ -6,7 +6,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use latchkey_aggregates::payment::{PaymentEvent, PaymentTarget};
+use latchkey_aggregates::payment::{AmountMismatchDirection, PaymentEvent, PaymentTarget};
 use serde::Serialize;
 
 use crate::db::{Conn, Filters, Row};
@@ -211,8 +211,21 @@ impl Projection for PaymentsProjection {
                 conn.execute(sql, &[id.into(), true.into(), at.into()])
                     .await?;
             }
+            PaymentEvent::PaymentAmountMismatch { direction, at, .. } => {
+                let held = direction == AmountMismatchDirection::Below;
+                let sql = "UPDATE payments SET amount_mismatch = $2, access_held = $3, \
+                           updated_at = $4 WHERE payment_id = $1";
+                let params = [id.into(), direction.as_str().into(), held.into(), at.into()];
+                conn.execute(sql, &params).await?;
+            }
+            PaymentEvent::PaymentAccessGranted { at, .. } => {
+                let sql = "UPDATE payments SET access_held = $2, updated_at = $3 \
+                           WHERE payment_id = $1";
+                conn.execute(sql, &[id.into(), false.into(), at.into()])
+                    .await?;
+            }
             // Requests and ignored reports change nothing a payment row shows; the audit
-            // log has them.
+            // log has them (dispute money is the revenue projection's).
             PaymentEvent::DuplicateConfirmationIgnored { .. }
             | PaymentEvent::StripeReportIgnored { .. }
             | PaymentEvent::PaymentCaptureRequested { .. }
@@ -225,7 +238,10 @@ impl Projection for PaymentsProjection {
             | PaymentEvent::RefundOrdered { .. }
             | PaymentEvent::RefundSubmitted { .. }
             | PaymentEvent::RefundSubmissionFailed { .. }
-            | PaymentEvent::StripeRefundReported { .. } => {}
+            | PaymentEvent::StripeRefundReported { .. }
+            | PaymentEvent::DisputeFundsWithdrawn { .. }
+            | PaymentEvent::DisputeFundsReinstated { .. }
+            | PaymentEvent::DisputeClosed { .. } => {}
         }
         Ok(())
     }
@@ -252,6 +268,11 @@ pub struct PaymentRow {
     pub failed_attempts: i64,
     pub last_failure_reason: Option<String>,
     pub disputed: bool,
+    /// `below`, `above` or `other_currency` when Stripe reported an amount that is not
+    /// the price.
+    pub amount_mismatch: Option<String>,
+    /// Below the price: no access until an operator grants it (or refunds).
+    pub access_held: bool,
     pub created_at: DateTime<Utc>,
     pub succeeded_at: Option<DateTime<Utc>>,
     pub refunded_at: Option<DateTime<Utc>>,
@@ -261,7 +282,8 @@ pub struct PaymentRow {
 const COLUMNS: &str = "payment_id, kind, status, amount, amount_received, amount_refunded, \
      amount_capturable, currency, email, door_uid, device_uid, plan_id, \
      stripe_checkout_session, stripe_payment_intent, stripe_charge, failed_attempts, \
-     last_failure_reason, disputed, created_at, succeeded_at, refunded_at, updated_at";
+     last_failure_reason, disputed, amount_mismatch, access_held, created_at, succeeded_at, \
+     refunded_at, updated_at";
 
 impl PaymentRow {
     fn from_row(row: &Row) -> Result<Self, ProjectionError> {
@@ -284,6 +306,8 @@ impl PaymentRow {
             failed_attempts: row.get("failed_attempts")?,
             last_failure_reason: row.get("last_failure_reason")?,
             disputed: row.get("disputed")?,
+            amount_mismatch: row.get("amount_mismatch")?,
+            access_held: row.get("access_held")?,
             created_at: row.get("created_at")?,
             succeeded_at: row.get("succeeded_at")?,
             refunded_at: row.get("refunded_at")?,
@@ -385,6 +409,20 @@ pub async fn count_by_status_since(
     rows.iter()
         .map(|row| Ok((row.get("status")?, row.get("n")?)))
         .collect()
+}
+
+/// Payments Stripe reported with an amount that is not their price, newest change first,
+/// at most `limit`: what module health shows operators (held ones wait for a decision).
+pub async fn amount_mismatches(
+    conn: &mut Conn<'_>,
+    limit: i64,
+) -> Result<Vec<PaymentRow>, ProjectionError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM payments WHERE amount_mismatch IS NOT NULL \
+         ORDER BY updated_at DESC, payment_id LIMIT $1"
+    );
+    let rows = conn.fetch_all(&sql, &[limit.into()]).await?;
+    rows.iter().map(PaymentRow::from_row).collect()
 }
 
 /// Every payment, by id; for tests and diffs.

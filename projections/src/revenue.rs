@@ -8,6 +8,10 @@
 //! - A refund reduces net when Stripe reports it (`RefundRecorded`), by
 //!   `refunded_increase` (the delta, never the cumulative total), dated the same way —
 //!   so a refund lands on its own day, not on the day of the payment.
+//! - Money a dispute takes back reduces net when Stripe reports it withdrawn
+//!   (`DisputeFundsWithdrawn`: `funds_withdrawn`, or a dispute closed `lost`), and comes
+//!   back when reinstated (`DisputeFundsReinstated`: `funds_reinstated`, or closed `won`),
+//!   each dated by its Stripe event: `net = gross - refunds - disputes`.
 //! - Amounts are never converted: each row has one currency and reports keep currencies
 //!   apart.
 //! - The local day is computed here, in the time zone the door or device had at this
@@ -74,26 +78,32 @@ const TARGET_OF_PAYMENT: &str = "SELECT p.target_kind, p.target_uid, t.location,
      ON t.target_kind = p.target_kind AND t.target_uid = p.target_uid WHERE p.payment_id = $1";
 
 const ADD: &str = "INSERT INTO revenue (slot_start, local_day, target_kind, target_uid, location, \
-     time_zone, currency, gross, refunds, count) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+     time_zone, currency, gross, refunds, disputes, count) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
      ON CONFLICT (slot_start, target_kind, target_uid, location, time_zone, currency) \
      DO UPDATE SET gross = revenue.gross + excluded.gross, \
-     refunds = revenue.refunds + excluded.refunds, count = revenue.count + excluded.count";
+     refunds = revenue.refunds + excluded.refunds, \
+     disputes = revenue.disputes + excluded.disputes, count = revenue.count + excluded.count";
 
 /// The same sums per local day: what reports in the targets' own zones read (a 90-day
 /// report reads one row per day and target instead of up to 96 slots).
 const ADD_DAILY: &str = "INSERT INTO revenue_daily (local_day, target_kind, target_uid, \
-     location, time_zone, currency, gross, refunds, count) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+     location, time_zone, currency, gross, refunds, disputes, count) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
      ON CONFLICT (local_day, target_kind, target_uid, location, time_zone, currency) \
      DO UPDATE SET gross = revenue_daily.gross + excluded.gross, \
      refunds = revenue_daily.refunds + excluded.refunds, \
+     disputes = revenue_daily.disputes + excluded.disputes, \
      count = revenue_daily.count + excluded.count";
 
 /// One money fact to add to a slot.
+#[derive(Default)]
 struct Amounts {
     currency: String,
     gross: i64,
     refunds: i64,
+    /// Withdrawn by a dispute (negative when reinstated).
+    disputes: i64,
     count: i64,
 }
 
@@ -180,8 +190,8 @@ async fn apply_payment(
             let amounts = Amounts {
                 currency: amount_received.currency.to_string(),
                 gross: amount_received.amount_minor,
-                refunds: 0,
                 count: 1,
+                ..Amounts::default()
             };
             add(conn, payment_id, stripe_event.created, amounts).await?;
         }
@@ -192,9 +202,32 @@ async fn apply_payment(
         } => {
             let amounts = Amounts {
                 currency: refunded_increase.currency.to_string(),
-                gross: 0,
                 refunds: refunded_increase.amount_minor,
-                count: 0,
+                ..Amounts::default()
+            };
+            add(conn, payment_id, stripe_event.created, amounts).await?;
+        }
+        PaymentEvent::DisputeFundsWithdrawn {
+            amount,
+            stripe_event,
+            ..
+        } => {
+            let amounts = Amounts {
+                currency: amount.currency.to_string(),
+                disputes: amount.amount_minor,
+                ..Amounts::default()
+            };
+            add(conn, payment_id, stripe_event.created, amounts).await?;
+        }
+        PaymentEvent::DisputeFundsReinstated {
+            amount,
+            stripe_event,
+            ..
+        } => {
+            let amounts = Amounts {
+                currency: amount.currency.to_string(),
+                disputes: -amount.amount_minor,
+                ..Amounts::default()
             };
             add(conn, payment_id, stripe_event.created, amounts).await?;
         }
@@ -221,7 +254,7 @@ async fn add(
     let location: Option<String> = row.get("location")?;
     let time_zone: Option<String> = row.get("time_zone")?;
     let time_zone = time_zone.unwrap_or_else(|| "UTC".to_owned());
-    let params: [Param; 10] = [
+    let params: [Param; 11] = [
         slot_start(at).into(),
         local_day(at, &time_zone).to_string().into(),
         kind.into(),
@@ -231,6 +264,7 @@ async fn add(
         amounts.currency.into(),
         amounts.gross.into(),
         amounts.refunds.into(),
+        amounts.disputes.into(),
         amounts.count.into(),
     ];
     conn.execute(ADD, &params).await?;
@@ -291,12 +325,15 @@ pub struct ReportQuery {
     pub tz: Option<chrono_tz::Tz>,
 }
 
-/// One line of a report. `net = gross - refunds`; `count` is the payments that succeeded.
+/// One line of a report. `net = gross - refunds - disputes`; `count` is the payments that
+/// succeeded.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ReportRow {
     pub bucket: String,
     pub gross: i64,
     pub refunds: i64,
+    /// Taken back by disputes (withdrawn minus reinstated).
+    pub disputes: i64,
     pub net: i64,
     pub count: i64,
     pub currency: String,
@@ -311,12 +348,13 @@ struct DayTotals {
     currency: String,
     gross: i64,
     refunds: i64,
+    disputes: i64,
     count: i64,
 }
 
 const SUMS: &str = "target_kind, target_uid, location, currency, \
      CAST(SUM(gross) AS BIGINT) AS gross, CAST(SUM(refunds) AS BIGINT) AS refunds, \
-     CAST(SUM(count) AS BIGINT) AS count";
+     CAST(SUM(disputes) AS BIGINT) AS disputes, CAST(SUM(count) AS BIGINT) AS count";
 
 /// The report's rows, sorted by bucket then currency.
 pub async fn report(
@@ -327,7 +365,7 @@ pub async fn report(
         None => totals_by_local_day(conn, query).await?,
         Some(tz) => totals_in_zone(conn, query, tz).await?,
     };
-    let mut buckets: BTreeMap<(String, String), (i64, i64, i64)> = BTreeMap::new();
+    let mut buckets: BTreeMap<(String, String), Sums> = BTreeMap::new();
     for total in totals {
         let bucket = match query.group_by {
             GroupBy::Day => total.day.to_string(),
@@ -347,18 +385,20 @@ pub async fn report(
             GroupBy::Location => total.location,
         };
         let sums = buckets.entry((bucket, total.currency)).or_default();
-        sums.0 += total.gross;
-        sums.1 += total.refunds;
-        sums.2 += total.count;
+        sums.gross += total.gross;
+        sums.refunds += total.refunds;
+        sums.disputes += total.disputes;
+        sums.count += total.count;
     }
     Ok(buckets
         .into_iter()
-        .map(|((bucket, currency), (gross, refunds, count))| ReportRow {
+        .map(|((bucket, currency), sums)| ReportRow {
             bucket,
-            gross,
-            refunds,
-            net: gross - refunds,
-            count,
+            gross: sums.gross,
+            refunds: sums.refunds,
+            disputes: sums.disputes,
+            net: sums.gross - sums.refunds - sums.disputes,
+            count: sums.count,
             currency,
         })
         .collect())
@@ -385,6 +425,7 @@ async fn totals_by_local_day(
                 currency: row.get("currency")?,
                 gross: row.get("gross")?,
                 refunds: row.get("refunds")?,
+                disputes: row.get("disputes")?,
                 count: row.get("count")?,
             })
         })
@@ -414,6 +455,7 @@ async fn totals_in_zone(
                 currency: row.get("currency")?,
                 gross: row.get("gross")?,
                 refunds: row.get("refunds")?,
+                disputes: row.get("disputes")?,
                 count: row.get("count")?,
             })
         })
@@ -433,12 +475,23 @@ fn start_of_day(day: NaiveDate, tz: chrono_tz::Tz) -> DateTime<Utc> {
         .unwrap_or_else(|| Utc.from_utc_datetime(&midnight))
 }
 
-/// Gross, refunds and count of one currency since an instant (the dashboard's "today").
+/// Sums of one report bucket.
+#[derive(Default)]
+struct Sums {
+    gross: i64,
+    refunds: i64,
+    disputes: i64,
+    count: i64,
+}
+
+/// Gross, refunds, disputes and count of one currency since an instant (the dashboard's
+/// "today").
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CurrencyTotals {
     pub currency: String,
     pub gross: i64,
     pub refunds: i64,
+    pub disputes: i64,
     pub net: i64,
     pub count: i64,
 }
@@ -450,18 +503,21 @@ pub async fn totals_since(
     since: DateTime<Utc>,
 ) -> Result<Vec<CurrencyTotals>, ProjectionError> {
     let sql = "SELECT currency, CAST(SUM(gross) AS BIGINT) AS gross, \
-               CAST(SUM(refunds) AS BIGINT) AS refunds, CAST(SUM(count) AS BIGINT) AS count \
+               CAST(SUM(refunds) AS BIGINT) AS refunds, \
+               CAST(SUM(disputes) AS BIGINT) AS disputes, CAST(SUM(count) AS BIGINT) AS count \
                FROM revenue WHERE slot_start >= $1 GROUP BY currency ORDER BY currency";
     let rows = conn.fetch_all(sql, &[since.into()]).await?;
     rows.iter()
         .map(|row| {
             let gross: i64 = row.get("gross")?;
             let refunds: i64 = row.get("refunds")?;
+            let disputes: i64 = row.get("disputes")?;
             Ok(CurrencyTotals {
                 currency: row.get("currency")?,
                 gross,
                 refunds,
-                net: gross - refunds,
+                disputes,
+                net: gross - refunds - disputes,
                 count: row.get("count")?,
             })
         })
@@ -480,12 +536,13 @@ pub struct RevenueRow {
     pub currency: String,
     pub gross: i64,
     pub refunds: i64,
+    pub disputes: i64,
     pub count: i64,
 }
 
 pub async fn all(conn: &mut Conn<'_>) -> Result<Vec<RevenueRow>, ProjectionError> {
     let sql = "SELECT slot_start, local_day, target_kind, target_uid, location, time_zone, \
-               currency, gross, refunds, count FROM revenue";
+               currency, gross, refunds, disputes, count FROM revenue";
     let rows = conn.fetch_all(sql, &[]).await?;
     let mut out = rows
         .iter()
@@ -500,6 +557,7 @@ pub async fn all(conn: &mut Conn<'_>) -> Result<Vec<RevenueRow>, ProjectionError
                 currency: row.get("currency")?,
                 gross: row.get("gross")?,
                 refunds: row.get("refunds")?,
+                disputes: row.get("disputes")?,
                 count: row.get("count")?,
             })
         })

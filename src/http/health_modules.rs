@@ -56,11 +56,13 @@ pub async fn modules(
         .metrics
         .set_gauge("latchkey_reactions_parked", &[], parked_total as f64);
     let payment_failures = payment_failures(&state).await?;
+    let amount_mismatches = amount_mismatches(&state).await?;
     Ok(Json(json!({
         "modules": modules,
         "projections": projections,
         "parked_reactions": { "total": parked_total, "by_subscriber": by_subscriber },
         "payment_failures": payment_failures,
+        "amount_mismatches": amount_mismatches,
     })))
 }
 
@@ -114,4 +116,38 @@ async fn payment_failures(state: &AppState) -> Result<Value, ApiError> {
         .collect();
     body.insert("latest".to_string(), json!(latest));
     Ok(Value::Object(body))
+}
+
+/// Payments listed in health at most: the newest, so the section stays small.
+const AMOUNT_MISMATCHES_SHOWN: i64 = 50;
+
+/// Stripe amounts that were not the price (audit `amount_mismatch`): how many payments
+/// wait for an operator's decision (held: below the price), and the newest of them all.
+async fn amount_mismatches(state: &AppState) -> Result<Value, ApiError> {
+    let mut pooled = crate::projections_runtime::PooledConn::acquire(&state.database)
+        .await
+        .map_err(super::read_params::internal)?;
+    let rows = latchkey_projections::payments::amount_mismatches(
+        &mut pooled.conn(),
+        AMOUNT_MISMATCHES_SHOWN,
+    )
+    .await?;
+    let held = rows.iter().filter(|row| row.access_held).count();
+    state
+        .metrics
+        .set_gauge("latchkey_payments_access_held", &[], held as f64);
+    let payments: Vec<Value> = rows
+        .iter()
+        .map(|row| {
+            json!({
+                "payment_id": row.payment_id,
+                "direction": row.amount_mismatch,
+                "access_held": row.access_held,
+                "amount": row.amount,
+                "amount_received": row.amount_received,
+                "currency": row.currency,
+            })
+        })
+        .collect();
+    Ok(json!({ "held": held, "payments": payments }))
 }

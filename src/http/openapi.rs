@@ -57,6 +57,7 @@ pub struct ErrorDetail {
         journal_api::inclusion_proof,
         journal_api::consistency_proof,
         operator_actions::refund,
+        operator_actions::grant_access,
         operator_actions::force_end,
         operator_actions::retry_code,
         operator_actions::reissue_code,

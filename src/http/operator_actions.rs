@@ -1,6 +1,7 @@
-//! Operators act on payments, sessions and doors: refund (admins), force-end a session,
-//! sync doors from TTLock's lock list, retry or reissue a door payment's code, release a
-//! device payment's hold.
+//! Operators act on payments, sessions and doors: refund (admins), grant access to a
+//! payment held for an amount below its price (admins), force-end a session, sync doors
+//! from TTLock's lock list, retry or reissue a door payment's code, release a device
+//! payment's hold.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -25,6 +26,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/payments/{id}/retry-code", post(retry_code))
         .route("/api/payments/{id}/reissue-code", post(reissue_code))
         .route("/api/payments/{id}/release-hold", post(release_hold))
+        .route("/api/payments/{id}/grant-access", post(grant_access))
         .route("/api/sessions/{id}/force-end", post(force_end))
         .route("/api/doors/sync", post(sync_doors))
 }
@@ -164,6 +166,56 @@ pub async fn request_refund(
         .execute(id, command, principal.command_metadata())
         .await?;
     Ok(accepted)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrantAccessBody {
+    /// Why; required, kept in the audit log with who decided.
+    pub reason: String,
+}
+
+/// An admin's decision on a payment Stripe reported below its price (audit
+/// `amount_mismatch`): grant the door code or device session anyway. The other decision
+/// is a refund (`POST /api/payments/{id}/refund`).
+#[utoipa::path(post, path = "/api/payments/{id}/grant-access", tag = "payments",
+    params(("id" = String, Path, description = "Payment UUID")),
+    request_body = GrantAccessBody,
+    responses(
+        (status = 200, description = "Granted; the workflows issue the code or start the session"),
+        (status = 401, body = super::openapi::ErrorBody),
+        (status = 403, body = super::openapi::ErrorBody),
+        (status = 404, body = super::openapi::ErrorBody),
+        (status = 409, body = super::openapi::ErrorBody),
+        (status = 422, body = super::openapi::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn grant_access(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<GrantAccessBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    principal.require(Permission::Refund)?;
+    uuid_of("payment", &id)?;
+    if body.reason.trim().is_empty() {
+        return Err(ApiError::Invalid(
+            "reason must say why access is granted".into(),
+        ));
+    }
+    let command = PaymentCommand::GrantAccess {
+        reason: body.reason,
+        actor: principal.actor(),
+        at: Utc::now(),
+    };
+    state
+        .buses
+        .payments
+        .execute(&id, command, principal.command_metadata())
+        .await?;
+    tracing::info!(payment_id = %id, "access granted to a held payment");
+    Ok(Json(
+        serde_json::json!({ "payment_id": id, "access_held": false }),
+    ))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

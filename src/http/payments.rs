@@ -59,6 +59,12 @@ pub struct PaymentView {
     pub failed_attempts: i64,
     pub last_failure_reason: Option<String>,
     pub disputed: bool,
+    /// `below`, `above` or `other_currency` when Stripe reported an amount that is not
+    /// the price (audit `amount_mismatch`).
+    pub amount_mismatch: Option<String>,
+    /// Below the price: no access until an operator grants it
+    /// (`POST /api/payments/{id}/grant-access`) or refunds.
+    pub access_held: bool,
     pub created_at: DateTime<Utc>,
     pub succeeded_at: Option<DateTime<Utc>>,
     pub refunded_at: Option<DateTime<Utc>>,
@@ -86,6 +92,8 @@ impl From<PaymentRow> for PaymentView {
             failed_attempts: row.failed_attempts,
             last_failure_reason: row.last_failure_reason,
             disputed: row.disputed,
+            amount_mismatch: row.amount_mismatch,
+            access_held: row.access_held,
             created_at: row.created_at,
             succeeded_at: row.succeeded_at,
             refunded_at: row.refunded_at,

@@ -29,9 +29,11 @@ pub struct RevenueRowView {
     pub bucket: String,
     /// Collected on payments that succeeded in the bucket, minor units.
     pub gross: i64,
-    /// Refunds reported in the bucket.
+    /// Refunds reported in the bucket, minor units.
     pub refunds: i64,
-    /// `gross - refunds`.
+    /// Taken back by disputes in the bucket (withdrawn minus reinstated), minor units.
+    pub disputes: i64,
+    /// `gross - refunds - disputes`, minor units.
     pub net: i64,
     /// Payments that succeeded in the bucket.
     pub count: i64,
@@ -45,6 +47,7 @@ impl From<ReportRow> for RevenueRowView {
             bucket: row.bucket,
             gross: row.gross,
             refunds: row.refunds,
+            disputes: row.disputes,
             net: row.net,
             count: row.count,
             currency: row.currency,
@@ -77,7 +80,7 @@ pub struct RevenueQuery {
     params(RevenueQuery),
     responses(
         (status = 200, description = "JSON, or CSV with `format=csv` \
-            (header `bucket,gross,refunds,net,count,currency`)",
+            (header `bucket,gross_minor,refunds_minor,disputes_minor,net_minor,count,currency`)",
             content((RevenueReport = "application/json"), (String = "text/csv"))),
         (status = 401, body = super::openapi::ErrorBody),
         (status = 422, body = super::openapi::ErrorBody)),
@@ -148,13 +151,16 @@ pub fn report_query(query: &RevenueQuery) -> Result<(ReportQuery, bool), ApiErro
 }
 
 pub fn to_csv(rows: &[ReportRow]) -> Response {
-    let mut body = String::from("bucket,gross,refunds,net,count,currency\n");
+    // Amounts are integer minor units of the row's currency, as the headers say.
+    let mut body =
+        String::from("bucket,gross_minor,refunds_minor,disputes_minor,net_minor,count,currency\n");
     for row in rows {
         body.push_str(&format!(
-            "{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{}\n",
             csv_field(&row.bucket),
             row.gross,
             row.refunds,
+            row.disputes,
             row.net,
             row.count,
             csv_field(&row.currency)

@@ -25,6 +25,9 @@ pub enum StripeOutcome {
     Applied { payment_id: Uuid },
     /// Nothing to do; the reason is kept on the delivery.
     Ignored { reason: String },
+    /// The payment recorded the fact as an amount that is not its price (audit
+    /// `amount_mismatch`): done, never retried, with the note kept on the delivery.
+    Flagged { payment_id: Uuid, note: String },
 }
 
 /// Worth retrying later: the database, a conflict, a payment not known *yet*, or a fact the
@@ -78,6 +81,10 @@ pub async fn apply(
         Ok(()) => {
             // A failure here is retried; the fact is applied once however often it comes.
             remember_ids(database, event, payment_id).await?;
+            if let Some(note) = mismatch_note(buses, payment_id, &event_id).await? {
+                tracing::warn!(payment_id = %payment_id, stripe_event = %event_id, %note, "Stripe amount is not the price");
+                return Ok(StripeOutcome::Flagged { payment_id, note });
+            }
             tracing::info!(payment_id = %payment_id, stripe_event = %event_id, "Stripe event applied");
             Ok(StripeOutcome::Applied { payment_id })
         }
@@ -92,6 +99,24 @@ pub async fn apply(
         }
         Err(other) => Err(RetryLater(format!("could not record the fact: {other}"))),
     }
+}
+
+/// What the deliveries page says when this event reported an amount that is not the
+/// payment's price.
+async fn mismatch_note(
+    buses: &Buses,
+    payment_id: Uuid,
+    event_id: &str,
+) -> Result<Option<String>, RetryLater> {
+    let (payment, _) = buses
+        .payments
+        .load(&payment_id.to_string())
+        .await
+        .map_err(|error| RetryLater(format!("reading the payment back failed: {error}")))?;
+    Ok(payment
+        .amount_mismatch()
+        .filter(|mismatch| mismatch.stripe_event_id == event_id)
+        .map(|mismatch| mismatch.describe()))
 }
 
 /// No payment matched. Our own metadata pointing nowhere, or a checkout/payment intent

@@ -328,6 +328,10 @@ impl Inbox {
             Option<i64>,
         ) = match outcome {
             Finish::Processed { payment_id } => ("processed", payment_id, None, None, None),
+            // Processed, with the note where an ignore reason would be.
+            Finish::Flagged { payment_id, note } => {
+                ("processed", Some(payment_id), Some(note), None, None)
+            }
             Finish::Ignored { reason } => ("ignored", None, Some(reason), None, None),
             Finish::Failed {
                 error,
@@ -507,6 +511,12 @@ pub enum Finish<'a> {
     },
     Ignored {
         reason: &'a str,
+    },
+    /// Processed as a fact the ledger flagged (an amount that is not the price); `note`
+    /// says what, on the deliveries page.
+    Flagged {
+        payment_id: &'a str,
+        note: &'a str,
     },
     /// `next_attempt_at_ms` is `None` once the attempts are used up: the row stays
     /// `failed` and visible, and an operator decides.

@@ -168,32 +168,19 @@ pub fn html_response(status: StatusCode, markup: Markup) -> Response {
         .into_response()
 }
 
-/// Money for people: `€12.50`, `$3.00`, `¥500`, `12.50 SEK`. Zero-decimal currencies (as
-/// Stripe lists them) have no fraction; every other currency has two digits.
+/// Money for people: `€12.50`, `$3.00`, `¥500`, `12.50 SEK`, `1.250 KWD`, in the
+/// currency's own precision (the exponent table in `latchkey_aggregates::money`).
 pub fn money(amount: &Money) -> String {
-    let code = amount.currency.as_str();
-    let zero_decimal = ZERO_DECIMAL.contains(&code);
-    let minor = amount.amount_minor;
-    let sign = if minor < 0 { "-" } else { "" };
-    let minor = minor.unsigned_abs();
-    let number = if zero_decimal {
-        minor.to_string()
-    } else {
-        format!("{}.{:02}", minor / 100, minor % 100)
-    };
-    match code {
+    let number = amount.currency.format_major(amount.amount_minor.abs());
+    let sign = if amount.amount_minor < 0 { "-" } else { "" };
+    match amount.currency.as_str() {
         "eur" => format!("{sign}€{number}"),
         "usd" => format!("{sign}${number}"),
         "gbp" => format!("{sign}£{number}"),
         "jpy" => format!("{sign}¥{number}"),
-        other => format!("{sign}{number} {}", other.to_ascii_uppercase()),
+        _ => format!("{sign}{number} {}", amount.currency.code()),
     }
 }
-
-const ZERO_DECIMAL: [&str; 16] = [
-    "bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv",
-    "xaf", "xof", "xpf",
-];
 
 /// A time as people at the place read it: `Tue 24 Nov, 14:05` in `time_zone` (an IANA
 /// name; UTC if unknown).
@@ -255,6 +242,9 @@ mod tests {
         assert_eq!(money_of(5, "usd"), "$0.05");
         assert_eq!(money_of(500, "jpy"), "¥500");
         assert_eq!(money_of(1999, "sek"), "19.99 SEK");
+        assert_eq!(money_of(1250, "kwd"), "1.250 KWD");
+        assert_eq!(money_of(-1250, "kwd"), "-1.250 KWD");
+        assert_eq!(money_of(50000, "isk"), "500 ISK");
         assert_eq!(duration(45), "45 minutes");
         let at = chrono::DateTime::parse_from_rfc3339("2026-11-24T13:05:00Z")
             .unwrap()

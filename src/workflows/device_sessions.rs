@@ -11,6 +11,8 @@
 //! | `SessionCancelled` / `SessionFailed` / `SessionForceEnded` before the relay came ON | Payment: release the authorization; Device: release |
 //! | `SessionCompleted` / `SessionForceEnded` after it | Device: release (promotes the queue) |
 //! | `RefundRecorded` leaving a device payment `refunded` | DeviceSession: force end |
+//! | `PaymentDisputed`, when `LATCHKEY_DISPUTE_REVOKES_ACCESS` is on (default) | DeviceSession: force end |
+//! | `PaymentAccessGranted` (an operator's decision on a payment held for being below its price) | Device: reserve, as on the authorization |
 //!
 //! Deciding to capture or to release only journals the decision; the capture workflow's
 //! jobs ask Stripe (see [`super::captures`]). Every path where a device payment will not be
@@ -48,6 +50,8 @@ pub struct DeviceSessionWorkflow {
     clock: Arc<dyn Clock>,
     /// How long an opened session waits for its relay to come ON before it is cancelled.
     grace_seconds: u32,
+    /// `LATCHKEY_DISPUTE_REVOKES_ACCESS`: a dispute force-ends the payment's session.
+    dispute_ends_session: bool,
 }
 
 impl DeviceSessionWorkflow {
@@ -56,7 +60,14 @@ impl DeviceSessionWorkflow {
             buses,
             clock,
             grace_seconds,
+            dispute_ends_session: true,
         }
+    }
+
+    /// Whether a dispute force-ends the session (`LATCHKEY_DISPUTE_REVOKES_ACCESS`).
+    pub fn ending_sessions_on_dispute(mut self, end: bool) -> Self {
+        self.dispute_ends_session = end;
+        self
     }
 
     fn metadata(cause: &JournalEvent) -> CommandMetadata {
@@ -74,14 +85,20 @@ impl DeviceSessionWorkflow {
         let status = event.payload.get("status").and_then(Value::as_str);
         let reserve = matches!(
             event.event_type.as_str(),
-            "PaymentAuthorized" | "PaymentSucceeded"
+            "PaymentAuthorized" | "PaymentSucceeded" | "PaymentAccessGranted"
         );
-        let refunded = event.event_type == "RefundRecorded" && status == Some("refunded");
         let not_capturable = matches!(
             event.event_type.as_str(),
             "PaymentCaptureFailed" | "PaymentCancelled" | "CheckoutExpired"
         );
-        if !reserve && !refunded && !not_capturable {
+        let end_reason = match event.event_type.as_str() {
+            "RefundRecorded" if status == Some("refunded") => {
+                Some("the payment was refunded in full")
+            }
+            "PaymentDisputed" if self.dispute_ends_session => Some("the payment is disputed"),
+            _ => None,
+        };
+        if !reserve && end_reason.is_none() && !not_capturable {
             return Ok(());
         }
         let (payment, _) = self.buses.payments.load(&event.aggregate_id).await?;
@@ -91,9 +108,9 @@ impl DeviceSessionWorkflow {
         if not_capturable {
             return self.end_uncapturable(event, &payment).await;
         }
-        if refunded {
+        if let Some(reason) = end_reason {
             let command = SessionCommand::ForceEndSession {
-                reason: "the payment was refunded in full".into(),
+                reason: reason.into(),
                 actor: Actor::System,
                 at: self.clock.now(),
             };
@@ -103,6 +120,12 @@ impl DeviceSessionWorkflow {
                     .execute(&event.aggregate_id, command, Self::metadata(event))
                     .await,
             );
+        }
+        // Stripe reported less than the price: an operator grants or refunds first.
+        if payment.is_access_held() {
+            tracing::warn!(payment_id = %payment_id, device_uid = %device_uid,
+                "device session held: the amount is below the price");
+            return Ok(());
         }
         // The session exists: the device was reserved for it when the payment was first
         // authorized. Reserving again on the capture's `PaymentSucceeded` would, once that

@@ -2,10 +2,12 @@
 //!
 //! | fact | decision |
 //! |---|---|
-//! | `PaymentSucceeded` of a door payment | schedule the access deadline; Door: issue the payment's code now (unless the payment is no longer paid) |
+//! | `PaymentSucceeded` of a door payment | schedule the access deadline; Door: issue the payment's code now (unless the payment is no longer paid, is held because Stripe reported less than the price, or is disputed) |
+//! | `PaymentAccessGranted` (an operator's decision on a held payment) | Door: issue the code |
 //! | the Door refuses: in maintenance | schedule another issue (retried while maintenance lasts) |
 //! | `DoorMaintenanceEnded` | run the door's waiting issue jobs now |
 //! | `RefundRecorded` leaving the payment `refunded` | Door: revoke (delete) the code |
+//! | `PaymentDisputed`, when `LATCHKEY_DISPUTE_REVOKES_ACCESS` is on (default) | Door: revoke the code |
 //! | `AccessCodeIssueFailed`, retryable, below the attempt limit | schedule another issue after a backoff |
 //! | `AccessCodeIssueFailed`, the last attempt or not retryable | Door: compensate (`issue_attempts_exhausted`, `issue_refused`) |
 //! | access deadline due, the payment still paid | Door: compensate (`deadline_passed`); a live, revoked or compensated code changes nothing |
@@ -54,6 +56,8 @@ pub struct DoorAccessWorkflow {
     /// How long after payment a guest may wait for a code before being refunded instead
     /// (`LATCHKEY_ACCESS_DEADLINE_MINUTES`).
     access_deadline: Duration,
+    /// `LATCHKEY_DISPUTE_REVOKES_ACCESS`: a dispute revokes the payment's code.
+    dispute_revokes_access: bool,
 }
 
 /// How a failed TTLock call is retried.
@@ -80,7 +84,14 @@ impl DoorAccessWorkflow {
             retry_max: retry.max,
             issue_attempts: retry.attempts.clamp(1, MAX_ISSUE_ATTEMPTS),
             access_deadline,
+            dispute_revokes_access: true,
         }
+    }
+
+    /// Whether a dispute revokes the code (`LATCHKEY_DISPUTE_REVOKES_ACCESS`; on by default).
+    pub fn revoking_on_dispute(mut self, revoke: bool) -> Self {
+        self.dispute_revokes_access = revoke;
+        self
     }
 
     async fn on_payment(&self, event: &JournalEvent) -> anyhow::Result<()> {
@@ -92,6 +103,20 @@ impl DoorAccessWorkflow {
         };
         let command = match event.event_type.as_str() {
             "PaymentSucceeded" => return self.on_paid(&door_uid, payment_id, event).await,
+            "PaymentAccessGranted" => {
+                let metadata = caused_by(
+                    CommandMetadata::new(Actor::System.to_string(), "workflow"),
+                    event,
+                );
+                issue_code(&self.buses, &door_uid, payment_id, metadata).await?;
+                return Ok(());
+            }
+            "PaymentDisputed" if self.dispute_revokes_access => DoorCommand::RevokeAccessCode {
+                payment_id,
+                reason: "the payment is disputed".to_string(),
+                actor: Actor::System,
+                at: Utc::now(),
+            },
             "RefundRecorded" if status == Some("refunded") => DoorCommand::RevokeAccessCode {
                 payment_id,
                 reason: "the payment was refunded in full".to_string(),
@@ -153,7 +178,7 @@ impl DoorAccessWorkflow {
                 )
                 .await
             }
-            IssueOutcome::Done | IssueOutcome::NotPaid => Ok(()),
+            IssueOutcome::Done | IssueOutcome::NotPaid | IssueOutcome::Withheld => Ok(()),
         }
     }
 
@@ -358,6 +383,8 @@ pub enum IssueOutcome {
     InMaintenance,
     /// The payment is not (or no longer) paid, e.g. refunded: no code is issued.
     NotPaid,
+    /// The payment is held for an operator (underpaid) or disputed: no code for now.
+    Withheld,
 }
 
 /// Asks the Door for a payment's code with the minutes locked at its checkout — unless the
@@ -374,6 +401,13 @@ pub async fn issue_code(
         tracing::info!(door_uid, payment_id = %payment_id, status = %payment.status(),
             "no code for a payment that is not paid");
         return Ok(IssueOutcome::NotPaid);
+    }
+    if payment.is_access_held() || payment.is_disputed() {
+        // Stripe reported less than the price (an operator grants or refunds), or the
+        // guest's bank disputes the payment: no code until that is settled.
+        tracing::warn!(door_uid, payment_id = %payment_id, held = payment.is_access_held(),
+            disputed = payment.is_disputed(), "door code withheld");
+        return Ok(IssueOutcome::Withheld);
     }
     let command = DoorCommand::IssueAccessCode {
         payment_id,

@@ -264,7 +264,7 @@ async fn run(buses: &Buses, job: &Job) -> anyhow::Result<()> {
                 IssueOutcome::InMaintenance => {
                     Err(anyhow::anyhow!("door {door_uid} is in maintenance"))
                 }
-                IssueOutcome::Done | IssueOutcome::NotPaid => Ok(()),
+                IssueOutcome::Done | IssueOutcome::NotPaid | IssueOutcome::Withheld => Ok(()),
             };
         }
         Job::AccessDeadline {

@@ -559,7 +559,7 @@ async fn the_audit_log_links_entries_and_reports_chart_revenue(backend: Backend)
     let (_, csv) = page(&app, "/dashboard/reports.csv?group_by=door", &auditor).await;
     assert_eq!(
         csv,
-        "bucket,gross,refunds,net,count,currency\n77,2000,0,2000,2,eur\n"
+        "bucket,gross_minor,refunds_minor,disputes_minor,net_minor,count,currency\n77,2000,0,0,2000,2,eur\n"
     );
     let (status, _) = page(&app, "/dashboard/reports?group_by=year", &auditor).await;
     assert_eq!(status, 422);

@@ -96,6 +96,8 @@ fn actor_of_payment(command: &PaymentCommand) -> Actor {
         | PaymentCommand::RecordCancellation { actor, .. }
         | PaymentCommand::RecordCheckoutExpired { actor, .. }
         | PaymentCommand::RecordDispute { actor, .. }
+        | PaymentCommand::RecordDisputeUpdate { actor, .. }
+        | PaymentCommand::GrantAccess { actor, .. }
         | PaymentCommand::CapturePayment { actor, .. }
         | PaymentCommand::CancelAuthorization { actor, .. }
         | PaymentCommand::RecordCaptureSubmission { actor, .. }

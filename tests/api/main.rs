@@ -25,6 +25,7 @@ mod integrations_wiring;
 mod journal;
 mod ledger;
 mod locked_offer;
+mod money_facts;
 mod operations;
 mod operator_actions;
 mod projections;

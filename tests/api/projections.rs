@@ -260,6 +260,10 @@ fn check_payments(events: &[JournalEvent], rows: Vec<payments::PaymentRow>) {
             failed_attempts: i64::from(payment.failed_attempts()),
             last_failure_reason: payment.last_failure_reason().map(str::to_owned),
             disputed: payment.is_disputed(),
+            amount_mismatch: payment
+                .amount_mismatch()
+                .map(|m| m.direction.as_str().to_owned()),
+            access_held: payment.is_access_held(),
             created_at: payment.started_at().unwrap(),
             succeeded_at: payment.succeeded_at(),
             refunded_at,
@@ -554,6 +558,8 @@ fn check_revenue(events: &[JournalEvent], rows: Vec<revenue::RevenueRow>) {
                     currency,
                     gross,
                     refunds,
+                    // The generated history opens no disputes.
+                    disputes: 0,
                     count,
                 }
             },

@@ -520,7 +520,7 @@ async fn revenue_is_bucketed_by_local_day_with_refunds_on_their_own_day(backend:
         .starts_with("text/csv"));
     assert_eq!(
         response.text().await.unwrap(),
-        "bucket,gross,refunds,net,count,currency\n2026-11,2000,400,1600,2,eur\n2026-11,800,800,0,1,gbp\n"
+        "bucket,gross_minor,refunds_minor,disputes_minor,net_minor,count,currency\n2026-11,2000,400,0,1600,2,eur\n2026-11,800,800,0,0,1,gbp\n"
     );
     app.stop().await;
 }

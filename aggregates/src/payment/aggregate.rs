@@ -12,7 +12,7 @@
 //!   `StripeReportIgnored` with the reason, so the audit log shows every report;
 //! - a Stripe event id is recorded once: the same event delivered again is ignored.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
@@ -23,8 +23,8 @@ use uuid::Uuid;
 use super::commands::{PaymentCommand, RefundSubmissionOutcome, StripeAnswer};
 use super::error::PaymentError;
 use super::events::{
-    LockedOffer, PaymentEvent, PaymentKind, PaymentStatus, PaymentTarget, StripeEventRef,
-    StripeReport,
+    AmountMismatchDirection, DisputeUpdate, LockedOffer, PaymentEvent, PaymentKind, PaymentStatus,
+    PaymentTarget, StripeEventRef, StripeReport,
 };
 use super::refunds::{
     refund_idempotency_key, KnownRefund, OrderedRefund, RefundLedger, RefundStatus, RequestState,
@@ -67,8 +67,56 @@ pub struct Payment {
     last_failure_reason: Option<String>,
     succeeded_at: Option<DateTime<Utc>>,
     dispute_ids: BTreeSet<String>,
+    /// Per dispute, what it has withdrawn and not reinstated (minor units); a dispute
+    /// moves its amount at most once each way, however Stripe reports it.
+    #[serde(default)]
+    dispute_withdrawn_minor: BTreeMap<String, i64>,
+    /// Disputes Stripe closed, with their final status.
+    #[serde(default)]
+    disputes_closed: BTreeMap<String, String>,
+    /// Stripe reported less than expected: the money is kept, but no access is granted
+    /// until an operator grants it (or refunds).
+    #[serde(default)]
+    access_held: bool,
+    /// The last amount Stripe reported that was not the expected one, and how.
+    #[serde(default)]
+    amount_mismatch: Option<AmountMismatch>,
     /// Every Stripe event already handled, so a redelivery is recognised.
     stripe_event_ids: BTreeSet<String>,
+}
+
+/// A Stripe amount that was not the expected one, as `PaymentAmountMismatch` recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AmountMismatch {
+    pub expected: Money,
+    pub reported: Money,
+    pub direction: AmountMismatchDirection,
+    /// The Stripe event that reported it.
+    pub stripe_event_id: String,
+}
+
+impl AmountMismatch {
+    /// For people: `Stripe reported 600 eur, below the expected 1000 eur: …`.
+    pub fn describe(&self) -> String {
+        let consequence = match self.direction {
+            AmountMismatchDirection::Below => {
+                "the money is recorded; no access until an admin grants it or refunds"
+            }
+            AmountMismatchDirection::Above | AmountMismatchDirection::OtherCurrency => {
+                "refused and flagged; the payment does not move"
+            }
+        };
+        format!(
+            "Stripe reported {}, {} the expected {} (audit amount_mismatch): {consequence}",
+            self.reported.major_with_code(),
+            match self.direction {
+                AmountMismatchDirection::Below => "below",
+                AmountMismatchDirection::Above => "above",
+                AmountMismatchDirection::OtherCurrency => "in another currency than",
+            },
+            self.expected.major_with_code()
+        )
+    }
 }
 
 /// What the guest agreed to at checkout. Nothing here changes after `CheckoutStarted`.
@@ -356,6 +404,55 @@ impl Aggregate for Payment {
                 self.dispute_ids.insert(dispute_id);
                 self.stripe_event_ids.insert(stripe_event.id);
             }
+            PaymentEvent::PaymentAmountMismatch {
+                expected,
+                reported,
+                direction,
+                stripe_event,
+                ..
+            } => {
+                if direction == AmountMismatchDirection::Below {
+                    self.access_held = true;
+                }
+                self.amount_mismatch = Some(AmountMismatch {
+                    expected,
+                    reported,
+                    direction,
+                    stripe_event_id: stripe_event.id.clone(),
+                });
+                self.stripe_event_ids.insert(stripe_event.id);
+            }
+            PaymentEvent::PaymentAccessGranted { .. } => {
+                self.access_held = false;
+            }
+            PaymentEvent::DisputeFundsWithdrawn {
+                dispute_id,
+                amount,
+                stripe_event,
+                ..
+            } => {
+                debug_assert!(amount.is_positive());
+                self.dispute_withdrawn_minor
+                    .insert(dispute_id, amount.amount_minor);
+                self.stripe_event_ids.insert(stripe_event.id);
+            }
+            PaymentEvent::DisputeFundsReinstated {
+                dispute_id,
+                stripe_event,
+                ..
+            } => {
+                self.dispute_withdrawn_minor.remove(&dispute_id);
+                self.stripe_event_ids.insert(stripe_event.id);
+            }
+            PaymentEvent::DisputeClosed {
+                dispute_id,
+                status,
+                stripe_event,
+                ..
+            } => {
+                self.disputes_closed.insert(dispute_id, status);
+                self.stripe_event_ids.insert(stripe_event.id);
+            }
         }
     }
 }
@@ -547,6 +644,17 @@ impl Payment {
         !self.dispute_ids.is_empty()
     }
 
+    /// Stripe reported less than expected and no operator has granted access yet: no
+    /// door code is issued and no session is started for this payment.
+    pub fn is_access_held(&self) -> bool {
+        self.access_held
+    }
+
+    /// How the last Stripe amount that was not the expected one differed, if one was.
+    pub fn amount_mismatch(&self) -> Option<&AmountMismatch> {
+        self.amount_mismatch.as_ref()
+    }
+
     pub fn failed_attempts(&self) -> u32 {
         self.failed_attempts
     }
@@ -706,6 +814,17 @@ impl Payment {
                 at,
                 ..
             } => self.record_dispute(dispute_id, amount, reason, stripe_event, at),
+            PaymentCommand::RecordDisputeUpdate {
+                dispute_id,
+                amount,
+                update,
+                stripe_event,
+                at,
+                ..
+            } => self.record_dispute_update(dispute_id, amount, update, stripe_event, at),
+            PaymentCommand::GrantAccess { reason, actor, at } => {
+                self.grant_access(reason, actor, at)
+            }
             PaymentCommand::CapturePayment {
                 amount_to_capture,
                 actor,
@@ -801,10 +920,24 @@ impl Payment {
     ) -> Result<Vec<PaymentEvent>, PaymentError> {
         let checkout = self.started()?;
         self.check_payment_intent(&payment_intent_id)?;
-        check_amount_within_price(&checkout.price, &amount_capturable)?;
         let report = StripeReport::Authorization;
         if let Some(ignored) = self.already_recorded(report, &stripe_event, at) {
             return Ok(ignored);
+        }
+        let mismatch = amount_mismatch(&checkout.price, &checkout.price, &amount_capturable)?;
+        let mismatch_event = |direction| PaymentEvent::PaymentAmountMismatch {
+            expected: checkout.price.clone(),
+            reported: amount_capturable.clone(),
+            direction,
+            report,
+            stripe_event: stripe_event.clone(),
+            at,
+        };
+        if let Some(
+            direction @ (AmountMismatchDirection::Above | AmountMismatchDirection::OtherCurrency),
+        ) = mismatch
+        {
+            return Ok(vec![mismatch_event(direction)]);
         }
         let stale_reason = if self.amount_received_minor.is_some() {
             Some(format!("payment is already {}", self.status))
@@ -825,13 +958,16 @@ impl Payment {
             ..self.status_facts()
         }
         .status();
-        Ok(vec![PaymentEvent::PaymentAuthorized {
+        let held = mismatch.map(mismatch_event);
+        let mut events = vec![PaymentEvent::PaymentAuthorized {
             payment_intent_id,
             amount_capturable,
             status,
             stripe_event,
             at,
-        }])
+        }];
+        events.extend(held);
+        Ok(events)
     }
 
     fn record_failure(
@@ -894,12 +1030,12 @@ impl Payment {
         at: DateTime<Utc>,
     ) -> Result<Vec<PaymentEvent>, PaymentError> {
         let checkout = self.started()?;
-        check_currency(&checkout.price, &amount_received)?;
         self.check_payment_intent(&payment_intent_id)?;
         if let Some(reported) = &charge_id {
             self.check_charge(reported)?;
         }
         if let Some(received_minor) = self.amount_received_minor {
+            check_currency(&checkout.price, &amount_received)?;
             if received_minor != amount_received.amount_minor {
                 return Err(PaymentError::ConfirmationAmountMismatch {
                     recorded: checkout.price.with_amount(received_minor),
@@ -912,7 +1048,31 @@ impl Payment {
                 at,
             }]);
         }
-        check_amount_within_price(&checkout.price, &amount_received)?;
+        // A success we refused (too much, another currency) is known by its event id.
+        let report = StripeReport::Success;
+        if let Some(ignored) = self.already_recorded(report, &stripe_event, at) {
+            return Ok(ignored);
+        }
+        // After a partial capture less than the price is expected: what we asked for.
+        let expected = checkout.price.with_amount(
+            self.capture_requested_minor
+                .unwrap_or(checkout.price.amount_minor),
+        );
+        let mismatch = amount_mismatch(&checkout.price, &expected, &amount_received)?;
+        let mismatch_event = |direction| PaymentEvent::PaymentAmountMismatch {
+            expected: expected.clone(),
+            reported: amount_received.clone(),
+            direction,
+            report,
+            stripe_event: stripe_event.clone(),
+            at,
+        };
+        if let Some(
+            direction @ (AmountMismatchDirection::Above | AmountMismatchDirection::OtherCurrency),
+        ) = mismatch
+        {
+            return Ok(vec![mismatch_event(direction)]);
+        }
         let refunded_minor = self.refunds.refunded_minor();
         if amount_received.amount_minor < refunded_minor {
             return Err(PaymentError::ReceivedBelowRefunded {
@@ -925,14 +1085,17 @@ impl Payment {
             ..self.status_facts()
         }
         .status();
-        Ok(vec![PaymentEvent::PaymentSucceeded {
+        let held = mismatch.map(mismatch_event);
+        let mut events = vec![PaymentEvent::PaymentSucceeded {
             payment_intent_id,
             charge_id,
             amount_received,
             status,
             stripe_event,
             at,
-        }])
+        }];
+        events.extend(held);
+        Ok(events)
     }
 
     /// `charge.refunded`: the charge's cumulative total, possibly naming our request.
@@ -1219,6 +1382,98 @@ impl Payment {
             amount,
             reason,
             stripe_event,
+            at,
+        }])
+    }
+
+    /// A dispute's money movement or outcome. Each dispute withdraws its amount at most
+    /// once and reinstates it at most once, whichever of `funds_withdrawn`,
+    /// `funds_reinstated` and `closed` report it and in whatever order they arrive.
+    fn record_dispute_update(
+        &self,
+        dispute_id: String,
+        amount: Money,
+        update: DisputeUpdate,
+        stripe_event: StripeEventRef,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<PaymentEvent>, PaymentError> {
+        let checkout = self.started()?;
+        check_currency(&checkout.price, &amount)?;
+        let report = StripeReport::Dispute;
+        if let Some(ignored) = self.already_recorded(report, &stripe_event, at) {
+            return Ok(ignored);
+        }
+        let withdrawn_minor = self.dispute_withdrawn_minor.get(&dispute_id).copied();
+        let closed = self.disputes_closed.get(&dispute_id);
+        let withdraw = PaymentEvent::DisputeFundsWithdrawn {
+            dispute_id: dispute_id.clone(),
+            amount: amount.clone(),
+            stripe_event: stripe_event.clone(),
+            at,
+        };
+        let reinstate = |withdrawn_minor: i64| PaymentEvent::DisputeFundsReinstated {
+            dispute_id: dispute_id.clone(),
+            amount: checkout.price.with_amount(withdrawn_minor),
+            stripe_event: stripe_event.clone(),
+            at,
+        };
+        let events = match (update, withdrawn_minor, closed) {
+            (DisputeUpdate::Closed { .. }, _, Some(status)) => {
+                let reason = format!("dispute {dispute_id} is already closed ({status})");
+                return Ok(ignore(report, reason, stripe_event, at));
+            }
+            (DisputeUpdate::Closed { status }, withdrawn_minor, None) => {
+                let mut events = match (status.as_str(), withdrawn_minor) {
+                    ("lost", None) if amount.is_positive() => vec![withdraw],
+                    ("won", Some(withdrawn_minor)) => vec![reinstate(withdrawn_minor)],
+                    _ => vec![],
+                };
+                events.push(PaymentEvent::DisputeClosed {
+                    dispute_id: dispute_id.clone(),
+                    status,
+                    stripe_event: stripe_event.clone(),
+                    at,
+                });
+                events
+            }
+            (DisputeUpdate::FundsWithdrawn, None, None) if amount.is_positive() => vec![withdraw],
+            (DisputeUpdate::FundsReinstated, Some(withdrawn_minor), _) => {
+                vec![reinstate(withdrawn_minor)]
+            }
+            (update, withdrawn_minor, closed) => {
+                let reason = format!(
+                    "dispute {dispute_id}: {update:?} changes nothing (withdrawn {}, closed {})",
+                    checkout.price.with_amount(withdrawn_minor.unwrap_or(0)),
+                    closed.map_or("no", String::as_str)
+                );
+                return Ok(ignore(report, reason, stripe_event, at));
+            }
+        };
+        Ok(events)
+    }
+
+    /// An operator grants the access a held (underpaid) payment did not get. Granting
+    /// twice changes nothing; a payment that is not held, or was refunded in full, has
+    /// nothing to grant.
+    fn grant_access(
+        &self,
+        reason: String,
+        actor: crate::Actor,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<PaymentEvent>, PaymentError> {
+        self.started()?;
+        let refundable_status = matches!(
+            self.status,
+            PaymentStatus::Succeeded | PaymentStatus::PartiallyRefunded | PaymentStatus::Authorized
+        );
+        if !self.access_held || !refundable_status {
+            return Err(PaymentError::AccessNotHeld {
+                status: self.status,
+            });
+        }
+        Ok(vec![PaymentEvent::PaymentAccessGranted {
+            reason,
+            actor,
             at,
         }])
     }
@@ -1580,20 +1835,26 @@ fn check_currency(price: &Money, reported: &Money) -> Result<(), PaymentError> {
     Ok(())
 }
 
-/// A Stripe amount must be in the locked currency, positive, and at most the locked price;
-/// less is allowed because a manual capture may be partial.
-fn check_amount_within_price(price: &Money, reported: &Money) -> Result<(), PaymentError> {
-    check_currency(price, reported)?;
+/// How a Stripe amount differs from `expected` (the price, or the capture we asked for),
+/// if it does. A non-positive amount is an inconsistent report, refused as an error.
+fn amount_mismatch(
+    price: &Money,
+    expected: &Money,
+    reported: &Money,
+) -> Result<Option<AmountMismatchDirection>, PaymentError> {
+    if price.currency != reported.currency {
+        return Ok(Some(AmountMismatchDirection::OtherCurrency));
+    }
     if !reported.is_positive() {
         return Err(PaymentError::NonPositiveAmount {
             amount: reported.clone(),
         });
     }
-    if reported.amount_minor > price.amount_minor {
-        return Err(PaymentError::AmountExceedsPrice {
-            price: price.clone(),
-            reported: reported.clone(),
-        });
-    }
-    Ok(())
+    Ok(if reported.amount_minor > price.amount_minor {
+        Some(AmountMismatchDirection::Above)
+    } else if reported.amount_minor < expected.amount_minor {
+        Some(AmountMismatchDirection::Below)
+    } else {
+        None
+    })
 }

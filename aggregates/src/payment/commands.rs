@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::events::{LockedOffer, PaymentTarget, StripeEventRef};
+use super::events::{DisputeUpdate, LockedOffer, PaymentTarget, StripeEventRef};
 use super::refunds::RefundStatus;
 use crate::{Actor, Money};
 
@@ -121,6 +121,24 @@ pub enum PaymentCommand {
         amount: Money,
         reason: String,
         stripe_event: StripeEventRef,
+        actor: Actor,
+        at: DateTime<Utc>,
+    },
+    /// `charge.dispute.funds_withdrawn`, `charge.dispute.funds_reinstated`,
+    /// `charge.dispute.closed`: what a dispute did to the money.
+    RecordDisputeUpdate {
+        dispute_id: String,
+        /// The dispute's `amount`: what it withdraws, or reinstates.
+        amount: Money,
+        update: DisputeUpdate,
+        stripe_event: StripeEventRef,
+        actor: Actor,
+        at: DateTime<Utc>,
+    },
+    /// An operator's decision on a payment held for an amount below its price: grant the
+    /// access it paid (part of) for anyway.
+    GrantAccess {
+        reason: String,
         actor: Actor,
         at: DateTime<Utc>,
     },

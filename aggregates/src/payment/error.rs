@@ -28,8 +28,8 @@ pub enum PaymentError {
     CheckoutSessionMismatch { expected: String, reported: String },
     #[error("payment was already confirmed with {recorded} received; a confirmation for {reported} contradicts it")]
     ConfirmationAmountMismatch { recorded: Money, reported: Money },
-    #[error("Stripe reported {reported}, more than the locked price of {price}")]
-    AmountExceedsPrice { price: Money, reported: Money },
+    #[error("payment is {status} and holds no access for a decision: only a payment whose amount was below its price waits for an operator to grant access")]
+    AccessNotHeld { status: PaymentStatus },
     #[error("an amount must be positive; got {amount}")]
     NonPositiveAmount { amount: Money },
     #[error("Stripe reported {reported} refunded in total, more than the {limit} received")]

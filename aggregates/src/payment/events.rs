@@ -129,6 +129,8 @@ pub enum StripeReport {
     Cancellation,
     CheckoutExpiry,
     Dispute,
+    /// A payment's success (`payment_intent.succeeded` and friends).
+    Success,
 }
 
 impl fmt::Display for StripeReport {
@@ -140,9 +142,53 @@ impl fmt::Display for StripeReport {
             Self::Cancellation => "cancellation",
             Self::CheckoutExpiry => "checkout expiry",
             Self::Dispute => "dispute",
+            Self::Success => "payment success",
         };
         f.write_str(text)
     }
+}
+
+/// How a Stripe amount differs from what the payment expects (the locked price, or the
+/// amount we asked to capture).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AmountMismatchDirection {
+    /// Less money than expected: recorded, and access is held until an operator grants it
+    /// or refunds.
+    Below,
+    /// More money than the price: refused, never recorded as the payment's money.
+    Above,
+    /// Another currency: refused, never recorded as the payment's money.
+    OtherCurrency,
+}
+
+impl AmountMismatchDirection {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Below => "below",
+            Self::Above => "above",
+            Self::OtherCurrency => "other_currency",
+        }
+    }
+}
+
+impl fmt::Display for AmountMismatchDirection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a dispute did to the money, as Stripe reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DisputeUpdate {
+    /// `charge.dispute.funds_withdrawn`: the disputed amount left our balance.
+    FundsWithdrawn,
+    /// `charge.dispute.funds_reinstated`: it came back (the dispute was won).
+    FundsReinstated,
+    /// `charge.dispute.closed` with Stripe's final `status` (`won`, `lost`,
+    /// `warning_closed`, …).
+    Closed { status: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -357,6 +403,51 @@ pub enum PaymentEvent {
         stripe_event: StripeEventRef,
         at: DateTime<Utc>,
     },
+    /// Stripe reported an amount that is not the one expected (audit `amount_mismatch`).
+    /// `Below`: the money is recorded (a `PaymentSucceeded` or `PaymentAuthorized` comes
+    /// with it) but no access is granted until an operator decides. `Above` and
+    /// `OtherCurrency`: the report is refused; the payment does not move.
+    PaymentAmountMismatch {
+        /// What the payment expected: the locked price, or the capture we asked for.
+        expected: Money,
+        reported: Money,
+        direction: AmountMismatchDirection,
+        /// The report that carried the amount (`authorization` or `success`).
+        report: StripeReport,
+        stripe_event: StripeEventRef,
+        at: DateTime<Utc>,
+    },
+    /// An operator granted access to a payment held for an amount below its price
+    /// (audit `access_granted`).
+    PaymentAccessGranted {
+        reason: String,
+        actor: Actor,
+        at: DateTime<Utc>,
+    },
+    /// A dispute took the disputed amount back from us (`charge.dispute.funds_withdrawn`,
+    /// or a `charge.dispute.closed` lost before any withdrawal was reported). Reports
+    /// subtract it from net revenue.
+    DisputeFundsWithdrawn {
+        dispute_id: String,
+        amount: Money,
+        stripe_event: StripeEventRef,
+        at: DateTime<Utc>,
+    },
+    /// A won dispute gave the amount back (`charge.dispute.funds_reinstated`, or a
+    /// `charge.dispute.closed` won). Reports add it back.
+    DisputeFundsReinstated {
+        dispute_id: String,
+        amount: Money,
+        stripe_event: StripeEventRef,
+        at: DateTime<Utc>,
+    },
+    /// Stripe closed a dispute with its final `status` (`won`, `lost`, `warning_closed`).
+    DisputeClosed {
+        dispute_id: String,
+        status: String,
+        stripe_event: StripeEventRef,
+        at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for PaymentEvent {
@@ -384,6 +475,11 @@ impl DomainEvent for PaymentEvent {
             Self::PaymentCaptureFailed { .. } => "PaymentCaptureFailed",
             Self::PaymentCancellationOrdered { .. } => "PaymentCancellationOrdered",
             Self::PaymentCancellationFailed { .. } => "PaymentCancellationFailed",
+            Self::PaymentAmountMismatch { .. } => "PaymentAmountMismatch",
+            Self::PaymentAccessGranted { .. } => "PaymentAccessGranted",
+            Self::DisputeFundsWithdrawn { .. } => "DisputeFundsWithdrawn",
+            Self::DisputeFundsReinstated { .. } => "DisputeFundsReinstated",
+            Self::DisputeClosed { .. } => "DisputeClosed",
         };
         name.to_owned()
     }

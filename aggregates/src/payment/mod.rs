@@ -16,16 +16,18 @@ pub mod services;
 #[cfg(test)]
 mod capture_tests;
 #[cfg(test)]
+mod money_fact_tests;
+#[cfg(test)]
 mod refund_tests;
 #[cfg(test)]
 mod tests;
 
-pub use aggregate::Payment;
+pub use aggregate::{AmountMismatch, Payment};
 pub use commands::{PaymentCommand, RefundSubmissionOutcome, StripeAnswer};
 pub use error::PaymentError;
 pub use events::{
-    LockedOffer, PaymentEvent, PaymentKind, PaymentStatus, PaymentTarget, StripeEventRef,
-    StripeReport,
+    AmountMismatchDirection, DisputeUpdate, LockedOffer, PaymentEvent, PaymentKind, PaymentStatus,
+    PaymentTarget, StripeEventRef, StripeReport,
 };
 pub use refunds::RefundStatus;
 pub use services::{PaymentGateway, PaymentServices};

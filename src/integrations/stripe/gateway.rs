@@ -227,6 +227,10 @@ impl DeliveryProcessor for PaymentProcessor {
                 payment_id: Some(payment_id.to_string()),
             }),
             Ok(StripeOutcome::Ignored { reason }) => Ok(ProcessOutcome::Ignored { reason }),
+            Ok(StripeOutcome::Flagged { payment_id, note }) => Ok(ProcessOutcome::Flagged {
+                payment_id: payment_id.to_string(),
+                note,
+            }),
             Err(retry) => Err(ProcessError::retryable(retry.0)),
         }
     }

@@ -25,6 +25,9 @@ pub enum ProcessOutcome {
     Processed { payment_id: Option<String> },
     /// Deliberately not applied (an event type we don't consume, another mode, …).
     Ignored { reason: String },
+    /// Applied as a flagged fact (an amount that is not the price): processed, never
+    /// retried, with the note kept for the deliveries page.
+    Flagged { payment_id: String, note: String },
 }
 
 /// A failure worth retrying (database busy, aggregate conflict, Stripe unreachable…).
@@ -132,6 +135,12 @@ pub async fn process_one(
                 )
                 .await?;
             "processed"
+        }
+        Ok(ProcessOutcome::Flagged { payment_id, note }) => {
+            warn!(event_id, event_type = %delivery.event_type, payment_id = %payment_id, note = %note, "stripe event processed and flagged");
+            let finish = Finish::Flagged { payment_id, note };
+            inbox.finish(event_id, finish).await?;
+            "flagged"
         }
         Ok(ProcessOutcome::Ignored { reason }) => {
             info!(event_id, event_type = %delivery.event_type, reason = %reason, "stripe event ignored");

@@ -35,6 +35,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
             "/_sim/payment_intents/{id}/decline_capture",
             post(decline_capture),
         )
+        .route("/_sim/payment_intents/{id}/dispute", post(create_dispute))
+        .route("/_sim/disputes/{id}/close", post(close_dispute))
         .route("/_sim/requests", get(requests))
         .route("/_sim/deliveries", get(deliveries))
         .route("/_sim/events/{id}/deliver", post(redeliver))
@@ -408,6 +410,43 @@ fn default_failure_status() -> u16 {
 async fn fail_next(State(shared): State<Arc<Shared>>, Json(failure): Json<FailNext>) -> Response {
     *shared.failures.lock().unwrap_or_else(|p| p.into_inner()) = (failure.count, failure.status);
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// Opens a dispute on a PaymentIntent's charge (`charge.dispute.created`, then
+/// `charge.dispute.funds_withdrawn`), as test card 4000 0000 0000 0259 does.
+async fn create_dispute(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    let result = shared.lock_state().create_dispute(&id, &Origin::default());
+    match result {
+        Ok((dispute, events)) => {
+            shared.deliverer.dispatch(events);
+            Json(dispute).into_response()
+        }
+        Err(error) => stripe_error(&error),
+    }
+}
+
+#[derive(Deserialize)]
+struct CloseDispute {
+    /// `won` or `lost`.
+    status: String,
+}
+
+/// Closes a dispute `won` (`funds_reinstated`, `closed`) or `lost` (`closed`).
+async fn close_dispute(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    Json(close): Json<CloseDispute>,
+) -> Response {
+    let result = shared
+        .lock_state()
+        .close_dispute(&id, &close.status, &Origin::default());
+    match result {
+        Ok((dispute, events)) => {
+            shared.deliverer.dispatch(events);
+            Json(dispute).into_response()
+        }
+        Err(error) => stripe_error(&error),
+    }
 }
 
 /// Makes a refund fail later (`refund.failed`), as test card 4000 0000 0000 5126 does.

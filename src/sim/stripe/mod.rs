@@ -277,6 +277,36 @@ impl StripeSimHandle {
         Ok(session)
     }
 
+    /// Applies a promotion code to an open Checkout Session: Stripe will collect
+    /// `amount_off` less than the price.
+    pub fn apply_discount(&self, session_id: &str, amount_off: i64) -> Result<(), SimError> {
+        self.shared
+            .lock_state()
+            .apply_discount(session_id, amount_off)
+    }
+
+    /// Opens a dispute on a PaymentIntent's charge (`charge.dispute.created`, then
+    /// `charge.dispute.funds_withdrawn`); returns the dispute.
+    pub fn create_dispute(&self, payment_intent_id: &str) -> Result<Value, SimError> {
+        let (dispute, events) = self
+            .shared
+            .lock_state()
+            .create_dispute(payment_intent_id, &state::Origin::default())?;
+        self.shared.deliverer.dispatch(events);
+        Ok(dispute)
+    }
+
+    /// Closes a dispute `won` or `lost`.
+    pub fn close_dispute(&self, dispute_id: &str, status: &str) -> Result<Value, SimError> {
+        let (dispute, events) = self.shared.lock_state().close_dispute(
+            dispute_id,
+            status,
+            &state::Origin::default(),
+        )?;
+        self.shared.deliverer.dispatch(events);
+        Ok(dispute)
+    }
+
     /// Pays a Checkout Session with a test card, as the checkout page would.
     pub fn pay(&self, session_id: &str, card: &str) -> Result<Value, SimError> {
         let (intent, events) = self.shared.lock_state().pay(

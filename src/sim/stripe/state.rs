@@ -147,6 +147,7 @@ pub struct SimState {
     pub intents: HashMap<String, Value>,
     pub charges: HashMap<String, Value>,
     pub refunds: HashMap<String, Value>,
+    pub disputes: HashMap<String, Value>,
     /// Every event, in creation order.
     pub events: Vec<Value>,
     pub idempotency: HashMap<String, IdempotentRecord>,
@@ -357,6 +358,32 @@ impl SimState {
             .filter_map(|id| self.expire_session(id, &Origin::default()).ok())
             .flat_map(|(_, events)| events)
             .collect()
+    }
+
+    /// The guest enters a promotion code on the checkout page (`allow_promotion_codes`):
+    /// the session's `amount_total` and its PaymentIntent's `amount` drop by `amount_off`,
+    /// so Stripe collects less than the price the ledger locked.
+    pub fn apply_discount(&mut self, session_id: &str, amount_off: i64) -> Result<(), SimError> {
+        let session = self
+            .sessions
+            .get_mut(session_id)
+            .ok_or_else(|| SimError::missing("checkout.session", session_id))?;
+        let total = session["amount_total"].as_i64().unwrap_or(0);
+        if amount_off <= 0 || amount_off >= total {
+            return Err(SimError::invalid(
+                format!("A discount of {amount_off} does not fit a total of {total}."),
+                Some("discounts"),
+            ));
+        }
+        session["amount_total"] = json!(total - amount_off);
+        let intent_id = session["payment_intent"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if let Some(intent) = self.intents.get_mut(&intent_id) {
+            intent["amount"] = json!(total - amount_off);
+        }
+        Ok(())
     }
 
     /// A guest pays a session with a test card; returns (payment intent, events).
@@ -724,6 +751,94 @@ impl SimState {
         self.refunds.insert(refund_id.to_string(), refund.clone());
         let events = vec![event("refund.failed", &refund, origin)];
         Ok((refund, self.record_events(events)))
+    }
+
+    /// The guest's bank disputes the payment's charge, as test card 4000 0000 0000 0259
+    /// does: `charge.dispute.created`, then (card disputes take the money at once)
+    /// `charge.dispute.funds_withdrawn`.
+    pub fn create_dispute(
+        &mut self,
+        intent_id: &str,
+        origin: &Origin,
+    ) -> Result<(Value, Vec<Value>), SimError> {
+        let intent = self
+            .intents
+            .get(intent_id)
+            .ok_or_else(|| SimError::missing("payment_intent", intent_id))?;
+        let charge_id = intent["latest_charge"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let charge = self
+            .charges
+            .get_mut(&charge_id)
+            .filter(|charge| charge["captured"] == true)
+            .ok_or_else(|| {
+                SimError::invalid(
+                    format!("PaymentIntent {intent_id} has no captured charge to dispute."),
+                    None,
+                )
+            })?;
+        charge["disputed"] = json!(true);
+        let dispute = json!({
+            "id": new_id("dp"),
+            "object": "dispute",
+            "amount": charge["amount_captured"],
+            "balance_transactions": [],
+            "charge": charge_id,
+            "created": now(),
+            "currency": charge["currency"],
+            "is_charge_refundable": false,
+            "livemode": false,
+            "metadata": {},
+            "payment_intent": intent_id,
+            "reason": "fraudulent",
+            "status": "needs_response",
+        });
+        let events = vec![
+            event("charge.dispute.created", &dispute, origin),
+            event("charge.dispute.funds_withdrawn", &dispute, origin),
+        ];
+        if let Some(id) = dispute["id"].as_str() {
+            self.disputes.insert(id.to_string(), dispute.clone());
+        }
+        Ok((dispute, self.record_events(events)))
+    }
+
+    /// The bank decides: `won` gives the money back (`charge.dispute.funds_reinstated`,
+    /// then `charge.dispute.closed`), `lost` keeps it (`charge.dispute.closed`).
+    pub fn close_dispute(
+        &mut self,
+        dispute_id: &str,
+        status: &str,
+        origin: &Origin,
+    ) -> Result<(Value, Vec<Value>), SimError> {
+        let mut dispute = self
+            .disputes
+            .get(dispute_id)
+            .cloned()
+            .ok_or_else(|| SimError::missing("dispute", dispute_id))?;
+        if !matches!(status, "won" | "lost") {
+            return Err(SimError::invalid(
+                format!("A dispute closes won or lost, not {status:?}."),
+                Some("status"),
+            ));
+        }
+        if matches!(dispute["status"].as_str(), Some("won" | "lost")) {
+            return Err(SimError::invalid(
+                format!("Dispute {dispute_id} is already closed."),
+                None,
+            ));
+        }
+        dispute["status"] = json!(status);
+        self.disputes
+            .insert(dispute_id.to_string(), dispute.clone());
+        let mut events = Vec::new();
+        if status == "won" {
+            events.push(event("charge.dispute.funds_reinstated", &dispute, origin));
+        }
+        events.push(event("charge.dispute.closed", &dispute, origin));
+        Ok((dispute, self.record_events(events)))
     }
 
     /// `GET /v1/events`: newest first, with Stripe's filters and cursors.

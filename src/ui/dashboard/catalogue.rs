@@ -11,10 +11,9 @@ use latchkey_projections::catalogue::{self, DeviceRow, DoorRow};
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::payments::minor_units;
 use super::{
-    badge, csrf_field, filled, may, money, page, see_other, when, Operator, OperatorForm,
-    PageResult,
+    badge, csrf_field, filled, major, may, minor_units, money, page, see_other, when, Operator,
+    OperatorForm, PageResult,
 };
 use crate::http::auth::Permission;
 use crate::http::devices::{self, DeviceChanges, PlanDto, RelaySwitch};
@@ -116,7 +115,7 @@ async fn door_page(
                     label { "Name" input type="text" name="name" value=(door.name) required; }
                     label { "Location" input type="text" name="location" value=(door.location) required; }
                     label { "Time zone" input type="text" name="time_zone" value=(door.time_zone) required; }
-                    label { "Price (" (door.currency.to_ascii_uppercase()) ")" input type="text" inputmode="decimal" name="price" value=(major(door.price)) required; }
+                    label { "Price (" (door.currency.to_ascii_uppercase()) ")" input type="text" inputmode="decimal" name="price" value=(major(door.price, &door.currency)) required; }
                     label { "Access minutes" input type="number" min="1" name="access_minutes" value=(door.access_minutes) required; }
                     button type="submit" { "Save" }
                 }
@@ -140,10 +139,6 @@ fn status_form(op: &Operator, action: &str, status: &str) -> Markup {
             button #maintenance-toggle type="submit" { (label) }
         }
     }
-}
-
-fn major(minor: i64) -> String {
-    format!("{}.{:02}", minor / 100, minor % 100)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -309,7 +304,7 @@ fn plans_text(plans: &[PlanDto]) -> String {
                 plan.plan_id,
                 plan.name,
                 plan.minutes,
-                major(plan.price),
+                major(plan.price, &plan.currency),
                 plan.currency
             )
         })
@@ -338,8 +333,7 @@ pub fn parse_plans(text: &str) -> Result<Vec<PlanDto>, ApiError> {
         let minutes = minutes
             .parse::<u32>()
             .map_err(|_| invalid("minutes must be a whole number"))?;
-        let price = minor_units(price, currency)
-            .map_err(|_| invalid("the price must be a positive amount such as 3.00"))?;
+        let price = minor_units(price, currency).map_err(|error| invalid(&error.to_string()))?;
         plans.push(PlanDto {
             plan_id: plan_id.to_string(),
             name: name.to_string(),
@@ -523,5 +517,14 @@ mod tests {
         let error = parse_plans("p30, 30 minutes, thirty, 3.00, eur").unwrap_err();
         assert!(error.to_string().contains("line 1"), "{error}");
         assert!(parse_plans("p30, 3.00").is_err());
+        let yen =
+            parse_plans("p30, 30 minutes, 30, 500, jpy\np60, 1 hour, 60, 1.250, kwd").unwrap();
+        assert_eq!((yen[0].price, yen[1].price), (500, 1250));
+        assert_eq!(
+            plans_text(&yen),
+            "p30, 30 minutes, 30, 500, jpy\np60, 1 hour, 60, 1.250, kwd"
+        );
+        let error = parse_plans("p60, 1 hour, 60, 1.2505, kwd").unwrap_err();
+        assert!(error.to_string().contains("KWD has 3 decimals"), "{error}");
     }
 }

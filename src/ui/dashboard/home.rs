@@ -162,6 +162,7 @@ fn panel(overview: &Overview, now: DateTime<Utc>) -> Markup {
                     p.value { (money(totals.net, &totals.currency)) }
                     p.detail { (money(totals.gross, &totals.currency)) " gross, "
                         (money(totals.refunds, &totals.currency)) " refunded, "
+                        @if totals.disputes != 0 { (money(totals.disputes, &totals.currency)) " lost to disputes, " }
                         (totals.count) " paid" }
                 }
             }

@@ -26,7 +26,7 @@ use axum::Router;
 use chrono::{DateTime, Utc};
 use maud::{html, Markup};
 
-use crate::http::AppState;
+use crate::http::{ApiError, AppState};
 pub use crate::ui::account::{csrf_field, Operator, OperatorForm};
 use crate::ui::layout::html_response;
 pub use crate::ui::layout::HtmlError;
@@ -93,6 +93,26 @@ pub fn money(minor: i64, currency: &str) -> String {
         Ok(code) => crate::ui::layout::money(&latchkey_aggregates::Money::new(minor, code)),
         Err(_) => format!("{minor} {}", currency.to_ascii_uppercase()),
     }
+}
+
+/// Minor units as a form shows them, in the currency's own precision (`1.250` for 1250
+/// KWD, `500` for ¥500): what [`minor_units`] reads back to the same amount.
+pub fn major(minor: i64, currency: &str) -> String {
+    match latchkey_aggregates::Currency::parse(currency) {
+        Ok(code) => code.format_major(minor),
+        Err(_) => minor.to_string(),
+    }
+}
+
+/// An amount typed in a form, in major units of the currency's own precision, to minor
+/// units: `500` JPY → 500, `1.250` KWD → 1250, `2.50` EUR → 250. The message of a refusal
+/// says why (`1.2505` KWD has too many decimals).
+pub fn minor_units(text: &str, currency: &str) -> Result<i64, ApiError> {
+    let currency = latchkey_aggregates::Currency::parse(currency)
+        .map_err(|error| ApiError::Invalid(error.to_string()))?;
+    currency
+        .parse_major(text)
+        .map_err(|error| ApiError::Invalid(error.to_string()))
 }
 
 /// Whether the operator's role allows `permission` (to show or hide a control).

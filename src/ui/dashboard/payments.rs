@@ -15,8 +15,8 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::{
-    badge, csrf_field, filled, may, money, page, query_string, see_other, select, when, when_opt,
-    Operator, OperatorForm, PageResult,
+    badge, csrf_field, filled, major, may, minor_units, money, page, query_string, see_other,
+    select, when, when_opt, Operator, OperatorForm, PageResult,
 };
 use crate::http::auth::Permission;
 use crate::http::journal_api::JournalEventView;
@@ -138,7 +138,7 @@ fn table(rows: &[PaymentRow]) -> Markup {
                     @for row in rows {
                         tr {
                             td { (when(row.created_at)) }
-                            td { (badge(&row.status)) }
+                            td { (badge(&row.status)) (flags(row)) }
                             td.num { (money(row.amount, &row.currency)) }
                             td.num { @if row.amount_refunded > 0 { (money(row.amount_refunded, &row.currency)) } }
                             td { (target(row)) }
@@ -149,6 +149,15 @@ fn table(rows: &[PaymentRow]) -> Markup {
                 }
             }
         }
+    }
+}
+
+/// The flags beside a status: a dispute, an amount that was not the price, held access.
+fn flags(row: &PaymentRow) -> Markup {
+    html! {
+        @if row.disputed { " " (badge("disputed")) }
+        @if row.access_held { " " (badge("held")) }
+        @else if let Some(direction) = &row.amount_mismatch { " " (badge(&format!("amount {direction}"))) }
     }
 }
 
@@ -207,6 +216,8 @@ async fn export(
 
 use futures::StreamExt as _;
 
+/// Amounts are integer minor units of the row's currency (`_minor`): 500 for ¥500, 1250
+/// for 1.250 KWD, exactly as Stripe counts them.
 const CSV_COLUMNS: [&str; 13] = [
     "payment_id",
     "created_at",
@@ -215,9 +226,9 @@ const CSV_COLUMNS: [&str; 13] = [
     "door_uid",
     "device_uid",
     "plan_id",
-    "amount",
-    "amount_received",
-    "amount_refunded",
+    "amount_minor",
+    "amount_received_minor",
+    "amount_refunded_minor",
     "currency",
     "email",
     "succeeded_at",
@@ -295,7 +306,10 @@ async fn detail(
         .collect();
     let refundable = matches!(row.status.as_str(), "succeeded" | "partially_refunded");
     let body = html! {
-        h1 { "Payment " (short_id(&row.payment_id)) " " (badge(&row.status)) }
+        h1 { "Payment " (short_id(&row.payment_id)) " " (badge(&row.status)) (flags(&row)) }
+        @if row.access_held {
+            p.notice.bad role="alert" { "Stripe collected " (money(row.amount_received, &row.currency)) ", below the price of " (money(row.amount, &row.currency)) ": no access is granted until an admin grants it (POST /api/payments/" (row.payment_id) "/grant-access) or refunds." }
+        }
         @if notice.refunded.is_some() {
             p.notice role="status" { "Refund requested. The refunded total changes when Stripe confirms it." }
         }
@@ -343,7 +357,7 @@ fn refund_form(op: &Operator, row: &PaymentRow) -> Markup {
                 label {
                     "Amount (" (row.currency.to_ascii_uppercase()) ", empty for the whole "
                     (money(rest, &row.currency)) ")"
-                    input type="text" name="amount" inputmode="decimal" placeholder="e.g. 2.50";
+                    input type="text" name="amount" inputmode="decimal" placeholder={ "e.g. " (major(rest, &row.currency)) };
                 }
                 label { "Reason" input type="text" name="reason"; }
                 button #refund-button type="submit" { "Refund…" }
@@ -540,7 +554,7 @@ fn confirmation(
         @if let Some(warning) = lingering_code { p.notice.bad role="alert" { (warning) } }
         form method="post" action={ "/dashboard/payments/" (row.payment_id) "/refund" } {
             (csrf_field(op))
-            @if let Some(amount) = amount { input type="hidden" name="amount" value=(major_units(amount)); }
+            @if let Some(amount) = amount { input type="hidden" name="amount" value=(major(amount, &row.currency)); }
             @if let Some(reason) = reason { input type="hidden" name="reason" value=(reason); }
             input type="hidden" name="confirm" value="yes";
             input type="hidden" name="idempotency_key" value=(Uuid::new_v4());
@@ -549,57 +563,4 @@ fn confirmation(
         }
     };
     page(op, "Confirm refund", body)
-}
-
-/// `2.50` → 250; a whole number is major units too (`3` → 300). Two decimals at most.
-pub fn minor_units(text: &str, currency: &str) -> Result<i64, ApiError> {
-    let invalid = || {
-        ApiError::Invalid(format!(
-            "amount must be a positive number of {} such as 2.50, not {text:?}",
-            currency.to_ascii_uppercase()
-        ))
-    };
-    let (whole, fraction) = text.trim().split_once('.').unwrap_or((text.trim(), ""));
-    if whole.is_empty() && fraction.is_empty() || fraction.len() > 2 {
-        return Err(invalid());
-    }
-    let whole: i64 = if whole.is_empty() {
-        0
-    } else {
-        whole.parse().map_err(|_| invalid())?
-    };
-    let fraction: i64 = match fraction.len() {
-        0 => 0,
-        1 => fraction.parse::<i64>().map_err(|_| invalid())? * 10,
-        _ => fraction.parse().map_err(|_| invalid())?,
-    };
-    let minor = whole
-        .checked_mul(100)
-        .and_then(|cents| cents.checked_add(fraction))
-        .ok_or_else(invalid)?;
-    if minor <= 0 {
-        return Err(invalid());
-    }
-    Ok(minor)
-}
-
-fn major_units(minor: i64) -> String {
-    format!("{}.{:02}", minor / 100, minor % 100)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn amounts_typed_by_people_become_minor_units() {
-        assert_eq!(minor_units("2.50", "eur").unwrap(), 250);
-        assert_eq!(minor_units("3", "eur").unwrap(), 300);
-        assert_eq!(minor_units("0.5", "eur").unwrap(), 50);
-        assert_eq!(minor_units(" 12.05 ", "eur").unwrap(), 1205);
-        for bad in ["", "0", "-1", "1.234", "abc", "1,50", "."] {
-            assert!(minor_units(bad, "eur").is_err(), "{bad:?}");
-        }
-        assert_eq!(major_units(250), "2.50");
-    }
 }

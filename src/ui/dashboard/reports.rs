@@ -120,7 +120,7 @@ fn chart_svg(rows: &[ReportRow], currency: &str, group: &str) -> String {
     let code = currency.to_ascii_uppercase();
     let title = format!("Net revenue per {group}, {code}");
     let description = format!(
-        "Bar chart of net revenue (gross minus refunds) in {code} for each {group} of the range; the table below has the same numbers."
+        "Bar chart of net revenue (gross minus refunds and disputes) in {code} for each {group} of the range; the table below has the same numbers."
     );
     let format = |value: i64| money(value, currency);
     chart::render(&BarChart {
@@ -134,11 +134,12 @@ fn chart_svg(rows: &[ReportRow], currency: &str, group: &str) -> String {
 fn table(rows: &[ReportRow]) -> Markup {
     html! {
         div.scroll { table.report {
-            thead { tr { th { "Bucket" } th { "Gross" } th { "Refunds" } th { "Net" } th { "Payments" } } }
+            thead { tr { th { "Bucket" } th { "Gross" } th { "Refunds" } th { "Disputes" } th { "Net" } th { "Payments" } } }
             tbody { @for row in rows { tr {
                 td { (row.bucket) }
                 td.num { (money(row.gross, &row.currency)) }
                 td.num { (money(row.refunds, &row.currency)) }
+                td.num { (money(row.disputes, &row.currency)) }
                 td.num { (money(row.net, &row.currency)) }
                 td.num { (row.count) }
             } } }
