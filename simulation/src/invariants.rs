@@ -289,7 +289,10 @@ impl World {
                 continue;
             }
             let id = intent.payment_id.to_string();
+            // A disputed charge goes back to the guest through their bank (the model never
+            // lets us win a dispute), so the guest is whole without a refund from us.
             let made_whole = intent.status == IntentStatus::Canceled
+                || intent.disputed
                 || (intent.amount_received > 0 && intent.amount_refunded == intent.amount_received);
             let served = if intent.manual_capture {
                 activated.contains(&id)

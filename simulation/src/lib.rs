@@ -247,6 +247,23 @@ mod tests {
         }
         assert_ne!(run(1, false).trace_hash, run(2, false).trace_hash);
     }
+
+    /// The suite's (and so CI's) share of the search: the first 300 seeds hold every
+    /// invariant. A failure prints the seed and the command that replays it.
+    #[test]
+    fn the_first_300_seeds_hold_every_invariant() {
+        let failures: Vec<String> = (0..300)
+            .map(|seed| run(seed, false))
+            .filter(Outcome::failed)
+            .map(|outcome| {
+                format!(
+                    "seed {}: {} — replay: scripts/simulate --seed {} --trace",
+                    outcome.seed, outcome.violations[0], outcome.seed
+                )
+            })
+            .collect();
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
 }
 
 /// Each planted bug is found within 1,000 seeds, by the invariant it breaks. Run with

@@ -7,8 +7,9 @@
 
 use chrono::Duration;
 use latchkey::reconciler::{decide, Decision};
+use latchkey::workflows::door_access::compensation_refund_request_id;
 use latchkey_aggregates::device::{Device, DeviceCommand};
-use latchkey_aggregates::door::{DoorCommand, MAX_ISSUE_ATTEMPTS};
+use latchkey_aggregates::door::{CompensationRule, DoorCommand, MAX_ISSUE_ATTEMPTS};
 use latchkey_aggregates::payment::{Payment, PaymentCommand, PaymentStatus, PaymentTarget};
 use latchkey_aggregates::session::{DeviceSession, SessionCommand, SessionState, SessionTerms};
 use latchkey_aggregates::Actor;
@@ -17,9 +18,19 @@ use uuid::Uuid;
 
 use crate::store::Entry;
 use crate::world::{
-    backoff_seconds, door_target, Job, Refusal, World, GRACE_SECONDS, RECONCILER_INTERVAL_SECONDS,
-    SWEEP_INTERVAL_SECONDS, WORKFLOW_RETRY_BASE_SECONDS, WORKFLOW_RETRY_MAX_SECONDS,
+    backoff_seconds, door_target, Job, Refusal, World, ACCESS_DEADLINE_SECONDS, GRACE_SECONDS,
+    RECONCILER_INTERVAL_SECONDS, SWEEP_INTERVAL_SECONDS, WORKFLOW_RETRY_BASE_SECONDS,
+    WORKFLOW_RETRY_MAX_SECONDS,
 };
+
+/// What became of asking for a door code (the mirror of `door_access::IssueOutcome`).
+#[derive(Debug, PartialEq, Eq)]
+enum Issued {
+    Done,
+    InMaintenance,
+    /// Not paid, held for an operator, or disputed: no code for now.
+    NotNow,
+}
 
 /// Stripe's answer to a capture or a release as the jobs record it; `Err` is retried.
 fn stripe_answer(
@@ -77,14 +88,20 @@ impl World {
         let status = event.payload.get("status").and_then(Value::as_str);
         let reserve = matches!(
             event.event_type.as_str(),
-            "PaymentAuthorized" | "PaymentSucceeded"
+            "PaymentAuthorized" | "PaymentSucceeded" | "PaymentAccessGranted"
         );
-        let refunded = event.event_type == "RefundRecorded" && status == Some("refunded");
+        let end_reason = match event.event_type.as_str() {
+            "RefundRecorded" if status == Some("refunded") => {
+                Some("the payment was refunded in full")
+            }
+            "PaymentDisputed" => Some("the payment is disputed"),
+            _ => None,
+        };
         let not_capturable = matches!(
             event.event_type.as_str(),
             "PaymentCaptureFailed" | "PaymentCancelled" | "CheckoutExpired"
         );
-        if !reserve && !refunded && !not_capturable {
+        if !reserve && end_reason.is_none() && !not_capturable {
             return Ok(());
         }
         let payment_id: Uuid = event.aggregate_id.parse().map_err(|e| format!("{e}"))?;
@@ -95,13 +112,16 @@ impl World {
         if not_capturable {
             return self.end_uncapturable(event);
         }
-        if refunded {
+        if let Some(reason) = end_reason {
             let command = SessionCommand::ForceEndSession {
-                reason: "the payment was refunded in full".into(),
+                reason: reason.into(),
                 actor: Actor::System,
                 at: self.now,
             };
             return tolerate(self.session(&event.aggregate_id, command));
+        }
+        if payment.is_access_held() {
+            return Ok(());
         }
         if self.store.version::<DeviceSession>(&event.aggregate_id) > 0 {
             return Ok(());
@@ -374,31 +394,116 @@ impl World {
             return Ok(());
         }
         let status = event.payload.get("status").and_then(Value::as_str);
-        let command = match event.event_type.as_str() {
-            "PaymentSucceeded" => DoorCommand::IssueAccessCode {
-                locked_minutes: self
-                    .store
-                    .load::<Payment>(&event.aggregate_id)
-                    .0
-                    .locked_offer()
-                    .map(|offer| offer.minutes),
-                payment_id,
-                actor: Actor::System,
-                at: self.now,
-            },
-            "RefundRecorded" if status == Some("refunded") => DoorCommand::RevokeAccessCode {
-                payment_id,
-                reason: "the payment was refunded in full".to_string(),
-                actor: Actor::System,
-                at: self.now,
-            },
-            _ => return Ok(()),
-        };
         let (payment, _) = self.store.load::<Payment>(&event.aggregate_id);
         let Some(door) = door_target(&payment) else {
             return Ok(());
         };
+        let revoke = |reason: &str| DoorCommand::RevokeAccessCode {
+            payment_id,
+            reason: reason.to_string(),
+            actor: Actor::System,
+            at: self.now,
+        };
+        let command = match event.event_type.as_str() {
+            "PaymentSucceeded" => {
+                let paid_at = event
+                    .payload
+                    .get("at")
+                    .cloned()
+                    .and_then(|at| serde_json::from_value(at).ok())
+                    .unwrap_or(self.now);
+                self.schedule(
+                    format!("access-deadline:{payment_id}"),
+                    paid_at + Duration::seconds(ACCESS_DEADLINE_SECONDS),
+                    Job::AccessDeadline {
+                        door: door.clone(),
+                        payment: payment_id,
+                        paid_at,
+                    },
+                );
+                if self.issue_code(&door, payment_id)? == Issued::InMaintenance {
+                    let due = self.now
+                        + Duration::seconds(backoff_seconds(
+                            WORKFLOW_RETRY_BASE_SECONDS,
+                            WORKFLOW_RETRY_MAX_SECONDS,
+                            1,
+                        ));
+                    self.schedule(
+                        format!("issue:{door}:{payment_id}:maintenance"),
+                        due,
+                        Job::Issue {
+                            door,
+                            payment: payment_id,
+                        },
+                    );
+                }
+                return Ok(());
+            }
+            "PaymentAccessGranted" => {
+                self.issue_code(&door, payment_id)?;
+                return Ok(());
+            }
+            "PaymentDisputed" => revoke("the payment is disputed"),
+            "RefundRecorded" if status == Some("refunded") => {
+                revoke("the payment was refunded in full")
+            }
+            _ => return Ok(()),
+        };
         tolerate(self.door(&door, command))
+    }
+
+    /// The mirror of `door_access::issue_code`: a code for a paid payment that is neither
+    /// held nor disputed, with the minutes locked at checkout.
+    fn issue_code(&mut self, door: &str, payment_id: Uuid) -> Result<Issued, String> {
+        let (payment, _) = self.store.load::<Payment>(&payment_id.to_string());
+        let paid = matches!(
+            payment.status(),
+            PaymentStatus::Succeeded | PaymentStatus::PartiallyRefunded
+        );
+        if !paid || payment.is_access_held() || payment.is_disputed() {
+            return Ok(Issued::NotNow);
+        }
+        let command = DoorCommand::IssueAccessCode {
+            locked_minutes: payment.locked_offer().map(|offer| offer.minutes),
+            payment_id,
+            actor: Actor::System,
+            at: self.now,
+        };
+        match self.door(door, command) {
+            Ok(_) => Ok(Issued::Done),
+            Err(Refusal::User(message)) if message.contains("maintenance") => {
+                Ok(Issued::InMaintenance)
+            }
+            Err(Refusal::User(_)) => Ok(Issued::Done),
+            Err(other) => Err(format!("{other:?}")),
+        }
+    }
+
+    /// The mirror of `door_access::compensate`: the Door decides, for a payment still paid.
+    fn compensate(
+        &mut self,
+        door: &str,
+        payment_id: Uuid,
+        rule: CompensationRule,
+        paid_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Reaction {
+        let (payment, _) = self.store.load::<Payment>(&payment_id.to_string());
+        if !matches!(
+            payment.status(),
+            PaymentStatus::Succeeded | PaymentStatus::PartiallyRefunded
+        ) {
+            return Ok(());
+        }
+        let command = DoorCommand::CompensateAccess {
+            payment_id,
+            rule,
+            refund_request_id: compensation_refund_request_id(payment_id),
+            paid_at: paid_at.or_else(|| payment.succeeded_at()),
+            deadline_seconds: ACCESS_DEADLINE_SECONDS as u64,
+            actor: Actor::System,
+            at: self.now,
+        };
+        tolerate(self.door(door, command))
     }
 
     fn door_on_door(&mut self, event: &Entry) -> Reaction {
@@ -413,10 +518,14 @@ impl World {
         let max = WORKFLOW_RETRY_MAX_SECONDS;
         match (event.event_type.as_str(), payment) {
             ("AccessCodeIssueFailed", Some(payment)) => {
-                if payload.get("retryable").and_then(Value::as_bool) != Some(true)
-                    || attempt >= MAX_ISSUE_ATTEMPTS
-                {
-                    return Ok(());
+                let retryable = payload.get("retryable").and_then(Value::as_bool) == Some(true);
+                if !retryable || attempt >= MAX_ISSUE_ATTEMPTS {
+                    let rule = if retryable {
+                        CompensationRule::IssueAttemptsExhausted
+                    } else {
+                        CompensationRule::IssueRefused
+                    };
+                    return self.compensate(&door, payment, rule, None);
                 }
                 let due = self.now + Duration::seconds(backoff_seconds(base, max, attempt));
                 self.schedule(
@@ -424,6 +533,30 @@ impl World {
                     due,
                     Job::Issue { door, payment },
                 );
+            }
+            ("AccessCompensationDecided", Some(payment)) => {
+                let refund_request_id = payload
+                    .get("refund_request_id")
+                    .and_then(Value::as_str)
+                    .and_then(|id| Uuid::parse_str(id).ok())
+                    .ok_or("AccessCompensationDecided without refund_request_id")?;
+                let command = PaymentCommand::RequestRefund {
+                    refund_request_id,
+                    amount: None,
+                    reason: "automatic refund".into(),
+                    actor: Actor::System,
+                    at: self.now,
+                };
+                return tolerate(self.payment(payment, command));
+            }
+            ("DoorMaintenanceEnded", _) => {
+                let prefix = format!("issue:{door}:");
+                let now = self.now;
+                for (key, (due, _, _)) in self.jobs.iter_mut() {
+                    if key.starts_with(&prefix) && *due > now {
+                        *due = now;
+                    }
+                }
             }
             ("AccessCodeRevocationPending", Some(payment)) => {
                 let due = self.now + Duration::seconds(backoff_seconds(base, max, attempt));
@@ -486,6 +619,21 @@ impl World {
                 }
                 Job::Capture { payment } => Some(self.submit_capture(payment)),
                 Job::CancelAuthorization { payment } => Some(self.submit_cancellation(payment)),
+                Job::AccessDeadline {
+                    ref door,
+                    payment,
+                    paid_at,
+                } => Some(self.compensate(
+                    door,
+                    payment,
+                    CompensationRule::DeadlinePassed,
+                    Some(paid_at),
+                )),
+                Job::Issue { ref door, payment } => Some(match self.issue_code(door, payment) {
+                    Ok(Issued::InMaintenance) => Err(format!("door {door} is in maintenance")),
+                    Ok(_) => Ok(()),
+                    Err(error) => Err(error),
+                }),
                 _ => None,
             };
             if let Some(outcome) = payment_job {
@@ -505,15 +653,6 @@ impl World {
                 continue;
             }
             let (door, command) = match job.clone() {
-                Job::Issue { door, payment } => (
-                    door,
-                    DoorCommand::IssueAccessCode {
-                        locked_minutes: None,
-                        payment_id: payment,
-                        actor: Actor::System,
-                        at: now,
-                    },
-                ),
                 Job::Revoke {
                     door,
                     payment,
@@ -536,7 +675,9 @@ impl World {
                 ),
                 Job::SubmitRefund { .. }
                 | Job::Capture { .. }
-                | Job::CancelAuthorization { .. } => continue,
+                | Job::CancelAuthorization { .. }
+                | Job::AccessDeadline { .. }
+                | Job::Issue { .. } => continue,
             };
             let result = match self.door(&door, command) {
                 Ok(_) => Ok(()),

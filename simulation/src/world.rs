@@ -177,6 +177,12 @@ pub enum Job {
     CancelAuthorization {
         payment: Uuid,
     },
+    /// The mirror of the access deadline job (`workflows::door_access::compensate`).
+    AccessDeadline {
+        door: String,
+        payment: Uuid,
+        paid_at: DateTime<Utc>,
+    },
 }
 
 #[derive(Clone, Debug, Default)]
@@ -204,6 +210,9 @@ pub const SWEEP_INTERVAL_SECONDS: i64 = 300;
 /// Workflow retry pacing (`WorkflowOptions` defaults).
 pub const WORKFLOW_RETRY_BASE_SECONDS: i64 = 5;
 pub const WORKFLOW_RETRY_MAX_SECONDS: i64 = 600;
+/// `LATCHKEY_ACCESS_DEADLINE_MINUTES`' default: a paid door guest without a code is
+/// refunded this long after paying.
+pub const ACCESS_DEADLINE_SECONDS: i64 = 15 * 60;
 /// A subscriber failing this many times in a row on one event has stalled.
 pub const STALL_FAILURES: u32 = 12;
 

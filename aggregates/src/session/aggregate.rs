@@ -359,6 +359,12 @@ impl DeviceSession {
                         reason: format!("the relay refused to switch ON: {}", error.message),
                         at,
                     });
+                    // An earlier ON whose answer was lost may have switched the relay on
+                    // (found by the simulation, seed 693): switch it OFF now rather than
+                    // leave it to the sweep minutes later.
+                    if self.relay_commanded == Some(true) {
+                        events.extend(self.switch_off(at, services).await.0);
+                    }
                 }
             }
         }

@@ -329,6 +329,44 @@ async fn a_relay_that_refuses_for_good_fails_the_session() {
         ]);
 }
 
+/// Found by the simulation (seed 693): the first ON's answer was lost but the relay came
+/// on; the retry was refused for good, the session failed, and the relay stayed ON until
+/// the sweep. A session failing after an ON that may have applied now switches OFF.
+#[tokio::test]
+async fn a_session_failing_after_a_lost_on_answer_switches_the_relay_off() {
+    let (relay, services) = fake();
+    relay.queue_switch(Err(RelayError::permanent(
+        "the relay is locked by its owner",
+    )));
+    let lost = SessionEvent::RelayOnFailed {
+        attempt: 1,
+        error: "Shelly's answer was lost".to_owned(),
+        retryable: true,
+        at: at(0),
+    };
+    let [off_requested, off_succeeded] = off_attempt(1, 1);
+    SessionTest::with(services)
+        .given(vec![opened(0), on_requested(1, 0), lost])
+        .when_async(switch_on(1))
+        .await
+        .then_expect_events(vec![
+            on_requested(2, 1),
+            SessionEvent::RelayOnFailed {
+                attempt: 2,
+                error: "the relay is locked by its owner".to_owned(),
+                retryable: false,
+                at: at(1),
+            },
+            SessionEvent::SessionFailed {
+                reason: "the relay refused to switch ON: the relay is locked by its owner"
+                    .to_owned(),
+                at: at(1),
+            },
+            off_requested,
+            off_succeeded,
+        ]);
+}
+
 #[tokio::test]
 async fn switching_on_after_the_grace_period_is_refused() {
     given(vec![opened(0)])
