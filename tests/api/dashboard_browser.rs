@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::browser::{Browser, PHONE};
 use crate::dashboard_pages::{insert_payment, login, uuid_for, Login};
 use crate::device_sessions::{pay, session_state, wait_for, world};
-use crate::helpers::{spawn_app, Backend, TestApp, ADMIN_TOKEN};
+use crate::helpers::{eventually, spawn_app, Backend, TestApp, ADMIN_TOKEN};
 use crate::sim_helpers::PLUG;
 
 const LAPTOP: (u32, u32) = (1440, 900);
@@ -242,6 +242,63 @@ async fn the_maintenance_toggle_blocks_the_guest_pay_page() {
         )
         .await;
     assert_eq!(checkout.status(), 409);
+    browser.close().await;
+    app.stop().await;
+}
+
+/// Issue 13: a yen price is typed in yen (no ×100): "500" on the door form is ¥500,
+/// stored as 500 minor units and shown as ¥500 on the doors list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_yen_door_price_typed_in_the_browser_is_stored_and_shown_in_yen() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let door = json!({"uid": "7301", "name": "Ryokan", "location": "Kyoto", "time_zone": "Asia/Tokyo",
+                      "price": 100, "currency": "jpy", "access_minutes": 60});
+    assert_eq!(
+        app.post_json("/api/doors", Some(ADMIN_TOKEN), &door)
+            .await
+            .status(),
+        201
+    );
+    let operator = login(&app.database, Role::Operator).await;
+    let browser = logged_in(&app, &operator, LAPTOP).await;
+    browser
+        .open(&format!("{}/dashboard/doors/7301", app.address))
+        .await;
+    browser.wait_for_text("Ryokan", 10).await;
+    let form = browser
+        .client
+        .form(Locator::Css("form:has(input[name='price'])"))
+        .await
+        .expect("the door page has a price form");
+    form.set_by_name("price", "500")
+        .await
+        .unwrap()
+        .submit()
+        .await
+        .unwrap();
+    let stored = || async {
+        let (door, _) = app.state.buses.doors.load("7301").await.unwrap();
+        door.price().map(|price| price.amount_minor)
+    };
+    assert!(
+        eventually(50, std::time::Duration::from_millis(200), || async {
+            stored().await == Some(500)
+        })
+        .await,
+        "¥500 is 500 minor units, not 50,000: {:?}",
+        stored().await
+    );
+    // The list is a projection: reopened until it has caught up with the edit.
+    let list = format!("{}/dashboard/doors", app.address);
+    assert!(
+        eventually(50, std::time::Duration::from_millis(200), || async {
+            browser.open(&list).await;
+            browser.text().await.contains("¥500")
+        })
+        .await,
+        "the doors list shows ¥500: {}",
+        browser.text().await
+    );
     browser.close().await;
     app.stop().await;
 }

@@ -34,6 +34,17 @@ async fn world(backend: Backend) -> World {
 }
 
 async fn world_priced(backend: Backend, price: i64, currency: &str) -> World {
+    world_configured(backend, price, currency, true).await
+}
+
+/// A door at `price` on the simulators; `dispute_revokes_access` is
+/// `LATCHKEY_DISPUTE_REVOKES_ACCESS`.
+async fn world_configured(
+    backend: Backend,
+    price: i64,
+    currency: &str,
+    dispute_revokes_access: bool,
+) -> World {
     let stripe = latchkey::sim::stripe::spawn(
         TcpListener::bind("127.0.0.1:0").await.unwrap(),
         StripeSimConfig::new(API_KEY, vec![SECRET.to_string()]),
@@ -56,6 +67,7 @@ async fn world_priced(backend: Backend, price: i64, currency: &str) -> World {
         settings.ttlock.client_secret = Some(ttlock.client_secret.clone());
         settings.ttlock.username = Some(ttlock.username.clone());
         settings.ttlock.password = Some(ttlock.password.clone());
+        settings.dispute_revokes_access = dispute_revokes_access;
     })
     .await;
     stripe.set_webhook_url(format!("{}/api/stripe/webhook", app.address));
@@ -135,7 +147,7 @@ async fn an_underpaid_door_payment_grants_no_code_until_an_admin_grants_it(backe
 
     let path = format!("/api/payments/{payment_id}");
     assert!(
-        eventually(300, Duration::from_millis(25), || async {
+        eventually(800, Duration::from_millis(25), || async {
             get_json(app, &path).await["access_held"] == true
         })
         .await,
@@ -146,7 +158,7 @@ async fn an_underpaid_door_payment_grants_no_code_until_an_admin_grants_it(backe
     assert_eq!(payment["amount_mismatch"], "below");
     assert_eq!(payment["amount_received"], 1000);
     // The audit log is its own projection: it catches up.
-    eventually(300, Duration::from_millis(25), || async {
+    eventually(800, Duration::from_millis(25), || async {
         get_json(app, "/api/audit?action=amount_mismatch").await["items"]
             .as_array()
             .is_some_and(|items| !items.is_empty())
@@ -210,7 +222,7 @@ async fn an_underpaid_door_payment_grants_no_code_until_an_admin_grants_it(backe
     let granted = app.post_json(&grant, Some(ADMIN_TOKEN), &body).await;
     assert_eq!(granted.status(), 200);
     assert!(
-        eventually(300, Duration::from_millis(25), || async {
+        eventually(800, Duration::from_millis(25), || async {
             code_state(app, payment_id).await == Some(AccessCodeState::Issued)
         })
         .await,
@@ -219,7 +231,7 @@ async fn an_underpaid_door_payment_grants_no_code_until_an_admin_grants_it(backe
     let again = app.post_json(&grant, Some(ADMIN_TOKEN), &body).await;
     assert_eq!(again.status(), 409, "nothing left to grant");
     assert!(
-        eventually(300, Duration::from_millis(25), || async {
+        eventually(800, Duration::from_millis(25), || async {
             get_json(app, "/api/audit?action=access_granted").await["items"]
                 .as_array()
                 .is_some_and(|items| items.len() == 1)
@@ -236,7 +248,7 @@ async fn a_dispute_revokes_the_code_and_a_lost_one_lowers_net_revenue(backend: B
     let (payment_id, session) = checkout(app).await;
     let intent = world.stripe.pay(&session, "4242424242424242").unwrap();
     assert!(
-        eventually(300, Duration::from_millis(25), || async {
+        eventually(800, Duration::from_millis(25), || async {
             code_state(app, payment_id).await == Some(AccessCodeState::Issued)
         })
         .await
@@ -263,7 +275,7 @@ async fn a_dispute_revokes_the_code_and_a_lost_one_lowers_net_revenue(backend: B
         .create_dispute(intent["id"].as_str().unwrap())
         .unwrap();
     assert!(
-        eventually(300, Duration::from_millis(25), || async {
+        eventually(800, Duration::from_millis(25), || async {
             code_state(app, payment_id).await == Some(AccessCodeState::Revoked)
         })
         .await,
@@ -272,7 +284,7 @@ async fn a_dispute_revokes_the_code_and_a_lost_one_lowers_net_revenue(backend: B
     assert!(!opens(&code), "the lock deleted the code");
     let path = format!("/api/payments/{payment_id}");
     assert!(
-        eventually(300, Duration::from_millis(25), || async {
+        eventually(800, Duration::from_millis(25), || async {
             get_json(app, &path).await["disputed"] == true
         })
         .await,
@@ -286,7 +298,7 @@ async fn a_dispute_revokes_the_code_and_a_lost_one_lowers_net_revenue(backend: B
     let report_path = format!("/api/reports/revenue?from={today}&to={today}&tz=UTC");
     // Card disputes withdraw the money when opened: net goes down at once.
     assert!(
-        eventually(300, Duration::from_millis(25), || async {
+        eventually(800, Duration::from_millis(25), || async {
             get_json(app, &report_path).await["rows"][0]["disputes"] == 1500
         })
         .await,
@@ -298,7 +310,7 @@ async fn a_dispute_revokes_the_code_and_a_lost_one_lowers_net_revenue(backend: B
         .close_dispute(dispute["id"].as_str().unwrap(), "lost")
         .unwrap();
     assert!(
-        eventually(300, Duration::from_millis(25), || async {
+        eventually(800, Duration::from_millis(25), || async {
             get_json(app, "/api/audit?action=dispute_closed").await["items"]
                 .as_array()
                 .is_some_and(|items| items.len() == 1)
@@ -345,7 +357,7 @@ async fn door_prices_are_typed_in_the_currency_s_own_precision(backend: Backend)
     for uid in ["7101", "7102"] {
         let path = format!("/dashboard/doors/{uid}");
         assert!(
-            eventually(200, Duration::from_millis(25), || async {
+            eventually(800, Duration::from_millis(25), || async {
                 page(&app, &path, &operator).await.0 == 200
             })
             .await
@@ -389,7 +401,7 @@ async fn door_prices_are_typed_in_the_currency_s_own_precision(backend: Backend)
     assert_eq!(door_price(&app, "7102").await, 1250, "unchanged");
 
     // The list is a projection: it catches up with the edits.
-    eventually(200, Duration::from_millis(25), || async {
+    eventually(800, Duration::from_millis(25), || async {
         let list = page(&app, "/dashboard/doors", &operator).await.1;
         list.contains("¥500") && list.contains("1.250 KWD")
     })
@@ -414,7 +426,7 @@ async fn a_kwd_door_is_paid_and_refunded_exactly_through_the_dashboard(backend: 
     world.stripe.pay(&session, "4242424242424242").unwrap();
     let path = format!("/api/payments/{payment_id}");
     assert!(
-        eventually(300, Duration::from_millis(25), || async {
+        eventually(800, Duration::from_millis(25), || async {
             get_json(app, &path).await["status"] == "succeeded"
         })
         .await
@@ -452,7 +464,7 @@ async fn a_kwd_door_is_paid_and_refunded_exactly_through_the_dashboard(backend: 
     .await;
     assert!(done.status().is_redirection() || done.status().is_success());
     assert!(
-        eventually(300, Duration::from_millis(25), || async {
+        eventually(800, Duration::from_millis(25), || async {
             get_json(app, &path).await["status"] == "refunded"
         })
         .await,
@@ -477,3 +489,78 @@ async fn a_kwd_door_is_paid_and_refunded_exactly_through_the_dashboard(backend: 
 }
 
 on_both_backends!(a_kwd_door_is_paid_and_refunded_exactly_through_the_dashboard);
+
+/// Scheduled door-code issue jobs still waiting.
+async fn issue_jobs(app: &TestApp) -> i64 {
+    latchkey::on_pool!(&app.database, pool => {
+        sqlx::query_scalar("SELECT COUNT(*) FROM scheduled_jobs WHERE job_key LIKE 'issue:%'")
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    })
+}
+
+async fn set_door_status(app: &TestApp, status: &str) {
+    let response = app
+        .patch_json(
+            &format!("/api/doors/{GATEWAY_LOCK}"),
+            Some(ADMIN_TOKEN),
+            &json!({"status": status, "reason": "battery change"}),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+}
+
+/// A code waiting for a door's maintenance is never issued once the guest's bank has
+/// disputed the payment (issue 17, item 8): the dispute gave the money back. With
+/// `LATCHKEY_DISPUTE_REVOKES_ACCESS` off, so that no revocation stands in the way: the
+/// workflow itself withholds the code.
+async fn a_disputed_payment_waiting_for_its_code_never_gets_one(backend: Backend) {
+    let world = world_configured(backend, 1500, "eur", false).await;
+    let app = &world.app;
+    // The guest is at the checkout when the door goes into maintenance.
+    let (payment_id, session) = checkout(app).await;
+    set_door_status(app, "maintenance").await;
+    let intent = world.stripe.pay(&session, "4242424242424242").unwrap();
+    assert!(
+        eventually(400, Duration::from_millis(25), || async {
+            issue_jobs(app).await == 1
+        })
+        .await,
+        "the code waits for the maintenance to end"
+    );
+    world
+        .stripe
+        .create_dispute(intent["id"].as_str().unwrap())
+        .unwrap();
+    assert!(
+        eventually(400, Duration::from_millis(25), || async {
+            let (payment, _) = app
+                .state
+                .buses
+                .payments
+                .load(&payment_id.to_string())
+                .await
+                .unwrap();
+            payment.is_disputed()
+        })
+        .await,
+        "the dispute is recorded"
+    );
+    set_door_status(app, "active").await;
+    assert!(
+        eventually(400, Duration::from_millis(25), || async {
+            issue_jobs(app).await == 0
+        })
+        .await,
+        "the waiting issue job ran when the maintenance ended"
+    );
+    assert_eq!(door_events(app, "AccessCodeIssued").await, 0);
+    assert_ne!(
+        code_state(app, payment_id).await,
+        Some(AccessCodeState::Issued)
+    );
+    world.app.stop().await;
+}
+
+on_both_backends!(a_disputed_payment_waiting_for_its_code_never_gets_one);
