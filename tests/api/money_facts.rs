@@ -174,25 +174,35 @@ async fn an_underpaid_door_payment_grants_no_code_until_an_admin_grants_it(backe
         health["amount_mismatches"]["payments"][0]["payment_id"],
         payment_id.to_string()
     );
-    let deliveries = get_json(app, "/api/stripe/deliveries").await;
-    let flagged = deliveries["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|item| item["status"] == "processed")
-        .filter_map(|item| item["event_id"].as_str())
-        .map(|id| id.to_owned())
-        .collect::<Vec<_>>();
-    let mut notes = Vec::new();
-    for id in flagged {
-        let delivery = get_json(app, &format!("/api/stripe/deliveries/{id}")).await;
-        notes.extend(delivery["ignore_reason"].as_str().map(str::to_owned));
-    }
-    assert!(
-        notes
+    // The inbox marks a delivery processed (with its note) after the payment's events are
+    // journalled, so the note may follow the projection by a moment.
+    let notes = || async {
+        let deliveries = get_json(app, "/api/stripe/deliveries").await;
+        let processed = deliveries["items"]
+            .as_array()
+            .unwrap()
             .iter()
-            .any(|note| note.contains("below the expected 15.00 EUR")),
-        "the deliveries page says why: {notes:?}"
+            .filter(|item| item["status"] == "processed")
+            .filter_map(|item| item["event_id"].as_str())
+            .map(|id| id.to_owned())
+            .collect::<Vec<_>>();
+        let mut notes = Vec::new();
+        for id in processed {
+            let delivery = get_json(app, &format!("/api/stripe/deliveries/{id}")).await;
+            notes.extend(delivery["ignore_reason"].as_str().map(str::to_owned));
+        }
+        notes
+    };
+    assert!(
+        eventually(800, Duration::from_millis(25), || async {
+            notes()
+                .await
+                .iter()
+                .any(|note| note.contains("below the expected 15.00 EUR"))
+        })
+        .await,
+        "the deliveries page says why: {:?}",
+        notes().await
     );
     let admin = login(&app.database, Role::Admin).await;
     let (_, list) = page(app, "/dashboard/payments", &admin).await;
