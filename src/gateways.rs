@@ -220,6 +220,14 @@ impl LockGateway for Forward {
             .delete_passcode(lock_id, passcode_id)
             .await
     }
+
+    async fn delete_passcodes_named(&self, lock_id: i64, name: &str) -> Result<u32, LockError> {
+        self.0
+            .current()
+            .locks
+            .delete_passcodes_named(lock_id, name)
+            .await
+    }
 }
 
 #[async_trait]
@@ -307,6 +315,11 @@ impl LockGateway for NotConfigured {
 
     async fn delete_passcode(&self, _: i64, _: i64) -> Result<(), LockError> {
         Err(LockError::permanent(self.message()))
+    }
+
+    /// Without TTLock no code was ever issued, so none can be stray.
+    async fn delete_passcodes_named(&self, _: i64, _: &str) -> Result<u32, LockError> {
+        Ok(0)
     }
 }
 

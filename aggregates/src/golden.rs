@@ -120,6 +120,12 @@ fn samples() -> Vec<(&'static str, Value)> {
                    "actor": {"kind": "operator", "id": "alice"}, "at": at}),
         ),
         (
+            "Door",
+            json!({"type": "StrayPasscodesRemoved",
+                   "payment_id": "a10a5ff6-db0d-44f4-b9cb-edd37d8f1b54", "count": 1,
+                   "actor": {"kind": "system"}, "at": at}),
+        ),
+        (
             "Device",
             json!({"type": "QueuedSessionWithdrawn", "session_id": session_id, "at": at}),
         ),

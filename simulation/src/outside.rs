@@ -140,6 +140,32 @@ impl TtlockModel {
         }
         Ok(())
     }
+
+    /// The adapter lists the lock's passcodes by name and deletes each (through the
+    /// gateway where there is one; a lock without one keeps its codes until their end,
+    /// as TTLock's cloud-only delete does).
+    fn delete_named(&mut self, lock_id: i64, name: &str) -> Result<u32, LockError> {
+        if !self.online() {
+            return Err(LockError::retryable(
+                "simulated: TTLock gateway offline (-2012)",
+            ));
+        }
+        let Some(lock) = self.locks.get_mut(&lock_id) else {
+            return Err(LockError::permanent("simulated: no such lock (-4043)"));
+        };
+        let has_gateway = lock.has_gateway;
+        let mut deleted = 0;
+        for passcode in lock.passcodes.values_mut() {
+            if !passcode.deleted && name == format!("Latchkey {}", passcode.payment_id) {
+                passcode.deleted = has_gateway;
+                deleted += 1;
+            }
+        }
+        if self.rng.chance(self.faults.answer_lost) {
+            return Err(LockError::retryable("simulated: TTLock's answer was lost"));
+        }
+        Ok(deleted)
+    }
 }
 
 pub struct TtlockPort(pub Arc<Mutex<TtlockModel>>);
@@ -152,6 +178,10 @@ impl LockGateway for TtlockPort {
 
     async fn delete_passcode(&self, lock_id: i64, passcode_id: i64) -> Result<(), LockError> {
         lock(&self.0).delete(lock_id, passcode_id)
+    }
+
+    async fn delete_passcodes_named(&self, lock_id: i64, name: &str) -> Result<u32, LockError> {
+        lock(&self.0).delete_named(lock_id, name)
     }
 }
 

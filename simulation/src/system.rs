@@ -547,7 +547,11 @@ impl World {
                     actor: Actor::System,
                     at: self.now,
                 };
-                return tolerate(self.payment(payment, command));
+                tolerate(self.payment(payment, command))?;
+                self.schedule_stray_search(door, payment);
+            }
+            ("AccessCodeRevoked", Some(payment)) if payload["passcode_id"].is_null() => {
+                self.schedule_stray_search(door, payment);
             }
             ("DoorMaintenanceEnded", _) => {
                 let prefix = format!("issue:{door}:");
@@ -590,6 +594,16 @@ impl World {
             _ => {}
         }
         Ok(())
+    }
+
+    /// The mirror of `DoorAccessWorkflow::remove_stray_passcodes`.
+    fn schedule_stray_search(&mut self, door: String, payment: Uuid) {
+        let due = self.now;
+        self.schedule(
+            format!("stray:{door}:{payment}"),
+            due,
+            Job::RemoveStray { door, payment },
+        );
     }
 
     fn schedule(&mut self, key: String, due: chrono::DateTime<chrono::Utc>, job: Job) {
@@ -673,6 +687,14 @@ impl World {
                         at: now,
                     },
                 ),
+                Job::RemoveStray { door, payment } => (
+                    door,
+                    DoorCommand::RemoveStrayPasscodes {
+                        payment_id: payment,
+                        actor: Actor::System,
+                        at: now,
+                    },
+                ),
                 Job::SubmitRefund { .. }
                 | Job::Capture { .. }
                 | Job::CancelAuthorization { .. }
@@ -682,6 +704,10 @@ impl World {
             let result = match self.door(&door, command) {
                 Ok(_) => Ok(()),
                 Err(Refusal::User(message)) if message.contains("maintenance") => Err(message),
+                // The mirror of the job runner's retry on `DoorError::LockUnreachable`.
+                Err(Refusal::User(message)) if message.contains("could not be asked") => {
+                    Err(message)
+                }
                 Err(Refusal::User(_)) => Ok(()),
                 Err(other) => Err(format!("{other:?}")),
             };
@@ -786,6 +812,16 @@ impl World {
         payment.is_started() && !payment.can_start_session()
     }
 
+    fn device_held_by_another(&self, session: &DeviceSession, session_id: &str) -> bool {
+        let Some(terms) = session.terms() else {
+            return false;
+        };
+        let (device, _) = self.store.load::<Device>(&terms.device_uid);
+        device
+            .holder_session()
+            .is_some_and(|holder| holder.to_string() != session_id)
+    }
+
     pub fn reconciler_step(&mut self) {
         let now = self.now;
         let just_started = std::mem::take(&mut self.reconciler.just_started);
@@ -794,7 +830,14 @@ impl World {
         let sessions: Vec<String> = self.store.sessions.keys().cloned().collect();
         for session_id in sessions {
             let (mut session, _) = self.store.load::<DeviceSession>(&session_id);
-            if just_started && decide(&session, now) != Decision::NotLive {
+            // An ended session's relay is not read back (the session no longer holds it);
+            // its OFF is simply sent again.
+            if just_started
+                && !matches!(
+                    decide(&session, now),
+                    Decision::NotLive | Decision::SwitchOff
+                )
+            {
                 let _ = self.session(
                     &session_id,
                     SessionCommand::CheckRelay {
@@ -841,16 +884,26 @@ impl World {
                     actor: Actor::System,
                     at: now,
                 },
+                // The mirror of `Reconciler::device_held_by_another`.
+                Decision::SwitchOff if self.device_held_by_another(&session, &session_id) => {
+                    self.reconciler.retry.remove(&session_id);
+                    continue;
+                }
+                Decision::SwitchOff => SessionCommand::SwitchRelayOff {
+                    actor: Actor::System,
+                    at: now,
+                },
             };
             let outcome = self.session(&session_id, command);
             let (after, _) = self.store.load::<DeviceSession>(&session_id);
             let stuck = match outcome {
                 Ok(_) | Err(Refusal::User(_)) => {
-                    after.last_relay_error().is_some()
+                    (after.last_relay_error().is_some()
                         && matches!(
                             after.state(),
                             Some(SessionState::Opened | SessionState::Finishing)
-                        )
+                        ))
+                        || after.off_unconfirmed()
                 }
                 Err(_) => true,
             };

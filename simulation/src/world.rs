@@ -165,6 +165,11 @@ pub enum Job {
     Expire {
         door: String,
     },
+    /// The mirror of the stray-passcode job (`Job::RemoveStrayPasscodes`).
+    RemoveStray {
+        door: String,
+        payment: Uuid,
+    },
     SubmitRefund {
         payment: Uuid,
         request: Uuid,

@@ -113,9 +113,13 @@ pub enum Decision {
     Cancel,
     /// Time is up (active past its end, or finishing): send OFF until confirmed.
     Finish,
+    /// An ended session whose OFF the relay never confirmed: send OFF until it does,
+    /// unless another session holds the device by now (its relay is that session's).
+    SwitchOff,
     /// Nothing to do now; act again at `until` (an active session's end).
     Wait { until: Option<DateTime<Utc>> },
-    /// Not the reconciler's: queued (the Device promotes it) or ended.
+    /// Not the reconciler's: queued (the Device promotes it), or ended with the relay
+    /// confirmed OFF (or never switched ON).
     NotLive,
 }
 
@@ -132,6 +136,7 @@ pub fn decide(session: &DeviceSession, now: DateTime<Utc>) -> Decision {
             end => Decision::Wait { until: end },
         },
         Some(SessionState::Finishing) => Decision::Finish,
+        Some(_) if session.off_unconfirmed() => Decision::SwitchOff,
         _ => Decision::NotLive,
     }
 }
@@ -141,6 +146,8 @@ pub fn decide(session: &DeviceSession, now: DateTime<Utc>) -> Decision {
 pub struct PassReport {
     pub switched_on: usize,
     pub finished: usize,
+    /// OFFs sent again for ended sessions whose relay never confirmed the first.
+    pub switched_off: usize,
     pub cancelled: usize,
     pub failed: usize,
     /// The relays read back (the first pass after a start).
@@ -214,8 +221,10 @@ impl Reconciler {
         let cursor = journal::current_checkpoint(&self.database, &checkpoint_name("sessions"))
             .await?
             .unwrap_or(Cursor::START);
-        let sql =
-            "SELECT session_id FROM sessions WHERE state IN ('opened', 'active', 'finishing') \
+        // Live sessions, and ended ones whose OFF the relay never confirmed.
+        let sql = "SELECT session_id FROM sessions WHERE state IN ('opened', 'active', 'finishing') \
+                   OR (relay_commanded = FALSE AND (relay_observed IS NULL OR relay_observed = TRUE) \
+                       AND state IN ('cancelled', 'failed', 'force_ended')) \
                    ORDER BY session_id";
         let live: Vec<String> =
             on_pool!(&self.database, pool => sqlx::query_scalar(sql).fetch_all(pool).await)?;
@@ -273,7 +282,14 @@ impl Reconciler {
         }
         for session_id in sessions {
             let (mut session, _) = self.buses.sessions.load(&session_id).await?;
-            if just_started && decide(&session, now) != Decision::NotLive {
+            // An ended session's relay is not read back (the session no longer holds it);
+            // its OFF is simply sent again.
+            if just_started
+                && !matches!(
+                    decide(&session, now),
+                    Decision::NotLive | Decision::SwitchOff
+                )
+            {
                 // Nobody watched this relay for a while: record what it is doing now.
                 self.read_back(&session_id, now).await;
                 report.read_back += 1;
@@ -328,6 +344,18 @@ impl Reconciler {
                         at: now,
                     }
                 }
+                Decision::SwitchOff => {
+                    if self.device_held_by_another(&session, &session_id).await? {
+                        self.forget(&session_id).await;
+                        self.clear(&session_id);
+                        continue;
+                    }
+                    report.switched_off += 1;
+                    SessionCommand::SwitchRelayOff {
+                        actor: Actor::System,
+                        at: now,
+                    }
+                }
             };
             let metadata = CommandMetadata::new(Actor::System.to_string(), "reconciler");
             let outcome = self
@@ -338,11 +366,12 @@ impl Reconciler {
             let (after, _) = self.buses.sessions.load(&session_id).await?;
             let stuck = match outcome {
                 Ok(()) | Err(AggregateError::UserError(_)) => {
-                    after.last_relay_error().is_some()
+                    (after.last_relay_error().is_some()
                         && matches!(
                             after.state(),
                             Some(SessionState::Opened | SessionState::Finishing)
-                        )
+                        ))
+                        || after.off_unconfirmed()
                 }
                 Err(error) => {
                     tracing::warn!(session_id = %session_id, error = %error, "reconciler command failed");
@@ -382,6 +411,22 @@ impl Reconciler {
             "the payment can no longer be captured (it is {}); the relay is not switched on",
             payment.status()
         )))
+    }
+
+    /// Whether another session holds `session`'s device now: then the relay is that
+    /// session's to command, and an OFF left over from this one must not reach it.
+    async fn device_held_by_another(
+        &self,
+        session: &DeviceSession,
+        session_id: &str,
+    ) -> anyhow::Result<bool> {
+        let Some(terms) = session.terms() else {
+            return Ok(false);
+        };
+        let (device, _) = self.buses.devices.load(&terms.device_uid).await?;
+        Ok(device
+            .holder_session()
+            .is_some_and(|holder| holder.to_string() != session_id))
     }
 
     /// Reads the session's relay and records what it found (`RelayStateObserved`, or a
@@ -637,7 +682,7 @@ fn next_due(session: &DeviceSession, now: DateTime<Utc>) -> Option<DateTime<Utc>
     match decide(session, now) {
         Decision::Wait { until } => until,
         Decision::NotLive => None,
-        Decision::SwitchOn | Decision::Cancel | Decision::Finish => Some(now),
+        Decision::SwitchOn | Decision::Cancel | Decision::Finish | Decision::SwitchOff => Some(now),
     }
 }
 

@@ -51,6 +51,7 @@ enum Step {
     Check(Answer),
     Cancel(Answer),
     ForceEnd(Answer),
+    SwitchOff(Answer),
 }
 
 #[derive(Clone, Debug)]
@@ -81,6 +82,7 @@ fn step() -> impl Strategy<Value = Step> {
         3 => answer().prop_map(Step::Check),
         1 => answer().prop_map(Step::Cancel),
         1 => answer().prop_map(Step::ForceEnd),
+        2 => answer().prop_map(Step::SwitchOff),
     ]
 }
 
@@ -165,6 +167,10 @@ fn command(step: Step, at: DateTime<Utc>) -> (SessionCommand, SessionServices) {
                 at,
             }
         }
+        Step::SwitchOff(answer) => {
+            relay.queue_switch(relay_answer(answer));
+            SessionCommand::SwitchRelayOff { actor, at }
+        }
     };
     (command, SessionServices::new(relay))
 }
@@ -221,7 +227,7 @@ fn replay(events: &[SessionEvent]) -> DeviceSession {
 /// The specification, folded by hand from the events: what the relay should get.
 fn specified(events: &[SessionEvent], now: DateTime<Utc>) -> Decision {
     let mut state = "";
-    let (mut grace_ends, mut ends, mut observed) = (None, None, None);
+    let (mut grace_ends, mut ends, mut observed, mut commanded) = (None, None, None, None);
     for event in events {
         match event {
             SessionEvent::SessionQueued { .. } => state = "queued",
@@ -238,19 +244,22 @@ fn specified(events: &[SessionEvent], now: DateTime<Utc>) -> Decision {
             | SessionEvent::SessionCancelled { .. }
             | SessionEvent::SessionFailed { .. }
             | SessionEvent::SessionForceEnded { .. } => state = "ended",
+            SessionEvent::RelayOnRequested { .. } => commanded = Some(true),
+            SessionEvent::RelayOffRequested { .. } => commanded = Some(false),
             SessionEvent::RelayOnSucceeded { .. } => observed = Some(true),
             SessionEvent::RelayOffSucceeded { .. } => observed = Some(false),
             SessionEvent::RelayStateObserved { is_on, .. } => observed = Some(*is_on),
             _ => {}
         }
     }
-    from_fields(state, grace_ends, ends, observed, now)
+    from_fields(state, grace_ends, ends, commanded, observed, now)
 }
 
 fn from_fields(
     state: &str,
     grace_ends: Option<DateTime<Utc>>,
     ends: Option<DateTime<Utc>>,
+    commanded: Option<bool>,
     observed: Option<bool>,
     now: DateTime<Utc>,
 ) -> Decision {
@@ -261,6 +270,12 @@ fn from_fields(
         "active" if observed == Some(false) => Decision::SwitchOn,
         "active" => Decision::Wait { until: ends },
         "finishing" => Decision::Finish,
+        // Ended (any ending; the read model names them) with an OFF never confirmed.
+        "ended" | "cancelled" | "failed" | "force_ended"
+            if commanded == Some(false) && observed != Some(false) =>
+        {
+            Decision::SwitchOff
+        }
         _ => Decision::NotLive,
     }
 }
@@ -337,7 +352,7 @@ fn the_decision_equals_a_fresh_replay_and_the_read_model_for_1000_histories() {
         tokio::sync::Mutex::new(conn)
     });
     // How often each decision came up: the histories must reach every one of them.
-    let seen = std::sync::Mutex::new([0_usize; 5]);
+    let seen = std::sync::Mutex::new([0_usize; 6]);
     let mut runner = TestRunner::new(Config {
         cases: 1_000,
         failure_persistence: None,
@@ -360,6 +375,7 @@ fn the_decision_equals_a_fresh_replay_and_the_read_model_for_1000_histories() {
                         Decision::Finish => 2,
                         Decision::Wait { .. } => 3,
                         Decision::NotLive => 4,
+                        Decision::SwitchOff => 5,
                     }] += 1;
                     prop_assert_eq!(decision, decide(&live, now));
                     prop_assert_eq!(decision, specified(&events, now), "at {}", now);
@@ -367,6 +383,7 @@ fn the_decision_equals_a_fresh_replay_and_the_read_model_for_1000_histories() {
                         &row.state,
                         row.grace_ends_at,
                         row.ends_at,
+                        row.relay_commanded,
                         row.relay_observed,
                         now,
                     );
@@ -375,9 +392,10 @@ fn the_decision_equals_a_fresh_replay_and_the_read_model_for_1000_histories() {
                     let desired = replayed.desired_relay_on(now);
                     match decision {
                         Decision::SwitchOn => prop_assert!(desired),
-                        Decision::Cancel | Decision::Finish | Decision::NotLive => {
-                            prop_assert!(!desired)
-                        }
+                        Decision::Cancel
+                        | Decision::Finish
+                        | Decision::NotLive
+                        | Decision::SwitchOff => prop_assert!(!desired),
                         Decision::Wait { .. } => prop_assert!(desired),
                     }
                 }

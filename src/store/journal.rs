@@ -3,9 +3,9 @@
 //! The global order is (transaction_id, position). On SQLite transaction_id is always 0, so
 //! it is plain position order. On PostgreSQL, positions are handed out at INSERT but
 //! transactions commit in any order; reading only events whose transaction is older than
-//! every transaction still running (`pg_snapshot_xmin`) and ordering by the writing
-//! transaction first means no event can ever commit *behind* a reader's cursor. That is
-//! what makes "resume after cursor" safe with many concurrent writers.
+//! every transaction of this database still running ([`SETTLED_HORIZON`]) and ordering by
+//! the writing transaction first means no event can ever commit *behind* a reader's
+//! cursor. That is what makes "resume after cursor" safe with many concurrent writers.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -257,6 +257,18 @@ impl Journal {
     }
 }
 
+/// PostgreSQL: the oldest transaction of *this database* still running in the current
+/// snapshot, or the snapshot's xmax when none is; every event below it is settled.
+///
+/// `pg_snapshot_xmin` alone would do, but it covers the whole cluster: a write held open
+/// in a neighbour database would hold back every subscriber here. So a running
+/// transaction is left out only when `pg_stat_activity` shows it belongs to another
+/// database. The test is conservative: a transaction that ended since the snapshot, a
+/// prepared one, or one whose backend this role may not see counts as ours (a later poll
+/// passes it). xids in `pg_stat_activity` are 32-bit, snapshots' 64-bit (`xid8`): the
+/// comparison drops the epoch.
+pub(crate) const SETTLED_HORIZON: &str = "(SELECT COALESCE(MIN(running.xid::text::bigint),          pg_snapshot_xmax(pg_current_snapshot())::text::bigint)      FROM pg_snapshot_xip(pg_current_snapshot()) AS running(xid)      WHERE (running.xid::text::bigint % 4294967296) NOT IN (          SELECT backend_xid::text::bigint FROM pg_stat_activity          WHERE backend_xid IS NOT NULL AND datname IS DISTINCT FROM current_database()))";
+
 /// Up to `limit` settled events after `cursor`, in global order, read inside `tx`.
 ///
 /// On PostgreSQL `tx` must be REPEATABLE READ ([`Database::begin_read`] or
@@ -272,7 +284,7 @@ pub async fn read_after_in(
             let sql = format!(
                 "SELECT {COLUMNS} FROM events \
                  WHERE (transaction_id, position) > ($1, $2) \
-                   AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
+                   AND transaction_id < {SETTLED_HORIZON} \
                  ORDER BY transaction_id, position LIMIT $3"
             );
             let rows = sqlx::query(&sql)

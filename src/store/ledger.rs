@@ -172,10 +172,12 @@ impl Sealer {
         let settled = match &mut tx {
             Tx::Sqlite(_) => visible_max,
             Tx::Postgres(conn) => {
-                let sql = "SELECT pg_snapshot_xmin(s)::text::bigint, \
-                                  pg_snapshot_xmax(s)::text::bigint \
-                           FROM pg_current_snapshot() s";
-                let (xmin, xmax): (i64, i64) = sqlx::query_as(sql).fetch_one(&mut **conn).await?;
+                // This database's horizon, not the cluster's (see `SETTLED_HORIZON`).
+                let sql = format!(
+                    "SELECT {}, pg_snapshot_xmax(pg_current_snapshot())::text::bigint",
+                    super::journal::SETTLED_HORIZON
+                );
+                let (xmin, xmax): (i64, i64) = sqlx::query_as(&sql).fetch_one(&mut **conn).await?;
                 self.settled_postgres(visible_max, xmin, xmax)
             }
         };

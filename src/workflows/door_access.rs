@@ -11,7 +11,8 @@
 //! | `AccessCodeIssueFailed`, retryable, below the attempt limit | schedule another issue after a backoff |
 //! | `AccessCodeIssueFailed`, the last attempt or not retryable | Door: compensate (`issue_attempts_exhausted`, `issue_refused`) |
 //! | access deadline due, the payment still paid | Door: compensate (`deadline_passed`); a live, revoked or compensated code changes nothing |
-//! | `AccessCompensationDecided` | Payment: `RequestRefund` of the rest, as the system, with the rule as reason |
+//! | `AccessCompensationDecided` | Payment: `RequestRefund` of the rest, as the system, with the rule as reason; schedule the stray-passcode search |
+//! | `AccessCodeRevoked` with no recorded passcode | schedule the stray-passcode search (an attempt lost to a crash may have left a code; retried while TTLock is unreachable) |
 //! | `AccessCodeRevocationPending` | schedule another delete after a backoff |
 //! | `AccessCodeIssued` | schedule the code's deletion when its window ends |
 //!
@@ -232,7 +233,13 @@ impl DoorAccessWorkflow {
                 .await
             }
             ("AccessCompensationDecided", Some(payment_id)) => {
-                self.refund_compensated(payment_id, event).await
+                self.refund_compensated(payment_id, event).await?;
+                self.remove_stray_passcodes(&door_uid, payment_id).await
+            }
+            // Revoked with no recorded code: an attempt lost to a crash may still have
+            // left one on the lock.
+            ("AccessCodeRevoked", Some(payment_id)) if payload["passcode_id"].is_null() => {
+                self.remove_stray_passcodes(&door_uid, payment_id).await
             }
             ("DoorMaintenanceEnded", _) => {
                 let moved = bring_forward(&self.database, &format!("issue:{door_uid}:")).await?;
@@ -299,6 +306,24 @@ impl DoorAccessWorkflow {
 
     /// Orders the refund a compensation decided, through the one refund path
     /// (`RefundOrdered` → the refund job → Stripe).
+    /// Schedules the search for passcodes an unrecorded issue attempt left on the lock
+    /// (found by the simulation, seed 7040: a crash after TTLock's answer, then the
+    /// compensation, left a live code for a refunded guest). A job, so a TTLock outage
+    /// delays it without holding back the workflow.
+    async fn remove_stray_passcodes(&self, door_uid: &str, payment_id: Uuid) -> anyhow::Result<()> {
+        let job = Job::RemoveStrayPasscodes {
+            door_uid: door_uid.to_string(),
+            payment_id,
+        };
+        schedule(
+            &self.database,
+            &format!("stray:{door_uid}:{payment_id}"),
+            Utc::now(),
+            &job,
+        )
+        .await
+    }
+
     async fn refund_compensated(
         &self,
         payment_id: Uuid,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use cqrs_es::AggregateError;
-use latchkey_aggregates::door::{CompensationRule, DoorCommand};
+use latchkey_aggregates::door::{CompensationRule, DoorCommand, DoorError};
 use latchkey_aggregates::Actor;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
@@ -37,6 +37,11 @@ pub enum Job {
     },
     ExpireAccessCodes {
         door_uid: String,
+    },
+    /// Delete passcodes the lock holds for a payment the journal knows no live code of.
+    RemoveStrayPasscodes {
+        door_uid: String,
+        payment_id: Uuid,
     },
     /// Ask Stripe for one refund request and record the answer.
     SubmitRefund {
@@ -295,6 +300,17 @@ async fn run(buses: &Buses, job: &Job) -> anyhow::Result<()> {
                 at: Utc::now(),
             },
         ),
+        Job::RemoveStrayPasscodes {
+            door_uid,
+            payment_id,
+        } => (
+            door_uid,
+            DoorCommand::RemoveStrayPasscodes {
+                payment_id,
+                actor: Actor::System,
+                at: Utc::now(),
+            },
+        ),
         Job::ExpireAccessCodes { door_uid } => (
             door_uid,
             DoorCommand::ExpireAccessCodes {
@@ -318,6 +334,10 @@ async fn run(buses: &Buses, job: &Job) -> anyhow::Result<()> {
     };
     match buses.doors.execute(&door_uid, command, metadata).await {
         Ok(()) => Ok(()),
+        // TTLock could not be asked: the job runs again after its backoff.
+        Err(AggregateError::UserError(refusal @ DoorError::LockUnreachable { .. })) => {
+            Err(anyhow::anyhow!("door {door_uid}: {refusal}"))
+        }
         // Revoking and expiring work in maintenance too: a refusal is final.
         Err(AggregateError::UserError(refusal)) => {
             tracing::info!(door_uid = %door_uid, refusal = %refusal, "scheduled job no longer applies");

@@ -500,8 +500,55 @@ async fn a_relay_that_never_comes_on_costs_the_guest_nothing(backend: Backend) {
     world.app.stop().await;
 }
 
+/// An operator force-ends a running session while the plug does not answer: the session
+/// ends at once, and once the plug is back the reconciler sends OFF again by itself
+/// (simulation seed 1541: the relay used to stay ON until the sweep, minutes later; here
+/// the sweep runs hourly, so only the retry can switch it OFF).
+async fn a_force_end_whose_off_failed_is_retried_until_the_relay_is_off(backend: Backend) {
+    let world = world(backend).await;
+    let payment_id = pay(&world).await;
+    assert!(
+        wait_for(|| async {
+            session_state(&world, payment_id).await == Some(SessionState::Active)
+        })
+        .await,
+        "the session starts"
+    );
+    world.sims.shelly.set_online(PLUG, false).unwrap();
+    let response = world
+        .app
+        .post_json(
+            &format!("/api/sessions/{payment_id}/force-end"),
+            Some(ADMIN_TOKEN),
+            &json!({"reason": "the guest reported smoke"}),
+        )
+        .await;
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    assert_eq!(
+        session_state(&world, payment_id).await,
+        Some(SessionState::ForceEnded)
+    );
+    assert!(
+        session(&world.app, payment_id).await.off_unconfirmed(),
+        "the OFF did not reach the plug"
+    );
+    assert!(world.sims.relay_is_on(), "the offline plug is still ON");
+
+    world.sims.shelly.set_online(PLUG, true).unwrap();
+    assert!(
+        wait_for(|| async { !world.sims.relay_is_on() }).await,
+        "the reconciler sends OFF again once the plug answers"
+    );
+    assert!(
+        wait_for(|| async { !session(&world.app, payment_id).await.off_unconfirmed() }).await,
+        "the OFF is confirmed in the journal"
+    );
+    world.app.stop().await;
+}
+
 on_both_backends!(
     a_paid_session_switches_on_is_captured_and_switches_off_at_its_end,
+    a_force_end_whose_off_failed_is_retried_until_the_relay_is_off,
     the_relay_follows_the_payment_and_the_end_within_a_second,
     a_relay_that_never_comes_on_costs_the_guest_nothing,
 );

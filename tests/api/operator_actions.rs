@@ -57,12 +57,8 @@ async fn only_admins_refund_and_the_refund_is_requested_from_stripe(backend: Bac
     assert_eq!(requested.payload["actor"]["id"], "bootstrap");
     assert_eq!(requested.payload["reason"], "late check-in");
     let journal = Journal::new(app.database.clone());
-    // 60 s. Alone this takes well under a second, but on PostgreSQL the workflows read
-    // the journal only below `pg_snapshot_xmin(pg_current_snapshot())`, which is
-    // cluster-wide: a write transaction held open by a test in another database holds
-    // this database's workflows back too (a known limitation, in the issue notes).
     assert!(
-        eventually(1200, Duration::from_millis(50), || async {
+        eventually(400, Duration::from_millis(50), || async {
             journal
                 .aggregate_events("Payment", &payment_id.to_string(), None)
                 .await

@@ -209,6 +209,39 @@ async fn postgres_an_append_committing_late_is_not_skipped() {
     app.stop().await;
 }
 
+/// A write transaction held open in *another* database on the same server holds nothing
+/// back here: the settled horizon counts only this database's transactions (PostgreSQL's
+/// own `pg_snapshot_xmin` is cluster-wide, so a busy neighbour once delayed every code
+/// and refund by as long as its longest transaction).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_transaction_held_in_another_database_holds_nothing_back() {
+    let test_database = TestDatabase::create(Backend::Postgres).await;
+    let database = test_database.connect().await;
+    create_recorder_table(&database).await;
+    let app = spawn_app_with(test_database, BuildOptions::default()).await;
+    let neighbour = TestDatabase::create(Backend::Postgres).await;
+    let Database::Postgres(neighbour_pool) = neighbour.connect().await else {
+        unreachable!()
+    };
+    let mut held = neighbour_pool.begin().await.unwrap();
+    // Takes a transaction id, as any write does.
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *held)
+        .await
+        .unwrap();
+
+    append_counters(&app.database, &app.appended, 10).await;
+    let recorder = Recorder::new("neighbour");
+    app.subscriptions.catch_up(&recorder).await.unwrap();
+    assert_eq!(
+        recorded_counts(&app.database, "neighbour").await,
+        (10, 10),
+        "every event here was handed out while the neighbour's transaction stayed open"
+    );
+    held.rollback().await.unwrap();
+    app.stop().await;
+}
+
 /// Eight writers over two pools, some holding their transaction open before commit,
 /// append 2,000+ events while a subscriber runs: it must see each exactly once, and each
 /// aggregate's events in order.

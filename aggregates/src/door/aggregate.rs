@@ -250,6 +250,8 @@ impl Aggregate for Door {
                 access.code = None;
                 access.last_error = None;
             }
+            // The lock lost codes nobody could use; the payment's own state is unchanged.
+            DoorEvent::StrayPasscodesRemoved { .. } => {}
         }
     }
 }
@@ -400,6 +402,14 @@ impl Door {
                     at,
                 };
                 self.revoke_access_code(revocation, services).await
+            }
+            DoorCommand::RemoveStrayPasscodes {
+                payment_id,
+                actor,
+                at,
+            } => {
+                self.remove_stray_passcodes(payment_id, actor, at, services)
+                    .await
             }
             DoorCommand::ExpireAccessCodes { at, .. } => {
                 self.registered()?;
@@ -634,6 +644,45 @@ impl Door {
             // A code the lock keeps offline outlives its cloud record.
             still_valid_until: (!live.remotely_revocable).then_some(valid_to),
         })
+    }
+
+    async fn remove_stray_passcodes(
+        &self,
+        payment_id: Uuid,
+        actor: Actor,
+        at: DateTime<Utc>,
+        services: &DoorServices,
+    ) -> Result<Vec<DoorEvent>, DoorError> {
+        let profile = self.registered()?;
+        // A code the journal knows is live is the guest's, not a stray: it is revoked (or
+        // expires) by its own path.
+        let state = self
+            .access_codes
+            .get(&payment_id)
+            .map(|access| access.state);
+        if matches!(
+            state,
+            Some(AccessCodeState::Issued | AccessCodeState::RevocationPending)
+        ) {
+            return Ok(vec![]);
+        }
+        let count = services
+            .locks
+            .delete_passcodes_named(profile.lock_id, &passcode_name(payment_id))
+            .await
+            .map_err(|error| DoorError::LockUnreachable {
+                payment_id,
+                reason: error.message,
+            })?;
+        if count == 0 {
+            return Ok(vec![]);
+        }
+        Ok(vec![DoorEvent::StrayPasscodesRemoved {
+            payment_id,
+            count,
+            actor,
+            at,
+        }])
     }
 
     fn compensate(&self, decision: Compensation) -> Result<Vec<DoorEvent>, DoorError> {
@@ -897,6 +946,12 @@ struct Window {
     to: DateTime<Utc>,
 }
 
+/// The name a payment's passcode carries on the lock (`keyboardPwdName`, shown in the
+/// TTLock app): how a code whose issue answer was lost is found again.
+fn passcode_name(payment_id: Uuid) -> String {
+    format!("Latchkey {payment_id}")
+}
+
 /// Asks TTLock for the payment's code; the outcome as the event that records it.
 async fn attempt_issue(
     profile: &DoorProfile,
@@ -908,7 +963,7 @@ async fn attempt_issue(
     let request = PasscodeRequest {
         lock_id: profile.lock_id,
         payment_id,
-        name: format!("Latchkey {payment_id}"),
+        name: passcode_name(payment_id),
         valid_from: window.from,
         valid_to: window.to,
         code: None,

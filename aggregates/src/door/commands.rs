@@ -64,6 +64,16 @@ pub enum DoorCommand {
         actor: Actor,
         at: DateTime<Utc>,
     },
+    /// Deletes any passcode the lock holds under this payment's name while the journal
+    /// knows of no live one: an issue attempt whose answer never reached the journal (a
+    /// crash after TTLock's answer) may have left one. Sent after a compensation and after
+    /// a revocation that found no recorded code. Refused with `LockUnreachable` (try again
+    /// later) when TTLock cannot be asked.
+    RemoveStrayPasscodes {
+        payment_id: Uuid,
+        actor: Actor,
+        at: DateTime<Utc>,
+    },
     /// Housekeeping: marks every code whose window ended by `at` as expired.
     ExpireAccessCodes { actor: Actor, at: DateTime<Utc> },
     /// Decides that a paid guest without a code is refunded instead (sent by the door

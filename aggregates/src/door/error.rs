@@ -28,6 +28,8 @@ pub enum DoorError {
     AccessCodeLive { payment_id: Uuid },
     #[error("the old code for payment {payment_id} could not be deleted from the lock ({reason}); nothing was changed, try again")]
     PreviousCodeNotDeleted { payment_id: Uuid, reason: String },
+    #[error("TTLock could not be asked about the lock's codes for payment {payment_id} ({reason}); try again later")]
+    LockUnreachable { payment_id: Uuid, reason: String },
     #[error("issuing a code for payment {payment_id} failed {attempts} times; check the lock in TTLock and refund the payment")]
     IssueAttemptsExhausted { payment_id: Uuid, attempts: u32 },
 }

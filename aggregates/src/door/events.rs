@@ -215,6 +215,14 @@ pub enum DoorEvent {
         actor: Actor,
         at: DateTime<Utc>,
     },
+    /// Passcodes named for this payment were found on the lock although the journal knew
+    /// of no live one (an issue attempt whose answer was lost to a crash), and deleted.
+    StrayPasscodesRemoved {
+        payment_id: Uuid,
+        count: u32,
+        actor: Actor,
+        at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for DoorEvent {
@@ -234,6 +242,7 @@ impl DomainEvent for DoorEvent {
             Self::AccessCodeExpired { .. } => "AccessCodeExpired",
             Self::AccessCompensationDecided { .. } => "AccessCompensationDecided",
             Self::AccessCodeReissueRequested { .. } => "AccessCodeReissueRequested",
+            Self::StrayPasscodesRemoved { .. } => "StrayPasscodesRemoved",
         };
         name.to_owned()
     }

@@ -80,6 +80,9 @@ impl LockError {
 pub trait LockGateway: Send + Sync {
     async fn issue_passcode(&self, request: PasscodeRequest) -> Result<IssuedPasscode, LockError>;
     async fn delete_passcode(&self, lock_id: i64, passcode_id: i64) -> Result<(), LockError>;
+    /// Deletes every passcode on the lock named `name` (an issue attempt whose answer was
+    /// lost may have left one the journal does not know); returns how many it deleted.
+    async fn delete_passcodes_named(&self, lock_id: i64, name: &str) -> Result<u32, LockError>;
 }
 
 /// The Door aggregate's `Services`.
@@ -112,14 +115,17 @@ pub mod testing {
     pub enum LockCall {
         IssuePasscode(PasscodeRequest),
         DeletePasscode { lock_id: i64, passcode_id: i64 },
+        DeletePasscodesNamed { lock_id: i64, name: String },
     }
 
     /// Answers from queued responses. With nothing queued, issuing succeeds with passcode
     /// id `1000 + n` and code `"1234567n"` (n counts issue calls from 1) for exactly the
-    /// requested window, remotely revocable; deleting succeeds.
+    /// requested window, remotely revocable; deleting succeeds; deleting by name finds
+    /// nothing.
     #[derive(Debug, Default)]
     pub struct FakeLockGateway {
         issues: Script<Result<IssuedPasscode, LockError>>,
+        named_deletes: Script<Result<u32, LockError>>,
         deletes: Script<Result<(), LockError>>,
         calls: CallLog<LockCall>,
     }
@@ -135,6 +141,10 @@ pub mod testing {
 
         pub fn queue_delete(&self, response: Result<(), LockError>) {
             self.deletes.push(response);
+        }
+
+        pub fn queue_delete_named(&self, response: Result<u32, LockError>) {
+            self.named_deletes.push(response);
         }
 
         pub fn calls(&self) -> Vec<LockCall> {
@@ -172,6 +182,14 @@ pub mod testing {
                 passcode_id,
             });
             self.deletes.next().unwrap_or(Ok(()))
+        }
+
+        async fn delete_passcodes_named(&self, lock_id: i64, name: &str) -> Result<u32, LockError> {
+            self.calls.record(LockCall::DeletePasscodesNamed {
+                lock_id,
+                name: name.to_owned(),
+            });
+            self.named_deletes.next().unwrap_or(Ok(0))
         }
     }
 }

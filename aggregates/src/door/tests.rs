@@ -778,3 +778,83 @@ async fn a_replacement_whose_old_code_cannot_be_deleted_changes_nothing() {
         "no new code without the old one gone"
     );
 }
+
+// --- Codes an unrecorded attempt left on the lock (simulation seed 7040) ---
+
+fn remove_strays(minute: i64) -> DoorCommand {
+    DoorCommand::RemoveStrayPasscodes {
+        payment_id: PAYMENT,
+        actor: Actor::System,
+        at: at(minute),
+    }
+}
+
+fn compensated(minute: i64) -> DoorEvent {
+    DoorEvent::AccessCompensationDecided {
+        payment_id: PAYMENT,
+        rule: CompensationRule::DeadlinePassed,
+        refund_request_id: Uuid::from_u128(0xB1),
+        door_status: DoorStatus::Active,
+        code_state: None,
+        issue_attempts: 0,
+        last_error: None,
+        paid_at: Some(at(0)),
+        deadline_seconds: 900,
+        actor: Actor::System,
+        at: at(minute),
+    }
+}
+
+/// A crash after TTLock's answer lost the attempt's events, then the guest was
+/// compensated: the code the attempt created is found by its name and deleted.
+#[tokio::test]
+async fn a_code_left_by_an_unrecorded_attempt_is_deleted_after_the_compensation() {
+    let (locks, services) = fake();
+    locks.queue_delete_named(Ok(1));
+    DoorTest::with(services)
+        .given(vec![registered(), compensated(15)])
+        .when_async(remove_strays(16))
+        .await
+        .then_expect_events(vec![DoorEvent::StrayPasscodesRemoved {
+            payment_id: PAYMENT,
+            count: 1,
+            actor: Actor::System,
+            at: at(16),
+        }]);
+    assert_eq!(
+        locks.calls(),
+        vec![LockCall::DeletePasscodesNamed {
+            lock_id: LOCK_ID,
+            name: format!("Latchkey {PAYMENT}"),
+        }]
+    );
+}
+
+/// Nothing found: nothing journalled. TTLock unreachable: refused so the job retries.
+/// A live code is the guest's own and is never searched for as a stray.
+#[tokio::test]
+async fn the_stray_search_journals_only_what_it_removed_and_is_retried_while_ttlock_is_down() {
+    given(vec![registered(), compensated(15)])
+        .when_async(remove_strays(16))
+        .await
+        .then_expect_events(vec![]);
+
+    let (locks, services) = fake();
+    locks.queue_delete_named(Err(LockError::retryable("gateway offline")));
+    DoorTest::with(services)
+        .given(vec![registered(), compensated(15)])
+        .when_async(remove_strays(16))
+        .await
+        .then_expect_error(DoorError::LockUnreachable {
+            payment_id: PAYMENT,
+            reason: "gateway offline".to_owned(),
+        });
+
+    let (locks, services) = fake();
+    DoorTest::with(services)
+        .given(vec![registered(), requested(1), issued(1, 1)])
+        .when_async(remove_strays(16))
+        .await
+        .then_expect_events(vec![]);
+    assert!(locks.calls().is_empty(), "a live code is not a stray");
+}

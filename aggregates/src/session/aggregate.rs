@@ -200,6 +200,15 @@ impl DeviceSession {
         self.relay_observed
     }
 
+    /// Whether the session ended with an OFF the relay never confirmed: the relay may still
+    /// be ON, so the reconciler keeps sending OFF (found by the simulation, seed 1541: a
+    /// force-end whose OFF met a rate limit left the relay ON until the 5-minute sweep).
+    pub fn off_unconfirmed(&self) -> bool {
+        self.state.is_some_and(SessionState::is_ended)
+            && self.relay_commanded == Some(false)
+            && self.relay_observed != Some(false)
+    }
+
     pub fn last_relay_error(&self) -> Option<&str> {
         self.last_relay_error.as_deref()
     }
@@ -231,6 +240,12 @@ impl DeviceSession {
             SessionCommand::OpenQueuedSession { at, .. } => self.open_queued(at),
             SessionCommand::SwitchRelayOn { at, .. } => self.switch_on(at, services).await,
             SessionCommand::FinishSession { at, .. } => self.finish(at, services).await,
+            SessionCommand::SwitchRelayOff { at, .. } => {
+                if !self.off_unconfirmed() {
+                    return Ok(vec![]);
+                }
+                Ok(self.switch_off(at, services).await.0)
+            }
             SessionCommand::CheckRelay { at, .. } => self.check_relay(at, services).await,
             SessionCommand::CancelSession { reason, at, .. } => {
                 self.cancel(reason, at, services).await
@@ -476,8 +491,8 @@ impl DeviceSession {
             return Err(SessionError::AlreadyEnded { state });
         }
         let mut events = vec![SessionEvent::SessionForceEnded { reason, actor, at }];
-        // The session ends whatever the relay says; if OFF fails here, the reconciler's
-        // sweep turns off a relay that is ON with no paying session.
+        // The session ends whatever the relay says; if OFF fails here, the reconciler
+        // sends it again until the relay confirms (`off_unconfirmed`).
         let relay_may_be_on = matches!(state, SessionState::Active | SessionState::Finishing)
             || self.relay_commanded == Some(true);
         if relay_may_be_on {

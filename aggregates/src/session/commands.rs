@@ -30,6 +30,10 @@ pub enum SessionCommand {
     SwitchRelayOn { actor: Actor, at: DateTime<Utc> },
     /// Time is up: sends OFF (again, while `finishing`) until the relay confirms it.
     FinishSession { actor: Actor, at: DateTime<Utc> },
+    /// Sends OFF again for a session that ended while its relay's OFF was not confirmed
+    /// (a force-end, cancel or failure whose OFF was refused or lost). Changes nothing for
+    /// a session whose OFF was confirmed, or one still live.
+    SwitchRelayOff { actor: Actor, at: DateTime<Utc> },
     /// Reads the relay; an observation can confirm a pending ON or OFF.
     CheckRelay { actor: Actor, at: DateTime<Utc> },
     /// Gives up on a session that never started (grace over, payment cancelled or refunded).

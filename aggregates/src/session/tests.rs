@@ -749,3 +749,70 @@ async fn a_second_paid_session_is_queued_and_starts_only_after_the_first_complet
     assert_eq!(device.holder_session(), Some(second.session_id));
     assert!(relay.is_on());
 }
+
+// --- An OFF left unconfirmed by an ending (simulation seed 1541) ---
+
+fn force_ended_with_off_refused() -> Vec<SessionEvent> {
+    let mut events = active();
+    events.extend([
+        force_ended(10),
+        SessionEvent::RelayOffRequested {
+            attempt: 1,
+            at: at(10),
+        },
+        SessionEvent::RelayOffFailed {
+            attempt: 1,
+            error: "429 rate limited".to_owned(),
+            retryable: true,
+            at: at(10),
+        },
+    ]);
+    events
+}
+
+fn switch_off(minute: i64) -> SessionCommand {
+    let (actor, at) = command(minute);
+    SessionCommand::SwitchRelayOff { actor, at }
+}
+
+/// A force-end whose OFF met a Shelly rate limit left the relay ON until the 5-minute
+/// sweep (seed 1541). The ended session now says its OFF is unconfirmed, and sending OFF
+/// again confirms it.
+#[tokio::test]
+async fn a_force_end_whose_off_was_refused_sends_off_again_until_confirmed() {
+    let mut session = DeviceSession::default();
+    for event in force_ended_with_off_refused() {
+        cqrs_es::Aggregate::apply(&mut session, event);
+    }
+    assert!(session.off_unconfirmed(), "the relay may still be ON");
+    let [requested, succeeded] = off_attempt(2, 11);
+    let (relay, services) = fake();
+    SessionTest::with(services)
+        .given(force_ended_with_off_refused())
+        .when_async(switch_off(11))
+        .await
+        .then_expect_events(vec![requested.clone(), succeeded.clone()]);
+    assert_eq!(relay.calls().len(), 1, "one OFF sent");
+
+    for event in [requested, succeeded] {
+        cqrs_es::Aggregate::apply(&mut session, event);
+    }
+    assert!(!session.off_unconfirmed());
+}
+
+/// Once the relay confirmed OFF (or for a session still live), sending OFF again changes
+/// nothing and reaches no relay.
+#[tokio::test]
+async fn switching_off_again_is_a_no_op_once_confirmed_or_while_live() {
+    let mut confirmed = force_ended_with_off_refused();
+    confirmed.extend(off_attempt(2, 11));
+    for history in [confirmed, active()] {
+        let (relay, services) = fake();
+        SessionTest::with(services)
+            .given(history)
+            .when_async(switch_off(12))
+            .await
+            .then_expect_events(vec![]);
+        assert!(relay.calls().is_empty());
+    }
+}

@@ -103,4 +103,23 @@ impl LockGateway for TtlockLockGateway {
             .map(|_| ())
             .map_err(lock_error)
     }
+
+    async fn delete_passcodes_named(&self, lock_id: i64, name: &str) -> Result<u32, LockError> {
+        let found = self
+            .client
+            .list_passcodes(lock_id, Some(name))
+            .await
+            .map_err(lock_error)?;
+        let mut deleted = 0;
+        // `searchStr` also matches codes and parts of names: only exact names count.
+        for record in found
+            .iter()
+            .filter(|record| record.name.as_deref() == Some(name))
+        {
+            self.delete_passcode(lock_id, record.keyboard_pwd_id)
+                .await?;
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
 }
