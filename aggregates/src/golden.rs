@@ -120,6 +120,11 @@ fn samples() -> Vec<(&'static str, Value)> {
                    "actor": {"kind": "operator", "id": "alice"}, "at": at}),
         ),
         (
+            "Door",
+            json!({"type": "DoorOfflineFallbackChanged", "enabled": true,
+                   "actor": {"kind": "operator", "id": "alice"}, "at": at}),
+        ),
+        (
             "Device",
             json!({"type": "QueuedSessionWithdrawn", "session_id": session_id, "at": at}),
         ),

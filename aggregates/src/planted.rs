@@ -23,15 +23,19 @@ pub enum Bug {
     RelayLeftOnAtEnd,
     /// The webhook endpoint answers 2xx before the delivery is durably stored.
     WebhookAckedBeforeDurable,
+    /// A compensated door guest's page still says the code is being sent (the application's
+    /// `ui::guest::view::access_status`).
+    GuestPageStaleAfterCompensation,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 5] = [
+    pub const ALL: [Bug; 6] = [
         Bug::RefundDoubleCount,
         Bug::CaptureFailureDropped,
         Bug::HoldKeptAfterSessionFailed,
         Bug::RelayLeftOnAtEnd,
         Bug::WebhookAckedBeforeDurable,
+        Bug::GuestPageStaleAfterCompensation,
     ];
 
     /// The name used on the command line (`scripts/simulate --bug NAME`).
@@ -42,6 +46,7 @@ impl Bug {
             Bug::HoldKeptAfterSessionFailed => "hold-kept-after-session-failed",
             Bug::RelayLeftOnAtEnd => "relay-left-on-at-end",
             Bug::WebhookAckedBeforeDurable => "webhook-acked-before-durable",
+            Bug::GuestPageStaleAfterCompensation => "guest-page-stale-after-compensation",
         }
     }
 

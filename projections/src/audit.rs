@@ -220,6 +220,11 @@ pub const ACTIONS: &[(&str, &str, Rule)] = &[
         Rule::Fixed("access_code_reissued"),
     ),
     (
+        "Door",
+        "DoorOfflineFallbackChanged",
+        Rule::Fixed("door_offline_fallback_changed"),
+    ),
+    (
         "Device",
         "DeviceRegistered",
         Rule::Fixed("device_registered"),
@@ -596,7 +601,7 @@ mod tests {
                 .count();
             assert_eq!(duplicates, 0, "{aggregate} {event} is listed twice");
         }
-        assert_eq!(ACTIONS.len(), 27 + 14 + 10 + 15);
+        assert_eq!(ACTIONS.len(), 27 + 15 + 10 + 15);
     }
 
     #[test]

@@ -138,7 +138,8 @@ async fn apply_door(
         | DoorEvent::AccessCodeRevocationPending { .. }
         | DoorEvent::AccessCodeExpired { .. }
         | DoorEvent::AccessCompensationDecided { .. }
-        | DoorEvent::AccessCodeReissueRequested { .. } => {}
+        | DoorEvent::AccessCodeReissueRequested { .. }
+        | DoorEvent::DoorOfflineFallbackChanged { .. } => {}
     }
     Ok(())
 }
