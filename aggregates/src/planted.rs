@@ -23,9 +23,9 @@ pub enum Bug {
     RelayLeftOnAtEnd,
     /// The webhook endpoint answers 2xx before the delivery is durably stored.
     WebhookAckedBeforeDurable,
-    /// A compensated door guest's page still says the code is being sent (the application's
-    /// `ui::guest::view::access_status`).
-    GuestPageStaleAfterCompensation,
+    /// A door guest's page still says the code is being sent once it is live on the lock
+    /// (the application's `ui::guest::view::access_status`).
+    GuestPageIssuingWithLiveCode,
 }
 
 impl Bug {
@@ -35,7 +35,7 @@ impl Bug {
         Bug::HoldKeptAfterSessionFailed,
         Bug::RelayLeftOnAtEnd,
         Bug::WebhookAckedBeforeDurable,
-        Bug::GuestPageStaleAfterCompensation,
+        Bug::GuestPageIssuingWithLiveCode,
     ];
 
     /// The name used on the command line (`scripts/simulate --bug NAME`).
@@ -46,7 +46,7 @@ impl Bug {
             Bug::HoldKeptAfterSessionFailed => "hold-kept-after-session-failed",
             Bug::RelayLeftOnAtEnd => "relay-left-on-at-end",
             Bug::WebhookAckedBeforeDurable => "webhook-acked-before-durable",
-            Bug::GuestPageStaleAfterCompensation => "guest-page-stale-after-compensation",
+            Bug::GuestPageIssuingWithLiveCode => "guest-page-issuing-with-live-code",
         }
     }
 

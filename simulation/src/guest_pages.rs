@@ -521,22 +521,22 @@ mod tests {
 }
 
 /// The simulation finds a guest page that disagrees with the journal: with the page of a
-/// compensated guest planted back to "being sent", some seed below 1,000 fails on it.
+/// guest whose code is live planted back to "being sent", some seed below 1,000 fails on it.
 #[cfg(all(test, feature = "planted-bugs"))]
 mod planted {
     use latchkey_aggregates::planted::{plant, Bug};
 
     #[test]
-    fn a_stale_page_after_compensation_is_found() {
-        plant(Some(Bug::GuestPageStaleAfterCompensation));
+    fn a_page_still_issuing_with_a_live_code_is_found() {
+        plant(Some(Bug::GuestPageIssuingWithLiveCode));
         let found = (0..1000).find(|seed| {
             crate::run(*seed, false)
                 .violations
                 .iter()
-                .any(|violation| violation.contains("compensation decided"))
+                .any(|violation| violation.contains("a live code was issued"))
         });
         plant(None);
-        println!("guest-page-stale-after-compensation: first failing seed {found:?}");
+        println!("guest-page-issuing-with-live-code: first failing seed {found:?}");
         assert!(found.is_some());
     }
 }

@@ -753,6 +753,17 @@ async fn a_guest_paying_for_a_door_in_maintenance_is_refunded_at_the_deadline(ba
     );
     assert_eq!(decision["details"]["deadline_seconds"], 2, "{decision}");
     assert_eq!(decision["details"]["payment_id"], payment_id.to_string());
+    // The audit log is a projection: the order may reach it a moment after the refund.
+    assert!(
+        eventually(200, Duration::from_millis(25), || async {
+            let ordered = get_json(&world.app, "/api/audit?action=refund_requested").await;
+            ordered["items"]
+                .as_array()
+                .is_some_and(|items| !items.is_empty())
+        })
+        .await,
+        "the refund order is audited"
+    );
     let ordered = get_json(&world.app, "/api/audit?action=refund_requested").await;
     assert_eq!(ordered["items"][0]["actor"], "system", "{ordered}");
     assert!(

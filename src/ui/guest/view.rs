@@ -238,15 +238,6 @@ pub fn access_status(
             ))
         }
         AccessCodeState::Expired => Err(expired()),
-        AccessCodeState::Compensated
-            if latchkey_aggregates::planted::active(
-                latchkey_aggregates::planted::Bug::GuestPageStaleAfterCompensation,
-            ) =>
-        {
-            status.state = AccessState::Issuing;
-            status.message = ISSUING.to_string();
-            Ok(status)
-        }
         AccessCodeState::Compensated => {
             let why = code
                 .compensation
@@ -262,6 +253,15 @@ pub fn access_status(
                      This page updates by itself."
                 )
             };
+            Ok(status)
+        }
+        AccessCodeState::Issued
+            if latchkey_aggregates::planted::active(
+                latchkey_aggregates::planted::Bug::GuestPageIssuingWithLiveCode,
+            ) =>
+        {
+            status.state = AccessState::Issuing;
+            status.message = ISSUING.to_string();
             Ok(status)
         }
         AccessCodeState::Issued => {
