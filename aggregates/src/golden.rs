@@ -126,6 +126,11 @@ fn samples() -> Vec<(&'static str, Value)> {
                    "actor": {"kind": "system"}, "at": at}),
         ),
         (
+            "Door",
+            json!({"type": "DoorOfflineFallbackChanged", "enabled": true,
+                   "actor": {"kind": "operator", "id": "alice"}, "at": at}),
+        ),
+        (
             "Device",
             json!({"type": "QueuedSessionWithdrawn", "session_id": session_id, "at": at}),
         ),

@@ -23,15 +23,19 @@ pub enum Bug {
     RelayLeftOnAtEnd,
     /// The webhook endpoint answers 2xx before the delivery is durably stored.
     WebhookAckedBeforeDurable,
+    /// A door guest's page still says the code is being sent once it is live on the lock
+    /// (the application's `ui::guest::view::access_status`).
+    GuestPageIssuingWithLiveCode,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 5] = [
+    pub const ALL: [Bug; 6] = [
         Bug::RefundDoubleCount,
         Bug::CaptureFailureDropped,
         Bug::HoldKeptAfterSessionFailed,
         Bug::RelayLeftOnAtEnd,
         Bug::WebhookAckedBeforeDurable,
+        Bug::GuestPageIssuingWithLiveCode,
     ];
 
     /// The name used on the command line (`scripts/simulate --bug NAME`).
@@ -42,6 +46,7 @@ impl Bug {
             Bug::HoldKeptAfterSessionFailed => "hold-kept-after-session-failed",
             Bug::RelayLeftOnAtEnd => "relay-left-on-at-end",
             Bug::WebhookAckedBeforeDurable => "webhook-acked-before-durable",
+            Bug::GuestPageIssuingWithLiveCode => "guest-page-issuing-with-live-code",
         }
     }
 

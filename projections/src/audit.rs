@@ -225,6 +225,11 @@ pub const ACTIONS: &[(&str, &str, Rule)] = &[
         Rule::Fixed("stray_passcodes_removed"),
     ),
     (
+        "Door",
+        "DoorOfflineFallbackChanged",
+        Rule::Fixed("door_offline_fallback_changed"),
+    ),
+    (
         "Device",
         "DeviceRegistered",
         Rule::Fixed("device_registered"),
@@ -601,7 +606,7 @@ mod tests {
                 .count();
             assert_eq!(duplicates, 0, "{aggregate} {event} is listed twice");
         }
-        assert_eq!(ACTIONS.len(), 27 + 15 + 10 + 15);
+        assert_eq!(ACTIONS.len(), 27 + 16 + 10 + 15);
     }
 
     #[test]

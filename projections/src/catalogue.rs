@@ -139,7 +139,8 @@ async fn apply_door(
         | DoorEvent::AccessCodeExpired { .. }
         | DoorEvent::AccessCompensationDecided { .. }
         | DoorEvent::AccessCodeReissueRequested { .. }
-        | DoorEvent::StrayPasscodesRemoved { .. } => {}
+        | DoorEvent::StrayPasscodesRemoved { .. }
+        | DoorEvent::DoorOfflineFallbackChanged { .. } => {}
     }
     Ok(())
 }

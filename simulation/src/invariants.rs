@@ -54,6 +54,9 @@ impl World {
         }
         self.check_relays();
         self.check_door_codes();
+        crate::guest_pages::check(self)
+            .into_iter()
+            .for_each(|text| self.violation(text));
     }
 
     fn check_relays(&mut self) {
@@ -188,6 +191,9 @@ impl World {
     pub fn check_end(&mut self) {
         self.check_money();
         self.check_sessions_and_guests();
+        crate::guest_pages::check_all(self)
+            .into_iter()
+            .for_each(|text| self.violation(text));
         self.check_ledger();
     }
 

@@ -20,6 +20,7 @@
 //! interleaving a function of the seed (sqlx's SQLite worker thread, sockets and tokio's
 //! timers are not), and it runs hundreds of seeds a second.
 
+pub mod guest_pages;
 pub mod invariants;
 pub mod outside;
 pub mod rng;

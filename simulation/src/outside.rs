@@ -94,6 +94,7 @@ impl TtlockModel {
                 valid_from: request.valid_from,
                 valid_to,
                 remotely_revocable,
+                fallback: None,
             });
         }
         self.next_passcode += 1;
@@ -115,6 +116,7 @@ impl TtlockModel {
             valid_from: request.valid_from,
             valid_to: request.valid_to,
             remotely_revocable,
+            fallback: None,
         })
     }
 

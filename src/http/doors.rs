@@ -30,6 +30,10 @@ pub struct NewDoor {
     pub price: i64,
     pub currency: String,
     pub access_minutes: u32,
+    /// When the lock's gateway is not working, give paid guests a random period code
+    /// (whole hours, not remotely revocable) instead of waiting (default false).
+    #[serde(default)]
+    pub offline_fallback: bool,
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -45,6 +49,8 @@ pub struct DoorChanges {
     pub status: Option<DoorStatus>,
     /// Why the status changes (kept in the audit log).
     pub reason: Option<String>,
+    /// See [`NewDoor::offline_fallback`].
+    pub offline_fallback: Option<bool>,
 }
 
 /// A door as operators see it.
@@ -60,6 +66,7 @@ pub struct DoorView {
     pub access_minutes: Option<u32>,
     pub status: DoorStatus,
     pub passage_mode: Option<bool>,
+    pub offline_fallback: bool,
 }
 
 impl DoorView {
@@ -75,6 +82,7 @@ impl DoorView {
             access_minutes: door.access_minutes(),
             status: door.status(),
             passage_mode: door.passage_mode_enabled(),
+            offline_fallback: door.offline_fallback(),
         }
     }
 }
@@ -112,6 +120,9 @@ pub async fn register_door(
         .doors
         .execute(&door.uid, command, principal.command_metadata())
         .await?;
+    if door.offline_fallback {
+        set_offline_fallback(&state, &principal, &door.uid, true).await?;
+    }
     let (current, _) = state.buses.doors.load(&door.uid).await?;
     Ok((StatusCode::CREATED, Json(DoorView::of(&door.uid, &current))))
 }
@@ -167,6 +178,9 @@ pub async fn change_door(
             .execute(&uid, command, principal.command_metadata())
             .await?;
     }
+    if let Some(enabled) = changes.offline_fallback {
+        set_offline_fallback(&state, &principal, &uid, enabled).await?;
+    }
     if let Some(status) = changes.status {
         let command = DoorCommand::SetDoorStatus {
             status,
@@ -184,4 +198,24 @@ pub async fn change_door(
     }
     let (current, _) = state.buses.doors.load(&uid).await?;
     Ok(Json(DoorView::of(&uid, &current)))
+}
+
+/// Allows or stops the period-code fallback while the lock's gateway is not working.
+pub async fn set_offline_fallback(
+    state: &AppState,
+    principal: &Principal,
+    uid: &str,
+    enabled: bool,
+) -> Result<(), ApiError> {
+    let command = DoorCommand::SetOfflineFallback {
+        enabled,
+        actor: principal.actor(),
+        at: Utc::now(),
+    };
+    state
+        .buses
+        .doors
+        .execute(uid, command, principal.command_metadata())
+        .await?;
+    Ok(())
 }

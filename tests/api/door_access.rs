@@ -761,6 +761,17 @@ async fn a_guest_paying_for_a_door_in_maintenance_is_refunded_at_the_deadline(ba
     );
     assert_eq!(decision["details"]["deadline_seconds"], 2, "{decision}");
     assert_eq!(decision["details"]["payment_id"], payment_id.to_string());
+    // The audit log is a projection: the order may reach it a moment after the refund.
+    assert!(
+        eventually(200, Duration::from_millis(25), || async {
+            let ordered = get_json(&world.app, "/api/audit?action=refund_requested").await;
+            ordered["items"]
+                .as_array()
+                .is_some_and(|items| !items.is_empty())
+        })
+        .await,
+        "the refund order is audited"
+    );
     let ordered = get_json(&world.app, "/api/audit?action=refund_requested").await;
     assert_eq!(ordered["items"][0]["actor"], "system", "{ordered}");
     assert!(
@@ -1098,3 +1109,192 @@ async fn a_payment_whose_events_fell_outside_the_list_is_recovered_by_the_resync
 }
 
 on_both_backends!(a_payment_whose_events_fell_outside_the_list_is_recovered_by_the_resync);
+
+/// Turns the period-code fallback on for the test door, through the operators' API.
+async fn allow_offline_fallback(app: &TestApp) {
+    let response = app
+        .patch_json(
+            &format!("/api/doors/{GATEWAY_LOCK}"),
+            Some(ADMIN_TOKEN),
+            &json!({"offline_fallback": true}),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let door: Value = response.json().await.unwrap();
+    assert_eq!(door["offline_fallback"], true, "{door}");
+}
+
+/// Period codes TTLock was asked for (`/v3/keyboardPwd/get`).
+fn period_code_requests(ttlock: &TtlockSimHandle) -> usize {
+    ttlock
+        .requests()
+        .iter()
+        .filter(|request| request.path.ends_with("/v3/keyboardPwd/get"))
+        .count()
+}
+
+/// Issue 14: the lock has a gateway, but it is offline when the guest pays, and the door
+/// allows the fallback. The guest gets a random period code at once (TTLock computes it
+/// without the gateway; it opens the lock), well within the deadline, so nothing is
+/// refunded; the journal records it as a fallback period code that cannot be revoked
+/// remotely, and the page says so honestly (whole hours, cannot be cancelled remotely).
+/// A refund then shows the code as still opening the door until its end.
+async fn a_door_allowing_the_fallback_gives_a_period_code_while_the_gateway_is_offline(
+    backend: Backend,
+) {
+    let deadline = Duration::from_secs(4);
+    let world = world_with_deadline(backend, BuildOptions::default(), Some(deadline)).await;
+    allow_offline_fallback(&world.app).await;
+    world
+        .ttlock
+        .set_gateway_online(GATEWAY_LOCK, false)
+        .unwrap();
+    let (payment_id, checkout_session, status_url) = checkout_with_page(&world.app).await;
+    world
+        .stripe
+        .pay(&checkout_session, "4242424242424242")
+        .unwrap();
+    let code = code_reaches(&world, payment_id, AccessCodeState::Issued)
+        .await
+        .expect("a period code is issued while the gateway is offline");
+    assert!(
+        world
+            .ttlock
+            .enter_passcode(GATEWAY_LOCK, &code, Utc::now())
+            .unwrap()
+            .opens,
+        "the period code opens the lock"
+    );
+    assert_eq!(period_code_requests(&world.ttlock), 1);
+
+    let issued = Journal::new(world.app.database.clone())
+        .aggregate_events("Door", &GATEWAY_LOCK.to_string(), None)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|event| event.event_type == "AccessCodeIssued")
+        .unwrap();
+    assert_eq!(
+        issued.payload["remotely_revocable"], false,
+        "{}",
+        issued.payload
+    );
+    assert_eq!(
+        issued.payload["fallback"]["kind"], "random_period",
+        "{}",
+        issued.payload
+    );
+    assert!(
+        issued.payload["fallback"]["reason"]
+            .as_str()
+            .is_some_and(|reason| reason.contains("-3002")),
+        "TTLock's answer is kept: {}",
+        issued.payload
+    );
+    let audit = get_json(
+        &world.app,
+        "/api/audit?action=door_offline_fallback_changed",
+    )
+    .await;
+    assert!(
+        audit["items"][0]["actor"]
+            .as_str()
+            .is_some_and(|actor| actor.starts_with("operator")),
+        "{audit}"
+    );
+
+    // The page is honest about what the guest got.
+    let token = status_url.rsplit('/').next().unwrap().to_string();
+    let page: Value = world
+        .app
+        .get(&format!("/api/access/{token}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["state"], "ready", "{page}");
+    assert_eq!(page["passcode"], code, "{page}");
+    assert_eq!(page["offline_fallback"], true, "{page}");
+    assert_eq!(page["remotely_revocable"], false, "{page}");
+    for end in ["valid_from", "valid_to"] {
+        let at = chrono::DateTime::parse_from_rfc3339(page[end].as_str().unwrap()).unwrap();
+        assert_eq!(at.timestamp() % 3600, 0, "whole hours: {page}");
+    }
+    let message = page["message"].as_str().unwrap();
+    assert!(message.contains("whole hours"), "{message}");
+    assert!(
+        message.contains("cannot be cancelled remotely"),
+        "{message}"
+    );
+    let html = world
+        .app
+        .get(&format!("/access/{token}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("time-limited code in whole hours that cannot be cancelled remotely"),
+        "{html}"
+    );
+
+    // The deadline passes without a refund: the guest was served.
+    assert!(
+        eventually(400, Duration::from_millis(25), || async {
+            jobs_like(&world.app, "access-deadline:").await == 0
+        })
+        .await,
+        "the deadline passes"
+    );
+    assert_eq!(events_of(&world.app, "AccessCompensationDecided").await, 0);
+    assert_eq!(stripe_refunds(&world.stripe), 0, "no refund");
+
+    // A refund cannot take a period code back: the page says it opens until its end.
+    let refund = world
+        .app
+        .post_json(
+            &format!("/api/payments/{payment_id}/refund"),
+            Some(ADMIN_TOKEN),
+            &json!({"reason": "guest complaint"}),
+        )
+        .await;
+    assert_eq!(refund.status(), 202);
+    assert!(refunded(&world.app, payment_id).await, "refunded");
+    let gone = world.app.get(&format!("/api/access/{token}")).await;
+    assert_eq!(gone.status(), 410);
+    let body = gone.text().await.unwrap();
+    assert!(body.contains("keeps opening the door until"), "{body}");
+    assert!(body.contains("gateway was not working"), "{body}");
+    world.app.stop().await;
+}
+
+/// The same offline gateway on a door that does not allow the fallback: no period code is
+/// asked for, and the guest is refunded at the deadline as before.
+async fn a_door_without_the_fallback_refunds_a_guest_whose_gateway_stays_offline(backend: Backend) {
+    let world = world_with_deadline(backend, BuildOptions::default(), Some(SHORT_DEADLINE)).await;
+    world
+        .ttlock
+        .set_gateway_online(GATEWAY_LOCK, false)
+        .unwrap();
+    let (payment_id, checkout_session, status_url) = checkout_with_page(&world.app).await;
+    world
+        .stripe
+        .pay(&checkout_session, "4242424242424242")
+        .unwrap();
+    assert!(
+        refunded(&world.app, payment_id).await,
+        "refunded at the deadline"
+    );
+    let decision = compensation_audited(&world.app).await;
+    assert_eq!(decision["details"]["rule"], "deadline_passed", "{decision}");
+    guest_page_says_refunded(&world.app, &status_url).await;
+    assert_eq!(events_of(&world.app, "AccessCodeIssued").await, 0);
+    assert_eq!(period_code_requests(&world.ttlock), 0, "no fallback");
+    assert_eq!(stripe_refunds(&world.stripe), 1);
+    world.app.stop().await;
+}
+
+on_both_backends!(
+    a_door_allowing_the_fallback_gives_a_period_code_while_the_gateway_is_offline,
+    a_door_without_the_fallback_refunds_a_guest_whose_gateway_stays_offline,
+);

@@ -1073,6 +1073,7 @@ async fn a_refunded_code_the_lock_keeps_is_shown_as_still_valid_never_revoked(ba
         valid_from: now,
         valid_to,
         remotely_revocable: false,
+        fallback: None,
     }));
     buses
         .doors

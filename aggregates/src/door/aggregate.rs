@@ -27,7 +27,9 @@ use uuid::Uuid;
 
 use super::commands::DoorCommand;
 use super::error::DoorError;
-use super::events::{AccessCodeState, CompensationRule, DoorEvent, DoorStatus, ReissueMode};
+use super::events::{
+    AccessCodeState, CodeFallback, CompensationRule, DoorEvent, DoorStatus, ReissueMode,
+};
 use super::services::{DoorServices, PasscodeRequest};
 use crate::{Actor, Money};
 
@@ -46,6 +48,9 @@ pub struct Door {
     status: DoorStatus,
     /// `None` until TTLock has been asked at least once.
     passage_mode_enabled: Option<bool>,
+    /// A paid guest may get a random period code while the lock's gateway is not working.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    offline_fallback: bool,
     access_codes: BTreeMap<Uuid, AccessCode>,
 }
 
@@ -83,6 +88,10 @@ pub struct AccessCode {
     /// Why the guest was refunded instead, once the state is `Compensated`.
     #[serde(default)]
     pub compensation: Option<CompensationRule>,
+    /// Set when the code is a random period code given because the lock's gateway was not
+    /// working (whole hours, not remotely revocable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<CodeFallback>,
 }
 
 impl AccessCode {
@@ -101,6 +110,7 @@ impl AccessCode {
             last_error: None,
             access_minutes: None,
             compensation: None,
+            fallback: None,
         }
     }
 }
@@ -171,6 +181,9 @@ impl Aggregate for Door {
             DoorEvent::PassageModeObserved { enabled, .. } => {
                 self.passage_mode_enabled = Some(enabled);
             }
+            DoorEvent::DoorOfflineFallbackChanged { enabled, .. } => {
+                self.offline_fallback = enabled;
+            }
             DoorEvent::AccessCodeRequested {
                 payment_id,
                 access_minutes,
@@ -188,10 +201,12 @@ impl Aggregate for Door {
                 valid_from,
                 valid_to,
                 remotely_revocable,
+                fallback,
                 ..
             } => {
                 let access = self.code_entry(payment_id);
                 access.state = AccessCodeState::Issued;
+                access.fallback = fallback;
                 access.issue_attempts = attempt;
                 access.passcode_id = Some(passcode_id);
                 access.code = Some(code);
@@ -304,6 +319,11 @@ impl Door {
         self.passage_mode_enabled
     }
 
+    /// Whether a paid guest may get a random period code while the gateway is not working.
+    pub fn offline_fallback(&self) -> bool {
+        self.offline_fallback
+    }
+
     pub fn access_code(&self, payment_id: Uuid) -> Option<&AccessCode> {
         self.access_codes.get(&payment_id)
     }
@@ -373,6 +393,17 @@ impl Door {
                 actor,
                 at,
             } => self.set_status(status, reason, actor, at),
+            DoorCommand::SetOfflineFallback { enabled, actor, at } => {
+                self.registered()?;
+                if self.offline_fallback == enabled {
+                    return Ok(vec![]);
+                }
+                Ok(vec![DoorEvent::DoorOfflineFallbackChanged {
+                    enabled,
+                    actor,
+                    at,
+                }])
+            }
             DoorCommand::RecordPassageMode { enabled, at, .. } => {
                 self.registered()?;
                 if self.passage_mode_enabled == Some(enabled) {
@@ -602,8 +633,16 @@ impl Door {
             from: at,
             to: at + Duration::minutes(i64::from(access_minutes)),
         };
-        events
-            .push(attempt_issue(profile, payment_id, attempts_so_far + 1, window, services).await);
+        events.push(
+            attempt_issue(
+                self.lock_of(profile),
+                payment_id,
+                attempts_so_far + 1,
+                window,
+                services,
+            )
+            .await,
+        );
         Ok(events)
     }
 
@@ -798,7 +837,7 @@ impl Door {
             }
         }
         events.push(request);
-        events.push(attempt_issue(profile, payment_id, 1, window, services).await);
+        events.push(attempt_issue(self.lock_of(profile), payment_id, 1, window, services).await);
         Ok(events)
     }
 
@@ -892,6 +931,14 @@ impl Door {
             .collect()
     }
 
+    /// What an issue attempt needs to know about the lock.
+    fn lock_of(&self, profile: &DoorProfile) -> LockTarget {
+        LockTarget {
+            lock_id: profile.lock_id,
+            period_fallback: self.offline_fallback,
+        }
+    }
+
     fn registered(&self) -> Result<&DoorProfile, DoorError> {
         self.profile.as_ref().ok_or(DoorError::NotRegistered)
     }
@@ -952,21 +999,29 @@ fn passcode_name(payment_id: Uuid) -> String {
     format!("Latchkey {payment_id}")
 }
 
+/// The lock an issue attempt asks, and whether the door allows the period-code fallback.
+#[derive(Clone, Copy)]
+struct LockTarget {
+    lock_id: i64,
+    period_fallback: bool,
+}
+
 /// Asks TTLock for the payment's code; the outcome as the event that records it.
 async fn attempt_issue(
-    profile: &DoorProfile,
+    lock: LockTarget,
     payment_id: Uuid,
     attempt: u32,
     window: Window,
     services: &DoorServices,
 ) -> DoorEvent {
     let request = PasscodeRequest {
-        lock_id: profile.lock_id,
+        lock_id: lock.lock_id,
         payment_id,
         name: passcode_name(payment_id),
         valid_from: window.from,
         valid_to: window.to,
         code: None,
+        period_fallback: lock.period_fallback,
     };
     match services.locks.issue_passcode(request).await {
         Ok(issued) => DoorEvent::AccessCodeIssued {
@@ -978,6 +1033,7 @@ async fn attempt_issue(
             valid_to: issued.valid_to,
             remotely_revocable: issued.remotely_revocable,
             at: window.from,
+            fallback: issued.fallback,
         },
         Err(error) => DoorEvent::AccessCodeIssueFailed {
             payment_id,

@@ -39,6 +39,13 @@ pub enum DoorCommand {
         actor: Actor,
         at: DateTime<Utc>,
     },
+    /// Allows (or stops) the fallback to a random period code when the lock's gateway is
+    /// not working; see [`DoorEvent::DoorOfflineFallbackChanged`](super::DoorEvent).
+    SetOfflineFallback {
+        enabled: bool,
+        actor: Actor,
+        at: DateTime<Utc>,
+    },
     RecordPassageMode {
         enabled: bool,
         actor: Actor,

@@ -14,5 +14,8 @@ mod tests;
 pub use aggregate::{AccessCode, Door, MAX_ACCESS_MINUTES, MAX_ISSUE_ATTEMPTS};
 pub use commands::DoorCommand;
 pub use error::DoorError;
-pub use events::{AccessCodeState, CompensationRule, DoorEvent, DoorStatus, ReissueMode};
+pub use events::{
+    AccessCodeState, CodeFallback, CompensationRule, DoorEvent, DoorStatus, PasscodeKind,
+    ReissueMode,
+};
 pub use services::{DoorServices, LockGateway};

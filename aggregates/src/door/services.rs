@@ -13,6 +13,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::events::CodeFallback;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PasscodeRequest {
     /// TTLock's `lockId`.
@@ -26,6 +28,10 @@ pub struct PasscodeRequest {
     /// A custom code to set (`keyboardPwd/add`); `None` asks TTLock for a random one
     /// (`keyboardPwd/get`), which is what Latchkey does today.
     pub code: Option<String>,
+    /// The door allows a random period code when the lock's gateway is not working
+    /// (`offline_fallback`); the adapter then says so in [`IssuedPasscode::fallback`].
+    #[serde(default)]
+    pub period_fallback: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +44,9 @@ pub struct IssuedPasscode {
     /// Whether a cloud delete reaches the lock (it needs a gateway); if not, the code keeps
     /// working until `valid_to` even after it is revoked.
     pub remotely_revocable: bool,
+    /// Set when this is a random period code given because the gateway was not working.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<CodeFallback>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,6 +181,7 @@ pub mod testing {
                     valid_from: request.valid_from,
                     valid_to: request.valid_to,
                     remotely_revocable: true,
+                    fallback: None,
                 })
             })
         }

@@ -93,6 +93,7 @@ fn issued(attempt: u32, minute: i64) -> DoorEvent {
         valid_to: at(minute + 120),
         remotely_revocable: true,
         at: at(minute),
+        fallback: None,
     }
 }
 
@@ -278,6 +279,7 @@ async fn a_paid_payment_gets_a_code_valid_for_the_access_duration_from_now() {
             valid_from: at(10),
             valid_to: at(10) + Duration::minutes(120),
             code: None,
+            period_fallback: false,
         })]
     );
 }
@@ -703,6 +705,7 @@ async fn a_retry_of_a_code_never_requested_uses_the_locked_minutes() {
                 valid_to: at(75),
                 remotely_revocable: true,
                 at: at(30),
+                fallback: None,
             },
         ]);
 }
@@ -749,6 +752,7 @@ async fn a_replacement_deletes_the_old_code_first_and_keeps_the_window_end() {
                 valid_to: at(130),
                 remotely_revocable: true,
                 at: at(30),
+                fallback: None,
             },
         ]);
     assert_eq!(
@@ -857,4 +861,95 @@ async fn the_stray_search_journals_only_what_it_removed_and_is_retried_while_ttl
         .await
         .then_expect_events(vec![]);
     assert!(locks.calls().is_empty(), "a live code is not a stray");
+}
+
+// --- The period-code fallback while the gateway is not working (issue 14) ---
+
+fn fallback_allowed(enabled: bool) -> DoorEvent {
+    DoorEvent::DoorOfflineFallbackChanged {
+        enabled,
+        actor: alice(),
+        at: at(1),
+    }
+}
+
+#[tokio::test]
+async fn the_offline_fallback_is_set_by_an_operator_once() {
+    given(vec![registered()])
+        .when_async(DoorCommand::SetOfflineFallback {
+            enabled: true,
+            actor: alice(),
+            at: at(1),
+        })
+        .await
+        .then_expect_events(vec![fallback_allowed(true)]);
+    given(vec![registered(), fallback_allowed(true)])
+        .when_async(DoorCommand::SetOfflineFallback {
+            enabled: true,
+            actor: alice(),
+            at: at(2),
+        })
+        .await
+        .then_expect_events(vec![]);
+}
+
+#[tokio::test]
+async fn a_door_without_the_fallback_does_not_allow_the_lock_one() {
+    let (locks, services) = fake();
+    DoorTest::with(services)
+        .given(vec![
+            registered(),
+            fallback_allowed(true),
+            fallback_allowed(false),
+        ])
+        .when_async(issue(10))
+        .await
+        .then_expect_events(vec![requested(10), issued(1, 10)]);
+    assert!(matches!(
+        locks.calls().as_slice(),
+        [LockCall::IssuePasscode(PasscodeRequest {
+            period_fallback: false,
+            ..
+        })]
+    ));
+}
+
+#[tokio::test]
+async fn a_fallback_period_code_is_recorded_as_such() {
+    let (locks, services) = fake();
+    let fallback = CodeFallback {
+        kind: PasscodeKind::RandomPeriod,
+        reason: "TTLock could not reach the lock through its gateway (errcode -3002)".into(),
+    };
+    locks.queue_issue(Ok(super::services::IssuedPasscode {
+        passcode_id: 90412233,
+        code: "40718235".into(),
+        valid_from: at(0),
+        valid_to: at(180),
+        remotely_revocable: false,
+        fallback: Some(fallback.clone()),
+    }));
+    let commands = vec![
+        register(),
+        DoorCommand::SetOfflineFallback {
+            enabled: true,
+            actor: alice(),
+            at: at(1),
+        },
+        issue(10),
+    ];
+    let (door, events) = run::<Door>(commands, &services).await;
+    assert_replay_reproduces(&door, &events);
+    let code = door.access_code(PAYMENT).unwrap();
+    assert_eq!(code.state, AccessCodeState::Issued);
+    assert!(!code.remotely_revocable);
+    assert_eq!(code.fallback, Some(fallback));
+    assert!(matches!(
+        locks.calls().as_slice(),
+        [LockCall::IssuePasscode(PasscodeRequest {
+            period_fallback: true,
+            ..
+        })]
+    ));
+    assert!(door.offline_fallback());
 }

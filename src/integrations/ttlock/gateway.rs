@@ -4,6 +4,12 @@
 //! has a gateway (which decides between a revocable custom code and a random period code,
 //! and how to delete). That comes from the lock list, cached here and refreshed when a lock
 //! is not in it yet.
+//!
+//! When the lock has a gateway but the gateway (or the lock behind it) is not working and
+//! the door allows it (`offline_fallback`), the code is a random period code instead: it
+//! needs no gateway (TTLock computes it and the lock checks it by algorithm), but it is cut
+//! to whole hours and cannot be deleted remotely. The answer says so
+//! ([`IssuedPasscode::fallback`]), so the journal and the guest's page do too.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -12,6 +18,8 @@ use async_trait::async_trait;
 use latchkey_aggregates::door::services::{
     IssuedPasscode, LockError, LockGateway, PasscodeRequest,
 };
+use latchkey_aggregates::door::{CodeFallback, PasscodeKind};
+use tracing::warn;
 
 use super::{AccessCodeRequest, DeleteMode, TtlockClient, TtlockError};
 
@@ -69,24 +77,44 @@ fn lock_error(error: TtlockError) -> LockError {
 impl LockGateway for TtlockLockGateway {
     async fn issue_passcode(&self, request: PasscodeRequest) -> Result<IssuedPasscode, LockError> {
         let has_gateway = self.has_gateway(request.lock_id).await?;
-        let issued = self
-            .client
-            .issue_access_code(&AccessCodeRequest {
-                lock_id: request.lock_id,
-                has_gateway,
-                name: request.name,
-                idempotency_key: format!("latchkey-access-{}", request.payment_id),
-                valid_from: request.valid_from,
-                valid_until: request.valid_to,
-            })
-            .await
-            .map_err(lock_error)?;
+        let mut access = AccessCodeRequest {
+            lock_id: request.lock_id,
+            has_gateway,
+            name: request.name,
+            idempotency_key: format!("latchkey-access-{}", request.payment_id),
+            valid_from: request.valid_from,
+            valid_until: request.valid_to,
+        };
+        let mut fallback = None;
+        let issued = match self.client.issue_access_code(&access).await {
+            // The gateway did not write anything (reference §5.2: -2012, -3002, -3034..-3036):
+            // a period code needs no gateway, and the door allows one.
+            Err(error @ TtlockError::GatewayOffline { .. })
+                if has_gateway && request.period_fallback =>
+            {
+                warn!(
+                    lock_id = request.lock_id,
+                    payment_id = %request.payment_id,
+                    error = %error,
+                    "gateway not working; falling back to a random period code"
+                );
+                fallback = Some(CodeFallback {
+                    kind: PasscodeKind::RandomPeriod,
+                    reason: error.to_string(),
+                });
+                access.has_gateway = false;
+                self.client.issue_access_code(&access).await
+            }
+            other => other,
+        }
+        .map_err(lock_error)?;
         Ok(IssuedPasscode {
             passcode_id: issued.keyboard_pwd_id,
             code: issued.code,
             valid_from: issued.valid_from,
             valid_to: issued.valid_until,
             remotely_revocable: issued.remotely_revocable,
+            fallback,
         })
     }
 

@@ -90,6 +90,8 @@ async fn door_page(
 ) -> PageResult {
     op.require(Permission::Read)?;
     let door = load_door(&state, &uid).await?;
+    let (aggregate, _) = state.buses.doors.load(&uid).await.map_err(ApiError::from)?;
+    let offline_fallback = aggregate.offline_fallback();
     let operate = may(&op, Permission::Operate);
     let body = html! {
         h1 { "Door " (door.name) " " (badge(&door.status)) }
@@ -99,6 +101,7 @@ async fn door_page(
             dt { "Price" } dd { (money(door.price, &door.currency)) " for " (door.access_minutes) " minutes" }
             dt { "Passage mode" } dd { (match door.passage_mode { Some(true) => "on", Some(false) => "off", None => "unknown" }) }
             dt { "Codes issued" } dd { (door.codes_issued) }
+            dt { "Gateway offline" } dd { (if offline_fallback { "period-code fallback (whole hours, not remotely revocable)" } else { "guests wait, refunded at the deadline" }) }
             @if let Some(reason) = &door.status_reason { dt { "Status reason" } dd { (reason) } }
             dt { "Updated" } dd { (when(door.updated_at)) }
         }
@@ -117,6 +120,7 @@ async fn door_page(
                     label { "Time zone" input type="text" name="time_zone" value=(door.time_zone) required; }
                     label { "Price (" (door.currency.to_ascii_uppercase()) ")" input type="text" inputmode="decimal" name="price" value=(major(door.price, &door.currency)) required; }
                     label { "Access minutes" input type="number" min="1" name="access_minutes" value=(door.access_minutes) required; }
+                    label { input type="checkbox" name="offline_fallback" value="on" checked[offline_fallback]; " When the lock's gateway is offline, give a period code (whole hours, cannot be cancelled remotely)" }
                     button type="submit" { "Save" }
                 }
             }
@@ -148,6 +152,8 @@ struct DoorForm {
     time_zone: Option<String>,
     price: Option<String>,
     access_minutes: Option<String>,
+    /// A checkbox: present ("on") when ticked, absent otherwise.
+    offline_fallback: Option<String>,
 }
 
 async fn edit_door(
@@ -176,6 +182,7 @@ async fn edit_door(
             .transpose()?,
         status: None,
         reason: None,
+        offline_fallback: Some(form.offline_fallback.is_some()),
     };
     let _door = doors::change_door(
         State(state),

@@ -118,7 +118,9 @@ fn passcode_block(status: &AccessStatus) -> Markup {
             li { "Type " strong { (code) } ", then press the unlock key (#)." }
             li { "Keep this page: the code works as often as you need until it ends." }
         }
-        @if status.remotely_revocable == Some(false) {
+        @if status.offline_fallback {
+            p.notice { (view::FALLBACK_NOTE) }
+        } @else if status.remotely_revocable == Some(false) {
             p.notice {
                 "This lock has no internet gateway, so this code was set as a time-limited code "
                 "(whole hours) that cannot be cancelled remotely. It stops working by itself at the end time."

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use latchkey_aggregates::device::Device;
 use latchkey_aggregates::door::{AccessCodeState, Door};
 use latchkey_aggregates::payment::{Payment, PaymentStatus, PaymentTarget};
-use latchkey_aggregates::session::SessionState;
+use latchkey_aggregates::session::{DeviceSession, SessionState};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -110,6 +110,10 @@ pub struct AccessStatus {
     pub valid_to: Option<DateTime<Utc>>,
     /// False for a period passcode (no gateway): it cannot be deleted remotely.
     pub remotely_revocable: Option<bool>,
+    /// True when the lock's gateway was not working and the door allows the fallback, so
+    /// the code is a random period code: whole hours, not remotely revocable, void if not
+    /// used within 24 h of `valid_from`.
+    pub offline_fallback: bool,
     /// The decline reason, when `state` is `payment_failed`.
     pub failure_reason: Option<String>,
     /// Where to pay again (the door's pay page), when `state` is `payment_failed`.
@@ -124,20 +128,59 @@ pub struct AccessStatus {
 /// the checkout was abandoned.
 pub async fn access(state: &AppState, token: &str) -> Result<AccessStatus, ApiError> {
     let payment = payment_for_token(state, token, "door").await?;
-    let Some(PaymentTarget::Door { door_uid }) = payment.target().cloned() else {
+    let Some(PaymentTarget::Door { door_uid }) = payment.target() else {
         return Err(ApiError::NotFound(UNKNOWN_TOKEN.to_string()));
     };
+    let (door, _) = state.buses.doors.load(door_uid).await?;
+    access_status(&payment, &door, &page_context(state, Utc::now()))
+}
+
+/// What every guest page decision needs besides the aggregates: the moment it is decided
+/// at and where links point. Kept apart so the decisions are pure functions of the
+/// journal's states (the simulation checks them against the journal, `guest_pages.rs`).
+#[derive(Clone, Copy, Debug)]
+pub struct PageContext<'a> {
+    pub now: DateTime<Utc>,
+    /// `LATCHKEY_PUBLIC_URL`, the base of the pay-again links.
+    pub public_url: &'a str,
+}
+
+fn page_context(state: &AppState, now: DateTime<Utc>) -> PageContext<'_> {
+    PageContext {
+        now,
+        public_url: state.settings.public_url.as_str(),
+    }
+}
+
+impl PageContext<'_> {
+    /// `{public_url}/{path}`.
+    fn link(&self, path: &str) -> String {
+        format!("{}/{path}", self.public_url.trim_end_matches('/'))
+    }
+}
+
+/// The door page's state for `payment` on `door` at `context.now`: a pure function of
+/// the two aggregates. `Err(Gone)` once the code expired or was revoked (refund), or
+/// when the checkout was abandoned; `Err(NotFound)` for a payment that is not a door's.
+pub fn access_status(
+    payment: &Payment,
+    door: &Door,
+    context: &PageContext<'_>,
+) -> Result<AccessStatus, ApiError> {
+    let Some(PaymentTarget::Door { door_uid }) = payment.target() else {
+        return Err(ApiError::NotFound(UNKNOWN_TOKEN.to_string()));
+    };
+    let now = context.now;
     let payment_id = payment.payment_id().unwrap_or_default();
-    let (door, _) = state.buses.doors.load(&door_uid).await?;
-    let summary = door_summary(&door, &door_uid);
     let mut status = AccessStatus {
         state: AccessState::Confirming,
-        door: summary,
-        offer: offer_summary(&payment),
+        door: door_summary(door, door_uid),
+        offer: offer_summary(payment),
         passcode: None,
         valid_from: None,
         valid_to: None,
         remotely_revocable: None,
+        offline_fallback: false,
         failure_reason: None,
         retry_url: None,
         refund_completed: None,
@@ -148,7 +191,7 @@ pub async fn access(state: &AppState, token: &str) -> Result<AccessStatus, ApiEr
         PaymentStatus::Failed => {
             status.state = AccessState::PaymentFailed;
             status.failure_reason = payment.last_failure_reason().map(str::to_string);
-            status.retry_url = Some(public_link(state, &format!("pay/{door_uid}")));
+            status.retry_url = Some(context.link(&format!("pay/{door_uid}")));
             status.message =
                 "Your payment did not go through, so nothing was charged. You can try again."
                     .to_string();
@@ -160,11 +203,11 @@ pub async fn access(state: &AppState, token: &str) -> Result<AccessStatus, ApiEr
                     .to_string(),
             ))
         }
-        PaymentStatus::Refunded if compensated(&door, payment_id) => {}
+        PaymentStatus::Refunded if compensated(door, payment_id) => {}
         PaymentStatus::Refunded => {
             if let Some(until) = door
                 .access_code(payment_id)
-                .and_then(|code| still_valid(code, &door))
+                .and_then(|code| still_valid_at(code, door, now))
             {
                 return Err(ApiError::Gone(until));
             }
@@ -177,17 +220,17 @@ pub async fn access(state: &AppState, token: &str) -> Result<AccessStatus, ApiEr
     }
     let Some(code) = door.access_code(payment_id) else {
         status.state = AccessState::Issuing;
-        status.message = "Paid. Your code is being sent to the lock…".to_string();
+        status.message = ISSUING.to_string();
         return Ok(status);
     };
     match code.state {
         AccessCodeState::Requested | AccessCodeState::Failed => {
             status.state = AccessState::Issuing;
-            status.message = "Paid. Your code is being sent to the lock…".to_string();
+            status.message = ISSUING.to_string();
             Ok(status)
         }
         AccessCodeState::Revoked | AccessCodeState::RevocationPending => {
-            if let Some(until) = still_valid(code, &door) {
+            if let Some(until) = still_valid_at(code, door, now) {
                 return Err(ApiError::Gone(until));
             }
             Err(ApiError::Gone(
@@ -212,8 +255,17 @@ pub async fn access(state: &AppState, token: &str) -> Result<AccessStatus, ApiEr
             };
             Ok(status)
         }
+        AccessCodeState::Issued
+            if latchkey_aggregates::planted::active(
+                latchkey_aggregates::planted::Bug::GuestPageIssuingWithLiveCode,
+            ) =>
+        {
+            status.state = AccessState::Issuing;
+            status.message = ISSUING.to_string();
+            Ok(status)
+        }
         AccessCodeState::Issued => {
-            if code.valid_to.is_some_and(|end| end <= Utc::now()) {
+            if code.valid_to.is_some_and(|end| end <= now) {
                 return Err(expired());
             }
             status.state = AccessState::Ready;
@@ -221,12 +273,24 @@ pub async fn access(state: &AppState, token: &str) -> Result<AccessStatus, ApiEr
             status.valid_from = code.valid_from;
             status.valid_to = code.valid_to;
             status.remotely_revocable = Some(code.remotely_revocable);
-            status.message =
-                "Type the code on the door's keypad, then press the unlock key.".to_string();
+            status.offline_fallback = code.fallback.is_some();
+            status.message = if status.offline_fallback {
+                format!("Type the code on the door's keypad, then press the unlock key. {FALLBACK_NOTE}")
+            } else {
+                "Type the code on the door's keypad, then press the unlock key.".to_string()
+            };
             Ok(status)
         }
     }
 }
+
+/// What a guest given a period code because the gateway was not working reads (issue 14).
+pub const FALLBACK_NOTE: &str = "The lock's internet gateway is not working, so this is a \
+     time-limited code in whole hours that cannot be cancelled remotely: use it once within \
+     24 hours of its start, and it stops working by itself at the end time.";
+
+/// What a paid guest waiting for their code reads.
+pub const ISSUING: &str = "Paid. Your code is being sent to the lock…";
 
 /// Whether the guest was refunded because no code could be issued (issue 14).
 fn compensated(door: &Door, payment_id: Uuid) -> bool {
@@ -238,6 +302,15 @@ fn compensated(door: &Door, payment_id: Uuid) -> bool {
 /// cloud record is gone but the code opens the door until its end. `None` when the code
 /// is gone from the lock (or its time is over anyway).
 pub fn still_valid(code: &latchkey_aggregates::door::AccessCode, door: &Door) -> Option<String> {
+    still_valid_at(code, door, Utc::now())
+}
+
+/// [`still_valid`] at `now`.
+pub fn still_valid_at(
+    code: &latchkey_aggregates::door::AccessCode,
+    door: &Door,
+    now: DateTime<Utc>,
+) -> Option<String> {
     let until = code
         .still_valid_until
         .or_else(|| {
@@ -245,11 +318,16 @@ pub fn still_valid(code: &latchkey_aggregates::door::AccessCode, door: &Door) ->
                 .then_some(code.valid_to)
                 .flatten()
         })
-        .filter(|until| *until > Utc::now())?;
+        .filter(|until| *until > now)?;
     let zone = door.time_zone().unwrap_or("UTC");
+    let why = if code.fallback.is_some() {
+        "its code was issued while the lock's gateway was not working, as a time-limited \
+         code the lock checks by itself: it could not be removed remotely"
+    } else {
+        "this lock has no internet gateway: its code could not be removed remotely"
+    };
     Some(format!(
-        "Refund recorded, but this lock has no internet gateway: its code could not be \
-         removed remotely and keeps opening the door until {}.",
+        "Refund recorded, but {why} and keeps opening the door until {}.",
         crate::ui::layout::local_time(until, zone)
     ))
 }
@@ -339,16 +417,42 @@ pub struct SessionStatus {
 /// The device session behind `token`: 410 when the checkout was abandoned.
 pub async fn session(state: &AppState, token: &str) -> Result<SessionStatus, ApiError> {
     let payment = payment_for_token(state, token, "device").await?;
-    let Some(PaymentTarget::Device {
-        device_uid,
-        plan_id,
-    }) = payment.target().cloned()
-    else {
+    let Some(PaymentTarget::Device { device_uid, .. }) = payment.target() else {
         return Err(ApiError::NotFound(UNKNOWN_TOKEN.to_string()));
     };
     let payment_id = payment.payment_id().unwrap_or_default();
-    let (device, _) = state.buses.devices.load(&device_uid).await?;
-    let offer = offer_summary(&payment);
+    let (device, _) = state.buses.devices.load(device_uid).await?;
+    let (session, _) = state.buses.sessions.load(&payment_id.to_string()).await?;
+    let mut status = session_status(
+        &payment,
+        &device,
+        &session,
+        &page_context(state, Utc::now()),
+    )?;
+    if status.state == SessionPhase::Waiting {
+        status.expected_start = device_frees_at(state, &device, Some(payment_id)).await;
+    }
+    Ok(status)
+}
+
+/// The device page's state for `payment`, its `session` (default when none was opened)
+/// on `device` at `context.now`: a pure function of the three aggregates. The estimate of
+/// a waiting session's start (`expected_start`) needs the sessions ahead of it, so the
+/// caller fills it in.
+pub fn session_status(
+    payment: &Payment,
+    device: &Device,
+    session: &DeviceSession,
+    context: &PageContext<'_>,
+) -> Result<SessionStatus, ApiError> {
+    let Some(PaymentTarget::Device {
+        device_uid,
+        plan_id,
+    }) = payment.target()
+    else {
+        return Err(ApiError::NotFound(UNKNOWN_TOKEN.to_string()));
+    };
+    let offer = offer_summary(payment);
     // The plan as bought; the catalogue's current plan only for payments older than
     // locked offers (it may have been edited or deleted since).
     let plan = match (&offer, payment.price()) {
@@ -359,7 +463,7 @@ pub async fn session(state: &AppState, token: &str) -> Result<SessionStatus, Api
             price: price.amount_minor,
             currency: price.currency.as_str().to_string(),
         }),
-        _ => device.plan(&plan_id).map(|plan| PlanSummary {
+        _ => device.plan(plan_id).map(|plan| PlanSummary {
             plan_id: plan.plan_id.clone(),
             name: plan.name.clone(),
             minutes: plan.minutes,
@@ -367,16 +471,14 @@ pub async fn session(state: &AppState, token: &str) -> Result<SessionStatus, Api
             currency: plan.price.currency.as_str().to_string(),
         }),
     };
-    let (session, _) = state.buses.sessions.load(&payment_id.to_string()).await?;
-    let now = Utc::now();
     let mut status = SessionStatus {
         state: SessionPhase::Confirming,
-        device: device_summary(&device, &device_uid),
+        device: device_summary(device, device_uid),
         plan,
         offer,
         started_at: session.started_at(),
         ends_at: session.ends_at(),
-        remaining_seconds: session.remaining_seconds(now),
+        remaining_seconds: session.remaining_seconds(context.now),
         expected_start: None,
         failure_reason: None,
         retry_url: None,
@@ -386,7 +488,7 @@ pub async fn session(state: &AppState, token: &str) -> Result<SessionStatus, Api
         (None, PaymentStatus::Pending) => (SessionPhase::Confirming, "Confirming your payment…"),
         (None, PaymentStatus::Failed) => {
             status.failure_reason = payment.last_failure_reason().map(str::to_string);
-            status.retry_url = Some(public_link(state, &format!("use/{device_uid}")));
+            status.retry_url = Some(context.link(&format!("use/{device_uid}")));
             (
                 SessionPhase::PaymentFailed,
                 "Your card was not accepted, so nothing was charged. You can try again.",
@@ -398,7 +500,7 @@ pub async fn session(state: &AppState, token: &str) -> Result<SessionStatus, Api
             RELEASED,
         ),
         (None, PaymentStatus::Authorized) if payment.cancellation_ordered() => {
-            (SessionPhase::NotCharged, releasing(&payment))
+            (SessionPhase::NotCharged, releasing(payment))
         }
         (None, PaymentStatus::Cancelled | PaymentStatus::Expired) => {
             return Err(ApiError::Gone(
@@ -410,13 +512,10 @@ pub async fn session(state: &AppState, token: &str) -> Result<SessionStatus, Api
             SessionPhase::Starting,
             "Paid. Your session is being set up…",
         ),
-        (Some(SessionState::Queued), _) => {
-            status.expected_start = device_frees_at(state, &device, Some(payment_id)).await;
-            (
-                SessionPhase::Waiting,
-                "The device is in use. Your session starts by itself when it is free; you are charged only once it is on.",
-            )
-        }
+        (Some(SessionState::Queued), _) => (
+            SessionPhase::Waiting,
+            "The device is in use. Your session starts by itself when it is free; you are charged only once it is on.",
+        ),
         (Some(SessionState::Opened), _) => (
             SessionPhase::Starting,
             "Switching the device on… You are charged only once it is on.",
@@ -436,13 +535,13 @@ pub async fn session(state: &AppState, token: &str) -> Result<SessionStatus, Api
             )
         }
         (Some(SessionState::ForceEnded), _) if session.started_at().is_none() => {
-            (SessionPhase::NotCharged, not_started(&payment))
+            (SessionPhase::NotCharged, not_started(payment))
         }
         (Some(SessionState::Completed | SessionState::ForceEnded), _) => {
             (SessionPhase::Finished, "Your session has finished. Thank you!")
         }
         (Some(SessionState::Cancelled | SessionState::Failed), _) => {
-            (SessionPhase::NotCharged, not_started(&payment))
+            (SessionPhase::NotCharged, not_started(payment))
         }
     };
     status.state = phase;
@@ -450,7 +549,8 @@ pub async fn session(state: &AppState, token: &str) -> Result<SessionStatus, Api
     Ok(status)
 }
 
-const RELEASED: &str = "The device could not be started, so your card was not charged: the authorization has been released.";
+/// What a guest whose session could not start reads once Stripe confirmed the release.
+pub const RELEASED: &str = "The device could not be started, so your card was not charged: the authorization has been released.";
 
 /// What a guest whose session never started is told: "released" only once Stripe has
 /// confirmed it (`PaymentCancelled`), never on our decision alone.
