@@ -21,6 +21,7 @@ mod guest_pages;
 mod guest_tokens;
 mod helpers;
 mod history;
+mod https_proxy;
 mod integrations_wiring;
 mod journal;
 mod ledger;
