@@ -75,7 +75,7 @@ impl Caddy {
         let config = dir.path().join("Caddyfile");
         std::fs::write(&config, caddyfile).unwrap();
         let log = std::fs::File::create(dir.path().join("caddy.log")).unwrap();
-        let child = Command::new(caddy_binary())
+        let mut child = Command::new(caddy_binary())
             .args(["run", "--adapter", "caddyfile", "--config"])
             .arg(&config)
             .env("LATCHKEY_DOMAIN", "localhost")
@@ -94,7 +94,6 @@ impl Caddy {
                 )
             });
         let root = storage.join("pki/authorities/local/root.crt");
-        let mut child = child;
         let log_path = dir.path().join("caddy.log");
         let written = eventually(200, Duration::from_millis(50), || {
             if let Ok(Some(status)) = child.try_wait() {
