@@ -130,6 +130,8 @@ pub struct Settings {
     /// `LATCHKEY_DISPUTE_REVOKES_ACCESS` (default on): a dispute opened by the guest's bank
     /// revokes the payment's door code and force-ends its device session.
     pub dispute_revokes_access: bool,
+    /// `LATCHKEY_SMTP_URL`, `LATCHKEY_MAIL_FROM`: outgoing email (none: not configured).
+    pub mail: crate::mail::MailSettings,
 }
 
 /// Time limits that keep a guest from paying for nothing (issue 14).
@@ -399,6 +401,24 @@ impl Settings {
                 "LATCHKEY_DISPUTE_REVOKES_ACCESS",
                 true,
             )?,
+            mail: crate::mail::MailSettings {
+                smtp_url: get("LATCHKEY_SMTP_URL")
+                    .map(|url| {
+                        crate::mail::parse_smtp_url(url).map_err(|reason| ConfigError {
+                            variable: "LATCHKEY_SMTP_URL",
+                            reason,
+                        })
+                    })
+                    .transpose()?,
+                from: get("LATCHKEY_MAIL_FROM")
+                    .map(|from| {
+                        crate::mail::parse_from(from).map_err(|reason| ConfigError {
+                            variable: "LATCHKEY_MAIL_FROM",
+                            reason,
+                        })
+                    })
+                    .transpose()?,
+            },
             log_format: match get("LATCHKEY_LOG_FORMAT") {
                 None | Some("text") => LogFormat::Text,
                 Some("json") => LogFormat::Json,
@@ -664,6 +684,26 @@ mod tests {
             .unwrap_err();
             assert_eq!(error.variable, "LATCHKEY_CHECKOUT_EXPIRES_MINUTES");
         }
+    }
+
+    #[test]
+    fn email_needs_both_variables_and_refuses_malformed_ones() {
+        let settings = Settings::from_vars(&vars(&[])).unwrap();
+        assert!(settings.mail.smtp_url.is_none() && settings.mail.from.is_none());
+        let settings = Settings::from_vars(&vars(&[
+            (
+                "LATCHKEY_SMTP_URL",
+                "smtp://user:pass@mail.example.com:587?tls=starttls",
+            ),
+            ("LATCHKEY_MAIL_FROM", "Latchkey <pay@example.com>"),
+        ]))
+        .unwrap();
+        assert!(settings.mail.smtp_url.is_some() && settings.mail.from.is_some());
+        let error =
+            Settings::from_vars(&vars(&[("LATCHKEY_SMTP_URL", "mail.example.com")])).unwrap_err();
+        assert_eq!(error.variable, "LATCHKEY_SMTP_URL");
+        let error = Settings::from_vars(&vars(&[("LATCHKEY_MAIL_FROM", "nobody")])).unwrap_err();
+        assert_eq!(error.variable, "LATCHKEY_MAIL_FROM");
     }
 
     #[test]

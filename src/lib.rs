@@ -19,6 +19,8 @@ pub mod gateways;
 pub mod http;
 /// Clients of Stripe, TTLock and Shelly, and their health.
 pub mod integrations;
+/// Email to guests: the outbox, its worker, the SMTP client.
+pub mod mail;
 /// Prometheus metrics registry.
 pub mod metrics;
 

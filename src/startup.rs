@@ -63,6 +63,8 @@ pub struct WorkflowOptions {
     pub reconciler: ReconcilerOptions,
     /// The reconciler's clock; the wall clock unless a test moves time by hand.
     pub clock: Option<Arc<dyn Clock>>,
+    /// The mail worker's pace and retries.
+    pub mail: crate::mail::worker::MailWorkerOptions,
 }
 
 impl Default for WorkflowOptions {
@@ -76,6 +78,7 @@ impl Default for WorkflowOptions {
             session_grace_seconds: 120,
             reconciler: ReconcilerOptions::default(),
             clock: None,
+            mail: Default::default(),
         }
     }
 }
@@ -165,7 +168,17 @@ impl Application {
             ));
         }
         background.extend(stripe.spawn_background(metrics.clone(), shutdown.child_token()));
+        let mail = crate::mail::Mail::from_settings(&settings.mail)?;
         if options.workflows.enabled {
+            let outbox = Arc::new(crate::mail::outbox::MailOutbox);
+            background.push(subscriptions.spawn(outbox, shutdown.child_token()));
+            let worker = crate::mail::worker::MailWorker {
+                database: database.clone(),
+                mail: mail.clone(),
+                public_url: settings.public_url.clone(),
+                options: options.workflows.mail.clone(),
+            };
+            background.push(worker.spawn(shutdown.child_token()));
             let door_access = DoorAccessWorkflow::new(
                 buses.clone(),
                 database.clone(),
@@ -215,6 +228,7 @@ impl Application {
         ));
         let state = AppState {
             checkout_limits,
+            mail,
             settings,
             settings_store,
             database,

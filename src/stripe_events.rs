@@ -35,6 +35,9 @@ pub const USED_EVENT_TYPES: &[&str] = &[
     "refund.updated",
     "refund.failed",
     "charge.dispute.created",
+    "charge.dispute.funds_withdrawn",
+    "charge.dispute.funds_reinstated",
+    "charge.dispute.closed",
 ];
 
 /// Metadata key holding our refund request id on the refunds we create.
@@ -368,6 +371,43 @@ mod tests {
     }
 
     const PAYMENT: &str = "6f1c1f7e-6d1f-4b4e-9d0e-3c2b1a0f9e8d";
+
+    /// The README's production set-up tells operators which types to send the webhook
+    /// endpoint; a type missing there is never delivered, one missing here is never
+    /// caught up. Every type `translate` applies is in the list (dispute updates too).
+    #[test]
+    fn the_readme_lists_exactly_the_used_event_types() {
+        let readme = include_str!("../README.md");
+        let start = readme
+            .find("**Stripe.** In the Stripe dashboard")
+            .expect("the README's Stripe production paragraph");
+        let end = start
+            + readme[start..]
+                .find("The catch-up job lists")
+                .expect("its end");
+        let mut listed: Vec<&str> = readme[start..end]
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|name| {
+                name.contains('.')
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c == '_' || c == '.')
+            })
+            .collect();
+        listed.sort_unstable();
+        let mut used = USED_EVENT_TYPES.to_vec();
+        used.sort_unstable();
+        assert_eq!(listed, used);
+        for kind in [
+            "charge.dispute.funds_withdrawn",
+            "charge.dispute.funds_reinstated",
+            "charge.dispute.closed",
+        ] {
+            assert!(USED_EVENT_TYPES.contains(&kind), "{kind}");
+        }
+    }
 
     #[test]
     fn every_used_event_type_is_translated_and_no_other() {

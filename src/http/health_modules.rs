@@ -28,6 +28,7 @@ pub async fn modules(
         .current()
         .health
         .iter()
+        .chain([&state.mail.health])
         .map(|health| health.snapshot())
         .collect();
     for module in &modules {

@@ -60,6 +60,8 @@ pub struct AppState {
     pub settings_store: crate::settings_store::SettingsStore,
     /// Checkout starts per client address and per door/device (429 past them).
     pub checkout_limits: Arc<checkout_limits::CheckoutLimits>,
+    /// Outgoing email and its health (`email` in module health).
+    pub mail: crate::mail::Mail,
 }
 
 impl AppState {

@@ -112,6 +112,7 @@ pub async fn overview(state: &AppState, now: DateTime<Utc>) -> Result<Overview, 
         .current()
         .health
         .iter()
+        .chain([&state.mail.health])
         .map(|health| health.snapshot())
         .collect();
     let projections = crate::projections_runtime::status(&state.database).await?;

@@ -13,6 +13,7 @@ pub mod catalogue;
 pub mod chart;
 pub mod deliveries;
 pub mod home;
+pub mod mail;
 pub mod parked;
 pub mod payments;
 pub mod reports;
@@ -48,6 +49,7 @@ pub fn router() -> Router<AppState> {
         .merge(reports::router())
         .merge(deliveries::router())
         .merge(parked::router())
+        .merge(mail::router())
 }
 
 async fn script() -> Response {

@@ -63,6 +63,11 @@ pub const NAV: &[NavItem] = &[
         permission: Permission::Read,
     },
     NavItem {
+        label: "Mail",
+        path: "/dashboard/mail",
+        permission: Permission::Read,
+    },
+    NavItem {
         label: "Settings",
         path: "/settings",
         permission: Permission::Administer,
