@@ -132,6 +132,9 @@ pub struct Settings {
     pub dispute_revokes_access: bool,
     /// `LATCHKEY_SMTP_URL`, `LATCHKEY_MAIL_FROM`: outgoing email (none: not configured).
     pub mail: crate::mail::MailSettings,
+    /// `LATCHKEY_WEBHOOK_GROUP_COMMIT` (default on): concurrent webhook deliveries share
+    /// one inbox transaction (see `store::inbox`); off, each delivery commits on its own.
+    pub webhook_group_commit: bool,
 }
 
 /// Time limits that keep a guest from paying for nothing (issue 14).
@@ -419,6 +422,11 @@ impl Settings {
                     })
                     .transpose()?,
             },
+            webhook_group_commit: switch(
+                get("LATCHKEY_WEBHOOK_GROUP_COMMIT"),
+                "LATCHKEY_WEBHOOK_GROUP_COMMIT",
+                true,
+            )?,
             log_format: match get("LATCHKEY_LOG_FORMAT") {
                 None | Some("text") => LogFormat::Text,
                 Some("json") => LogFormat::Json,
@@ -793,5 +801,13 @@ mod tests {
         assert!(!off.unwrap().dispute_revokes_access);
         let bad = Settings::from_vars(&vars(&[("LATCHKEY_DISPUTE_REVOKES_ACCESS", "maybe")]));
         assert_eq!(bad.unwrap_err().variable, "LATCHKEY_DISPUTE_REVOKES_ACCESS");
+    }
+
+    #[test]
+    fn webhook_group_commit_is_on_unless_switched_off() {
+        let default = Settings::from_vars(&vars(&[])).unwrap();
+        assert!(default.webhook_group_commit);
+        let off = Settings::from_vars(&vars(&[("LATCHKEY_WEBHOOK_GROUP_COMMIT", "off")]));
+        assert!(!off.unwrap().webhook_group_commit);
     }
 }

@@ -32,6 +32,9 @@ pub enum BenchTarget {
     /// Append throughput with the global commitment against without it, and `verify` of
     /// 1,000,000 events, in a fresh PostgreSQL database.
     Ledger(super::bench_ledger::LedgerArgs),
+    /// The whole suite, each benchmark against its baseline in the same run, on fresh
+    /// PostgreSQL databases: a table on stdout and `target/bench/summary.json`.
+    All(super::bench_all::AllArgs),
 }
 
 pub async fn run(target: BenchTarget, settings: &Settings) -> anyhow::Result<()> {
@@ -43,6 +46,7 @@ pub async fn run(target: BenchTarget, settings: &Settings) -> anyhow::Result<()>
         } => webhooks(settings, &url, n, concurrency).await,
         BenchTarget::Dashboard(args) => super::bench_dashboard::run(args).await,
         BenchTarget::Ledger(args) => super::bench_ledger::run(args).await,
+        BenchTarget::All(args) => super::bench_all::run(args).await,
     }
 }
 

@@ -121,7 +121,7 @@ async fn measure(url: &str, payments: u64, requests: usize) -> anyhow::Result<Ve
 
 /// Runs the generator, then VACUUM ANALYZE (index-only scans and fresh statistics, as
 /// autovacuum would leave a live database).
-async fn fill(database: &crate::store::Database, payments: u64) -> anyhow::Result<()> {
+pub(super) async fn fill(database: &crate::store::Database, payments: u64) -> anyhow::Result<()> {
     let crate::store::Database::Postgres(pool) = database else {
         anyhow::bail!("the dashboard benchmark runs on PostgreSQL");
     };

@@ -73,13 +73,25 @@ async fn measure(url: &str, args: &LedgerArgs) -> anyhow::Result<()> {
     )
     .await?;
     database.migrate().await?;
-    let key = LedgerKey::from_base64_seed(&base64_seed()).map_err(anyhow::Error::msg)?;
+    let key = bench_key()?;
 
     let mut without = 0_f64;
     let mut with = 0_f64;
     for round in 0..2 {
-        without = without.max(appends(&database, args, &format!("off{round}"), None).await?);
-        with = with.max(appends(&database, args, &format!("on{round}"), Some(&key)).await?);
+        let load = AppendLoad {
+            appends: args.appends,
+            writers: args.concurrency,
+        };
+        without = without.max(
+            appends(&database, load, &format!("off{round}"), None)
+                .await?
+                .rate,
+        );
+        with = with.max(
+            appends(&database, load, &format!("on{round}"), Some(&key))
+                .await?
+                .rate,
+        );
     }
     println!("append throughput without the global commitment: {without:.0} events/s");
     println!("append throughput with the sealer and checkpoints:  {with:.0} events/s");
@@ -115,19 +127,37 @@ async fn measure(url: &str, args: &LedgerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn base64_seed() -> String {
+/// A fixed signing key: the benchmark's checkpoints are thrown away with its database.
+pub(super) fn bench_key() -> anyhow::Result<LedgerKey> {
     use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode([19_u8; 32])
+    let seed = base64::engine::general_purpose::STANDARD.encode([19_u8; 32]);
+    LedgerKey::from_base64_seed(&seed).map_err(anyhow::Error::msg)
 }
 
-/// One throughput run: `appends` events by `concurrency` writers, each on its own
+/// How many events one throughput run appends, and by how many concurrent writers.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct AppendLoad {
+    pub appends: usize,
+    pub writers: usize,
+}
+
+/// What one throughput run measured.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct AppendRun {
+    /// Events per second over the whole run.
+    pub rate: f64,
+    /// Median time of one append (one `persist` call).
+    pub p50: Duration,
+}
+
+/// One throughput run: `load.appends` events by `load.writers` writers, each on its own
 /// aggregates, through the real repository; with `key`, the sealer runs meanwhile.
-async fn appends(
+pub(super) async fn appends(
     database: &Database,
-    args: &LedgerArgs,
+    load: AppendLoad,
     run: &str,
     key: Option<&LedgerKey>,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<AppendRun> {
     let shutdown = CancellationToken::new();
     let appended = AppendSignal::default();
     let sealer = key.map(|key| {
@@ -142,13 +172,15 @@ async fn appends(
             shutdown.clone(),
         )
     });
-    let per_writer = args.appends / args.concurrency.max(1);
+    let writer_count = load.writers.max(1);
+    let per_writer = load.appends / writer_count;
     let started = Instant::now();
     let mut writers = Vec::new();
-    for writer in 0..args.concurrency.max(1) {
+    for writer in 0..writer_count {
         let repository = JournalRepository::new(database.clone(), appended.clone());
         let run = run.to_string();
         writers.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(per_writer);
             for index in 0..per_writer {
                 // Ten events per aggregate, like a busy payment.
                 let aggregate_id = format!("{run}-{writer}-{}", index / 10);
@@ -161,20 +193,28 @@ async fn appends(
                     sample_payload(index),
                     json!({"actor": "system", "source": "bench"}),
                 );
+                let sent = Instant::now();
                 repository.persist::<Door>(&[event], None).await?;
+                latencies.push(sent.elapsed());
             }
-            Ok::<_, anyhow::Error>(())
+            Ok::<_, anyhow::Error>(latencies)
         }));
     }
+    let mut latencies = Vec::with_capacity(per_writer * writer_count);
     for writer in writers {
-        writer.await.context("a writer panicked")??;
+        latencies.extend(writer.await.context("a writer panicked")??);
     }
-    let rate = (per_writer * args.concurrency.max(1)) as f64 / started.elapsed().as_secs_f64();
+    let rate = (per_writer * writer_count) as f64 / started.elapsed().as_secs_f64();
+    latencies.sort();
+    let p50 = latencies
+        .get(latencies.len() / 2)
+        .copied()
+        .unwrap_or_default();
     shutdown.cancel();
     if let Some(sealer) = sealer {
         let _ = sealer.await;
     }
-    Ok(rate)
+    Ok(AppendRun { rate, p50 })
 }
 
 fn sample_payload(index: usize) -> Value {
@@ -190,7 +230,7 @@ fn sample_payload(index: usize) -> Value {
 }
 
 /// Inserts `count` events with valid hash chains, bulk, bypassing the repository.
-async fn bulk_journal(database: &Database, count: usize) -> anyhow::Result<()> {
+pub(super) async fn bulk_journal(database: &Database, count: usize) -> anyhow::Result<()> {
     let Database::Postgres(pool) = database else {
         anyhow::bail!("the ledger benchmark runs on PostgreSQL");
     };

@@ -1,6 +1,7 @@
 //! The `latchkey` command line: one subcommand per operator or auditor task.
 
 mod bench;
+mod bench_all;
 mod bench_dashboard;
 mod bench_ledger;
 mod demo;

@@ -122,7 +122,7 @@ pub async fn receive(
     };
     let inserted = stripe
         .inbox
-        .insert(&delivery, due_at)
+        .store(&delivery, due_at)
         .await
         .map_err(|error| anyhow::Error::new(error).context("storing a stripe delivery"))?;
     match inserted {

@@ -11,6 +11,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::Row;
 
 use crate::on_pool;
+use crate::store::group_commit::GroupCommit;
 use crate::store::Database;
 
 /// Where an inbox row came from.
@@ -214,15 +215,31 @@ impl Cursor {
 #[derive(Clone, Debug)]
 pub struct Inbox {
     database: Database,
+    /// Shares commits between concurrent webhook deliveries; `None`: one commit each.
+    group: Option<GroupCommit>,
 }
 
 impl Inbox {
     pub fn new(database: Database) -> Self {
-        Inbox { database }
+        Inbox {
+            database,
+            group: Some(GroupCommit::default()),
+        }
+    }
+
+    /// Every delivery in its own statement and commit (`LATCHKEY_WEBHOOK_GROUP_COMMIT=off`).
+    pub fn with_single_commits(mut self) -> Self {
+        self.group = None;
+        self
     }
 
     pub fn database(&self) -> &Database {
         &self.database
+    }
+
+    /// Batches written by group commit so far; `None` when every delivery commits alone.
+    pub fn group_batches(&self) -> Option<u64> {
+        self.group.as_ref().map(GroupCommit::batches)
     }
 
     /// Stores a delivery unless its event id is already there. One statement, so two
@@ -267,6 +284,22 @@ impl Inbox {
         } else {
             Ok(Inserted::Duplicate { status })
         }
+    }
+
+    /// `insert`, in a batch shared with concurrent webhook deliveries when group commit is
+    /// on (see `store::group_commit`): the same outcome, answered only once the batch
+    /// holding this row has committed. Catch-up finds are stored on their own.
+    pub async fn store(
+        &self,
+        delivery: &NewDelivery<'_>,
+        due_at_ms: i64,
+    ) -> Result<Inserted, sqlx::Error> {
+        if let (Some(group), Source::Webhook) = (&self.group, delivery.source) {
+            if let Some(inserted) = group.store(&self.database, delivery, due_at_ms).await {
+                return Ok(inserted);
+            }
+        }
+        self.insert(delivery, due_at_ms).await
     }
 
     /// Claims up to `limit` rows that are due, leasing them until `lease_until_ms`.

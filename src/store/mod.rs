@@ -11,6 +11,7 @@
 //!   (over [`merkle`]).
 
 pub mod chain;
+pub mod group_commit;
 pub mod inbox;
 pub mod journal;
 pub mod ledger;

@@ -271,3 +271,57 @@ async fn no_2xx_when_the_delivery_cannot_be_stored(backend: Backend) {
 }
 
 on_both_backends!(no_2xx_when_the_delivery_cannot_be_stored);
+
+/// Group commit: 50 concurrent deliveries, one of them sent three times, are written in a
+/// few shared batches; each is answered as if stored alone (one `New` per event id, the
+/// repeats as duplicates of it) and each event id is one row.
+async fn concurrent_deliveries_share_commits_and_stay_exactly_once(backend: Backend) {
+    use latchkey::store::inbox::{Inbox, Inserted, NewDelivery, Source};
+    let database = TestDatabase::create(backend).await;
+    let inbox = Inbox::new(database.connect().await);
+    let ids: Vec<String> = (0..48).map(|_| unique_event_id()).collect();
+    let repeated = ids[7].clone();
+    let mut sent: Vec<String> = ids.clone();
+    sent.push(repeated.clone());
+    sent.push(repeated.clone());
+    let stores = sent.iter().map(|id| {
+        let inbox = inbox.clone();
+        let id = id.clone();
+        async move {
+            let payload = event(&id, "payment_intent.succeeded");
+            let delivery = NewDelivery {
+                event_id: &id,
+                event_type: "payment_intent.succeeded",
+                api_version: None,
+                livemode: false,
+                stripe_created: 1_700_000_000,
+                payload: &payload,
+                source: Source::Webhook,
+            };
+            (id.clone(), inbox.store(&delivery, 0).await.unwrap())
+        }
+    });
+    let outcomes = futures::future::join_all(stores).await;
+    for id in &ids {
+        let fresh = outcomes
+            .iter()
+            .filter(|(stored, inserted)| stored == id && *inserted == Inserted::New)
+            .count();
+        assert_eq!(fresh, 1, "{id} is new exactly once");
+    }
+    let repeats = outcomes
+        .iter()
+        .filter(|(stored, inserted)| stored == &repeated && *inserted != Inserted::New)
+        .count();
+    assert_eq!(repeats, 2, "the two repeats are duplicates");
+    let row = inbox.row(&repeated).await.unwrap().unwrap();
+    assert_eq!(row.duplicates, 2);
+    assert_eq!(inbox.list(200, None, None).await.unwrap().len(), 48);
+    let batches = inbox.group_batches().unwrap();
+    assert!(
+        (3..=25).contains(&batches),
+        "50 deliveries in {batches} batches (the three copies of one id need three)"
+    );
+}
+
+on_both_backends!(concurrent_deliveries_share_commits_and_stay_exactly_once);

@@ -121,7 +121,11 @@ impl StripeRuntime {
         options: StripeOptions,
     ) -> anyhow::Result<Self> {
         Ok(StripeRuntime {
-            inbox: Inbox::new(database),
+            inbox: if settings.webhook_group_commit {
+                Inbox::new(database)
+            } else {
+                Inbox::new(database).with_single_commits()
+            },
             credentials: Arc::new(RwLock::new(StripeCredentials::from_settings(settings)?)),
             options,
             catch_up_status: Arc::new(Mutex::new(None)),
