@@ -39,10 +39,15 @@ const RECHECK_SECONDS: i64 = 60;
 const PUBLIC_URL: &str = "https://latchkey.invalid";
 
 thread_local! {
-    /// `(journal length, virtual time)` of this thread's last check. Kept here rather than
-    /// in `World` so the hook in `invariants.rs` stays one line; a new run starts at an
-    /// earlier virtual time than the last run's checks, which resets it.
+    /// `(journal length, virtual time)` of this thread's last check in the current run
+    /// (reset by [`forget_last_check`] when a run starts).
     static LAST_CHECK: Cell<Option<(usize, DateTime<Utc>)>> = const { Cell::new(None) };
+}
+
+/// Starts a run's checks afresh: the throttle must not carry one seed's last check into
+/// the next seed run on the same thread.
+pub fn forget_last_check() {
+    LAST_CHECK.with(|last| last.set(None));
 }
 
 /// The violations of this check, if it is due (see the module header).

@@ -109,6 +109,8 @@ pub fn journal_lines(seed: u64) -> Vec<serde_json::Value> {
 
 fn run_world(seed: u64, print_trace: bool) -> (Outcome, World) {
     let mut world = World::new(seed, Trace::new(print_trace));
+    // Each run is a function of its seed alone, whatever this thread ran before.
+    guest_pages::forget_last_check();
     scenario::setup(&mut world);
     let end = world.start + Duration::hours(RUN_HOURS);
     let mut steps = 0;
