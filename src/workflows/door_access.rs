@@ -234,12 +234,12 @@ impl DoorAccessWorkflow {
             }
             ("AccessCompensationDecided", Some(payment_id)) => {
                 self.refund_compensated(payment_id, event).await?;
-                self.remove_stray_passcodes(&door_uid, payment_id).await
+                self.remove_stray_passcodes(door_uid, payment_id).await
             }
             // Revoked with no recorded code: an attempt lost to a crash may still have
             // left one on the lock.
             ("AccessCodeRevoked", Some(payment_id)) if payload["passcode_id"].is_null() => {
-                self.remove_stray_passcodes(&door_uid, payment_id).await
+                self.remove_stray_passcodes(door_uid, payment_id).await
             }
             ("DoorMaintenanceEnded", _) => {
                 let moved = bring_forward(&self.database, &format!("issue:{door_uid}:")).await?;
