@@ -981,6 +981,15 @@ async fn a_crash_between_on_requested_and_its_answer_converges_after_a_restart(b
         wait_for(|| async { status_on(&app, payment_id).await == PaymentStatus::Succeeded }).await,
         "captured once ON"
     );
+    // Stripe's `payment_intent.succeeded` can make the payment succeeded before the capture
+    // job records Stripe's answer: wait for that record, then check there is only one.
+    assert!(
+        wait_for(|| async {
+            count_events(&app, "Payment", payment_id, "PaymentCaptureRequested").await >= 1
+        })
+        .await,
+        "the capture's answer is recorded"
+    );
     assert_eq!(
         count_events(&app, "Payment", payment_id, "PaymentCaptureRequested").await,
         1
