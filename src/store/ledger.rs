@@ -15,14 +15,24 @@
 //! event (one writer at a time: positions commit in order). On PostgreSQL positions are
 //! handed out at INSERT but transactions commit in any order, so a visible event at
 //! position `q` does not mean that position `q - 1` is settled: its transaction may still
-//! be running, or may roll back and leave a gap forever. The sealer remembers, for each
-//! snapshot it took, the largest visible position `q` and the snapshot's `xmax`. Any
-//! transaction holding a position below `q` took its xid before that position (see the
-//! migration `20261203400010_ledger.sql`), hence before `q` committed, hence before the
-//! snapshot: its xid is below `xmax`. Once a later snapshot's `xmin` reaches that `xmax`,
-//! every such transaction has ended, so every position up to `q` is final: committed (and
-//! visible) or never to exist. The sealer seals up to there and leaves permanent gaps out.
-//! The same argument, with the same horizon, keeps subscribers from skipping late commits.
+//! be running, or may roll back and leave a gap forever.
+//!
+//! The sealer settles positions in two steps. When a snapshot shows a new largest visible
+//! position `q`, the sealer takes an xid `x` of its own *after* that snapshot (a transaction
+//! holding a position below `q` took its xid before its position — see the migration
+//! `20261203400010_ledger.sql` — hence before `q` committed, hence before `x`: its xid is
+//! below `x`). In a later transaction, once no transaction of this database below `x` is
+//! running any more, every position up to `q` is final: committed (and visible) or never to
+//! exist. The sealer seals up to there and leaves permanent gaps out.
+//!
+//! Why its own xid and not the snapshot's `xmax`: `xmax` is one past the newest *finished*
+//! transaction. A writer whose xid is newer than every finished one is in no snapshot's
+//! list of running transactions, so a snapshot can look idle while that writer still holds
+//! a position below a committed one (`postgres_a_writer_newer_than_every_finished_…` in
+//! `tests/api/ledger.rs`). The sealer's own xid is newer than that writer's; once the
+//! sealer's transaction has ended, the next snapshot's `xmax` is past it, so a writer below
+//! it that is still running is listed. Subscribers do not need this: they read by xid, not
+//! by position, below the same horizon ([`super::journal::SETTLED_HORIZON`]).
 
 use std::collections::VecDeque;
 
@@ -138,8 +148,8 @@ pub struct SealOutcome {
 #[derive(Debug)]
 pub struct Sealer {
     database: Database,
-    /// PostgreSQL: `(largest visible position, snapshot xmax)` of earlier snapshots, not
-    /// yet known to be settled. Oldest first; positions increase.
+    /// PostgreSQL: `(largest visible position, an xid taken after seeing it)` of earlier
+    /// snapshots, not yet known to be settled. Oldest first; positions increase.
     horizons: VecDeque<(i64, i64)>,
     batch_size: i64,
 }
@@ -164,24 +174,33 @@ impl Sealer {
 
     async fn try_seal(&mut self) -> anyhow::Result<SealOutcome> {
         let mut tx = self.database.begin_subscriber().await?;
+        // On PostgreSQL this first statement takes the transaction's snapshot.
         let visible_max: i64 = on_backend!(&mut tx, conn => {
             sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM events")
                 .fetch_one(conn)
                 .await
         })?;
+        let head = load_tree_head(&mut tx).await?;
         let settled = match &mut tx {
             Tx::Sqlite(_) => visible_max,
             Tx::Postgres(conn) => {
+                let unseen = self
+                    .horizons
+                    .back()
+                    .map_or(head.last_position, |&(position, _)| position);
+                if visible_max > unseen {
+                    // Taken after the snapshot: newer than any writer below `visible_max`.
+                    let xid: i64 = sqlx::query_scalar("SELECT pg_current_xact_id()::text::bigint")
+                        .fetch_one(&mut **conn)
+                        .await?;
+                    self.horizons.push_back((visible_max, xid));
+                }
                 // This database's horizon, not the cluster's (see `SETTLED_HORIZON`).
-                let sql = format!(
-                    "SELECT {}, pg_snapshot_xmax(pg_current_snapshot())::text::bigint",
-                    super::journal::SETTLED_HORIZON
-                );
-                let (xmin, xmax): (i64, i64) = sqlx::query_as(&sql).fetch_one(&mut **conn).await?;
-                self.settled_postgres(visible_max, xmin, xmax)
+                let sql = format!("SELECT {}", super::journal::SETTLED_HORIZON);
+                let horizon: i64 = sqlx::query_scalar(&sql).fetch_one(&mut **conn).await?;
+                self.settled_postgres(horizon)
             }
         };
-        let head = load_tree_head(&mut tx).await?;
         if settled <= head.last_position {
             tx.rollback().await?;
             return Ok(SealOutcome {
@@ -244,26 +263,19 @@ impl Sealer {
         })
     }
 
-    /// The largest position known to be final, given this snapshot (see the module docs).
-    fn settled_postgres(&mut self, visible_max: i64, xmin: i64, xmax: i64) -> i64 {
+    /// The largest position known to be final, given the oldest transaction of this
+    /// database still running in this snapshot (see the module docs). An entry
+    /// `(position, xid)` settles once no transaction older than `xid` runs: `xid`'s own
+    /// transaction, an earlier sealing one, has ended, so the snapshot lists every running
+    /// transaction below it.
+    fn settled_postgres(&mut self, horizon: i64) -> i64 {
         let mut settled = 0;
-        while let Some(&(position, horizon_xmax)) = self.horizons.front() {
-            if horizon_xmax > xmin {
+        while let Some(&(position, xid)) = self.horizons.front() {
+            if xid >= horizon {
                 break;
             }
             settled = settled.max(position);
             self.horizons.pop_front();
-        }
-        // No transaction at all was running when this snapshot was taken.
-        if xmax <= xmin {
-            settled = settled.max(visible_max);
-            self.horizons.clear();
-        } else if self
-            .horizons
-            .back()
-            .is_none_or(|&(position, _)| position < visible_max)
-        {
-            self.horizons.push_back((visible_max, xmax));
         }
         settled
     }

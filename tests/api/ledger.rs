@@ -665,3 +665,66 @@ on_both_backends!(
     auditors_get_checkpoints_proofs_and_verification_over_http,
     backfill_seals_events_written_before_the_ledger,
 );
+
+/// PostgreSQL: a snapshot's `xmax` is one past the newest *finished* transaction, not
+/// past the newest *started* one, so a writer whose xid is newer than every finished
+/// transaction is in no snapshot's list of running ones. Here writer B takes a position,
+/// then writer A — whose xid is older — takes a later one and commits: no finished xid is
+/// newer than B's, so the snapshot looks idle while B still holds a position below A's.
+/// The sealer must wait for B, not seal over B's position (the benchmark's "position …
+/// was inserted" in issue 19). Deterministic when run alone; with other tests finishing
+/// transactions on the same cluster at that instant the race is hidden, never faked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_writer_newer_than_every_finished_transaction_is_not_sealed_over() {
+    let test_database = TestDatabase::create(Backend::Postgres).await;
+    let database = test_database.connect().await;
+    let Database::Postgres(pool) = &database else {
+        unreachable!()
+    };
+    let insert = "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
+                  event_version, payload, metadata) VALUES ('Held', $1, 1, 'Added', '1', \
+                  '{}', '{}') RETURNING position";
+    let mut older = pool.begin().await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *older)
+        .await
+        .unwrap();
+    let mut newer = pool.begin().await.unwrap();
+    let held_position: i64 = sqlx::query_scalar(insert)
+        .bind("newer")
+        .fetch_one(&mut *newer)
+        .await
+        .unwrap();
+    let later_position: i64 = sqlx::query_scalar(insert)
+        .bind("older")
+        .fetch_one(&mut *older)
+        .await
+        .unwrap();
+    assert!(later_position > held_position);
+    older.commit().await.unwrap();
+
+    let mut sealer = Sealer::new(database.clone());
+    for _ in 0..20 {
+        sealer.seal_once().await.unwrap();
+    }
+    let head = ledger::tree_head(&database).await.unwrap();
+    assert!(
+        head.last_position < held_position,
+        "sealed through {} over the uncommitted position {held_position}",
+        head.last_position
+    );
+    newer.commit().await.unwrap();
+    let size = Sealer::new(database.clone())
+        .seal_all(SEAL_BUDGET)
+        .await
+        .unwrap();
+    assert_eq!(
+        size, 2,
+        "both events are sealed once the newer writer commits"
+    );
+    let (outcome, _) =
+        latchkey::cli::verify::verify_all(&Journal::new(database.clone()), Vec::new(), None)
+            .await
+            .unwrap();
+    assert!(outcome.problem.is_none(), "{:?}", outcome.problem);
+}
