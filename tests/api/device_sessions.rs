@@ -546,9 +546,53 @@ async fn a_force_end_whose_off_failed_is_retried_until_the_relay_is_off(backend:
     world.app.stop().await;
 }
 
+/// The same, with a restart in between: the OFF that failed before the restart is sent by
+/// the restarted server (its reconciler picks up ended sessions whose OFF is unconfirmed),
+/// not left to the hourly sweep.
+async fn a_restart_after_a_failed_force_end_off_still_switches_off(backend: Backend) {
+    let sims = Sims::spawn().await;
+    let database = TestDatabase::create(backend).await;
+    let first = sims.app(database.another_handle(), sims.options()).await;
+    register_washer(&first).await;
+    let payment_id = pay_on(&first, &sims).await;
+    assert!(
+        wait_for(|| async { state_on(&first, payment_id).await == Some(SessionState::Active) })
+            .await,
+        "the session starts"
+    );
+    sims.shelly.set_online(PLUG, false).unwrap();
+    let response = first
+        .post_json(
+            &format!("/api/sessions/{payment_id}/force-end"),
+            Some(ADMIN_TOKEN),
+            &json!({"reason": "the guest reported smoke"}),
+        )
+        .await;
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    assert!(
+        session(&first, payment_id).await.off_unconfirmed(),
+        "the OFF did not reach the plug"
+    );
+    first.stop().await;
+    sims.shelly.set_online(PLUG, true).unwrap();
+    assert!(sims.relay_is_on(), "nobody has switched the plug off yet");
+
+    let restarted = sims.app(database, sims.options()).await;
+    assert!(
+        wait_for(|| async { !sims.relay_is_on() }).await,
+        "the restarted server sends the OFF again"
+    );
+    assert!(
+        wait_for(|| async { !session(&restarted, payment_id).await.off_unconfirmed() }).await,
+        "the OFF is confirmed in the journal"
+    );
+    restarted.stop().await;
+}
+
 on_both_backends!(
     a_paid_session_switches_on_is_captured_and_switches_off_at_its_end,
     a_force_end_whose_off_failed_is_retried_until_the_relay_is_off,
+    a_restart_after_a_failed_force_end_off_still_switches_off,
     the_relay_follows_the_payment_and_the_end_within_a_second,
     a_relay_that_never_comes_on_costs_the_guest_nothing,
 );
