@@ -65,7 +65,8 @@ fn write_canonical(value: &Value, out: &mut String) {
                 if index > 0 {
                     out.push(',');
                 }
-                out.push_str(&Value::String(key.clone()).to_string());
+                // The same escaping as a `Value::String`, without cloning the key.
+                out.push_str(&serde_json::to_string(key.as_str()).unwrap_or_default());
                 out.push(':');
                 write_canonical(item, out);
             }
