@@ -531,6 +531,9 @@ pub async fn latest_checkpoint(database: &Database) -> anyhow::Result<Option<Che
 /// (appends by other instances, and PostgreSQL's xmin horizon moving on).
 const SEAL_POLL: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// How long the sealer lets appends gather after one woke it.
+const SEAL_COALESCE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The background task of one app instance: seals the journal as it grows and, with a
 /// signing key, signs a checkpoint every `checkpoint_every_events` sealed events or every
 /// `checkpoint_every` if anything was sealed since the last one.
@@ -561,7 +564,14 @@ pub fn spawn_sealer(
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = woken.changed() => {}
+                _ = woken.changed() => {
+                    // Appends come in bursts: one seal for the whole burst keeps the
+                    // sealer's share of the CPU small under load (`ledger_append`).
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(SEAL_COALESCE) => {}
+                    }
+                }
                 _ = tokio::time::sleep(SEAL_POLL) => {}
             }
         }
