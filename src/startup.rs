@@ -214,7 +214,11 @@ impl Application {
                 ports.relays.clone(),
                 options.workflows.reconciler.clone(),
             );
-            background.push(Arc::new(reconciler).spawn(appended.clone(), shutdown.child_token()));
+            background.push(Arc::new(reconciler).spawn(
+                subscriptions.leases().clone(),
+                appended.clone(),
+                shutdown.child_token(),
+            ));
             background.push(schedule::spawn_worker(
                 database.clone(),
                 buses.clone(),
@@ -288,6 +292,7 @@ impl Application {
         for task in self.background {
             let _ = task.await;
         }
+        self.subscriptions.leases().close().await;
         self.state.database.close().await;
         info!("stopped");
         served.context("the HTTP server failed")

@@ -5,6 +5,8 @@
 //!   that also chains every event's hash and wakes subscribers.
 //! - [`journal`]: reads events in global order, for subscribers and auditors.
 //! - [`subscription`]: runs named subscribers over the journal, exactly once each.
+//! - [`lease`]: fenced singletons: a lease with a growing epoch per singleton, checked
+//!   on every command the singleton sends.
 //! - [`parking`]: workflow reactions set aside for an operator instead of halting.
 //! - [`chain`]: the tamper-evident hash chain and its verification.
 //! - [`ledger`]: the global Merkle commitment, its sealer, signed checkpoints and proofs
@@ -14,6 +16,7 @@ pub mod chain;
 pub mod group_commit;
 pub mod inbox;
 pub mod journal;
+pub mod lease;
 pub mod ledger;
 pub mod merkle;
 pub mod parking;
