@@ -45,6 +45,9 @@ pub struct BuildOptions {
     pub stripe: StripeOptions,
     /// The workflows and their scheduled jobs.
     pub workflows: WorkflowOptions,
+    /// How often this instance looks for settings saved by another one, beside the
+    /// notifications (default [`crate::settings_sync::CHECK_INTERVAL`]).
+    pub settings_check_interval: Option<Duration>,
 }
 
 /// Workflow tuning; `enabled: false` leaves the journal without process managers (tests
@@ -242,6 +245,13 @@ impl Application {
             gateways,
             stripe,
         };
+        background.push(crate::settings_sync::spawn(
+            state.clone(),
+            options
+                .settings_check_interval
+                .unwrap_or(crate::settings_sync::CHECK_INTERVAL),
+            shutdown.child_token(),
+        ));
         Ok(Application {
             listener,
             port,
