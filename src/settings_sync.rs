@@ -96,7 +96,12 @@ async fn listen(database: &Database) -> Option<PgListener> {
     let Database::Postgres(pool) = database else {
         return None;
     };
-    let mut listener = match PgListener::connect_with(pool).await {
+    // A one-connection pool of its own: a listener keeps its connection for good, and the
+    // main pool's connections are counted for the singletons and the requests.
+    let own = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_lazy_with((*pool.connect_options()).clone());
+    let mut listener = match PgListener::connect_with(&own).await {
         Ok(listener) => listener,
         Err(error) => {
             warn!(error = %error, "settings LISTEN connection failed; relying on the timer");
