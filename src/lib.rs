@@ -38,6 +38,8 @@ pub mod secrets;
 pub mod settings_store;
 /// Every instance follows settings saved on another one (NOTIFY, and a check on a timer).
 pub mod settings_sync;
+/// Module health and the catch-up status, shared by every instance through the database.
+pub mod shared_status;
 /// Wire-faithful simulators of Stripe, TTLock and Shelly.
 pub mod sim;
 /// Application::build / run_until_stopped.

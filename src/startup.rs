@@ -233,7 +233,10 @@ impl Application {
             settings.security.checkout_per_address_per_minute,
             settings.security.checkout_per_target_per_minute,
         ));
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let instance: Arc<str> = format!("pid {} / {}", std::process::id(), &suffix[..8]).into();
         let state = AppState {
+            instance,
             checkout_limits,
             mail,
             settings,
@@ -245,6 +248,10 @@ impl Application {
             gateways,
             stripe,
         };
+        background.push(crate::shared_status::spawn_publisher(
+            state.clone(),
+            shutdown.child_token(),
+        ));
         background.push(crate::settings_sync::spawn(
             state.clone(),
             options
