@@ -65,7 +65,12 @@ pub fn spawn(
         let mut listener = None;
         loop {
             if listener.is_none() {
-                listener = listen(&state.database).await;
+                // Raced with shutdown: connecting to a database that is gone can take the
+                // pool's whole acquire timeout.
+                listener = tokio::select! {
+                    listener = listen(&state.database) => listener,
+                    _ = shutdown.cancelled() => return,
+                };
             }
             let notified = async {
                 match listener.as_mut() {
@@ -83,7 +88,11 @@ pub fn spawn(
                 _ = tokio::time::sleep(check_interval) => {}
                 _ = shutdown.cancelled() => return,
             }
-            if let Err(error) = refresh(&state).await {
+            let refreshed = tokio::select! {
+                refreshed = refresh(&state) => refreshed,
+                _ = shutdown.cancelled() => return,
+            };
+            if let Err(error) = refreshed {
                 warn!(error = %error, "could not check the stored settings");
             }
         }
@@ -100,6 +109,7 @@ async fn listen(database: &Database) -> Option<PgListener> {
     // main pool's connections are counted for the singletons and the requests.
     let own = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
         .connect_lazy_with((*pool.connect_options()).clone());
     let mut listener = match PgListener::connect_with(&own).await {
         Ok(listener) => listener,

@@ -182,7 +182,11 @@ pub fn spawn_publisher(state: AppState, shutdown: CancellationToken) -> JoinHand
         loop {
             let snapshots = local_snapshots(&state);
             if published.as_ref() != Some(&snapshots) {
-                match publish(&state.database, &instance, &snapshots).await {
+                let outcome = tokio::select! {
+                    outcome = publish(&state.database, &instance, &snapshots) => outcome,
+                    _ = shutdown.cancelled() => return,
+                };
+                match outcome {
                     Ok(()) => published = Some(snapshots),
                     Err(error) => warn!(error = %error, "could not publish module health"),
                 }

@@ -410,7 +410,11 @@ impl Leases {
         shutdown: &CancellationToken,
     ) -> Option<Lease> {
         loop {
-            match self.try_acquire(name).await {
+            let attempt = tokio::select! {
+                attempt = self.try_acquire(name) => attempt,
+                _ = shutdown.cancelled() => return None,
+            };
+            match attempt {
                 Ok(Some(lease)) => return Some(lease),
                 Ok(None) => {}
                 Err(error) => {

@@ -7,6 +7,7 @@
 //! - [`subscription`]: runs named subscribers over the journal, exactly once each.
 //! - [`lease`]: fenced singletons: a lease with a growing epoch per singleton, checked
 //!   on every command the singleton sends.
+//! - [`single_process`]: one server process per SQLite file (a lock file).
 //! - [`parking`]: workflow reactions set aside for an operator instead of halting.
 //! - [`chain`]: the tamper-evident hash chain and its verification.
 //! - [`ledger`]: the global Merkle commitment, its sealer, signed checkpoints and proofs
@@ -21,6 +22,7 @@ pub mod ledger;
 pub mod merkle;
 pub mod parking;
 pub mod repository;
+pub mod single_process;
 pub mod subscription;
 
 use std::str::FromStr;

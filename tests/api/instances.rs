@@ -1,8 +1,12 @@
 //! Many instances on one database (issue 20): what is shared through the database rather
 //! than held per process. (Fenced singletons are tested beside the reconciler's takeover,
-//! in `device_sessions`; the settings broadcast in `settings`.)
+//! in `device_sessions`; the settings broadcast in `settings`.) And the guard that keeps a
+//! SQLite file to one server process.
 
-use std::time::Duration;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
 
 use latchkey::http::auth::Role;
 use latchkey::startup::BuildOptions;
@@ -131,3 +135,149 @@ async fn health_and_catch_up_status_are_the_same_from_every_instance(backend: Ba
 }
 
 on_both_backends!(health_and_catch_up_status_are_the_same_from_every_instance);
+
+/// A `latchkey serve` process of the real binary, its log lines collected as they come.
+struct Server {
+    child: Child,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+}
+
+fn serve_command(database_url: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_latchkey"));
+    command
+        .arg("serve")
+        .env_clear()
+        .env("DATABASE_URL", database_url)
+        .env("LATCHKEY_LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "info");
+    command
+}
+
+impl Server {
+    fn start(database_url: &str) -> Server {
+        let mut child = serve_command(database_url)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the latchkey binary starts");
+        let (sender, lines) = mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let sender = sender.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let _ = sender.send(line);
+                }
+            });
+        }
+        Server {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Whether a log line containing `text` arrives within `budget`.
+    fn logs_within(&mut self, text: &str, budget: Duration) -> bool {
+        let deadline = Instant::now() + budget;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let found = line.contains(text);
+                    self.seen.push(line);
+                    if found {
+                        return true;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
+    /// SIGKILL: nothing of the process's own shutdown runs.
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `command` to its end, failing the test if it is still running after `budget`
+/// (a second server that did not refuse would serve for ever).
+fn run_within(mut command: Command, budget: Duration) -> std::process::Output {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the latchkey binary starts");
+    let deadline = Instant::now() + budget;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "still running after {budget:?}: {}",
+                String::from_utf8_lossy(&output.stdout)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A second `latchkey serve` on the SQLite file a running one serves exits at once with a
+/// message that says why and what to do; once the first is gone (killed: no clean-up ran)
+/// a new one starts. On PostgreSQL two servers on one database are the point: both start.
+async fn a_second_server_on_one_sqlite_file_refuses_to_start(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let url = database.url.as_str().to_string();
+    tokio::task::spawn_blocking(move || {
+        let budget = Duration::from_secs(60);
+        let mut first = Server::start(&url);
+        assert!(
+            first.logs_within("serving", budget),
+            "the first server starts: {:?}",
+            first.seen
+        );
+        match backend {
+            Backend::Sqlite => {
+                let output = run_within(serve_command(&url), budget);
+                let stderr = String::from_utf8_lossy(&output.stderr);
+                assert!(!output.status.success(), "the second server refuses");
+                assert!(
+                    stderr.contains(
+                        "another Latchkey process is already serving the SQLite database"
+                    ) && stderr.contains(".lock")
+                        && stderr.contains("PostgreSQL"),
+                    "{stderr}"
+                );
+                first.kill();
+                let mut third = Server::start(&url);
+                assert!(
+                    third.logs_within("serving", budget),
+                    "a killed server leaves no stale lock: {:?}",
+                    third.seen
+                );
+                third.kill();
+            }
+            Backend::Postgres => {
+                let mut second = Server::start(&url);
+                assert!(
+                    second.logs_within("serving", budget),
+                    "a second server on PostgreSQL starts: {:?}",
+                    second.seen
+                );
+                second.kill();
+                first.kill();
+            }
+        }
+    })
+    .await
+    .unwrap();
+    drop(database);
+}
+
+on_both_backends!(a_second_server_on_one_sqlite_file_refuses_to_start);

@@ -1,0 +1,68 @@
+//! One server process per SQLite file.
+//!
+//! SQLite is the single-process embedded default: the singletons (reconciler, workflows)
+//! are not fenced on it (there is no other instance to fence against), so two
+//! `latchkey serve` processes on one file would both switch relays and issue door codes.
+//! A server on SQLite therefore holds an exclusive lock (`flock`, through the standard
+//! library's `File::try_lock`) on `<file>.lock` for as long as it lives, and a second one
+//! refuses to start, saying why. The operating system releases the lock when the process
+//! ends, however it ends, so a crash never leaves a stale lock behind. Short commands
+//! (`token create`, `verify`, `export`, …) do not take it: they may run beside the server.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use anyhow::Context;
+use sqlx::sqlite::SqliteConnectOptions;
+
+use crate::config::DatabaseUrl;
+
+/// Held for the life of a server process on SQLite; dropping it releases the lock.
+#[derive(Debug)]
+pub struct ProcessLock {
+    _file: File,
+    pub path: PathBuf,
+}
+
+/// Takes the SQLite file's process lock (`None` on PostgreSQL, where several instances are
+/// the point, and for an in-memory database). Fails with a message naming the file when
+/// another process holds it.
+pub fn claim(url: &DatabaseUrl) -> anyhow::Result<Option<ProcessLock>> {
+    let DatabaseUrl::Sqlite(raw) = url else {
+        return Ok(None);
+    };
+    let options = SqliteConnectOptions::from_str(raw)
+        .with_context(|| "DATABASE_URL is not a valid SQLite URL")?;
+    let database = options.get_filename();
+    if database.as_os_str().is_empty() || database == Path::new(":memory:") {
+        return Ok(None);
+    }
+    let path = lock_path(database);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("could not open the lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(ProcessLock { _file: file, path })),
+        Err(TryLockError::WouldBlock) => anyhow::bail!(
+            "another Latchkey process is already serving the SQLite database {} (it holds {}); \
+             SQLite is for one process: stop that one first, or move to PostgreSQL \
+             (DATABASE_URL=postgres://…) to run several instances",
+            database.display(),
+            path.display()
+        ),
+        Err(TryLockError::Error(error)) => {
+            Err(error).with_context(|| format!("could not lock {}", path.display()))
+        }
+    }
+}
+
+/// `<file>.lock` beside the database file.
+fn lock_path(database: &Path) -> PathBuf {
+    let mut name = database.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
