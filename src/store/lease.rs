@@ -94,7 +94,7 @@ pub struct Fence {
 #[derive(Clone, Debug)]
 enum FenceDatabase {
     Postgres(PgPool),
-    Sqlite(Database),
+    Sqlite(sqlx::SqlitePool),
 }
 
 /// Why a fenced command was not run.
@@ -123,7 +123,7 @@ impl Fence {
     pub fn new(database: &Database, name: &str, epoch: i64) -> Self {
         let database = match database {
             Database::Postgres(pool) => FenceDatabase::Postgres(fence_pool(pool)),
-            Database::Sqlite(_) => FenceDatabase::Sqlite(database.clone()),
+            Database::Sqlite(pool) => FenceDatabase::Sqlite(pool.clone()),
         };
         Fence {
             name: name.to_string(),
@@ -167,10 +167,7 @@ impl Fence {
                         .map_err(database_error)?;
                 (current, FenceGuard(Some(tx)))
             }
-            FenceDatabase::Sqlite(database) => {
-                let Database::Sqlite(pool) = database else {
-                    unreachable!("a SQLite fence holds a SQLite database");
-                };
+            FenceDatabase::Sqlite(pool) => {
                 let current: Option<i64> =
                     sqlx::query_scalar("SELECT epoch FROM singleton_leases WHERE name = ?1")
                         .bind(&self.name)
@@ -276,8 +273,9 @@ impl Drop for Lease {
 #[derive(Clone)]
 pub struct Leases {
     database: Database,
-    /// The fence pool, shared by every lease of the process (PostgreSQL).
-    fences: Option<PgPool>,
+    /// Where fences check their epoch: on PostgreSQL a pool of its own, shared by every
+    /// lease of the process.
+    fences: FenceDatabase,
     metrics: Arc<Metrics>,
     /// Who we are in `singleton_leases.holder`: process id and a random suffix (several
     /// test instances share one process).
@@ -288,8 +286,8 @@ pub struct Leases {
 impl Leases {
     pub fn new(database: Database, metrics: Arc<Metrics>) -> Self {
         let fences = match &database {
-            Database::Postgres(pool) => Some(fence_pool(pool)),
-            Database::Sqlite(_) => None,
+            Database::Postgres(pool) => FenceDatabase::Postgres(fence_pool(pool)),
+            Database::Sqlite(pool) => FenceDatabase::Sqlite(pool.clone()),
         };
         let suffix = uuid::Uuid::new_v4().simple().to_string();
         Leases {
@@ -303,7 +301,7 @@ impl Leases {
 
     /// Closes the fence pool's connections (at shutdown, after every singleton stopped).
     pub async fn close(&self) {
-        if let Some(fences) = &self.fences {
+        if let FenceDatabase::Postgres(fences) = &self.fences {
             fences.close().await;
         }
     }
@@ -329,7 +327,6 @@ impl Leases {
                         return Err(error);
                     }
                 };
-                let fences = self.fences.clone().expect("a PostgreSQL fence pool");
                 Ok(Some(Lease {
                     name: name.to_string(),
                     epoch,
@@ -337,7 +334,7 @@ impl Leases {
                     fence: Fence {
                         name: name.to_string(),
                         epoch,
-                        database: FenceDatabase::Postgres(fences),
+                        database: self.fences.clone(),
                     },
                 }))
             }
@@ -361,7 +358,7 @@ impl Leases {
                     fence: Fence {
                         name: name.to_string(),
                         epoch,
-                        database: FenceDatabase::Sqlite(self.database.clone()),
+                        database: self.fences.clone(),
                     },
                 }))
             }
