@@ -13,7 +13,7 @@ use std::time::Duration;
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{Aggregate, AggregateError, CqrsFramework, EventStore as _};
 use rand::Rng;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use latchkey_aggregates::device::{Device, DeviceServices};
 use latchkey_aggregates::door::{Door, DoorServices};
@@ -21,6 +21,7 @@ use latchkey_aggregates::payment::{Payment, PaymentGateway, PaymentServices};
 use latchkey_aggregates::session::{DeviceSession, SessionServices};
 
 use crate::gateways::Gateways;
+use crate::store::lease::{self, Fence};
 use crate::store::repository::{AppendSignal, JournalRepository};
 use crate::store::Database;
 
@@ -140,6 +141,44 @@ where
 
     /// Executes `command` on aggregate `id`, retrying lost races (see the module docs).
     pub async fn execute(
+        &self,
+        id: &str,
+        command: A::Command,
+        metadata: CommandMetadata,
+    ) -> Result<(), AggregateError<A::Error>> {
+        // A singleton's command carries its epoch and runs only while that epoch is the
+        // lease's, holding it for the whole command (see `store::lease`).
+        let fence = Fence::current();
+        let mut metadata = metadata;
+        let guard = match &fence {
+            Some(fence) => {
+                metadata
+                    .extra
+                    .push((lease::METADATA_SINGLETON.into(), fence.name.clone()));
+                metadata
+                    .extra
+                    .push((lease::METADATA_EPOCH.into(), fence.epoch.to_string()));
+                let guard = fence.hold().await.map_err(|error| {
+                    warn!(
+                        aggregate_type = A::TYPE,
+                        aggregate_id = id,
+                        error = %error,
+                        "command from a stale singleton refused"
+                    );
+                    AggregateError::UnexpectedError(Box::new(error))
+                })?;
+                Some(guard)
+            }
+            None => None,
+        };
+        let result = self.execute_with_retries(id, command, metadata).await;
+        if let Some(guard) = guard {
+            guard.release().await;
+        }
+        result
+    }
+
+    async fn execute_with_retries(
         &self,
         id: &str,
         command: A::Command,

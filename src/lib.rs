@@ -36,6 +36,10 @@ pub mod reconciler;
 pub mod secrets;
 /// Settings saved from the dashboard, overlaid on the environment.
 pub mod settings_store;
+/// Every instance follows settings saved on another one (NOTIFY, and a check on a timer).
+pub mod settings_sync;
+/// Module health and the catch-up status, shared by every instance through the database.
+pub mod shared_status;
 /// Wire-faithful simulators of Stripe, TTLock and Shelly.
 pub mod sim;
 /// Application::build / run_until_stopped.

@@ -41,6 +41,21 @@ const DESCRIPTIONS: &[(&str, &str, &str)] = &[
         "Last journal position each projection has handled.",
     ),
     (
+        "latchkey_singleton_held",
+        "gauge",
+        "1 while this instance holds the singleton's lease and runs it, else 0.",
+    ),
+    (
+        "latchkey_singleton_epoch",
+        "gauge",
+        "The epoch of the singleton's lease this instance last took.",
+    ),
+    (
+        "latchkey_singleton_lost_total",
+        "counter",
+        "Singleton leases this instance lost while running (its work was stopped).",
+    ),
+    (
         "latchkey_up",
         "gauge",
         "1 while the process serves requests.",

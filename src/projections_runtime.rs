@@ -28,7 +28,7 @@ use crate::on_pool;
 use crate::store::journal::{self, JournalEvent};
 use crate::store::repository::AppendSignal;
 use crate::store::subscription::{
-    self, BatchOutcome, Subscriber, SubscriptionOptions, SubscriptionRuntime,
+    BatchOutcome, Subscriber, SubscriptionOptions, SubscriptionRuntime,
 };
 use crate::store::{Database, Tx};
 
@@ -212,14 +212,20 @@ impl ProjectionTask {
     /// Runs every projection until `shutdown` is cancelled (on PostgreSQL, on the one
     /// instance holding the `projections` lock; the others take over if it dies).
     pub fn spawn(self, shutdown: CancellationToken) -> JoinHandle<()> {
+        let task = Arc::new(self);
         tokio::spawn(async move {
-            let _lock = match self.acquire_lock(&shutdown).await {
-                Some(lock) => lock,
-                None => return,
-            };
-            info!("projections running");
-            self.run(&subscribers(), &shutdown).await;
-            info!("projections stopped");
+            let leases = task.runtime.leases().clone();
+            let takeover = task.options.takeover_interval;
+            leases
+                .run(LOCK_NAME, takeover, &shutdown, |token| {
+                    let task = task.clone();
+                    async move {
+                        info!("projections running");
+                        task.run(&subscribers(), &token).await;
+                        info!("projections stopped");
+                    }
+                })
+                .await;
         })
     }
 
@@ -284,35 +290,6 @@ impl ProjectionTask {
                     _ = shutdown.cancelled() => {}
                 }
             }
-        }
-    }
-
-    async fn acquire_lock(&self, shutdown: &CancellationToken) -> Option<LockGuard> {
-        let Database::Postgres(pool) = &self.database else {
-            return Some(LockGuard(None));
-        };
-        loop {
-            match subscription::try_advisory_lock(pool, LOCK_NAME).await {
-                Ok(Some(connection)) => return Some(LockGuard(Some(connection))),
-                Ok(None) => {}
-                Err(error) => warn!(error = %error, "could not try the projections lock"),
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(self.options.takeover_interval) => {}
-                _ = shutdown.cancelled() => return None,
-            }
-        }
-    }
-}
-
-/// Holds the PostgreSQL advisory lock while alive; dropping it closes the session, which
-/// releases the lock (returning the connection to the pool would keep it held).
-struct LockGuard(Option<PoolConnection<sqlx::Postgres>>);
-
-impl Drop for LockGuard {
-    fn drop(&mut self) {
-        if let Some(connection) = self.0.take() {
-            drop(connection.detach());
         }
     }
 }

@@ -4,7 +4,8 @@
 //! The environment wins: a variable that is set overrides the stored value and the page
 //! shows it as such. Secrets are encrypted with `LATCHKEY_MASTER_KEY` ([`crate::secrets`])
 //! and never shown again, only their last four characters; without a master key they are
-//! refused. Saving re-reads the settings and swaps the integrations' clients at once.
+//! refused. Saving re-reads the settings and swaps the integrations' clients at once; the
+//! other instances on the same database follow within seconds ([`crate::settings_sync`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -182,6 +183,11 @@ pub struct SettingsStore {
     environment: Arc<Settings>,
     master_key: Option<MasterKey>,
     effective: Arc<RwLock<Arc<Settings>>>,
+    /// A digest of the stored rows `effective` was built from: how an instance tells that
+    /// another one saved something ([`crate::settings_sync`]).
+    fingerprint: Arc<RwLock<Option<[u8; 32]>>>,
+    /// One reload at a time, so an older read never overwrites a newer one.
+    reloading: Arc<tokio::sync::Mutex<()>>,
 }
 
 type Row = (
@@ -200,6 +206,8 @@ impl SettingsStore {
         let store = SettingsStore {
             master_key: MasterKey::from_settings(&environment),
             effective: Arc::new(RwLock::new(environment.clone())),
+            fingerprint: Arc::default(),
+            reloading: Arc::default(),
             database,
             environment,
         };
@@ -313,6 +321,7 @@ impl SettingsStore {
             tracing::info!(setting = field.name, by, "setting saved");
         }
         self.reload().await?;
+        crate::settings_sync::announce(&self.database).await;
         Ok(())
     }
 
@@ -325,6 +334,7 @@ impl SettingsStore {
             .map_err(|error| SaveError::Internal(error.into()))?;
         tracing::info!(setting = field.name, by, "setting cleared");
         self.reload().await?;
+        crate::settings_sync::announce(&self.database).await;
         Ok(())
     }
 
@@ -361,8 +371,28 @@ impl SettingsStore {
 
     /// Re-reads the stored settings and overlays them on the environment.
     pub async fn reload(&self) -> anyhow::Result<Arc<Settings>> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let rows = self.rows().await?;
+        Ok(self.overlay_rows(rows))
+    }
+
+    /// Re-reads the stored settings if they differ from the ones this instance runs on
+    /// (another instance saved something); `true` when they did.
+    pub async fn reload_if_changed(&self) -> anyhow::Result<bool> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let rows = self.rows().await?;
+        let current = *self.fingerprint.read().unwrap_or_else(|p| p.into_inner());
+        if current == Some(fingerprint(&rows)) {
+            return Ok(false);
+        }
+        self.overlay_rows(rows);
+        Ok(true)
+    }
+
+    fn overlay_rows(&self, rows: Vec<Row>) -> Arc<Settings> {
+        let digest = fingerprint(&rows);
         let mut vars = HashMap::new();
-        for (name, value, ciphertext, key_id, _, _, _) in self.rows().await? {
+        for (name, value, ciphertext, key_id, _, _, _) in rows {
             let plaintext = match (ciphertext, key_id, &self.master_key) {
                 (Some(ciphertext), Some(key_id), Some(key)) => {
                     match key.open(&name, &Sealed { ciphertext, key_id }) {
@@ -389,8 +419,37 @@ impl SettingsStore {
         });
         let effective = Arc::new(overlay(&self.environment, &stored));
         *self.effective.write().unwrap_or_else(|p| p.into_inner()) = effective.clone();
-        Ok(effective)
+        *self.fingerprint.write().unwrap_or_else(|p| p.into_inner()) = Some(digest);
+        effective
     }
+}
+
+/// A SHA-256 over every stored row (ordered by name), each field length-prefixed.
+fn fingerprint(rows: &[Row]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for (name, value, ciphertext, key_id, last4, updated_by, updated_ms) in rows {
+        let fields = [
+            Some(name.as_str()),
+            value.as_deref(),
+            ciphertext.as_deref(),
+            key_id.as_deref(),
+            last4.as_deref(),
+            Some(updated_by.as_str()),
+        ];
+        for field in fields {
+            match field {
+                Some(text) => {
+                    hasher.update([1]);
+                    hasher.update((text.len() as u64).to_be_bytes());
+                    hasher.update(text.as_bytes());
+                }
+                None => hasher.update([0]),
+            }
+        }
+        hasher.update(updated_ms.to_be_bytes());
+    }
+    hasher.finalize().into()
 }
 
 /// The API base URL settings: where an integration's credentials are sent.

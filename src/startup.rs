@@ -45,6 +45,9 @@ pub struct BuildOptions {
     pub stripe: StripeOptions,
     /// The workflows and their scheduled jobs.
     pub workflows: WorkflowOptions,
+    /// How often this instance looks for settings saved by another one, beside the
+    /// notifications (default [`crate::settings_sync::CHECK_INTERVAL`]).
+    pub settings_check_interval: Option<Duration>,
 }
 
 /// Workflow tuning; `enabled: false` leaves the journal without process managers (tests
@@ -214,7 +217,11 @@ impl Application {
                 ports.relays.clone(),
                 options.workflows.reconciler.clone(),
             );
-            background.push(Arc::new(reconciler).spawn(appended.clone(), shutdown.child_token()));
+            background.push(Arc::new(reconciler).spawn(
+                subscriptions.leases().clone(),
+                appended.clone(),
+                shutdown.child_token(),
+            ));
             background.push(schedule::spawn_worker(
                 database.clone(),
                 buses.clone(),
@@ -226,7 +233,10 @@ impl Application {
             settings.security.checkout_per_address_per_minute,
             settings.security.checkout_per_target_per_minute,
         ));
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let instance: Arc<str> = format!("pid {} / {}", std::process::id(), &suffix[..8]).into();
         let state = AppState {
+            instance,
             checkout_limits,
             mail,
             settings,
@@ -238,6 +248,17 @@ impl Application {
             gateways,
             stripe,
         };
+        background.push(crate::shared_status::spawn_publisher(
+            state.clone(),
+            shutdown.child_token(),
+        ));
+        background.push(crate::settings_sync::spawn(
+            state.clone(),
+            options
+                .settings_check_interval
+                .unwrap_or(crate::settings_sync::CHECK_INTERVAL),
+            shutdown.child_token(),
+        ));
         Ok(Application {
             listener,
             port,
@@ -288,6 +309,7 @@ impl Application {
         for task in self.background {
             let _ = task.await;
         }
+        self.subscriptions.leases().close().await;
         self.state.database.close().await;
         info!("stopped");
         served.context("the HTTP server failed")

@@ -29,6 +29,8 @@ pub async fn run(mut settings: Settings, args: DemoArgs) -> anyhow::Result<()> {
         settings.listen = listen;
     }
     let database = crate::store::redact(settings.database_url.as_str());
+    // Held until the process ends: one server per SQLite file.
+    let _sqlite_guard = crate::store::single_process::claim(&settings.database_url)?;
     let demo = Demo::start(settings, BuildOptions::default())
         .await
         .context("the demo could not start (is the port free? set LATCHKEY_LISTEN or --listen)")?;

@@ -105,6 +105,8 @@ pub enum SimService {
 pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => {
+            // Held until the process ends: one server per SQLite file.
+            let _sqlite_guard = crate::store::single_process::claim(&settings.database_url)?;
             let application = Application::build(settings).await?;
             let shutdown = application.shutdown_token();
             tokio::spawn(async move {

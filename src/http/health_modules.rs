@@ -23,14 +23,9 @@ pub async fn modules(
     principal: Principal,
 ) -> Result<Json<Value>, ApiError> {
     principal.require(Permission::Read)?;
-    let modules: Vec<_> = state
-        .gateways
-        .current()
-        .health
-        .iter()
-        .chain([&state.mail.health])
-        .map(|health| health.snapshot())
-        .collect();
+    let modules: Vec<_> = crate::shared_status::modules(&state)
+        .await
+        .map_err(anyhow::Error::new)?;
     for module in &modules {
         let failing = if module.state == crate::integrations::health::HealthState::Failing {
             1.0

@@ -62,6 +62,9 @@ pub struct AppState {
     pub checkout_limits: Arc<checkout_limits::CheckoutLimits>,
     /// Outgoing email and its health (`email` in module health).
     pub mail: crate::mail::Mail,
+    /// This instance's name in the tables instances share (`module_health`): process id
+    /// and a random suffix, new at every start.
+    pub instance: Arc<str>,
 }
 
 impl AppState {

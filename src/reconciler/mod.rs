@@ -26,8 +26,8 @@
 //!
 //! Failed relay commands are retried with a growing pause per session, so an offline
 //! device is not hammered (and the journal not flooded) during its grace period. On
-//! PostgreSQL one instance runs the reconciler (an advisory lock); another takes over
-//! within seconds if it dies.
+//! PostgreSQL one instance runs the reconciler (a fenced lease, `store::lease`); another
+//! takes over within seconds if it dies or loses its lock, and the old one stops at once.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -49,8 +49,8 @@ use crate::cqrs::{Buses, CommandMetadata};
 use crate::on_pool;
 use crate::projections_runtime::checkpoint_name;
 use crate::store::journal::{self, Cursor, Journal};
+use crate::store::lease::Leases;
 use crate::store::repository::AppendSignal;
-use crate::store::subscription::try_advisory_lock;
 use crate::store::Database;
 use crate::workflows::schedule::backoff;
 
@@ -593,67 +593,82 @@ impl Reconciler {
             .remove(session_id);
     }
 
-    /// Runs passes until `shutdown`: every `interval`, and at once after an append.
+    /// Runs passes until `shutdown`: every `interval`, and at once after an append. On
+    /// PostgreSQL only the instance holding the reconciler's fenced lease runs them
+    /// ([`crate::store::lease`]); one that loses it stops at once, and every holding
+    /// starts afresh (watch list seeded again, relays read back).
     pub fn spawn(
         self: Arc<Self>,
+        leases: Leases,
         appended: AppendSignal,
         shutdown: CancellationToken,
     ) -> JoinHandle<()> {
         tokio::spawn(async move {
-            let _lock = match &self.database {
-                Database::Postgres(pool) => loop {
-                    match try_advisory_lock(pool, LOCK_NAME).await {
-                        Ok(Some(connection)) => {
-                            tracing::info!("reconciler running in this instance");
-                            break Some(crate::store::subscription::SingletonLock::new(connection));
-                        }
-                        Ok(None) => {}
-                        Err(error) => {
-                            tracing::warn!(error = %error, "reconciler: could not try its lock")
-                        }
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(self.options.takeover_interval) => {}
-                        _ = shutdown.cancelled() => return,
-                    }
-                },
-                Database::Sqlite(_) => None,
-            };
-            let mut wake = appended.subscribe();
-            let mut jumps = self.clock.jumps();
-            let mut last_sweep = tokio::time::Instant::now();
-            if let Err(error) = self.configure_auto_offs().await {
-                tracing::warn!(error = %error, "reconciler: configuring device auto-offs failed");
-            }
-            while !shutdown.is_cancelled() {
-                let pause = match self.pass().await {
-                    Ok(report) => self.pause_until(report.next_due),
-                    Err(error) => {
-                        tracing::warn!(error = %error, "reconciler pass failed");
-                        self.options.interval
-                    }
-                };
-                if last_sweep.elapsed() >= self.options.sweep_interval {
-                    last_sweep = tokio::time::Instant::now();
-                    if let Err(error) = self.configure_auto_offs().await {
-                        tracing::warn!(error = %error, "reconciler: configuring device auto-offs failed");
-                    }
-                    if let Err(error) = self.sweep().await {
-                        tracing::warn!(error = %error, "reconciler sweep failed");
-                    }
-                }
-                let until_sweep = self
-                    .options
-                    .sweep_interval
-                    .saturating_sub(last_sweep.elapsed());
-                tokio::select! {
-                    _ = wake.changed() => {}
-                    _ = jumped(&mut jumps) => {}
-                    _ = tokio::time::sleep(pause.min(until_sweep).max(MIN_PAUSE)) => {}
-                    _ = shutdown.cancelled() => {}
-                }
-            }
+            let takeover = self.options.takeover_interval;
+            leases
+                .run(LOCK_NAME, takeover, &shutdown, |token| {
+                    let reconciler = self.clone();
+                    let appended = appended.clone();
+                    async move { reconciler.run(&appended, &token).await }
+                })
+                .await;
         })
+    }
+
+    /// Forgets what an earlier holding learned, so this one starts like a fresh
+    /// instance: the next pass seeds the watch list and reads every relay back.
+    async fn start_afresh(&self) {
+        let mut watchlist = self.watchlist.lock().await;
+        watchlist.cursor = None;
+        watchlist.sessions.clear();
+        drop(watchlist);
+        self.retry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clear();
+        self.auto_off
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clear();
+    }
+
+    async fn run(&self, appended: &AppendSignal, shutdown: &CancellationToken) {
+        tracing::info!("reconciler running in this instance");
+        self.start_afresh().await;
+        let mut wake = appended.subscribe();
+        let mut jumps = self.clock.jumps();
+        let mut last_sweep = tokio::time::Instant::now();
+        if let Err(error) = self.configure_auto_offs().await {
+            tracing::warn!(error = %error, "reconciler: configuring device auto-offs failed");
+        }
+        while !shutdown.is_cancelled() {
+            let pause = match self.pass().await {
+                Ok(report) => self.pause_until(report.next_due),
+                Err(error) => {
+                    tracing::warn!(error = %error, "reconciler pass failed");
+                    self.options.interval
+                }
+            };
+            if last_sweep.elapsed() >= self.options.sweep_interval {
+                last_sweep = tokio::time::Instant::now();
+                if let Err(error) = self.configure_auto_offs().await {
+                    tracing::warn!(error = %error, "reconciler: configuring device auto-offs failed");
+                }
+                if let Err(error) = self.sweep().await {
+                    tracing::warn!(error = %error, "reconciler sweep failed");
+                }
+            }
+            let until_sweep = self
+                .options
+                .sweep_interval
+                .saturating_sub(last_sweep.elapsed());
+            tokio::select! {
+                _ = wake.changed() => {}
+                _ = jumped(&mut jumps) => {}
+                _ = tokio::time::sleep(pause.min(until_sweep).max(MIN_PAUSE)) => {}
+                _ = shutdown.cancelled() => {}
+            }
+        }
     }
 
     /// How long to sleep for something due at `next_due`: at most `interval`.

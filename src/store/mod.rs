@@ -5,6 +5,9 @@
 //!   that also chains every event's hash and wakes subscribers.
 //! - [`journal`]: reads events in global order, for subscribers and auditors.
 //! - [`subscription`]: runs named subscribers over the journal, exactly once each.
+//! - [`lease`]: fenced singletons: a lease with a growing epoch per singleton, checked
+//!   on every command the singleton sends.
+//! - [`single_process`]: one server process per SQLite file (a lock file).
 //! - [`parking`]: workflow reactions set aside for an operator instead of halting.
 //! - [`chain`]: the tamper-evident hash chain and its verification.
 //! - [`ledger`]: the global Merkle commitment, its sealer, signed checkpoints and proofs
@@ -14,10 +17,12 @@ pub mod chain;
 pub mod group_commit;
 pub mod inbox;
 pub mod journal;
+pub mod lease;
 pub mod ledger;
 pub mod merkle;
 pub mod parking;
 pub mod repository;
+pub mod single_process;
 pub mod subscription;
 
 use std::str::FromStr;

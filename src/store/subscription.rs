@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::journal::{self, CheckpointError, Cursor, Journal, JournalEvent};
+use super::lease::Leases;
 use super::parking;
 use super::repository::AppendSignal;
 use super::{Database, Tx};
@@ -121,6 +122,7 @@ impl Default for SubscriptionOptions {
 #[derive(Clone)]
 pub struct SubscriptionRuntime {
     journal: Journal,
+    leases: Leases,
     appended: AppendSignal,
     options: SubscriptionOptions,
     metrics: Arc<Metrics>,
@@ -149,6 +151,7 @@ impl SubscriptionRuntime {
         metrics: Arc<Metrics>,
     ) -> Self {
         SubscriptionRuntime {
+            leases: Leases::new(journal.database().clone(), metrics.clone()),
             journal,
             appended,
             options,
@@ -372,8 +375,9 @@ impl SubscriptionRuntime {
     }
 
     /// Runs the subscriber in the background until `shutdown` is cancelled. On PostgreSQL
-    /// only one instance runs each subscriber at a time (an advisory lock); the others
-    /// wait and take over within `takeover_interval` if the holder dies.
+    /// only one instance runs each subscriber at a time (a fenced lease, see
+    /// [`super::lease`]); the others wait and take over within `takeover_interval` if the
+    /// holder dies or loses its lock, and a holder that lost it stops at once.
     pub fn spawn(
         &self,
         subscriber: Arc<dyn Subscriber>,
@@ -382,14 +386,29 @@ impl SubscriptionRuntime {
         let runtime = self.clone();
         tokio::spawn(async move {
             let name = subscriber.name().to_string();
-            let _lock = match runtime.acquire_singleton(&name, &shutdown).await {
-                Some(lock) => lock,
-                None => return,
-            };
-            info!(subscriber = %name, "subscriber running");
-            runtime.run_loop(subscriber.as_ref(), &shutdown).await;
-            info!(subscriber = %name, "subscriber stopped");
+            runtime
+                .leases
+                .run(
+                    &name,
+                    runtime.options.takeover_interval,
+                    &shutdown,
+                    |token| {
+                        let runtime = runtime.clone();
+                        let subscriber = subscriber.clone();
+                        async move {
+                            info!(subscriber = subscriber.name(), "subscriber running");
+                            runtime.run_loop(subscriber.as_ref(), &token).await;
+                            info!(subscriber = subscriber.name(), "subscriber stopped");
+                        }
+                    },
+                )
+                .await;
         })
+    }
+
+    /// The process's singleton leases (shared with the projections and the reconciler).
+    pub fn leases(&self) -> &Leases {
+        &self.leases
     }
 
     async fn run_loop(&self, subscriber: &dyn Subscriber, shutdown: &CancellationToken) {
@@ -434,53 +453,6 @@ impl SubscriptionRuntime {
                     delay = (delay * 2).min(self.options.retry_delay_max);
                 }
             }
-        }
-    }
-
-    /// Waits until this instance holds the subscriber's singleton lock. SQLite is a single
-    /// process database: there is nothing to coordinate.
-    async fn acquire_singleton(
-        &self,
-        name: &str,
-        shutdown: &CancellationToken,
-    ) -> Option<SingletonLock> {
-        let Database::Postgres(pool) = self.database() else {
-            return Some(SingletonLock(None));
-        };
-        loop {
-            match try_advisory_lock(pool, name).await {
-                Ok(Some(connection)) => return Some(SingletonLock(Some(connection))),
-                Ok(None) => debug!(subscriber = name, "another instance holds this subscriber"),
-                Err(error) => {
-                    warn!(subscriber = name, error = %error, "could not try the singleton lock")
-                }
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(self.options.takeover_interval) => {}
-                _ = shutdown.cancelled() => return None,
-            }
-        }
-    }
-}
-
-/// Holds a PostgreSQL session-level advisory lock for as long as it lives: the lock is tied
-/// to the connection, so it is released when the process dies or the value is dropped
-/// (the connection is closed rather than returned to the pool).
-pub struct SingletonLock(Option<PoolConnection<Postgres>>);
-
-impl SingletonLock {
-    /// Holds the lock taken on `connection` (see [`try_advisory_lock`]).
-    pub fn new(connection: PoolConnection<Postgres>) -> Self {
-        SingletonLock(Some(connection))
-    }
-}
-
-impl Drop for SingletonLock {
-    fn drop(&mut self) {
-        if let Some(connection) = self.0.take() {
-            // Closing the session releases its advisory locks; returning it to the pool
-            // would keep the lock held by an idle connection.
-            drop(connection.detach());
         }
     }
 }

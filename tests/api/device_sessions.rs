@@ -1138,3 +1138,262 @@ async fn postgres_one_instance_reconciles_and_another_takes_over_on_time() {
     assert!(wait_for(|| async { free_on(&second).await }).await);
     second.stop().await;
 }
+
+/// The reconciler's row in `singleton_leases`: its epoch and the backend holding its lock.
+async fn reconciler_lease(database: &latchkey::store::Database) -> (i64, Option<i32>) {
+    let latchkey::store::Database::Postgres(pool) = database else {
+        panic!("PostgreSQL only");
+    };
+    sqlx::query_as("SELECT epoch, holder_pid FROM singleton_leases WHERE name = 'reconciler'")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// The epoch of a singleton's lease, on either backend.
+async fn lease_epoch(database: &latchkey::store::Database, name: &str) -> Option<i64> {
+    let sql = "SELECT epoch FROM singleton_leases WHERE name = $1";
+    latchkey::on_pool!(database, pool => sqlx::query_scalar(sql).bind(name).fetch_optional(pool).await)
+        .unwrap()
+}
+
+/// The epoch a journal event's command was stamped with by a singleton, if any.
+fn stamped_epoch(event: &JournalEvent) -> Option<(String, i64)> {
+    let singleton = event.metadata.get("singleton")?.as_str()?.to_string();
+    let epoch = event
+        .metadata
+        .get("singleton_epoch")?
+        .as_str()?
+        .parse()
+        .ok()?;
+    Some((singleton, epoch))
+}
+
+/// Fencing (issue 20): the connection holding the reconciler's lock is cut under the
+/// leader (`pg_terminate_backend`, as a failover or an idle timeout would). The old leader
+/// notices and stops within 2 s, the other instance takes over with the next epoch and
+/// finishes the session, and a command stamped with the old epoch — a relay OFF that would
+/// cut the guest short — is refused before it reaches Shelly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_leader_whose_lock_is_cut_stops_and_its_old_epoch_is_refused() {
+    use latchkey::store::lease::{Fence, FenceError};
+    use latchkey_aggregates::session::SessionCommand;
+    use latchkey_aggregates::Actor;
+
+    let sims = Sims::spawn().await;
+    let database = TestDatabase::create(Backend::Postgres).await;
+    let observer = database.connect().await;
+    let first = sims
+        .app(
+            database.with_application_name("instance_one"),
+            sims.options(),
+        )
+        .await;
+    register_washer(&first).await;
+    assert!(
+        eventually(100, Duration::from_millis(50), || async {
+            reconciler_holders(&observer).await == ["instance_one"]
+        })
+        .await,
+        "the first instance runs the reconciler"
+    );
+    let second = sims
+        .app(
+            database.with_application_name("instance_two"),
+            sims.options(),
+        )
+        .await;
+    let payment_id = pay_on(&second, &sims).await;
+    assert!(
+        wait_for(|| async { state_on(&second, payment_id).await == Some(SessionState::Active) })
+            .await
+    );
+    let (old_epoch, holder_pid) = reconciler_lease(&observer).await;
+    let on_events = events_of(&second, "DeviceSession", payment_id).await;
+    let switched_on = on_events
+        .iter()
+        .find(|event| event.event_type == "RelayOnSucceeded")
+        .expect("the relay came ON");
+    assert_eq!(
+        stamped_epoch(switched_on),
+        Some(("reconciler".to_string(), old_epoch)),
+        "the leader's commands carry its epoch"
+    );
+
+    let latchkey::store::Database::Postgres(pool) = &observer else {
+        unreachable!()
+    };
+    let cut: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(holder_pid.expect("the lock connection's backend"))
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert!(cut);
+    let cut_at = std::time::Instant::now();
+    let labels = [("singleton", "reconciler")];
+    assert!(
+        eventually(40, Duration::from_millis(50), || async {
+            first
+                .state
+                .metrics
+                .value("latchkey_singleton_held", &labels)
+                == Some(0.0)
+                && first
+                    .state
+                    .metrics
+                    .value("latchkey_singleton_lost_total", &labels)
+                    == Some(1.0)
+        })
+        .await,
+        "the old leader notices the lost lock and stops within 2 s"
+    );
+    let stopped_ms = cut_at.elapsed().as_millis();
+    assert!(
+        eventually(100, Duration::from_millis(50), || async {
+            reconciler_holders(&observer).await == ["instance_two"]
+                && reconciler_lease(&observer).await.0 == old_epoch + 1
+        })
+        .await,
+        "the second instance takes over with the next epoch"
+    );
+    let takeover_ms = cut_at.elapsed().as_millis();
+    assert_eq!(
+        first
+            .state
+            .metrics
+            .value("latchkey_singleton_held", &labels),
+        Some(0.0),
+        "the old leader does not run beside the new one"
+    );
+
+    // The relay's log records switches only (the new leader's read-back is not one).
+    let switches_before = sims.relay_log().len();
+    let stale = Fence::new(&second.database, "reconciler", old_epoch);
+    let refused = stale
+        .scope(second.state.buses.sessions.execute(
+            &payment_id.to_string(),
+            SessionCommand::SwitchRelayOff {
+                actor: Actor::System,
+                at: sims.clock.now(),
+            },
+            latchkey::cqrs::CommandMetadata::new("system", "reconciler"),
+        ))
+        .await
+        .expect_err("a command stamped with the old epoch is refused");
+    let cqrs_es::AggregateError::UnexpectedError(error) = refused else {
+        panic!("a fence error, not {refused:?}");
+    };
+    assert!(
+        matches!(
+            error.downcast_ref::<FenceError>(),
+            Some(FenceError::Stale { epoch, current, .. })
+                if *epoch == old_epoch && *current == old_epoch + 1
+        ),
+        "{error}"
+    );
+    assert_eq!(
+        sims.relay_log().len(),
+        switches_before,
+        "nothing switched the relay"
+    );
+    assert!(sims.relay_is_on(), "the guest's relay stays ON");
+    assert_eq!(
+        state_on(&second, payment_id).await,
+        Some(SessionState::Active)
+    );
+
+    let ends_at = session(&second, payment_id).await.ends_at().unwrap();
+    // Three seconds ahead, as in the takeover test: the new leader's read-back and the
+    // OFF share Shelly Cloud's rate limit of one call per second.
+    sims.advance_to(ends_at - chrono::Duration::seconds(3));
+    assert!(
+        wait_for(|| async { state_on(&second, payment_id).await == Some(SessionState::Completed) })
+            .await,
+        "the new leader finishes the session"
+    );
+    assert_off_at_the_end(&sims.relay_log(), ends_at);
+    let switched_off = events_of(&second, "DeviceSession", payment_id)
+        .await
+        .into_iter()
+        .find(|event| event.event_type == "RelayOffSucceeded")
+        .expect("the relay went OFF");
+    assert_eq!(
+        stamped_epoch(&switched_off),
+        Some(("reconciler".to_string(), old_epoch + 1))
+    );
+    println!(
+        "old leader stopped {stopped_ms} ms after its lock was cut; taken over at {takeover_ms} ms"
+    );
+    second.stop().await;
+    first.stop().await;
+}
+
+/// Every start of a singleton takes the next epoch, its commands carry it, and a command
+/// stamped with an earlier one is refused (on SQLite the lease is trivially held, but the
+/// epoch is kept and checked alike).
+async fn a_singleton_stamps_its_epoch_and_an_older_one_is_refused(backend: Backend) {
+    use latchkey::store::lease::{Fence, FenceError};
+    use latchkey_aggregates::session::SessionCommand;
+    use latchkey_aggregates::Actor;
+
+    let sims = Sims::spawn().await;
+    let database = TestDatabase::create(backend).await;
+    let first = sims.app(database.another_handle(), sims.options()).await;
+    register_washer(&first).await;
+    let payment_id = pay_on(&first, &sims).await;
+    assert!(
+        wait_for(|| async { state_on(&first, payment_id).await == Some(SessionState::Active) })
+            .await
+    );
+    let first_epoch = events_of(&first, "DeviceSession", payment_id)
+        .await
+        .iter()
+        .find(|event| event.event_type == "RelayOnSucceeded")
+        .and_then(stamped_epoch)
+        .expect("the reconciler's ON carries its epoch");
+    assert_eq!(first_epoch.0, "reconciler");
+    first.stop().await;
+
+    let second = sims.app(database, sims.options()).await;
+    let expected = first_epoch.1 + 1;
+    let stale = Fence::new(&second.database, "reconciler", first_epoch.1);
+    assert!(
+        eventually(100, Duration::from_millis(50), || async {
+            lease_epoch(&second.database, "reconciler").await == Some(expected)
+        })
+        .await,
+        "the restarted reconciler holds the next epoch"
+    );
+    let refused = stale
+        .scope(second.state.buses.sessions.execute(
+            &payment_id.to_string(),
+            SessionCommand::SwitchRelayOff {
+                actor: Actor::System,
+                at: sims.clock.now(),
+            },
+            latchkey::cqrs::CommandMetadata::new("system", "reconciler"),
+        ))
+        .await
+        .expect_err("a command stamped with the old epoch is refused");
+    let cqrs_es::AggregateError::UnexpectedError(error) = refused else {
+        panic!("a fence error, not {refused:?}");
+    };
+    assert!(
+        matches!(
+            error.downcast_ref::<FenceError>(),
+            Some(FenceError::Stale { current, .. }) if *current == expected
+        ),
+        "{error}"
+    );
+    assert!(
+        sims.relay_is_on(),
+        "the refused OFF never reached the relay"
+    );
+    assert_eq!(
+        state_on(&second, payment_id).await,
+        Some(SessionState::Active)
+    );
+    second.stop().await;
+}
+
+on_both_backends!(a_singleton_stamps_its_epoch_and_an_older_one_is_refused);

@@ -22,6 +22,7 @@ mod guest_tokens;
 mod helpers;
 mod history;
 mod https_proxy;
+mod instances;
 mod integrations_wiring;
 mod journal;
 mod ledger;

@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use secrecy::SecretString;
 
 use crate::accounts_support::{enrolled_user, Agent};
-use crate::helpers::{spawn_app_with_settings, Backend, TestApp, TestDatabase};
+use crate::helpers::{eventually, spawn_app_with_settings, Backend, TestApp, TestDatabase};
 use crate::on_both_backends;
 
 pub const MASTER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
@@ -20,6 +20,7 @@ on_both_backends!(
     without_a_master_key_secrets_are_refused_and_the_page_says_how,
     environment_values_win_and_show_as_such,
     saved_branding_applies_to_guest_pages,
+    a_secret_rotated_on_one_instance_applies_on_another_within_seconds,
 );
 
 async fn admin_app(
@@ -217,4 +218,104 @@ async fn saved_branding_applies_to_guest_pages(backend: Backend) {
         .await;
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
     app.stop().await;
+}
+
+/// Issue 20: a webhook secret rotated on the settings page of one instance applies on
+/// another instance of the same database within 5 s — a webhook signed with the new secret
+/// is accepted there, one signed with the old is refused. On PostgreSQL through the
+/// NOTIFY alone (the timer check is set to an hour); on SQLite through the timer check,
+/// the only path there.
+async fn a_secret_rotated_on_one_instance_applies_on_another_within_seconds(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let check_interval = match backend {
+        Backend::Postgres => Some(std::time::Duration::from_secs(3600)),
+        Backend::Sqlite => None,
+    };
+    let options = || BuildOptions {
+        settings_check_interval: check_interval,
+        ..Default::default()
+    };
+    let with_master_key = |settings: &mut latchkey::config::Settings| {
+        settings.master_key = Some(SecretString::from(MASTER_KEY.to_string()));
+    };
+    let first =
+        spawn_app_with_settings(database.another_handle(), options(), with_master_key).await;
+    let second =
+        spawn_app_with_settings(database.another_handle(), options(), with_master_key).await;
+    let admin = enrolled_user(&first.database, "admin@example.com", Role::Admin).await;
+    let mut agent = Agent::new(&first.address);
+    agent.log_in(&first.database, &admin).await;
+    let csrf = agent.get("/settings").await.csrf();
+    let rotate = |secret: &'static str| {
+        let mut agent = agent.clone();
+        let csrf = csrf.clone();
+        async move {
+            let page = agent
+                .post(
+                    "/settings/stripe",
+                    &[("csrf_token", &csrf), ("STRIPE_WEBHOOK_SECRET", secret)],
+                )
+                .await;
+            assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+        }
+    };
+    const BEFORE: &str = "whsec_before_the_rotation";
+    const AFTER: &str = "whsec_after_the_rotation";
+    let budget = (100, std::time::Duration::from_millis(50));
+
+    rotate(BEFORE).await;
+    assert_eq!(signed_webhook(&first, BEFORE).await, StatusCode::OK);
+    assert!(
+        eventually(budget.0, budget.1, || async {
+            signed_webhook(&second, BEFORE).await == StatusCode::OK
+        })
+        .await,
+        "the first secret reaches the second instance within 5 s"
+    );
+    rotate(AFTER).await;
+    let rotated_at = std::time::Instant::now();
+    assert!(
+        eventually(budget.0, budget.1, || async {
+            signed_webhook(&second, AFTER).await == StatusCode::OK
+        })
+        .await,
+        "a webhook signed with the new secret is accepted by the other instance within 5 s"
+    );
+    let applied_ms = rotated_at.elapsed().as_millis();
+    assert_eq!(
+        signed_webhook(&second, BEFORE).await,
+        StatusCode::UNAUTHORIZED,
+        "the old secret is refused there"
+    );
+    assert_eq!(
+        signed_webhook(&first, BEFORE).await,
+        StatusCode::UNAUTHORIZED
+    );
+    println!("{backend:?}: rotated secret applied on the other instance within {applied_ms} ms");
+    second.stop().await;
+    first.stop().await;
+}
+
+/// Posts a new Stripe event (of a type Latchkey stores and ignores) signed with `secret`.
+async fn signed_webhook(app: &TestApp, secret: &str) -> StatusCode {
+    use latchkey::integrations::stripe::signature;
+    let id = format!("evt_test_{}", uuid::Uuid::new_v4().simple());
+    let body = serde_json::json!({
+        "id": id, "object": "event", "api_version": "2026-09-30.endive",
+        "created": chrono::Utc::now().timestamp(), "type": "customer.created",
+        "data": {"object": {"id": "cus_1", "object": "customer"}},
+        "livemode": false, "pending_webhooks": 1,
+        "request": {"id": null, "idempotency_key": null},
+    })
+    .to_string();
+    let header = signature::header(body.as_bytes(), &[secret], chrono::Utc::now().timestamp());
+    app.client
+        .post(format!("{}/api/stripe/webhook", app.address))
+        .header("content-type", "application/json")
+        .header("stripe-signature", header)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
 }

@@ -104,6 +104,7 @@ pub async fn spawn_stripe_app(database: &TestDatabase, setup: Setup) -> StripeAp
         without_projections: false,
         gateways: None,
         workflows: Default::default(),
+        settings_check_interval: None,
         stripe: StripeOptions {
             processor: setup.processor.clone(),
             worker: setup.worker.clone(),

@@ -51,7 +51,7 @@ impl Default for CatchUpOptions {
 }
 
 /// What one run did.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CatchUpReport {
     /// False when another instance held the lock.
     pub ran: bool,
@@ -311,6 +311,7 @@ pub fn spawn(
                 Ok(_) => {}
                 Err(error) => warn!(error = %error, "stripe catch-up failed; next run retries"),
             }
+            crate::shared_status::save_catch_up(inbox.database(), &record).await;
             *status.lock().unwrap_or_else(|p| p.into_inner()) = Some(record);
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
@@ -321,7 +322,7 @@ pub fn spawn(
 }
 
 /// The last run, for diagnostics.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct CatchUpStatus {
     pub at: chrono::DateTime<chrono::Utc>,
     pub report: Option<CatchUpReport>,

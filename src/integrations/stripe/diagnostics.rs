@@ -90,11 +90,15 @@ pub async fn collect(
             .unwrap_or_else(|| "https://api.stripe.com/".to_string()),
         inbox: stripe.inbox.stats().await?,
         recent_signature_failures: stripe.inbox.signature_failures(RECENT_FAILURES).await?,
-        catch_up: stripe
-            .catch_up_status
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone(),
+        // The last run in any instance (shared), else this one's (e.g. a skipped run).
+        catch_up: match crate::shared_status::catch_up(stripe.inbox.database()).await? {
+            Some(status) => Some(status),
+            None => stripe
+                .catch_up_status
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        },
         processor_configured: stripe.options.processor.is_some(),
         connection,
     })

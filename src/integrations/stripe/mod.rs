@@ -228,10 +228,12 @@ impl StripeRuntime {
             return Ok(CatchUpReport::default());
         };
         let result = catch_up::run_once(&self.inbox, &client, &self.options.catch_up).await;
+        let status = CatchUpStatus::from_result(&result);
+        crate::shared_status::save_catch_up(self.inbox.database(), &status).await;
         *self
             .catch_up_status
             .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(CatchUpStatus::from_result(&result));
+            .unwrap_or_else(|p| p.into_inner()) = Some(status);
         result
     }
 }

@@ -107,14 +107,9 @@ pub async fn overview(state: &AppState, now: DateTime<Utc>) -> Result<Overview, 
             sessions::count_in_state(&mut conn, "active").await?,
         )
     };
-    let modules = state
-        .gateways
-        .current()
-        .health
-        .iter()
-        .chain([&state.mail.health])
-        .map(|health| health.snapshot())
-        .collect();
+    let modules: Vec<_> = crate::shared_status::modules(state)
+        .await
+        .map_err(anyhow::Error::new)?;
     let projections = crate::projections_runtime::status(&state.database).await?;
     Ok(Overview {
         since,
