@@ -62,6 +62,9 @@ pub struct AppState {
     pub checkout_limits: Arc<checkout_limits::CheckoutLimits>,
     /// Outgoing email and its health (`email` in module health).
     pub mail: crate::mail::Mail,
+    /// Now, for rules with a lifetime (a password reset link's hour); the wall clock
+    /// unless a test moves time by hand (`WorkflowOptions::clock`).
+    pub clock: Arc<dyn crate::reconciler::Clock>,
 }
 
 impl AppState {

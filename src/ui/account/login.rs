@@ -131,6 +131,7 @@ fn login_form(
             }
             button type="submit" { "Log in" }
         }
+        p { a href="/login/forgot" { "Forgot your password?" } }
     }
 }
 
