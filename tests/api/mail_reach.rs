@@ -312,19 +312,42 @@ const OPERATOR: &str = "ops@example.com";
 const OLD_PASSWORD: &str = "correct horse battery";
 const NEW_PASSWORD: &str = "staple paper clip river";
 
+/// "Forgot your password?" as a browser does it: the form (and its CSRF cookie), then the
+/// post.
 async fn forgot(app: &TestApp, email: &str) -> (u16, String) {
-    let response = app
-        .client
-        .post(format!("{}/login/forgot", app.address))
-        .form(&[("email", email)])
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.text().await.unwrap())
+    let mut agent = Agent::new(&app.address);
+    let csrf = agent.get("/login/forgot").await.csrf();
+    let page = agent
+        .post("/login/forgot", &[("csrf_token", &csrf), ("email", email)])
+        .await;
+    (page.status.as_u16(), page.body)
 }
 
+/// The reset link's form, then its post; the status of the post. A link that no longer
+/// works has no form: its own page's status is returned.
 async fn reset(app: &TestApp, token: &str, new_password: &str) -> u16 {
+    let mut agent = Agent::new(&app.address);
+    let path = format!("/login/reset/{token}");
+    let form = agent.get(&path).await;
+    if form.status != 200 {
+        return form.status.as_u16();
+    }
+    let csrf = form.csrf();
+    let page = agent
+        .post(
+            &path,
+            &[
+                ("csrf_token", &csrf),
+                ("new_password", new_password),
+                ("confirm", new_password),
+            ],
+        )
+        .await;
+    page.status.as_u16()
+}
+
+/// A post of the reset form without the CSRF token, as another site's form would be.
+async fn reset_without_csrf(app: &TestApp, token: &str, new_password: &str) -> u16 {
     app.client
         .post(format!("{}/login/reset/{token}", app.address))
         .form(&[("new_password", new_password), ("confirm", new_password)])
@@ -378,6 +401,11 @@ async fn a_password_reset_link_works_once_and_expires_after_an_hour(backend: Bac
     assert_eq!(
         app.get(&format!("/login/reset/{token}")).await.status(),
         200
+    );
+    assert_eq!(
+        reset_without_csrf(app, &token, NEW_PASSWORD).await,
+        403,
+        "a post without the form's CSRF token is refused"
     );
     assert_eq!(
         reset(app, &token, NEW_PASSWORD).await,
@@ -708,13 +736,18 @@ async fn the_demo_lists_the_mail_it_sent() {
         .await
         .unwrap();
     let client = reqwest::Client::new();
-    let asked = client
-        .post(format!("{}/login/forgot", demo.url))
-        .form(&[("email", latchkey::demo::DEMO_ADMIN_EMAIL)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(asked.status(), 200);
+    let mut agent = Agent::new(&demo.url);
+    let csrf = agent.get("/login/forgot").await.csrf();
+    let asked = agent
+        .post(
+            "/login/forgot",
+            &[
+                ("csrf_token", csrf.as_str()),
+                ("email", latchkey::demo::DEMO_ADMIN_EMAIL),
+            ],
+        )
+        .await;
+    assert_eq!(asked.status, 200, "{}", asked.body);
     let mail_url = demo.mail_url();
     assert!(mail_url.starts_with("http://127.0.0.1:"), "{mail_url}");
     let listed = eventually(400, Duration::from_millis(50), || {

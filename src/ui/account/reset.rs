@@ -3,17 +3,21 @@
 //! password. The answer to a request is the same page whether or not an account uses the
 //! address (nothing to enumerate); requests are rate-limited per address typed and per
 //! client (`crate::mail::requests`). A reset ends the user's dashboard sessions; the
-//! second factor stays, so the next login still asks for the code.
+//! second factor stays, so the next login still asks for the code. Both forms carry the
+//! login page's pre-login CSRF token (double submit with its cookie).
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Form;
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::login::{card_page, ClientAddress};
+use super::login::{card_page, ClientAddress, LOGIN_COOKIE};
+use super::operator::{csrf_refused, CSRF_FIELD};
+use super::secure_cookies;
 use crate::accounts::{password, resets, sessions, users};
+use crate::http::auth::constant_time_eq;
 use crate::http::{ApiError, AppState};
 use crate::mail::requests;
 use crate::ui::branding::{self, Branding};
@@ -23,11 +27,37 @@ fn internal(error: impl Into<anyhow::Error>) -> Response {
     HtmlError::from(ApiError::Internal(error.into())).into_response()
 }
 
-fn forgot_form(email: &str, error: Option<&str>) -> Markup {
+/// The pre-login CSRF token of this browser, or a fresh one.
+fn csrf_token(headers: &HeaderMap) -> String {
+    sessions::read_cookie(headers, LOGIN_COOKIE)
+        .unwrap_or_else(|| hex::encode(crate::accounts::random_bytes::<16>()))
+}
+
+/// Whether a post carries the token of its browser's cookie.
+fn csrf_ok(headers: &HeaderMap, sent: Option<&str>) -> bool {
+    matches!((sessions::read_cookie(headers, LOGIN_COOKIE), sent),
+        (Some(cookie), Some(sent)) if constant_time_eq(cookie.as_bytes(), sent.as_bytes()))
+}
+
+/// A form page that (re)sets the pre-login cookie its form's token matches.
+fn with_cookie(state: &AppState, token: &str, response: Response) -> Response {
+    (
+        [sessions::set_cookie(
+            LOGIN_COOKIE,
+            Some(token),
+            secure_cookies(state),
+        )],
+        response,
+    )
+        .into_response()
+}
+
+fn forgot_form(csrf: &str, email: &str, error: Option<&str>) -> Markup {
     html! {
         @if let Some(error) = error { p.notice.bad role="alert" { (error) } }
         p { "Type the email of your account. We send it a link to choose a new password; the link works once, for an hour." }
         form method="post" action="/login/forgot" {
+            input type="hidden" name=(CSRF_FIELD) value=(csrf);
             div {
                 label for="email" { "Email" }
                 input #email type="email" name="email" value=(email) autocomplete="username" required autofocus;
@@ -39,16 +69,23 @@ fn forgot_form(email: &str, error: Option<&str>) -> Markup {
 }
 
 /// GET /login/forgot
-pub async fn forgot_page(State(state): State<AppState>) -> Response {
+pub async fn forgot_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let branding = branding::current(&state).await;
-    html_response(
+    let token = csrf_token(&headers);
+    let page = html_response(
         StatusCode::OK,
-        card_page(branding, "Forgot your password?", forgot_form("", None)),
-    )
+        card_page(
+            branding,
+            "Forgot your password?",
+            forgot_form(&token, "", None),
+        ),
+    );
+    with_cookie(&state, &token, page)
 }
 
 #[derive(Deserialize)]
 pub struct ForgotForm {
+    csrf_token: Option<String>,
     #[serde(default)]
     email: String,
 }
@@ -57,12 +94,17 @@ pub struct ForgotForm {
 /// account's.
 pub async fn forgot_submit(
     State(state): State<AppState>,
+    headers: HeaderMap,
     ClientAddress(address): ClientAddress,
     Form(form): Form<ForgotForm>,
 ) -> Response {
     let branding = branding::current(&state).await;
+    if !csrf_ok(&headers, form.csrf_token.as_deref()) {
+        return csrf_refused().with_branding(branding).into_response();
+    }
     let Ok(email) = users::normalise_email(&form.email) else {
         let body = forgot_form(
+            form.csrf_token.as_deref().unwrap_or_default(),
             form.email.trim(),
             Some("That is not an email address such as ann@example.com."),
         );
@@ -124,11 +166,12 @@ fn too_many(branding: Branding) -> Response {
     response
 }
 
-fn reset_form(token: &str, error: Option<&str>) -> Markup {
+fn reset_form(token: &str, csrf: &str, error: Option<&str>) -> Markup {
     html! {
         @if let Some(error) = error { p.notice.bad role="alert" { (error) } }
         p { "Choose a new password (at least " (password::MIN_LENGTH) " characters; a few words work well)." }
         form method="post" action={ "/login/reset/" (token) } {
+            input type="hidden" name=(CSRF_FIELD) value=(csrf);
             div {
                 label for="new_password" { "New password" }
                 input #new_password type="password" name="new_password" autocomplete="new-password" minlength=(password::MIN_LENGTH) required autofocus;
@@ -152,13 +195,22 @@ fn link_gone(branding: Branding) -> Response {
 }
 
 /// GET /login/reset/{token}
-pub async fn reset_page(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+pub async fn reset_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+) -> Response {
     let branding = branding::current(&state).await;
     match resets::valid_user(&state.database, &token, state.clock.now()).await {
-        Ok(Some(_)) => html_response(
-            StatusCode::OK,
-            card_page(branding, "Choose a new password", reset_form(&token, None)),
-        ),
+        Ok(Some(_)) => {
+            let csrf = csrf_token(&headers);
+            let form = reset_form(&token, &csrf, None);
+            let page = html_response(
+                StatusCode::OK,
+                card_page(branding, "Choose a new password", form),
+            );
+            with_cookie(&state, &csrf, page)
+        }
         Ok(None) => link_gone(branding),
         Err(error) => internal(error),
     }
@@ -166,6 +218,7 @@ pub async fn reset_page(State(state): State<AppState>, Path(token): Path<String>
 
 #[derive(Deserialize)]
 pub struct ResetForm {
+    csrf_token: Option<String>,
     #[serde(default)]
     new_password: String,
     #[serde(default)]
@@ -175,10 +228,15 @@ pub struct ResetForm {
 /// POST /login/reset/{token}: the new password, once.
 pub async fn reset_submit(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Path(token): Path<String>,
     Form(form): Form<ResetForm>,
 ) -> Response {
     let branding = branding::current(&state).await;
+    if !csrf_ok(&headers, form.csrf_token.as_deref()) {
+        return csrf_refused().with_branding(branding).into_response();
+    }
+    let csrf = form.csrf_token.clone().unwrap_or_default();
     let user_id = match resets::valid_user(&state.database, &token, state.clock.now()).await {
         Ok(Some(user_id)) => user_id,
         Ok(None) => return link_gone(branding),
@@ -190,7 +248,7 @@ pub async fn reset_submit(
             card_page(
                 branding.clone(),
                 "Choose a new password",
-                reset_form(&token, Some(message)),
+                reset_form(&token, &csrf, Some(message)),
             ),
         )
     };
