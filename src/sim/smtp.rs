@@ -178,7 +178,7 @@ impl Drop for SmtpSink {
 impl SmtpSink {
     /// A sink on a free port of 127.0.0.1.
     pub async fn start() -> io::Result<SmtpSink> {
-        Ok(SmtpSink::spawn(TcpListener::bind("127.0.0.1:0").await?)?)
+        SmtpSink::spawn(TcpListener::bind("127.0.0.1:0").await?)
     }
 
     /// A sink on `listener`.
