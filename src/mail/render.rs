@@ -311,6 +311,8 @@ pub fn message(
     }
     builder
         .subject(content.subject)
+        // Set now and frozen with the rest: a repeat after a crash carries the same Date.
+        .date_now()
         .message_id(Some(format!("<{id}@{domain}>")))
         .multipart(
             MultiPart::alternative()
@@ -326,4 +328,112 @@ pub fn message(
                 ),
         )
         .map_err(|error| anyhow::anyhow!("building the message: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use serde_json::json;
+
+    use super::*;
+    use crate::mail::outbox::{
+        ADMIN_ALERT, DEVICE_RECEIPT, DOOR_RECEIPT, LINK_RESEND, PASSWORD_RESET, REFUND_NOTICE,
+    };
+
+    fn row(kind: &str, facts: Value) -> OutboxRow {
+        OutboxRow {
+            mail_key: format!("{kind}:1"),
+            kind: kind.to_string(),
+            payment_id: "8d3e6f0a-0000-4000-8000-000000000001".to_string(),
+            recipient: "guest@example.com".to_string(),
+            facts,
+            fact_at: Utc::now(),
+            created_at: Utc::now(),
+            status: "pending".to_string(),
+            attempts: 0,
+            next_attempt_at_ms: 0,
+            last_error: None,
+            sent_at: None,
+            frozen: None,
+        }
+    }
+
+    fn place() -> Place {
+        Place {
+            name: "Room 12".to_string(),
+            location: "Lyon".to_string(),
+            time_zone: "Europe/Paris".to_string(),
+        }
+    }
+
+    /// Every kind of mail is multipart/alternative with a plain-text and an HTML part, and
+    /// carries the Message-ID of its key.
+    #[test]
+    fn every_mail_has_a_text_and_an_html_part() {
+        let price = json!({"amount_minor": 1500, "currency": "eur"});
+        let now = Utc::now();
+        let link = "https://pay.example.com/access/x";
+        let contents = vec![
+            (
+                DOOR_RECEIPT,
+                door_receipt(
+                    &row(
+                        DOOR_RECEIPT,
+                        json!({"code": "123456", "valid_from": now, "valid_to": now, "price": price}),
+                    ),
+                    &place(),
+                    link,
+                ),
+            ),
+            (
+                DEVICE_RECEIPT,
+                device_receipt(
+                    &row(
+                        DEVICE_RECEIPT,
+                        json!({"plan_name": "30 minutes", "started_at": now, "ends_at": now, "price": price}),
+                    ),
+                    &place(),
+                    link,
+                ),
+            ),
+            (
+                REFUND_NOTICE,
+                refund_notice(&row(
+                    REFUND_NOTICE,
+                    json!({"refunded_increase": price, "amount_refunded": price, "price": price}),
+                )),
+            ),
+            (
+                LINK_RESEND,
+                link_resend(&[("Room 12".to_string(), link.to_string())]),
+            ),
+            (
+                PASSWORD_RESET,
+                password_reset(&row(PASSWORD_RESET, json!({"expires_at": now})), link),
+            ),
+            (
+                ADMIN_ALERT,
+                admin_alert(
+                    &row(
+                        ADMIN_ALERT,
+                        json!({"what": "PaymentCaptureFailed", "reason": "declined", "at": now}),
+                    ),
+                    "https://pay.example.com",
+                ),
+            ),
+        ];
+        let from: Mailbox = "Latchkey <pay@example.com>".parse().unwrap();
+        let to: Mailbox = "guest@example.com".parse().unwrap();
+        for (kind, content) in contents {
+            let content = content.unwrap_or_else(|error| panic!("{kind}: {error}"));
+            let message = message(&row(kind, Value::Null), &from, &[to.clone()], content).unwrap();
+            let text = String::from_utf8(message.formatted()).unwrap();
+            assert!(text.contains("multipart/alternative"), "{kind}: {text}");
+            assert!(text.contains("text/plain"), "{kind}: {text}");
+            assert!(text.contains("text/html"), "{kind}: {text}");
+            let id = format!("Message-ID: <{}.1@example.com>", kind.replace('_', "."));
+            assert!(text.contains(&id), "{kind}: {text}");
+            assert!(text.contains("\r\nDate: "), "{kind}: {text}");
+        }
+    }
 }
