@@ -426,7 +426,13 @@ mod tests {
         let to: Mailbox = "guest@example.com".parse().unwrap();
         for (kind, content) in contents {
             let content = content.unwrap_or_else(|error| panic!("{kind}: {error}"));
-            let message = message(&row(kind, Value::Null), &from, &[to.clone()], content).unwrap();
+            let message = message(
+                &row(kind, Value::Null),
+                &from,
+                std::slice::from_ref(&to),
+                content,
+            )
+            .unwrap();
             let text = String::from_utf8(message.formatted()).unwrap();
             assert!(text.contains("multipart/alternative"), "{kind}: {text}");
             assert!(text.contains("text/plain"), "{kind}: {text}");
