@@ -20,7 +20,7 @@ use latchkey::store::Tx;
 use serde_json::Value;
 use tokio::net::TcpListener;
 
-use crate::accounts_support::Agent;
+use crate::accounts_support::{enrolled_user, Agent};
 use crate::device_sessions::{session_state, wait_for};
 use crate::helpers::{eventually, Backend, TestApp, TestDatabase, ADMIN_TOKEN};
 use crate::mail::{
@@ -592,6 +592,16 @@ async fn a_parked_reaction_alerts_the_admins_once(backend: Backend) {
         "one alert per parked event"
     );
     assert!(world.sink.to(FORMER_ADMIN).is_empty());
+
+    // The dashboard's mail page lists it, sent, to the admins, about no payment.
+    let viewer = enrolled_user(&app.database, "viewer@example.com", Role::Auditor).await;
+    let mut agent = Agent::new(&app.address);
+    agent.log_in(&app.database, &viewer).await;
+    let page = agent.get("/dashboard/mail?status=sent").await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("admin alert"), "{}", page.body);
+    assert!(page.body.contains("<td>admins</td>"), "{}", page.body);
+    assert!(page.body.contains("<td>—</td>"), "{}", page.body);
     world.app.stop().await;
 }
 
