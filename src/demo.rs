@@ -1,6 +1,7 @@
 //! `latchkey demo`: the whole product on one machine. The Stripe, TTLock and Shelly
 //! simulators run in-process on free ports, the server's clients point at them, Stripe's
-//! webhooks come back to the server, and one door (a lock with a gateway) and one device
+//! webhooks come back to the server, its mail goes to an in-process SMTP sink whose page
+//! lists what was sent, and one door (a lock with a gateway) and one device
 //! (a smart plug with two plans) are registered if they are not yet.
 //!
 //! [`Demo::start`] is shared by the command and the browser tests, so the tests exercise
@@ -24,6 +25,7 @@ use crate::cqrs::CommandMetadata;
 use crate::http::auth::Role;
 use crate::http::AppState;
 use crate::sim::shelly::{ShellySimConfig, ShellySimHandle};
+use crate::sim::smtp::SmtpSink;
 use crate::sim::stripe::{StripeSimConfig, StripeSimHandle};
 use crate::sim::ttlock::{TtlockSimConfig, TtlockSimHandle};
 use crate::startup::{Application, BuildOptions};
@@ -49,7 +51,10 @@ pub enum DemoAdmin {
     Existing,
 }
 
-/// A running demo: the server and the three simulators.
+/// The sender of the demo's mail.
+const DEMO_MAIL_FROM: &str = "Latchkey demo <pay@latchkey.demo>";
+
+/// A running demo: the server, the three simulators and the SMTP sink.
 pub struct Demo {
     /// `http://127.0.0.1:PORT`, the server's public URL.
     pub url: String,
@@ -57,6 +62,8 @@ pub struct Demo {
     pub stripe: StripeSimHandle,
     pub ttlock: TtlockSimHandle,
     pub shelly: ShellySimHandle,
+    /// Receives every mail the server sends; its page lists them.
+    pub smtp: SmtpSink,
     pub admin: DemoAdmin,
     shutdown: CancellationToken,
     server: JoinHandle<anyhow::Result<()>>,
@@ -74,6 +81,8 @@ impl Demo {
         let ttlock = crate::sim::ttlock::spawn(local_listener().await?, ttlock_config.clone())?;
         let shelly_config = ShellySimConfig::default();
         let shelly = crate::sim::shelly::spawn(local_listener().await?, shelly_config.clone())?;
+        let mut smtp = SmtpSink::spawn(local_listener().await?)?;
+        smtp.serve_web(local_listener().await?)?;
 
         settings.listen = concrete_listen_address(settings.listen)?;
         let url = format!("http://{}", settings.listen);
@@ -89,6 +98,10 @@ impl Demo {
         settings.ttlock.password = Some(ttlock_config.password.clone());
         settings.shelly.server = Some(shelly.base_url().clone());
         settings.shelly.auth_key = Some(shelly_config.auth_key.clone());
+        settings.mail.smtp_url =
+            Some(crate::mail::parse_smtp_url(&smtp.url()).map_err(anyhow::Error::msg)?);
+        settings.mail.from =
+            Some(crate::mail::parse_from(DEMO_MAIL_FROM).map_err(anyhow::Error::msg)?);
 
         let application = Application::build_with(settings, options).await?;
         let state = application.state().clone();
@@ -103,6 +116,7 @@ impl Demo {
             stripe,
             ttlock,
             shelly,
+            smtp,
             admin,
             shutdown,
             server,
@@ -111,6 +125,11 @@ impl Demo {
 
     pub fn pay_url(&self) -> String {
         format!("{}/pay/{DEMO_DOOR_UID}", self.url)
+    }
+
+    /// The page listing every mail the demo sent.
+    pub fn mail_url(&self) -> String {
+        self.smtp.web_url().unwrap_or_default()
     }
 
     pub fn use_url(&self) -> String {
@@ -129,6 +148,7 @@ impl Demo {
         self.stripe.stop().await;
         self.ttlock.shutdown().await;
         self.shelly.shutdown().await;
+        self.smtp.shutdown().await;
         served
     }
 }

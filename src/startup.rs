@@ -64,10 +64,14 @@ pub struct WorkflowOptions {
     /// How long an opened device session waits for its relay before it is cancelled.
     pub session_grace_seconds: u32,
     pub reconciler: ReconcilerOptions,
-    /// The reconciler's clock; the wall clock unless a test moves time by hand.
+    /// The reconciler's clock, also the password reset links' (`AppState::clock`); the
+    /// wall clock unless a test moves time by hand.
     pub clock: Option<Arc<dyn Clock>>,
     /// The mail worker's pace and retries.
     pub mail: crate::mail::worker::MailWorkerOptions,
+    /// Replaces the settings' `LATCHKEY_SMTP_URL` and `LATCHKEY_MAIL_FROM` (tests that
+    /// build on a shared set-up point its mail at their SMTP sink here).
+    pub mail_settings: Option<crate::mail::MailSettings>,
 }
 
 impl Default for WorkflowOptions {
@@ -82,6 +86,7 @@ impl Default for WorkflowOptions {
             reconciler: ReconcilerOptions::default(),
             clock: None,
             mail: Default::default(),
+            mail_settings: None,
         }
     }
 }
@@ -171,7 +176,18 @@ impl Application {
             ));
         }
         background.extend(stripe.spawn_background(metrics.clone(), shutdown.child_token()));
-        let mail = crate::mail::Mail::from_settings(&settings.mail)?;
+        let mail = crate::mail::Mail::from_settings(
+            options
+                .workflows
+                .mail_settings
+                .as_ref()
+                .unwrap_or(&settings.mail),
+        )?;
+        let clock: Arc<dyn Clock> = options
+            .workflows
+            .clock
+            .clone()
+            .unwrap_or_else(|| Arc::new(SystemClock));
         if options.workflows.enabled {
             let outbox = Arc::new(crate::mail::outbox::MailOutbox);
             background.push(subscriptions.spawn(outbox, shutdown.child_token()));
@@ -198,11 +214,6 @@ impl Application {
             background.push(subscriptions.spawn(Arc::new(refunds), shutdown.child_token()));
             let captures = CaptureWorkflow::new(database.clone(), buses.clone());
             background.push(subscriptions.spawn(Arc::new(captures), shutdown.child_token()));
-            let clock = options
-                .workflows
-                .clock
-                .clone()
-                .unwrap_or_else(|| Arc::new(SystemClock));
             let sessions = DeviceSessionWorkflow::new(
                 buses.clone(),
                 clock.clone(),
@@ -213,7 +224,7 @@ impl Application {
             let reconciler = Reconciler::new(
                 buses.clone(),
                 database.clone(),
-                clock,
+                clock.clone(),
                 ports.relays.clone(),
                 options.workflows.reconciler.clone(),
             );
@@ -239,6 +250,7 @@ impl Application {
             instance,
             checkout_limits,
             mail,
+            clock,
             settings,
             settings_store,
             database,

@@ -7,6 +7,7 @@
 
 pub mod password;
 pub mod rate_limit;
+pub mod resets;
 pub mod sessions;
 pub mod tokens;
 pub mod totp;

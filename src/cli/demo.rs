@@ -59,6 +59,8 @@ fn print_banner(demo: &Demo, database: &str, millis: u128) {
          Stripe: {stripe}\n  \
          TTLock: {ttlock}\n  \
          Shelly: {shelly}\n\n\
+         Mail sent (receipts, refund notices, resent links, password resets, alerts):\n  \
+         {mail}  (SMTP {smtp}; the outbox: {url}/dashboard/mail)\n\n\
          Stickers: {url}/api/doors/{door}/qr.svg  {url}/api/devices/{device}/qr.svg\n\n\
          Operator dashboard: {url}/login\n  {login}\n\n\
          Scan to open the door's pay page:\n{code}\n\
@@ -67,6 +69,8 @@ fn print_banner(demo: &Demo, database: &str, millis: u128) {
         stripe = demo.stripe.url(),
         ttlock = demo.ttlock.base_url(),
         shelly = demo.shelly.base_url(),
+        mail = demo.mail_url(),
+        smtp = demo.smtp.url(),
         url = demo.url,
         door = crate::demo::DEMO_DOOR_UID,
         device = crate::demo::DEMO_DEVICE_UID,

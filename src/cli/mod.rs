@@ -90,6 +90,15 @@ pub enum SimService {
         #[arg(long, default_value = "127.0.0.1:12113")]
         listen: std::net::SocketAddr,
     },
+    /// SMTP: keeps every message it is sent and lists them on a web page.
+    Smtp {
+        /// Address to accept SMTP on (LATCHKEY_SMTP_URL=smtp://ADDR).
+        #[arg(long, default_value = "127.0.0.1:12125")]
+        listen: std::net::SocketAddr,
+        /// Address of the page listing what arrived.
+        #[arg(long, default_value = "127.0.0.1:12126")]
+        web: std::net::SocketAddr,
+    },
     /// Stripe: accepts STRIPE_SECRET_KEY, signs webhooks with STRIPE_WEBHOOK_SECRET.
     Stripe {
         /// Address to serve on.
@@ -154,6 +163,19 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
                 )
                 .await?,
             )
+        }
+        Command::Sim {
+            service: SimService::Smtp { listen, web },
+        } => {
+            let mut sink = crate::sim::smtp::SmtpSink::spawn(bind(listen).await?)?;
+            sink.serve_web(bind(web).await?)?;
+            println!(
+                "SMTP sink on {} (LATCHKEY_SMTP_URL); what arrived: http://{web}",
+                sink.url()
+            );
+            startup::shutdown_signal().await;
+            sink.shutdown().await;
+            Ok(())
         }
         Command::Sim {
             service: SimService::Shelly { listen },

@@ -65,6 +65,9 @@ pub struct AppState {
     /// This instance's name in the tables instances share (`module_health`): process id
     /// and a random suffix, new at every start.
     pub instance: Arc<str>,
+    /// Now, for rules with a lifetime (a password reset link's hour); the wall clock
+    /// unless a test moves time by hand (`WorkflowOptions::clock`).
+    pub clock: Arc<dyn crate::reconciler::Clock>,
 }
 
 impl AppState {

@@ -1,4 +1,4 @@
-//! Email to guests over SMTP (issue 21 item 1).
+//! Email to guests and operators over SMTP (issue 21 item 1).
 //!
 //! Mail is an outbox in the database, never a call made while a fact is handled:
 //! - [`outbox`]: a journal subscriber that writes one outbox row per fact worth a mail (a
@@ -10,19 +10,26 @@
 //!   dashboard's mail page and in the row's last error).
 //!
 //! A mail is sent at least once and, but for a crash between the SMTP server's "250" and
-//! the row's update, exactly once; its `Message-ID` is derived from the outbox key, so
-//! even that repeat is recognisably the same message.
+//! the row's update, exactly once on the wire; the message is rendered once and frozen on
+//! its row (its `Message-ID` derived from the outbox key), so even that repeat is the
+//! same message, byte for byte, and a mailbox that files by `Message-ID` shows it once.
+//! [`worker`] explains each crash window.
+//!
+//! Besides: [`requests`] rate-limits the pages that mail an address a stranger typed
+//! ("lost your link?", "forgot password").
 //!
 //! Without `LATCHKEY_SMTP_URL` and `LATCHKEY_MAIL_FROM` the module is "not configured" in
 //! module health and nothing is sent; the outbox still records what would be.
 
 pub mod outbox;
 pub mod render;
+pub mod requests;
 pub mod worker;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use lettre::address::{Address, Envelope};
 use lettre::message::Mailbox;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use secrecy::{ExposeSecret, SecretString};
@@ -87,6 +94,8 @@ pub fn parse_from(value: &str) -> Result<Mailbox, String> {
         .map_err(|error| format!("not an email address ({error})"))
 }
 
+const NOT_CONFIGURED: &str = "email is not configured (LATCHKEY_SMTP_URL, LATCHKEY_MAIL_FROM)";
+
 /// How long one SMTP conversation may take before the attempt counts as failed.
 const SMTP_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -132,9 +141,31 @@ impl Mail {
     /// Hands one message to the SMTP server; the outcome is recorded in module health.
     pub async fn send(&self, message: Message) -> Result<(), String> {
         let Some(transport) = &self.transport else {
-            return Err("email is not configured (LATCHKEY_SMTP_URL, LATCHKEY_MAIL_FROM)".into());
+            return Err(NOT_CONFIGURED.into());
         };
-        match transport.send(message).await {
+        let outcome = transport.send(message).await.map(|_| ());
+        self.record(outcome)
+    }
+
+    /// Hands already-formatted message bytes to the SMTP server, from the configured
+    /// sender to `to` (the envelope); the outcome is recorded in module health.
+    pub async fn send_raw(&self, to: &[String], message: &[u8]) -> Result<(), String> {
+        let (Some(transport), Some(from)) = (&self.transport, &self.from) else {
+            return Err(NOT_CONFIGURED.into());
+        };
+        let to = to
+            .iter()
+            .map(|address| address.parse::<Address>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| format!("a recipient is not an address: {error}"))?;
+        let envelope = Envelope::new(Some(from.email.clone()), to)
+            .map_err(|error| format!("the envelope: {error}"))?;
+        let outcome = transport.send_raw(&envelope, message).await.map(|_| ());
+        self.record(outcome)
+    }
+
+    fn record(&self, outcome: Result<(), lettre::transport::smtp::Error>) -> Result<(), String> {
+        match outcome {
             Ok(_) => {
                 self.health.record_ok();
                 Ok(())

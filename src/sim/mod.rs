@@ -6,6 +6,8 @@
 //!   test cards decide the outcome, and signed webhook delivery.
 //! - [`shelly`]: Shelly Cloud v2 and local Gen2 RPC over one relay model with device-side
 //!   auto-off timers, the cloud's rate limit and a relay log.
+//! - [`smtp`]: an SMTP server that keeps what it is sent, with a page listing it (the
+//!   mail's far end: a guest's or an operator's mailbox).
 //!
 //! Each simulator is an axum `Router` with its vendor's endpoints plus control endpoints
 //! under `/_sim/` (fault injection, clock, inspection), usable three ways: `spawn` in
@@ -14,6 +16,7 @@
 //! request log and the server plumbing.
 
 pub mod shelly;
+pub mod smtp;
 pub mod stripe;
 pub mod ttlock;
 

@@ -104,7 +104,8 @@ const COLUMNS: &str = "parked_id, subscriber, position, aggregate_type, aggregat
                        acted_by, note";
 
 /// Parks `event` for `subscriber` inside `tx` (the transaction that moves the checkpoint
-/// past it). Parking the same event again (a crash between the two) keeps one row.
+/// past it), and queues the admins' alert mail in the same transaction. Parking the same
+/// event again (a crash between the two) keeps one row and one mail.
 pub async fn park(
     tx: &mut Tx,
     subscriber: &str,
@@ -133,7 +134,10 @@ pub async fn park(
             .execute(conn)
             .await
             .map(|_| ())
-    })
+    })?;
+    // The admins hear of it by mail, once per parked event (a retry that fails again
+    // parks the same row and queues nothing).
+    crate::mail::outbox::queue_parked_alert(tx, subscriber, event, error).await
 }
 
 /// Parked rows, newest first, optionally of one status.

@@ -22,26 +22,20 @@ use crate::sim_helpers::GATEWAY_LOCK;
 use crate::smtp_sink::{Received, SmtpSink};
 use crate::stripe_support::{API_KEY, SECRET};
 
-struct World {
-    app: TestApp,
-    stripe: StripeSimHandle,
-    sink: SmtpSink,
-    _ttlock: TtlockSimHandle,
+pub(crate) struct World {
+    pub(crate) app: TestApp,
+    pub(crate) stripe: StripeSimHandle,
+    pub(crate) sink: SmtpSink,
+    pub(crate) _ttlock: TtlockSimHandle,
 }
 
 async fn world(backend: Backend) -> World {
-    let stripe = latchkey::sim::stripe::spawn(
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        StripeSimConfig::new(API_KEY, vec![SECRET.to_string()]),
-    )
-    .unwrap();
-    let ttlock = latchkey::sim::ttlock::spawn(
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        TtlockSimConfig::default(),
-    )
-    .unwrap();
-    let sink = SmtpSink::start().await;
-    let options = BuildOptions {
+    world_with(backend, |_| {}).await
+}
+
+/// The mail tests' options: a fast mail worker.
+pub(crate) fn mail_options() -> BuildOptions {
+    BuildOptions {
         workflows: WorkflowOptions {
             mail: MailWorkerOptions {
                 poll_interval: Duration::from_millis(50),
@@ -52,34 +46,34 @@ async fn world(backend: Backend) -> World {
             ..Default::default()
         },
         ..Default::default()
+    }
+}
+
+/// The Stripe and TTLock simulators, the SMTP sink, and an app using them with one door
+/// registered; `adjust` changes the app's build options first.
+pub(crate) async fn world_with(backend: Backend, adjust: impl FnOnce(&mut BuildOptions)) -> World {
+    let stripe = latchkey::sim::stripe::spawn(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        StripeSimConfig::new(API_KEY, vec![SECRET.to_string()]),
+    )
+    .unwrap();
+    let ttlock = latchkey::sim::ttlock::spawn(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        TtlockSimConfig::default(),
+    )
+    .unwrap();
+    let sink = SmtpSink::start().await.unwrap();
+    let mut options = mail_options();
+    adjust(&mut options);
+    let endpoints = MailEndpoints {
+        stripe_base: stripe.url(),
+        ttlock_base: ttlock.base_url().clone(),
+        smtp_url: sink.url(),
     };
-    let stripe_base = stripe.url();
-    let ttlock_base = ttlock.base_url().clone();
-    let smtp_url = sink.url();
-    let app = spawn_app_with_settings(TestDatabase::create(backend).await, options, |settings| {
-        settings.mail.smtp_url = Some(latchkey::mail::parse_smtp_url(&smtp_url).unwrap());
-        settings.mail.from =
-            Some(latchkey::mail::parse_from("Latchkey <pay@latchkey.test>").unwrap());
-        settings.stripe.secret_key = Some(SecretString::from(API_KEY.to_string()));
-        settings.stripe.api_base = Some(stripe_base.parse().unwrap());
-        settings.stripe.webhook_secrets = vec![SecretString::from(SECRET.to_string())];
-        let ttlock = TtlockSimConfig::default();
-        settings.ttlock.api_base = Some(ttlock_base);
-        settings.ttlock.client_id = Some(ttlock.client_id.clone());
-        settings.ttlock.client_secret = Some(ttlock.client_secret.clone());
-        settings.ttlock.username = Some(ttlock.username.clone());
-        settings.ttlock.password = Some(ttlock.password.clone());
-    })
-    .await;
+    let database = TestDatabase::create(backend).await;
+    let app = spawn_mail_app(database, endpoints, options).await;
     stripe.set_webhook_url(format!("{}/api/stripe/webhook", app.address));
-    let door = json!({"uid": GATEWAY_LOCK.to_string(), "name": "Room 12", "location": "Lyon",
-                      "time_zone": "Europe/Paris", "price": 1500, "currency": "eur", "access_minutes": 60});
-    assert_eq!(
-        app.post_json("/api/doors", Some(ADMIN_TOKEN), &door)
-            .await
-            .status(),
-        201
-    );
+    register_door(&app).await;
     World {
         app,
         stripe,
@@ -88,10 +82,50 @@ async fn world(backend: Backend) -> World {
     }
 }
 
-/// A guest pays for the door with `email`; returns the payment id.
-async fn pay(world: &World, email: &str) -> String {
-    let response = world
-        .app
+/// Where an app finds the simulators and the sink (owned, so an app can be built on
+/// another runtime, one a test then kills).
+#[derive(Clone)]
+pub(crate) struct MailEndpoints {
+    pub(crate) stripe_base: String,
+    pub(crate) ttlock_base: url::Url,
+    pub(crate) smtp_url: String,
+}
+
+/// An app on `database` using the simulators and mailing the sink.
+pub(crate) async fn spawn_mail_app(
+    database: TestDatabase,
+    endpoints: MailEndpoints,
+    options: BuildOptions,
+) -> TestApp {
+    spawn_app_with_settings(database, options, |settings| {
+        settings.mail.smtp_url = Some(latchkey::mail::parse_smtp_url(&endpoints.smtp_url).unwrap());
+        settings.mail.from =
+            Some(latchkey::mail::parse_from("Latchkey <pay@latchkey.test>").unwrap());
+        settings.stripe.secret_key = Some(SecretString::from(API_KEY.to_string()));
+        settings.stripe.api_base = Some(endpoints.stripe_base.parse().unwrap());
+        settings.stripe.webhook_secrets = vec![SecretString::from(SECRET.to_string())];
+        let ttlock = TtlockSimConfig::default();
+        settings.ttlock.api_base = Some(endpoints.ttlock_base.clone());
+        settings.ttlock.client_id = Some(ttlock.client_id.clone());
+        settings.ttlock.client_secret = Some(ttlock.client_secret.clone());
+        settings.ttlock.username = Some(ttlock.username.clone());
+        settings.ttlock.password = Some(ttlock.password.clone());
+    })
+    .await
+}
+
+/// Registers the door the mail tests pay for ("Room 12", the simulator's gateway lock).
+pub(crate) async fn register_door(app: &TestApp) {
+    let door = json!({"uid": GATEWAY_LOCK.to_string(), "name": "Room 12", "location": "Lyon",
+                      "time_zone": "Europe/Paris", "price": 1500, "currency": "eur", "access_minutes": 60});
+    let response = app.post_json("/api/doors", Some(ADMIN_TOKEN), &door).await;
+    assert_eq!(response.status(), 201);
+}
+
+/// A guest starts a door checkout with `email` on `app`; returns the payment id and the
+/// Checkout Session to pay.
+pub(crate) async fn start_door_checkout(app: &TestApp, email: &str) -> (String, String) {
+    let response = app
         .post_json(
             &format!("/api/checkout/door/{GATEWAY_LOCK}"),
             None,
@@ -101,21 +135,20 @@ async fn pay(world: &World, email: &str) -> String {
     assert_eq!(response.status(), 201);
     let body: Value = response.json().await.unwrap();
     let payment_id = body["payment_id"].as_str().unwrap().to_string();
-    let (payment, _) = world
-        .app
-        .state
-        .buses
-        .payments
-        .load(&payment_id)
-        .await
-        .unwrap();
+    let (payment, _) = app.state.buses.payments.load(&payment_id).await.unwrap();
     let session = payment.checkout_session_id().unwrap().to_string();
+    (payment_id, session)
+}
+
+/// A guest pays for the door with `email`; returns the payment id.
+pub(crate) async fn pay(world: &World, email: &str) -> String {
+    let (payment_id, session) = start_door_checkout(&world.app, email).await;
     world.stripe.pay(&session, "4242424242424242").unwrap();
     payment_id
 }
 
 /// Waits (up to 20 s) until `recipient` has at least `count` messages; returns them.
-async fn mail_for(sink: &SmtpSink, recipient: &str, count: usize) -> Vec<Received> {
+pub(crate) async fn mail_for(sink: &SmtpSink, recipient: &str, count: usize) -> Vec<Received> {
     let arrived = eventually(400, Duration::from_millis(50), || {
         let arrived = sink.to(recipient).len() >= count;
         async move { arrived }
@@ -130,14 +163,14 @@ async fn mail_for(sink: &SmtpSink, recipient: &str, count: usize) -> Vec<Receive
 }
 
 /// The access token in a receipt's link (`…/access/<43 characters>`).
-fn access_token(text: &str) -> String {
+pub(crate) fn access_token(text: &str) -> String {
     let start = text.find("/access/").expect("a link to the access page") + "/access/".len();
     text[start..start + latchkey::payments::tokens::TOKEN_LENGTH].to_string()
 }
 
 /// Waits until the outbox subscriber has read the whole journal and no mail is pending:
 /// from then on the sink has everything that will ever be sent for what happened so far.
-async fn mail_settled(app: &TestApp) {
+pub(crate) async fn mail_settled(app: &TestApp) {
     let settled = eventually(400, Duration::from_millis(50), || async {
         let head = Journal::new(app.database.clone())
             .head_position()

@@ -28,6 +28,7 @@ mod journal;
 mod ledger;
 mod locked_offer;
 mod mail;
+mod mail_reach;
 mod money_facts;
 mod operations;
 mod operator_actions;

@@ -22,8 +22,9 @@ use crate::http::{ApiError, AppState};
 use crate::ui::branding::{self, Branding};
 use crate::ui::layout::{html_response, page, HtmlError, PageHead};
 
-/// The pre-login CSRF cookie (double submit: the form carries the same value).
-const LOGIN_COOKIE: &str = "latchkey_login";
+/// The pre-login CSRF cookie (double submit: the form carries the same value); also the
+/// "forgot password" pages' (`super::reset`).
+pub(crate) const LOGIN_COOKIE: &str = "latchkey_login";
 
 /// The client's address: the TCP peer, or what a trusted proxy says it forwarded for
 /// (`LATCHKEY_TRUSTED_PROXIES`); `None` when the server runs without connection info.
@@ -131,6 +132,7 @@ fn login_form(
             }
             button type="submit" { "Log in" }
         }
+        p { a href="/login/forgot" { "Forgot your password?" } }
     }
 }
 

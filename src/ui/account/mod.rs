@@ -7,6 +7,7 @@ pub mod enrol;
 pub mod login;
 pub mod operator;
 pub mod profile;
+pub mod reset;
 pub mod settings_page;
 pub mod users_page;
 
@@ -28,6 +29,14 @@ pub fn router() -> Router<AppState> {
             get(login::code_page).post(login::code_submit),
         )
         .route("/login/cancel", post(login::cancel))
+        .route(
+            "/login/forgot",
+            get(reset::forgot_page).post(reset::forgot_submit),
+        )
+        .route(
+            "/login/reset/{token}",
+            get(reset::reset_page).post(reset::reset_submit),
+        )
         .route("/logout", post(logout))
         .route(
             "/account/password",

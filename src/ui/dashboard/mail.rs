@@ -1,5 +1,6 @@
-//! `/dashboard/mail`: the mail outbox (issue 21): every receipt and refund notice queued
-//! for a guest, whether it was sent, how often it was tried and the last error. Mail that
+//! `/dashboard/mail`: the mail outbox (issue 21): every receipt, refund notice, resent
+//! link, password reset and admin alert queued, whether it was sent, how often it was
+//! tried and the last error. Mail that
 //! failed for good says why here; the fix is usually the SMTP settings.
 
 use axum::extract::{Query, State};
@@ -54,7 +55,9 @@ async fn list(
                     td { (when(row.created_at)) }
                     td { (row.kind.replace('_', " ")) }
                     td { (row.recipient) }
-                    td { a href={ "/dashboard/payments/" (row.payment_id) } { code { (row.payment_id.get(..8).unwrap_or(&row.payment_id)) } } }
+                    td { @if row.payment_id.is_empty() { "—" } @else {
+                        a href={ "/dashboard/payments/" (row.payment_id) } { code { (row.payment_id.get(..8).unwrap_or(&row.payment_id)) } }
+                    } }
                     td { (badge(&row.status)) }
                     td.num { (row.attempts) }
                     td { @if let Some(sent) = row.sent_at { (when(sent)) } }

@@ -2,11 +2,14 @@
 //! payment through the capability link (`/access/{token}`, `/session/{token}`), plus their
 //! JSON twins and the QR stickers that lead to the pay pages.
 //!
+//! A guest who lost that link asks for it again by email at `/lost-link`.
+//!
 //! Nothing here needs a login: the door/device uid is public (it is on the sticker), and a
 //! token page shows only what its own payment grants.
 
 mod access;
 pub mod api;
+mod lost_link;
 mod pay;
 pub mod view;
 
@@ -24,6 +27,10 @@ pub fn router() -> Router<AppState> {
         .route(
             "/use/{device_uid}",
             get(pay::device_page).post(pay::device_submit),
+        )
+        .route(
+            "/lost-link",
+            get(lost_link::page_get).post(lost_link::submit),
         )
         .route("/access/{token}", get(access::access_page))
         .route("/session/{token}", get(access::session_page))

@@ -325,6 +325,7 @@ fn door_response(
                 button type="submit" { (button_label(&form, "Pay")) }
             }
         }
+        (lost_link_hint())
     };
     html_response(status, page(PageHead::new(name, branding), body))
 }
@@ -374,8 +375,14 @@ fn device_response(
                 button type="submit" { (button_label(&form, "Pay and start")) }
             }
         }
+        (lost_link_hint())
     };
     html_response(status, page(PageHead::new(name, branding), body))
+}
+
+/// For a guest who paid earlier and closed the page.
+fn lost_link_hint() -> Markup {
+    html! { p.muted { "Paid already? " a href="/lost-link" { "Lost your link?" } } }
 }
 
 fn notice(form: &FormState) -> Markup {
