@@ -51,7 +51,7 @@ impl Default for CatchUpOptions {
 }
 
 /// What one run did.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct CatchUpReport {
     /// False when another instance held the lock.
     pub ran: bool,
@@ -321,7 +321,7 @@ pub fn spawn(
 }
 
 /// The last run, for diagnostics.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct CatchUpStatus {
     pub at: chrono::DateTime<chrono::Utc>,
     pub report: Option<CatchUpReport>,
