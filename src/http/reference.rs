@@ -74,20 +74,20 @@ pub fn render(document: &Value) -> Markup {
         }
         @for (path, item) in paths {
             @for method in METHODS.iter().filter(|m| item.get(**m).is_some()) {
-                (operation(document, method, path, &item[*method]))
+                (operation(method, path, &item[*method]))
             }
         }
         h2 { "Schemas" }
         @for (name, schema) in schemas {
             section.operation id={ "schema-" (name) } {
                 h3 { code { (name) } }
-                (schema_block(document, schema))
+                (schema_block(schema))
             }
         }
     }
 }
 
-fn operation(document: &Value, method: &str, path: &str, spec: &Value) -> Markup {
+fn operation(method: &str, path: &str, spec: &Value) -> Markup {
     let secured = spec["security"]
         .as_array()
         .is_some_and(|all| !all.is_empty());
@@ -108,7 +108,7 @@ fn operation(document: &Value, method: &str, path: &str, spec: &Value) -> Markup
                                 td { code { (parameter["name"].as_str().unwrap_or_default()) } }
                                 td { (parameter["in"].as_str().unwrap_or_default()) }
                                 td { @if parameter["required"].as_bool().unwrap_or(false) { "yes" } @else { "no" } }
-                                td { (type_of(document, &parameter["schema"])) }
+                                td { (type_of(&parameter["schema"])) }
                                 td { (parameter["description"].as_str().unwrap_or_default()) }
                             }
                         }
@@ -118,7 +118,7 @@ fn operation(document: &Value, method: &str, path: &str, spec: &Value) -> Markup
             @if let Some(content) = spec["requestBody"]["content"].as_object() {
                 h4 { "Body" @if spec["requestBody"]["required"].as_bool() != Some(true) { " (optional)" } }
                 @for (media_type, media) in content {
-                    p { code { (media_type) } ": " (type_of(document, &media["schema"])) }
+                    p { code { (media_type) } ": " (type_of(&media["schema"])) }
                 }
             }
             h4 { "Answers" }
@@ -132,7 +132,7 @@ fn operation(document: &Value, method: &str, path: &str, spec: &Value) -> Markup
                                 td {
                                     @if let Some(content) = response["content"].as_object() {
                                         @for (media_type, media) in content {
-                                            code { (media_type) } " " (type_of(document, &media["schema"])) " "
+                                            code { (media_type) } " " (type_of(&media["schema"])) " "
                                         }
                                     } @else { "none" }
                                 }
@@ -147,7 +147,7 @@ fn operation(document: &Value, method: &str, path: &str, spec: &Value) -> Markup
 }
 
 /// A named schema: its fields (with types, bounds and whether required), or its type.
-fn schema_block(document: &Value, schema: &Value) -> Markup {
+fn schema_block(schema: &Value) -> Markup {
     let required: Vec<&str> = schema["required"]
         .as_array()
         .map(|all| all.iter().filter_map(Value::as_str).collect())
@@ -165,21 +165,21 @@ fn schema_block(document: &Value, schema: &Value) -> Markup {
                         tr {
                             td { code { (name) } }
                             td { @if required.contains(&name.as_str()) { "yes" } @else { "no" } }
-                            td { (type_of(document, property)) }
+                            td { (type_of(property)) }
                             td { (property["description"].as_str().unwrap_or_default()) }
                         }
                     }
                 }
             }
         } @else {
-            p { (type_of(document, schema)) }
+            p { (type_of(schema)) }
         }
     }
 }
 
 /// A schema in a few words: `integer (int64), 1 to 10080`, `string (uuid)`, `one of: a,
 /// b`, a link to a named schema, `array of …`.
-fn type_of(document: &Value, schema: &Value) -> Markup {
+fn type_of(schema: &Value) -> Markup {
     if let Some(reference) = schema["$ref"].as_str() {
         let name = reference.rsplit('/').next().unwrap_or(reference);
         return html! { a href={ "#schema-" (name) } { (name) } };
@@ -190,7 +190,7 @@ fn type_of(document: &Value, schema: &Value) -> Markup {
             return html! {
                 @for (index, branch) in branches.iter().enumerate() {
                     @if index > 0 { (joiner) }
-                    (type_of(document, branch))
+                    (type_of(branch))
                 }
             };
         }
@@ -238,6 +238,6 @@ fn type_of(document: &Value, schema: &Value) -> Markup {
     html! {
         (types)
         @if !notes.is_empty() { " (" (notes.join("; ")) ")" }
-        @if let Some(items) = schema.get("items") { " of " (type_of(document, items)) }
+        @if let Some(items) = schema.get("items") { " of " (type_of(items)) }
     }
 }
