@@ -229,8 +229,8 @@ const ERROR_BODY: &str = "#/components/schemas/ErrorBody";
 /// so that no annotation can forget them, and gives every error answer the one error
 /// shape:
 /// - every operation: 408 (the request took longer than the server's limit) and 500;
-/// - with `bearer` security: 401 (no, unknown or revoked token) and 403 (the role may not,
-///   or a cookie-authenticated write without `X-CSRF-Token`);
+/// - with `bearer` security: 401 (no, unknown or revoked token), and unless it only reads,
+///   403 (the role may not, or a cookie-authenticated write without `X-CSRF-Token`);
 /// - with a JSON body: 400 (not JSON, or not sent as `application/json`), 413 (larger than
 ///   the body limit) and 422 (JSON that does not fit the schema; the message names the
 ///   field);
@@ -302,6 +302,9 @@ pub fn complete(document: &mut Value) {
                     "401",
                     "No token, or an unknown or revoked one (`unauthenticated`)",
                 );
+            }
+            // Every role reads; a read route that may refuse a role lists its own 403.
+            if secured && method != "get" {
                 add(
                     "403",
                     "The token's role may not do this, or a cookie-authenticated write came \
