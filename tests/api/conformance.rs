@@ -503,6 +503,14 @@ pub struct Simulated {
 /// An app wired to the Stripe, TTLock and Shelly simulators, with a door, a device and a
 /// payment to aim at.
 pub async fn simulated_app(backend: Backend) -> (Simulated, Fixtures) {
+    simulated_app_with(backend, |_| {}).await
+}
+
+/// [`simulated_app`] with the settings changed by `adjust` after the simulators'.
+pub async fn simulated_app_with(
+    backend: Backend,
+    adjust: impl FnOnce(&mut latchkey::config::Settings),
+) -> (Simulated, Fixtures) {
     let stripe = crate::stripe_support::spawn_sim().await;
     let ttlock = latchkey::sim::ttlock::spawn(
         tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
@@ -526,6 +534,7 @@ pub async fn simulated_app(backend: Backend) -> (Simulated, Fixtures) {
             let cloud = shelly.cloud_config();
             settings.shelly.server = Some(cloud.server.clone());
             settings.shelly.auth_key = Some(cloud.auth_key.clone());
+            adjust(settings);
         },
     )
     .await;
@@ -885,6 +894,37 @@ async fn the_api_reference_lists_every_operation_and_works_offline(backend: Back
 }
 
 on_both_backends!(the_api_reference_lists_every_operation_and_works_offline);
+
+/// With the public checkout limit met, checkouts answer 429 as documented.
+async fn rate_limited_checkouts_answer_as_documented(backend: Backend) {
+    let (simulated, fixtures) = simulated_app_with(backend, |settings| {
+        settings.security.checkout_per_target_per_minute = 3;
+    })
+    .await;
+    let app = &simulated.app;
+    let document: Value = app.get("/api/openapi.json").await.json().await.unwrap();
+    let report = run(&Run {
+        address: &app.address,
+        client: &app.client,
+        document: &document,
+        fixtures: &fixtures,
+        admin_token: ADMIN_TOKEN,
+        auditor_token: ADMIN_TOKEN,
+        cases: 20,
+        seed: seed(),
+        only: "POST /api/checkout/",
+    })
+    .await;
+    assert!(report.failures.is_empty(), "{}", report.failures.join("\n"));
+    assert!(
+        report.statuses.contains_key(&429),
+        "the limit was never met: {:?}",
+        report.statuses
+    );
+    simulated.app.stop().await;
+}
+
+on_both_backends!(rate_limited_checkouts_answer_as_documented);
 
 /// The answers no handler writes — the body limit's 413, an unknown route's 404, a wrong
 /// method's 405 — have the one error shape under `/api/` too.
