@@ -41,7 +41,7 @@ enum Kind {
     WrongContentType,
     /// No credentials on a route that needs them: 401.
     NoToken,
-    /// An auditor's token: whatever the operation lists.
+    /// An auditor's token: 403 on a write, whatever the operation lists on a read.
     Auditor,
 }
 
@@ -423,6 +423,10 @@ async fn send_and_check(
         )),
         Kind::NoToken if status != 401 => {
             problems.push(format!("no token was answered {status}, not 401"))
+        }
+        // Auditors read and change nothing: every write refuses them.
+        Kind::Auditor if operation.method != reqwest::Method::GET && status != 403 => {
+            problems.push(format!("an auditor's write was answered {status}, not 403"))
         }
         _ => {}
     }
