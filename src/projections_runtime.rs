@@ -143,7 +143,7 @@ impl PooledConn {
 }
 
 /// Where a projection is in the journal.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ProjectionStatus {
     pub projection: String,
     /// Last journal position handled (0 before the first event).

@@ -33,7 +33,7 @@ pub struct DoorView {
     pub price: i64,
     pub currency: String,
     pub access_minutes: i64,
-    /// active or maintenance.
+    #[schema(value_type = super::doors::StatusWord)]
     pub status: String,
     pub status_reason: Option<String>,
     pub passage_mode: Option<bool>,
@@ -71,10 +71,9 @@ pub struct DeviceView {
     pub time_zone: String,
     pub shelly_device_id: String,
     pub shelly_channel: i64,
-    /// `[{plan_id, name, minutes, price, currency}]`.
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<super::devices::PlanDto>)]
     pub plans: Value,
-    /// active or maintenance.
+    #[schema(value_type = super::doors::StatusWord)]
     pub status: String,
     pub status_reason: Option<String>,
     /// The session holding the relay, if any.

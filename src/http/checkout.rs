@@ -9,6 +9,7 @@ use serde::Deserialize;
 use super::extract::ApiJson;
 use super::{ApiError, AppState};
 use crate::payments::checkout::{self, StartedCheckout};
+
 use crate::ui::account::login::ClientAddress;
 
 pub fn router() -> Router<AppState> {
@@ -19,19 +20,28 @@ pub fn router() -> Router<AppState> {
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct DoorCheckout {
+    /// For the receipt: one `@`, a dot in the domain, no spaces.
+    #[schema(format = "email", max_length = 254)]
     pub email: String,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct DeviceCheckout {
+    /// One of the device's plans (`GET /api/devices`); another is refused with 422.
     pub plan_id: String,
+    /// For the receipt: one `@`, a dot in the domain, no spaces.
+    #[schema(format = "email", max_length = 254)]
     pub email: String,
 }
 
 #[utoipa::path(post, path = "/api/checkout/door/{door_uid}", tag = "guests",
     params(("door_uid" = String, Path, description = "Door uid")),
     request_body = DoorCheckout,
-    responses((status = 201, description = "{payment_id, checkout_url, status_url}"), (status = 429, body = super::openapi::ErrorBody), (status = 404, body = super::openapi::ErrorBody), (status = 409, body = super::openapi::ErrorBody), (status = 422, body = super::openapi::ErrorBody), (status = 502, body = super::openapi::ErrorBody), (status = 503, body = super::openapi::ErrorBody)))]
+    responses((status = 201, description = "Started: pay at `checkout_url`; follow at `status_url`", body = StartedCheckout),
+        (status = 409, description = "In maintenance, or not ready to take payments"),
+        (status = 429, description = "Too many checkouts from this address or for this target; see `Retry-After`"),
+        (status = 502, description = "Stripe refused or did not answer"),
+        (status = 503, description = "Stripe is not configured")))]
 pub async fn door_checkout(
     State(state): State<AppState>,
     ClientAddress(address): ClientAddress,
@@ -48,7 +58,11 @@ pub async fn door_checkout(
 #[utoipa::path(post, path = "/api/checkout/device/{device_uid}", tag = "guests",
     params(("device_uid" = String, Path, description = "Device uid")),
     request_body = DeviceCheckout,
-    responses((status = 201, description = "{payment_id, checkout_url, status_url}"), (status = 429, body = super::openapi::ErrorBody), (status = 404, body = super::openapi::ErrorBody), (status = 409, body = super::openapi::ErrorBody), (status = 422, body = super::openapi::ErrorBody), (status = 502, body = super::openapi::ErrorBody), (status = 503, body = super::openapi::ErrorBody)))]
+    responses((status = 201, description = "Started: pay at `checkout_url`; follow at `status_url`", body = StartedCheckout),
+        (status = 409, description = "In maintenance, or not ready to take payments"),
+        (status = 429, description = "Too many checkouts from this address or for this target; see `Retry-After`"),
+        (status = 502, description = "Stripe refused or did not answer"),
+        (status = 503, description = "Stripe is not configured")))]
 pub async fn device_checkout(
     State(state): State<AppState>,
     ClientAddress(address): ClientAddress,

@@ -24,10 +24,18 @@ pub fn router() -> Router<AppState> {
 #[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanDto {
+    /// Unique among the device's plans.
+    #[schema(pattern = "\\S")]
     pub plan_id: String,
+    #[schema(pattern = "\\S")]
     pub name: String,
+    #[schema(minimum = 1, maximum = 1440)]
     pub minutes: u32,
+    /// Minor units.
+    #[schema(minimum = 1)]
     pub price: i64,
+    /// Lower-case ISO 4217, e.g. `eur`.
+    #[schema(pattern = "^[a-z]{3}$")]
     pub currency: String,
 }
 
@@ -59,26 +67,40 @@ fn plans(dtos: Vec<PlanDto>) -> Result<Vec<UsagePlan>, ApiError> {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewDevice {
+    #[schema(pattern = "\\S")]
     pub uid: String,
+    #[schema(pattern = "\\S")]
     pub name: String,
     pub location: String,
+    /// An IANA time zone name such as `Europe/Paris`.
+    #[schema(format = "time-zone")]
     pub time_zone: String,
+    /// The Shelly Cloud device id, or the device's local `http://` address.
+    #[schema(pattern = "\\S")]
     pub shelly_device_id: String,
+    /// The relay's channel (default 0).
     #[serde(default)]
     pub shelly_channel: u32,
+    /// 1 to 20 plans with distinct `plan_id`s.
+    #[schema(min_items = 1, max_items = 20)]
     pub plans: Vec<PlanDto>,
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceChanges {
+    #[schema(pattern = "\\S")]
     pub name: Option<String>,
     pub location: Option<String>,
+    #[schema(format = "time-zone")]
     pub time_zone: Option<String>,
+    #[schema(pattern = "\\S")]
     pub shelly_device_id: Option<String>,
     pub shelly_channel: Option<u32>,
+    /// Replaces every plan: 1 to 20 with distinct `plan_id`s.
+    #[schema(min_items = 1, max_items = 20)]
     pub plans: Option<Vec<PlanDto>>,
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<super::doors::StatusWord>)]
     pub status: Option<DeviceStatus>,
     pub reason: Option<String>,
 }
@@ -87,11 +109,13 @@ pub struct DeviceChanges {
 #[serde(deny_unknown_fields)]
 pub struct RelaySwitch {
     pub on: bool,
+    /// Kept in the audit log (default "switched by an operator").
     pub reason: Option<String>,
 }
 
-/// A device as operators see it.
-#[derive(Debug, Serialize)]
+/// A device as operators see it (the command side's answer; the list is `DeviceView`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Device)]
 pub struct DeviceView {
     pub uid: String,
     pub name: Option<String>,
@@ -100,6 +124,7 @@ pub struct DeviceView {
     pub shelly_device_id: Option<String>,
     pub shelly_channel: Option<u32>,
     pub plans: Vec<PlanDto>,
+    #[schema(value_type = super::doors::StatusWord)]
     pub status: DeviceStatus,
     pub holder_session: Option<uuid::Uuid>,
     pub queued_sessions: Vec<uuid::Uuid>,
@@ -127,7 +152,7 @@ impl DeviceView {
 
 #[utoipa::path(post, path = "/api/devices", tag = "catalogue",
     request_body = NewDevice,
-    responses((status = 201, description = "The device"), (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody), (status = 404, body = super::openapi::ErrorBody), (status = 409, body = super::openapi::ErrorBody), (status = 422, body = super::openapi::ErrorBody)),
+    responses((status = 201, description = "The device", body = DeviceView), (status = 409, description = "A device with this uid exists")),
     security(("bearer" = [])))]
 pub async fn register_device(
     State(state): State<AppState>,
@@ -162,7 +187,7 @@ pub async fn register_device(
 #[utoipa::path(patch, path = "/api/devices/{uid}", tag = "catalogue",
     params(("uid" = String, Path, description = "Device uid")),
     request_body = DeviceChanges,
-    responses((status = 200, description = "The device"), (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody), (status = 404, body = super::openapi::ErrorBody), (status = 409, body = super::openapi::ErrorBody), (status = 422, body = super::openapi::ErrorBody)),
+    responses((status = 200, description = "The device", body = DeviceView), (status = 409, description = "The change does not apply to the device as it is")),
     security(("bearer" = [])))]
 pub async fn change_device(
     State(state): State<AppState>,
@@ -225,7 +250,7 @@ pub async fn change_device(
 #[utoipa::path(post, path = "/api/devices/{uid}/relay", tag = "catalogue",
     params(("uid" = String, Path, description = "Device uid")),
     request_body = RelaySwitch,
-    responses((status = 200, description = "The device"), (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody), (status = 404, body = super::openapi::ErrorBody), (status = 409, body = super::openapi::ErrorBody), (status = 502, body = super::openapi::ErrorBody), (status = 503, body = super::openapi::ErrorBody)),
+    responses((status = 200, description = "The device", body = DeviceView), (status = 409, description = "The device cannot switch now (in maintenance, or a session holds it)"), (status = 502, description = "Shelly refused or did not answer"), (status = 503, description = "Shelly Cloud is not configured")),
     security(("bearer" = [])))]
 pub async fn switch_relay(
     State(state): State<AppState>,

@@ -22,13 +22,22 @@ pub fn router() -> Router<AppState> {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewDoor {
-    /// The TTLock lock id.
+    /// The TTLock lock id (digits).
+    #[schema(pattern = "^[0-9]+$", max_length = 18)]
     pub uid: String,
+    #[schema(pattern = "\\S")]
     pub name: String,
     pub location: String,
+    /// An IANA time zone name such as `Europe/Paris`.
+    #[schema(format = "time-zone")]
     pub time_zone: String,
+    /// Minor units (1500 is 15.00 EUR).
+    #[schema(minimum = 1)]
     pub price: i64,
+    /// Lower-case ISO 4217, e.g. `eur`.
+    #[schema(pattern = "^[a-z]{3}$")]
     pub currency: String,
+    #[schema(minimum = 1, maximum = 10080)]
     pub access_minutes: u32,
     /// When the lock's gateway is not working, give paid guests a random period code
     /// (whole hours, not remotely revocable) instead of waiting (default false).
@@ -39,13 +48,20 @@ pub struct NewDoor {
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DoorChanges {
+    #[schema(pattern = "\\S")]
     pub name: Option<String>,
     pub location: Option<String>,
+    #[schema(format = "time-zone")]
     pub time_zone: Option<String>,
+    /// Minor units; in the door's current currency unless `currency` comes with it.
+    #[schema(minimum = 1)]
     pub price: Option<i64>,
+    /// Only together with `price`.
+    #[schema(pattern = "^[a-z]{3}$")]
     pub currency: Option<String>,
+    #[schema(minimum = 1, maximum = 10080)]
     pub access_minutes: Option<u32>,
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<StatusWord>)]
     pub status: Option<DoorStatus>,
     /// Why the status changes (kept in the audit log).
     pub reason: Option<String>,
@@ -53,8 +69,18 @@ pub struct DoorChanges {
     pub offline_fallback: Option<bool>,
 }
 
-/// A door as operators see it.
-#[derive(Debug, Serialize)]
+/// `active` (takes payments) or `maintenance` (refuses them with 409).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+#[schema(rename_all = "snake_case")]
+pub enum StatusWord {
+    Active,
+    Maintenance,
+}
+
+/// A door as operators see it (the command side's answer; the list is `DoorView`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Door)]
 pub struct DoorView {
     pub uid: String,
     pub lock_id: Option<i64>,
@@ -64,6 +90,7 @@ pub struct DoorView {
     pub price: Option<i64>,
     pub currency: Option<String>,
     pub access_minutes: Option<u32>,
+    #[schema(value_type = StatusWord)]
     pub status: DoorStatus,
     pub passage_mode: Option<bool>,
     pub offline_fallback: bool,
@@ -89,7 +116,7 @@ impl DoorView {
 
 #[utoipa::path(post, path = "/api/doors", tag = "catalogue",
     request_body = NewDoor,
-    responses((status = 201, description = "The door"), (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody), (status = 404, body = super::openapi::ErrorBody), (status = 409, body = super::openapi::ErrorBody), (status = 422, body = super::openapi::ErrorBody)),
+    responses((status = 201, description = "The door", body = DoorView), (status = 409, description = "A door with this uid exists")),
     security(("bearer" = [])))]
 pub async fn register_door(
     State(state): State<AppState>,
@@ -130,7 +157,7 @@ pub async fn register_door(
 #[utoipa::path(patch, path = "/api/doors/{uid}", tag = "catalogue",
     params(("uid" = String, Path, description = "Door uid (TTLock lock id)")),
     request_body = DoorChanges,
-    responses((status = 200, description = "The door"), (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody), (status = 404, body = super::openapi::ErrorBody), (status = 409, body = super::openapi::ErrorBody), (status = 422, body = super::openapi::ErrorBody)),
+    responses((status = 200, description = "The door", body = DoorView), (status = 409, description = "The change does not apply to the door as it is")),
     security(("bearer" = [])))]
 pub async fn change_door(
     State(state): State<AppState>,

@@ -101,3 +101,49 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+/// Gives the JSON API's answers that no handler wrote — axum's 404 for an unknown route and
+/// 405 for a wrong method, the body limit's 413, the timeout's 408 — the one error shape,
+/// so that a client parses every `/api/` error the same way. Pages keep their own.
+pub async fn json_errors(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let api = request.uri().path().starts_with("/api/");
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if !api || is_json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (code, message) = match status {
+        StatusCode::NOT_FOUND => ("not_found", "no such route; see /api/openapi.json"),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            "this route does not take that method; see /api/openapi.json",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ("too_large", "the body is larger than the server's limit")
+        }
+        StatusCode::REQUEST_TIMEOUT => ("timeout", "the request was not answered in time; retry"),
+        _ if status.is_client_error() => ("bad_request", "the request was refused"),
+        _ => (
+            "internal",
+            "internal error; the details are in the server log",
+        ),
+    };
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    let body = json!({ "error": { "code": code, "message": message } });
+    let mut answer = (status, Json(body)).into_response();
+    for (name, value) in parts.headers.iter() {
+        if name != axum::http::header::CONTENT_TYPE {
+            answer.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    answer
+}

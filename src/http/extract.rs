@@ -29,6 +29,33 @@ where
     }
 }
 
+/// An optional JSON body: none (or only white space) is `None`; anything else must be
+/// JSON sent as `application/json`, with the same answers as [`ApiJson`] (400 for a body
+/// that is not JSON or not sent as JSON, 422 for JSON of the wrong shape).
+pub struct OptionalApiJson<T>(pub Option<T>);
+
+impl<S, T> FromRequest<S> for OptionalApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (parts, body) = request.into_parts();
+        let bytes =
+            axum::body::Bytes::from_request(Request::from_parts(parts.clone(), body), state)
+                .await
+                .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalApiJson(None));
+        }
+        let request = Request::from_parts(parts, axum::body::Body::from(bytes));
+        let ApiJson(value) = ApiJson::<Option<T>>::from_request(request, state).await?;
+        Ok(OptionalApiJson(value))
+    }
+}
+
 /// Checks an IANA time zone name such as `Europe/Paris`.
 pub fn valid_time_zone(name: &str) -> Result<(), ApiError> {
     name.parse::<chrono_tz::Tz>().map(|_| ()).map_err(|_| {

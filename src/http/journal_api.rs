@@ -97,6 +97,7 @@ pub struct EventQuery {
     responses(
         (status = 200, body = EventPage),
         (status = 401, body = super::openapi::ErrorBody),
+        (status = 403, description = "`reveal_codes=true` from a role other than admin"),
         (status = 422, body = super::openapi::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn events(
@@ -188,6 +189,7 @@ pub struct AtQuery {
     responses(
         (status = 200, body = AggregateStateView),
         (status = 401, body = super::openapi::ErrorBody),
+        (status = 403, description = "`reveal_codes=true` from a role other than admin"),
         (status = 404, body = super::openapi::ErrorBody),
         (status = 422, body = super::openapi::ErrorBody)),
     security(("bearer" = [])))]

@@ -18,6 +18,7 @@ pub mod operator_actions;
 pub mod parked;
 pub mod payments;
 pub mod read_params;
+pub mod reference;
 pub mod reports;
 pub mod security_headers;
 pub mod serve;
@@ -127,6 +128,7 @@ pub fn router(state: AppState) -> Router {
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
             limits.body_limit_bytes,
         ))
+        .layer(middleware::from_fn(error::json_errors))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             security_headers::add,
@@ -154,6 +156,7 @@ fn read_router() -> Router<AppState> {
         .merge(reports::router())
         .merge(journal_api::router())
         .merge(openapi::router())
+        .merge(reference::router())
 }
 
 /// Counts requests by route template (never the raw path: tokens live in paths) and status.

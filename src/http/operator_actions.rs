@@ -39,7 +39,9 @@ fn uuid_of(kind: &str, id: &str) -> Result<Uuid, ApiError> {
 #[serde(deny_unknown_fields)]
 pub struct RefundBody {
     /// Minor units; the whole refundable rest when absent.
+    #[schema(minimum = 1)]
     pub amount: Option<i64>,
+    /// Kept in the audit log (default "refunded by an operator").
     pub reason: Option<String>,
 }
 
@@ -59,16 +61,14 @@ pub struct RefundAccepted {
 /// the same key with another body is refused with 409.
 #[utoipa::path(post, path = "/api/payments/{id}/refund", tag = "payments",
     params(("id" = String, Path, description = "Payment UUID"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Up to 255 characters; a retry with the same key and body refunds once")),
+        ("Idempotency-Key" = Option<String>, Header, max_length = 255, pattern = "^[!-~]+$", description = "1 to 255 visible ASCII characters (a UUID is a good choice); a retry with the same key and body refunds once; another value is refused with 400")),
     request_body = RefundBody,
     responses(
         (status = 202, body = RefundAccepted),
-        (status = 400, body = super::openapi::ErrorBody),
-        (status = 401, body = super::openapi::ErrorBody),
-        (status = 403, body = super::openapi::ErrorBody),
-        (status = 404, body = super::openapi::ErrorBody),
-        (status = 409, body = super::openapi::ErrorBody),
-        (status = 502, body = super::openapi::ErrorBody)),
+        (status = 400, description = "A malformed `Idempotency-Key`, or a body that is not JSON"),
+        (status = 409, description = "More than the refundable rest, a payment not paid, or this `Idempotency-Key` used with another body"),
+        (status = 502, description = "Stripe refused or did not answer"),
+        (status = 503, description = "Stripe is not configured")),
     security(("bearer" = [])))]
 pub async fn refund(
     State(state): State<AppState>,
@@ -85,7 +85,8 @@ pub async fn refund(
 /// Longest `Idempotency-Key` accepted, as Stripe's.
 const IDEMPOTENCY_KEY_MAX_CHARS: usize = 255;
 
-/// The request's `Idempotency-Key`, if any: visible ASCII, at most 255 characters.
+/// The request's `Idempotency-Key`, if any: visible ASCII (no spaces inside; around it
+/// they are trimmed), at most 255 characters, as the document's pattern says.
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
@@ -94,7 +95,11 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         .to_str()
         .ok()
         .map(str::trim)
-        .filter(|key| !key.is_empty() && key.len() <= IDEMPOTENCY_KEY_MAX_CHARS)
+        .filter(|key| {
+            !key.is_empty()
+                && key.len() <= IDEMPOTENCY_KEY_MAX_CHARS
+                && key.bytes().all(|b| b.is_ascii_graphic())
+        })
         .ok_or_else(|| {
             ApiError::BadRequest(format!(
                 "Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX_CHARS} visible ASCII characters (a UUID is a good choice)"
@@ -124,6 +129,13 @@ pub async fn request_refund(
 ) -> Result<RefundAccepted, ApiError> {
     principal.require(Permission::Refund)?;
     let payment_id = uuid_of("payment", id)?;
+    // The body is checked before the integration: a wrong request is told so (422)
+    // whether or not Stripe is configured, as the document's `minimum: 1` says.
+    if let Some(amount) = body.amount.filter(|amount| *amount < 1) {
+        return Err(ApiError::Invalid(format!(
+            "amount must be a positive number of minor units, not {amount}"
+        )));
+    }
     state.require_stripe()?;
     let (payment, _) = state.buses.payments.load(id).await?;
     let Some(price) = payment.price() else {
@@ -172,7 +184,17 @@ pub async fn request_refund(
 #[serde(deny_unknown_fields)]
 pub struct GrantAccessBody {
     /// Why; required, kept in the audit log with who decided.
+    #[schema(pattern = "\\S")]
     pub reason: String,
+}
+
+/// The payment no longer waits for a decision.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccessGranted {
+    #[schema(format = "uuid")]
+    pub payment_id: String,
+    /// Always `false` after a grant.
+    pub access_held: bool,
 }
 
 /// An admin's decision on a payment Stripe reported below its price (audit
@@ -182,19 +204,15 @@ pub struct GrantAccessBody {
     params(("id" = String, Path, description = "Payment UUID")),
     request_body = GrantAccessBody,
     responses(
-        (status = 200, description = "Granted; the workflows issue the code or start the session"),
-        (status = 401, body = super::openapi::ErrorBody),
-        (status = 403, body = super::openapi::ErrorBody),
-        (status = 404, body = super::openapi::ErrorBody),
-        (status = 409, body = super::openapi::ErrorBody),
-        (status = 422, body = super::openapi::ErrorBody)),
+        (status = 200, description = "Granted; the workflows issue the code or start the session", body = AccessGranted),
+        (status = 409, description = "The payment is not held")),
     security(("bearer" = [])))]
 pub async fn grant_access(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<GrantAccessBody>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<AccessGranted>, ApiError> {
     principal.require(Permission::Refund)?;
     uuid_of("payment", &id)?;
     if body.reason.trim().is_empty() {
@@ -213,16 +231,27 @@ pub async fn grant_access(
         .execute(&id, command, principal.command_metadata())
         .await?;
     tracing::info!(payment_id = %id, "access granted to a held payment");
-    Ok(Json(
-        serde_json::json!({ "payment_id": id, "access_held": false }),
-    ))
+    Ok(Json(AccessGranted {
+        payment_id: id,
+        access_held: false,
+    }))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ForceEndBody {
     /// Why; required, kept in the audit log with who did it.
+    #[schema(pattern = "\\S")]
     pub reason: String,
+}
+
+/// The session after a forced end.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ForceEnded {
+    #[schema(format = "uuid")]
+    pub session_id: String,
+    /// The session's state now, e.g. `force_ended`.
+    pub state: Option<String>,
 }
 
 /// Ends a device session now (relay OFF), recording who and why.
@@ -230,19 +259,15 @@ pub struct ForceEndBody {
     params(("id" = String, Path, description = "Session UUID")),
     request_body = ForceEndBody,
     responses(
-        (status = 200, description = "Ended"),
-        (status = 401, body = super::openapi::ErrorBody),
-        (status = 403, body = super::openapi::ErrorBody),
-        (status = 404, body = super::openapi::ErrorBody),
-        (status = 409, body = super::openapi::ErrorBody),
-        (status = 422, body = super::openapi::ErrorBody)),
+        (status = 200, description = "Ended", body = ForceEnded),
+        (status = 409, description = "The session has already ended")),
     security(("bearer" = [])))]
 pub async fn force_end(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ForceEndBody>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<ForceEnded>, ApiError> {
     principal.require(Permission::Operate)?;
     uuid_of("session", &id)?;
     if body.reason.trim().is_empty() {
@@ -261,9 +286,12 @@ pub async fn force_end(
         .execute(&id, command, principal.command_metadata())
         .await?;
     let (session, _) = state.buses.sessions.load(&id).await?;
-    Ok(Json(
-        serde_json::json!({ "session_id": id, "state": session.state() }),
-    ))
+    Ok(Json(ForceEnded {
+        session_id: id,
+        state: serde_json::to_value(session.state())
+            .ok()
+            .and_then(|state| state.as_str().map(str::to_string)),
+    }))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -280,10 +308,8 @@ pub struct SyncedLock {
 #[utoipa::path(post, path = "/api/doors/sync", tag = "catalogue",
     responses(
         (status = 200, body = [SyncedLock]),
-        (status = 401, body = super::openapi::ErrorBody),
-        (status = 403, body = super::openapi::ErrorBody),
-        (status = 502, body = super::openapi::ErrorBody),
-        (status = 503, body = super::openapi::ErrorBody)),
+        (status = 502, description = "TTLock refused or did not answer"),
+        (status = 503, description = "TTLock is not configured")),
     security(("bearer" = [])))]
 pub async fn sync_doors(
     State(state): State<AppState>,
@@ -354,10 +380,7 @@ pub struct CodeActionResult {
     params(("id" = String, Path, description = "Payment UUID")),
     responses(
         (status = 200, body = CodeActionResult),
-        (status = 401, body = super::openapi::ErrorBody),
-        (status = 403, body = super::openapi::ErrorBody),
-        (status = 404, body = super::openapi::ErrorBody),
-        (status = 409, body = super::openapi::ErrorBody)),
+        (status = 409, description = "The code is live, revoked, expired or compensated; the door is in maintenance; or the payment is not paid")),
     security(("bearer" = [])))]
 pub async fn retry_code(
     State(state): State<AppState>,
@@ -376,11 +399,8 @@ pub async fn retry_code(
     params(("id" = String, Path, description = "Payment UUID")),
     responses(
         (status = 200, body = CodeActionResult),
-        (status = 401, body = super::openapi::ErrorBody),
-        (status = 403, body = super::openapi::ErrorBody),
-        (status = 404, body = super::openapi::ErrorBody),
-        (status = 409, body = super::openapi::ErrorBody),
-        (status = 502, body = super::openapi::ErrorBody)),
+        (status = 409, description = "The door is in maintenance, or the payment is not paid"),
+        (status = 502, description = "The lock refused to delete the live code; nothing changed")),
     security(("bearer" = [])))]
 pub async fn reissue_code(
     State(state): State<AppState>,
@@ -450,6 +470,7 @@ pub async fn door_code_action(
 #[serde(deny_unknown_fields)]
 pub struct ReleaseBody {
     /// Why; required, kept in the audit log with who did it.
+    #[schema(pattern = "\\S")]
     pub reason: String,
 }
 
@@ -466,12 +487,8 @@ pub struct ReleaseAccepted {
     request_body = ReleaseBody,
     responses(
         (status = 202, body = ReleaseAccepted),
-        (status = 401, body = super::openapi::ErrorBody),
-        (status = 403, body = super::openapi::ErrorBody),
-        (status = 404, body = super::openapi::ErrorBody),
-        (status = 409, body = super::openapi::ErrorBody),
-        (status = 422, body = super::openapi::ErrorBody),
-        (status = 502, body = super::openapi::ErrorBody)),
+        (status = 409, description = "Nothing is held"),
+        (status = 502, description = "Stripe refused or did not answer")),
     security(("bearer" = [])))]
 pub async fn release_hold(
     State(state): State<AppState>,

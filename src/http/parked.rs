@@ -2,17 +2,17 @@
 //! a retry once the cause is fixed, or skip one for good with a note. Retry and skip need
 //! the operate permission; the row keeps who decided and when, and the decision is logged.
 
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::{json, Value};
 use tracing::info;
 use utoipa::ToSchema;
 
 use super::auth::{Permission, Principal};
+use super::extract::OptionalApiJson;
+use super::read_params::ReadQuery;
 use super::{ApiError, AppState};
 use crate::store::parking::{self, OperatorDecision, ParkedReaction};
 
@@ -34,14 +34,14 @@ pub struct ListQuery {
 
 #[utoipa::path(get, path = "/api/parked-reactions", tag = "operations",
     params(("status" = Option<String>, Query, description = "parked, retry_requested, resolved or skipped")),
-    responses((status = 200, description = "{items}: parked workflow reactions, newest first"),
-        (status = 401, body = super::openapi::ErrorBody), (status = 422, body = super::openapi::ErrorBody)),
+    responses((status = 200, description = "Parked workflow reactions, newest first", body = ParkedList),
+        (status = 400, description = "A malformed query string"), (status = 422, description = "An unknown `status`")),
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
-    Query(query): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+    ReadQuery(query): ReadQuery<ListQuery>,
+) -> Result<Json<ParkedList>, ApiError> {
     principal.require(Permission::Read)?;
     let status = super::read_params::one_of(
         "status",
@@ -51,7 +51,13 @@ pub async fn list(
     let items = parking::list(&state.database, status.as_deref(), LIST_LIMIT)
         .await
         .map_err(anyhow::Error::new)?;
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(ParkedList { items }))
+}
+
+/// At most 200 rows.
+#[derive(serde::Serialize, ToSchema)]
+pub struct ParkedList {
+    pub items: Vec<ParkedReaction>,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -64,18 +70,17 @@ pub struct DecisionBody {
 #[utoipa::path(post, path = "/api/parked-reactions/{id}/retry", tag = "operations",
     params(("id" = String, Path, description = "parked_id")),
     request_body = Option<DecisionBody>,
-    responses((status = 202, description = "Retry asked for; the workflow runs it within a second or so"),
-        (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody),
-        (status = 404, body = super::openapi::ErrorBody), (status = 409, body = super::openapi::ErrorBody)),
+    responses((status = 202, description = "Retry asked for; the workflow runs it within a second or so", body = ParkedReaction),
+        (status = 409, description = "Not `parked`")),
     security(("bearer" = [])))]
 pub async fn retry(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
-    body: Bytes,
+    OptionalApiJson(body): OptionalApiJson<DecisionBody>,
 ) -> Result<(StatusCode, Json<ParkedReaction>), ApiError> {
     principal.require(Permission::Operate)?;
-    let note = note_of(&body)?;
+    let note = note_of(body);
     let row = decide(
         &state,
         &id,
@@ -90,18 +95,17 @@ pub async fn retry(
 #[utoipa::path(post, path = "/api/parked-reactions/{id}/skip", tag = "operations",
     params(("id" = String, Path, description = "parked_id")),
     request_body = Option<DecisionBody>,
-    responses((status = 200, description = "Skipped for good"),
-        (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody),
-        (status = 404, body = super::openapi::ErrorBody), (status = 409, body = super::openapi::ErrorBody)),
+    responses((status = 200, description = "Skipped for good", body = ParkedReaction),
+        (status = 409, description = "Not `parked`")),
     security(("bearer" = [])))]
 pub async fn skip(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
-    body: Bytes,
+    OptionalApiJson(body): OptionalApiJson<DecisionBody>,
 ) -> Result<Json<ParkedReaction>, ApiError> {
     principal.require(Permission::Operate)?;
-    let note = note_of(&body)?;
+    let note = note_of(body);
     let row = decide(
         &state,
         &id,
@@ -113,15 +117,10 @@ pub async fn skip(
     Ok(Json(row))
 }
 
-/// The optional `{note}` body: empty is fine, anything else must be that shape.
-fn note_of(body: &[u8]) -> Result<Option<String>, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
-    }
-    let parsed: DecisionBody = serde_json::from_slice(body).map_err(|error| {
-        ApiError::Invalid(format!("the body must be {{\"note\": \"…\"}}: {error}"))
-    })?;
-    Ok(parsed.note.filter(|note| !note.trim().is_empty()))
+/// The optional `{note}` body's note, when it says something.
+fn note_of(body: Option<DecisionBody>) -> Option<String> {
+    body.and_then(|body| body.note)
+        .filter(|note| !note.trim().is_empty())
 }
 
 /// Records an operator's decision on a parked row; shared with the dashboard's buttons.

@@ -7,23 +7,19 @@
 //! or disable the endpoint.
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::json;
 use tracing::{info, warn};
 
 use super::auth::{Permission, Principal};
+use super::read_params::{self, ReadQuery};
 use super::{ApiError, AppState};
 use crate::integrations::stripe::{diagnostics, signature};
 use crate::store::inbox::{now_ms, Cursor, Inserted, NewDelivery, Source};
-
-/// Page size bounds for the deliveries list.
-const DEFAULT_LIMIT: i64 = 50;
-const MAX_LIMIT: i64 = 200;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -51,9 +47,27 @@ struct Envelope {
     api_version: Option<String>,
 }
 
+/// What the webhook answers Stripe once the delivery is stored.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct WebhookReceipt {
+    pub received: bool,
+    pub event_id: String,
+    /// True when this event id was stored before (Stripe sent it again).
+    pub duplicate: bool,
+    /// For a repeat: the stored delivery's status.
+    #[schema(value_type = Option<DeliveryStatus>)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+}
+
 #[utoipa::path(post, path = "/api/stripe/webhook", tag = "stripe",
-    request_body = String,
-    responses((status = 200, description = "Durably stored (or a repeat)"), (status = 400, body = super::openapi::ErrorBody), (status = 401, body = super::openapi::ErrorBody), (status = 503, body = super::openapi::ErrorBody)))]
+    params(("Stripe-Signature" = Option<String>, Header, description = "Stripe's signature of the raw body (`t=…,v1=…`)")),
+    request_body(content = String, content_type = "application/json", description = "The event exactly as Stripe sent it: signed bytes, read raw"),
+    responses((status = 200, description = "Durably stored (or a repeat)", body = WebhookReceipt),
+        (status = 400, description = "Signed, but not a Stripe event (JSON with id, type, created)"),
+        (status = 401, description = "No or a wrong signature, or too old a timestamp"),
+        (status = 413, description = "The body is larger than the server's limit"),
+        (status = 503, description = "No `STRIPE_WEBHOOK_SECRET`")))]
 pub async fn receive(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -139,7 +153,12 @@ pub async fn receive(
             }
             Ok((
                 StatusCode::OK,
-                Json(json!({ "received": true, "event_id": envelope.id, "duplicate": false })),
+                Json(WebhookReceipt {
+                    received: true,
+                    event_id: envelope.id,
+                    duplicate: false,
+                    status: None,
+                }),
             ))
         }
         Inserted::Duplicate { status } => {
@@ -150,9 +169,12 @@ pub async fn receive(
             info!(event_id = %envelope.id, status = %status, "stripe event already stored");
             Ok((
                 StatusCode::OK,
-                Json(json!({
-                    "received": true, "event_id": envelope.id, "duplicate": true, "status": status
-                })),
+                Json(WebhookReceipt {
+                    received: true,
+                    event_id: envelope.id,
+                    duplicate: true,
+                    status: Some(status),
+                }),
             ))
         }
     }
@@ -165,35 +187,64 @@ impl From<crate::integrations::stripe::StripeApiError> for ApiError {
     }
 }
 
-#[derive(Deserialize)]
+/// The inbox statuses a list can be filtered by.
+pub const DELIVERY_STATUSES: &[&str] = &["received", "processed", "failed", "ignored"];
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    limit: Option<i64>,
+    /// 1–200, default 50.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 200)]
+    limit: Option<String>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
+    #[param(value_type = Option<DeliveryStatus>)]
     status: Option<String>,
 }
 
+/// Where a stored delivery stands.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+#[schema(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    Received,
+    Processed,
+    Failed,
+    Ignored,
+}
+
+/// A page of stored deliveries, newest first.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct DeliveryPage {
+    pub items: Vec<crate::store::inbox::DeliveryRow>,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    pub next_cursor: Option<String>,
+}
+
 #[utoipa::path(get, path = "/api/stripe/deliveries", tag = "stripe",
-    responses((status = 200, description = "{items, next_cursor}"), (status = 401, body = super::openapi::ErrorBody), (status = 422, body = super::openapi::ErrorBody)),
+    params(ListQuery),
+    responses((status = 200, body = DeliveryPage), (status = 400, description = "A malformed query string"), (status = 422, description = "A bad `limit`, `status` or `cursor`")),
     security(("bearer" = [])))]
 pub async fn list_deliveries(
     State(state): State<AppState>,
     principal: Principal,
-    Query(query): Query<ListQuery>,
-) -> Result<impl IntoResponse, ApiError> {
+    ReadQuery(query): ReadQuery<ListQuery>,
+) -> Result<Json<DeliveryPage>, ApiError> {
     principal.require(Permission::Read)?;
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let limit = read_params::limit(query.limit.as_deref())?;
+    let status = read_params::one_of("status", query.status.as_deref(), DELIVERY_STATUSES)?;
     let cursor = query
         .cursor
         .as_deref()
         .map(|raw| {
             Cursor::decode(raw)
-                .ok_or_else(|| ApiError::BadRequest("cursor is not one we issued".to_string()))
+                .ok_or_else(|| ApiError::Invalid("cursor is not one this API returned".to_string()))
         })
         .transpose()?;
     let items = state
         .stripe
         .inbox
-        .list(limit, cursor.as_ref(), query.status.as_deref())
+        .list(limit, cursor.as_ref(), status.as_deref())
         .await
         .map_err(anyhow::Error::new)?;
     let next_cursor = (items.len() as i64 == limit)
@@ -206,12 +257,12 @@ pub async fn list_deliveries(
             }
             .encode()
         });
-    Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
+    Ok(Json(DeliveryPage { items, next_cursor }))
 }
 
 #[utoipa::path(get, path = "/api/stripe/deliveries/{event_id}", tag = "stripe",
     params(("event_id" = String, Path, description = "Stripe event id")),
-    responses((status = 200, description = "One delivery"), (status = 401, body = super::openapi::ErrorBody), (status = 404, body = super::openapi::ErrorBody)),
+    responses((status = 200, body = crate::store::inbox::DeliveryRow)),
     security(("bearer" = [])))]
 pub async fn get_delivery(
     State(state): State<AppState>,
@@ -234,11 +285,8 @@ pub async fn get_delivery(
 #[utoipa::path(post, path = "/api/stripe/deliveries/{event_id}/retry", tag = "stripe",
     params(("event_id" = String, Path, description = "Stripe event id")),
     responses(
-        (status = 202, description = "Re-queued and attempted: the delivery as it is now"),
-        (status = 401, body = super::openapi::ErrorBody),
-        (status = 403, body = super::openapi::ErrorBody),
-        (status = 404, body = super::openapi::ErrorBody),
-        (status = 409, body = super::openapi::ErrorBody)),
+        (status = 202, description = "Re-queued and attempted: the delivery as it is now", body = crate::store::inbox::DeliveryRow),
+        (status = 409, description = "Processed or ignored: nothing to retry")),
     security(("bearer" = [])))]
 pub async fn retry_delivery(
     State(state): State<AppState>,
@@ -295,29 +343,41 @@ pub async fn retry(
         .ok_or_else(|| ApiError::NotFound(format!("no stored Stripe event {event_id}")))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DiagnosticsQuery {
-    #[serde(default)]
-    test: bool,
+    /// `true` to make one call to Stripe's API and report how it went.
+    #[param(value_type = Option<bool>)]
+    test: Option<String>,
 }
 
 #[utoipa::path(get, path = "/api/stripe/diagnostics", tag = "stripe",
-    responses((status = 200, description = "Keys, secrets, deliveries, last error"), (status = 401, body = super::openapi::ErrorBody)),
+    params(DiagnosticsQuery),
+    responses((status = 200, description = "Keys (their mode, never the keys), secrets, deliveries, last error", body = diagnostics::Diagnostics), (status = 400, description = "A malformed query string"), (status = 422, description = "`test` is not `true` or `false`")),
     security(("bearer" = [])))]
 pub async fn get_diagnostics(
     State(state): State<AppState>,
     principal: Principal,
-    Query(query): Query<DiagnosticsQuery>,
+    ReadQuery(query): ReadQuery<DiagnosticsQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     principal.require(Permission::Read)?;
-    let report = diagnostics::collect(&state.settings, &state.stripe, query.test)
+    let test = match query.test.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::Invalid(format!(
+                "test must be true or false, not {other:?}"
+            )))
+        }
+    };
+    let report = diagnostics::collect(&state.settings, &state.stripe, test)
         .await
         .map_err(anyhow::Error::new)?;
     Ok(Json(report))
 }
 
 #[utoipa::path(post, path = "/api/stripe/catch-up", tag = "stripe",
-    responses((status = 200, description = "What was found"), (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody), (status = 502, body = super::openapi::ErrorBody), (status = 503, body = super::openapi::ErrorBody)),
+    responses((status = 200, description = "What was found", body = crate::integrations::stripe::catch_up::CatchUpReport), (status = 502, description = "Stripe refused or did not answer"), (status = 503, description = "Stripe is not configured")),
     security(("bearer" = [])))]
 pub async fn run_catch_up(
     State(state): State<AppState>,

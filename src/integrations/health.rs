@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 /// The state an operator sees for one integration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HealthState {
     /// Configured, and the last call reached the vendor and was accepted (or no call has
@@ -24,7 +24,7 @@ pub enum HealthState {
 }
 
 /// A serialisable copy of a [`ModuleHealth`] at one instant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ModuleHealthSnapshot {
     pub name: String,
     pub configured: bool,

@@ -61,10 +61,14 @@ pub trait CheckoutGateway: Send + Sync {
 }
 
 /// The answer to a started checkout (`POST /api/checkout/...`).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct StartedCheckout {
     pub payment_id: Uuid,
+    /// Stripe Checkout's page for this payment.
+    #[schema(format = "uri")]
     pub checkout_url: String,
+    /// The guest's page for this payment (`/access/{token}` or `/session/{token}`).
+    #[schema(format = "uri")]
     pub status_url: String,
 }
 

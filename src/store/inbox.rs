@@ -80,7 +80,7 @@ impl InboxDelivery {
 }
 
 /// One row as operators see it (`GET /api/stripe/deliveries`).
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct DeliveryRow {
     pub event_id: String,
     #[serde(rename = "type")]
@@ -98,7 +98,7 @@ pub struct DeliveryRow {
 }
 
 /// Counts and recency for diagnostics.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct InboxStats {
     pub by_status: std::collections::BTreeMap<String, i64>,
     pub duplicates: i64,
@@ -107,14 +107,14 @@ pub struct InboxStats {
     pub signature_failures: i64,
 }
 
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct LastError {
     pub event_id: String,
     pub message: String,
 }
 
 /// A refused delivery, as recorded.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct SignatureFailure {
     pub failed_at: DateTime<Utc>,
     pub reason: String,

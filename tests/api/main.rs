@@ -9,6 +9,8 @@ mod browser;
 mod captures;
 mod catalogue_writes;
 mod checkout;
+mod conformance;
+mod contract_check;
 mod dashboard_api;
 mod dashboard_browser;
 mod dashboard_pages;

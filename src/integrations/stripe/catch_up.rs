@@ -51,7 +51,9 @@ impl Default for CatchUpOptions {
 }
 
 /// What one run did.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 pub struct CatchUpReport {
     /// False when another instance held the lock.
     pub ran: bool,
@@ -322,7 +324,7 @@ pub fn spawn(
 }
 
 /// The last run, for diagnostics.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct CatchUpStatus {
     pub at: chrono::DateTime<chrono::Utc>,
     pub report: Option<CatchUpReport>,

@@ -88,7 +88,7 @@ impl StripeApiError {
 }
 
 /// Test or live, from the secret key's prefix.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum KeyMode {
     Test,

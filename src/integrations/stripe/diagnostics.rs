@@ -12,7 +12,7 @@ use crate::store::inbox::{InboxStats, SignatureFailure};
 /// Refused deliveries shown in diagnostics.
 const RECENT_FAILURES: i64 = 10;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Diagnostics {
     pub secret_key: KeyStatus,
     pub publishable_key: KeyStatus,
@@ -27,13 +27,13 @@ pub struct Diagnostics {
     pub connection: Option<ConnectionTest>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct KeyStatus {
     pub present: bool,
     pub mode: Option<KeyMode>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ConnectionTest {
     pub ok: bool,
     pub error: Option<String>,

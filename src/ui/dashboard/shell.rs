@@ -78,6 +78,11 @@ pub const NAV: &[NavItem] = &[
         permission: Permission::Administer,
     },
     NavItem {
+        label: "API",
+        path: "/api/reference",
+        permission: Permission::Read,
+    },
+    NavItem {
         label: "Account",
         path: "/account",
         permission: Permission::Read,
