@@ -853,6 +853,17 @@ async fn a_code_left_on_the_lock_by_an_unrecorded_attempt_is_deleted_when_the_gu
         .await,
         "the code the lost attempt left is deleted from the lock"
     );
+    // The removal is journalled after TTLock's answer, then projected: wait for the row.
+    assert!(
+        eventually(400, Duration::from_millis(25), || async {
+            let removed = get_json(&world.app, "/api/audit?action=stray_passcodes_removed").await;
+            removed["items"]
+                .as_array()
+                .is_some_and(|items| !items.is_empty())
+        })
+        .await,
+        "the removal reaches the audit log"
+    );
     let removed = get_json(&world.app, "/api/audit?action=stray_passcodes_removed").await;
     assert_eq!(
         removed["items"].as_array().map(Vec::len),
