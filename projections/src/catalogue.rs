@@ -123,6 +123,11 @@ async fn apply_door(
             conn.execute(&sql, &[uid.into(), reason.into(), at.into()])
                 .await?;
         }
+        DoorEvent::DoorOfflineFallbackChanged { enabled, at, .. } => {
+            let sql = update("offline_fallback = $2, updated_at = $3");
+            conn.execute(&sql, &[uid.into(), enabled.into(), at.into()])
+                .await?;
+        }
         DoorEvent::PassageModeObserved { enabled, at } => {
             let sql = update("passage_mode = $2, updated_at = $3");
             conn.execute(&sql, &[uid.into(), enabled.into(), at.into()])
@@ -139,8 +144,7 @@ async fn apply_door(
         | DoorEvent::AccessCodeExpired { .. }
         | DoorEvent::AccessCompensationDecided { .. }
         | DoorEvent::AccessCodeReissueRequested { .. }
-        | DoorEvent::StrayPasscodesRemoved { .. }
-        | DoorEvent::DoorOfflineFallbackChanged { .. } => {}
+        | DoorEvent::StrayPasscodesRemoved { .. } => {}
     }
     Ok(())
 }
@@ -292,6 +296,8 @@ pub struct DoorRow {
     pub status: String,
     pub status_reason: Option<String>,
     pub passage_mode: Option<bool>,
+    /// A period code when the lock's gateway is offline (see `DoorOfflineFallbackChanged`).
+    pub offline_fallback: bool,
     pub codes_issued: i64,
     pub registered_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -317,7 +323,8 @@ pub struct DeviceRow {
 }
 
 const DOOR_COLUMNS: &str = "door_uid, lock_id, name, location, time_zone, price, currency, \
-     access_minutes, status, status_reason, passage_mode, codes_issued, registered_at, updated_at";
+     access_minutes, status, status_reason, passage_mode, offline_fallback, codes_issued, \
+     registered_at, updated_at";
 
 const DEVICE_COLUMNS: &str = "device_uid, name, location, time_zone, shelly_device_id, \
      shelly_channel, plans, status, status_reason, holder_session_id, queue_length, relay_on, \
@@ -337,6 +344,7 @@ impl DoorRow {
             status: row.get("status")?,
             status_reason: row.get("status_reason")?,
             passage_mode: row.get("passage_mode")?,
+            offline_fallback: row.get("offline_fallback")?,
             codes_issued: row.get("codes_issued")?,
             registered_at: row.get("registered_at")?,
             updated_at: row.get("updated_at")?,

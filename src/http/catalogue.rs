@@ -37,6 +37,8 @@ pub struct DoorView {
     pub status: String,
     pub status_reason: Option<String>,
     pub passage_mode: Option<bool>,
+    /// Whether a period code is issued when the lock's gateway is offline.
+    pub offline_fallback: bool,
     pub codes_issued: i64,
     pub registered_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -56,6 +58,7 @@ impl From<DoorRow> for DoorView {
             status: row.status,
             status_reason: row.status_reason,
             passage_mode: row.passage_mode,
+            offline_fallback: row.offline_fallback,
             codes_issued: row.codes_issued,
             registered_at: row.registered_at,
             updated_at: row.updated_at,

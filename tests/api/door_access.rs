@@ -1133,6 +1133,19 @@ async fn allow_offline_fallback(app: &TestApp) {
     assert_eq!(response.status(), 200);
     let door: Value = response.json().await.unwrap();
     assert_eq!(door["offline_fallback"], true, "{door}");
+    // The list (the catalogue projection) shows it too.
+    assert!(
+        eventually(200, Duration::from_millis(25), || async {
+            let doors = get_json(app, "/api/doors").await;
+            doors["items"].as_array().is_some_and(|items| {
+                items.iter().any(|door| {
+                    door["uid"] == GATEWAY_LOCK.to_string() && door["offline_fallback"] == true
+                })
+            })
+        })
+        .await,
+        "GET /api/doors shows the fallback"
+    );
 }
 
 /// Period codes TTLock was asked for (`/v3/keyboardPwd/get`).

@@ -591,6 +591,7 @@ fn check_catalogue(
         );
         assert_eq!(row.status, door.status().to_string());
         assert_eq!(row.passage_mode, door.passage_mode_enabled());
+        assert_eq!(row.offline_fallback, door.offline_fallback());
         let issued = stream
             .iter()
             .filter(|e| e.event_type == "AccessCodeIssued")
