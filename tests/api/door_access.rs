@@ -1139,7 +1139,8 @@ async fn allow_offline_fallback(app: &TestApp) {
             let doors = get_json(app, "/api/doors").await;
             doors["items"].as_array().is_some_and(|items| {
                 items.iter().any(|door| {
-                    door["uid"] == GATEWAY_LOCK.to_string() && door["offline_fallback"] == true
+                    door["uid"].as_str().and_then(|uid| uid.parse().ok()) == Some(GATEWAY_LOCK)
+                        && door["offline_fallback"] == true
                 })
             })
         })
