@@ -515,32 +515,7 @@ async fn a_relay_that_never_comes_on_costs_the_guest_nothing(backend: Backend) {
 async fn a_force_end_whose_off_failed_is_retried_until_the_relay_is_off(backend: Backend) {
     let world = world(backend).await;
     let payment_id = pay(&world).await;
-    assert!(
-        wait_for(|| async {
-            session_state(&world, payment_id).await == Some(SessionState::Active)
-        })
-        .await,
-        "the session starts"
-    );
-    world.sims.shelly.set_online(PLUG, false).unwrap();
-    let response = world
-        .app
-        .post_json(
-            &format!("/api/sessions/{payment_id}/force-end"),
-            Some(ADMIN_TOKEN),
-            &json!({"reason": "the guest reported smoke"}),
-        )
-        .await;
-    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
-    assert_eq!(
-        session_state(&world, payment_id).await,
-        Some(SessionState::ForceEnded)
-    );
-    assert!(
-        session(&world.app, payment_id).await.off_unconfirmed(),
-        "the OFF did not reach the plug"
-    );
-    assert!(world.sims.relay_is_on(), "the offline plug is still ON");
+    force_end_while_the_plug_is_offline(&world.app, &world.sims, payment_id).await;
 
     world.sims.shelly.set_online(PLUG, true).unwrap();
     assert!(
@@ -554,6 +529,33 @@ async fn a_force_end_whose_off_failed_is_retried_until_the_relay_is_off(backend:
     world.app.stop().await;
 }
 
+/// Waits for the session to start, takes the plug offline and force-ends the session: the
+/// OFF cannot reach the plug, which stays ON.
+async fn force_end_while_the_plug_is_offline(app: &TestApp, sims: &Sims, payment_id: Uuid) {
+    assert!(
+        wait_for(|| async { state_on(app, payment_id).await == Some(SessionState::Active) }).await,
+        "the session starts"
+    );
+    sims.shelly.set_online(PLUG, false).unwrap();
+    let response = app
+        .post_json(
+            &format!("/api/sessions/{payment_id}/force-end"),
+            Some(ADMIN_TOKEN),
+            &json!({"reason": "the guest reported smoke"}),
+        )
+        .await;
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    assert_eq!(
+        state_on(app, payment_id).await,
+        Some(SessionState::ForceEnded)
+    );
+    assert!(
+        session(app, payment_id).await.off_unconfirmed(),
+        "the OFF did not reach the plug"
+    );
+    assert!(sims.relay_is_on(), "the offline plug is still ON");
+}
+
 /// The same, with a restart in between: the OFF that failed before the restart is sent by
 /// the restarted server (its reconciler picks up ended sessions whose OFF is unconfirmed),
 /// not left to the hourly sweep.
@@ -563,24 +565,7 @@ async fn a_restart_after_a_failed_force_end_off_still_switches_off(backend: Back
     let first = sims.app(database.another_handle(), sims.options()).await;
     register_washer(&first).await;
     let payment_id = pay_on(&first, &sims).await;
-    assert!(
-        wait_for(|| async { state_on(&first, payment_id).await == Some(SessionState::Active) })
-            .await,
-        "the session starts"
-    );
-    sims.shelly.set_online(PLUG, false).unwrap();
-    let response = first
-        .post_json(
-            &format!("/api/sessions/{payment_id}/force-end"),
-            Some(ADMIN_TOKEN),
-            &json!({"reason": "the guest reported smoke"}),
-        )
-        .await;
-    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
-    assert!(
-        session(&first, payment_id).await.off_unconfirmed(),
-        "the OFF did not reach the plug"
-    );
+    force_end_while_the_plug_is_offline(&first, &sims, payment_id).await;
     first.stop().await;
     sims.shelly.set_online(PLUG, true).unwrap();
     assert!(sims.relay_is_on(), "nobody has switched the plug off yet");
