@@ -18,6 +18,7 @@ use crate::helpers::{
     eventually, spawn_app, spawn_app_with_settings, Backend, TestApp, TestDatabase, ADMIN_TOKEN,
 };
 use crate::on_both_backends;
+use crate::projections::wait_for_projections;
 use crate::sim_helpers::GATEWAY_LOCK;
 use crate::smtp_sink::{Received, SmtpSink};
 use crate::stripe_support::{API_KEY, SECRET};
@@ -114,12 +115,17 @@ pub(crate) async fn spawn_mail_app(
     .await
 }
 
-/// Registers the door the mail tests pay for ("Room 12", the simulator's gateway lock).
+/// Registers the door the mail tests pay for ("Room 12", the simulator's gateway lock)
+/// and waits until the catalogue shows it.
 pub(crate) async fn register_door(app: &TestApp) {
     let door = json!({"uid": GATEWAY_LOCK.to_string(), "name": "Room 12", "location": "Lyon",
                       "time_zone": "Europe/Paris", "price": 1500, "currency": "eur", "access_minutes": 60});
     let response = app.post_json("/api/doors", Some(ADMIN_TOKEN), &door).await;
     assert_eq!(response.status(), 201);
+    // A door is in the catalogue long before a guest pays for it; the receipt reads its
+    // name and zone from there, and an attempt made while the catalogue still lags is
+    // retried (counted in `attempts`), which the receipt test would take for a resend.
+    wait_for_projections(&app.database).await;
 }
 
 /// A guest starts a door checkout with `email` on `app`; returns the payment id and the
